@@ -1,0 +1,73 @@
+"""latentsearch: an embedded latent-space engine over SQLite + FAISS.
+
+    import latentsearch as ls
+    col = ls.create("notes", encoder="minilm")
+    col.add(ids=["a"], texts=["reset your password from the login page"], metadata=[{"lang": "en"}])
+    hits = col.search("forgot my password", k=5, where={"lang": "en"})
+
+Heavy modules (FAISS, torch) load on first use, so importing this package is cheap.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .errors import (
+    CollectionNotFoundError,
+    ConflictError,
+    CorruptCollectionError,
+    EncoderMismatchError,
+    FilterError,
+    InvalidInputError,
+    ItemNotFoundError,
+    LatentSearchError,
+    LockTimeoutError,
+    NotFoundError,
+)
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from .collection import Collection, create, drop, list_collections
+    from .collection import open_collection as open  # noqa: A004
+    from .records import Hit, Item
+
+_LAZY = {
+    "Collection": ("collection", "Collection"),
+    "create": ("collection", "create"),
+    "open": ("collection", "open_collection"),
+    "list_collections": ("collection", "list_collections"),
+    "drop": ("collection", "drop"),
+    "Hit": ("records", "Hit"),
+    "Item": ("records", "Item"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(f".{module}", __name__), attr)
+    raise AttributeError(f"module 'latentsearch' has no attribute {name!r}")
+
+
+__all__ = [
+    "Collection",
+    "CollectionNotFoundError",
+    "ConflictError",
+    "CorruptCollectionError",
+    "EncoderMismatchError",
+    "FilterError",
+    "Hit",
+    "InvalidInputError",
+    "Item",
+    "ItemNotFoundError",
+    "LatentSearchError",
+    "LockTimeoutError",
+    "NotFoundError",
+    "create",
+    "drop",
+    "list_collections",
+    "open",
+]

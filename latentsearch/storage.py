@@ -1,0 +1,332 @@
+"""SQLite store: the source of truth of a collection.
+
+One file, ``collection.sqlite``, in WAL mode with ``synchronous=FULL`` so that a write that returned
+is durable. It holds the manifest, the items (string id, kind, text or URI, metadata JSON, float32
+vector blob), their FTS5 rows (kept in step by triggers, inside the same transaction) and a
+monotonically increasing change sequence. Every write batch is one transaction that bumps the
+sequence; the FAISS index records the sequence it contains and catches up from here.
+
+Rowids come from ``AUTOINCREMENT`` so they are never reused: they double as FAISS ids. An upsert
+deletes the old row and inserts a new one, so the index only ever sees adds and deletes.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import ConflictError, CorruptCollectionError, ItemNotFoundError, LockTimeoutError
+
+FORMAT_VERSION = 1
+DB_FILE = "collection.sqlite"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS manifest (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS items (
+    rowid INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL,
+    text TEXT,
+    uri TEXT,
+    metadata TEXT NOT NULL DEFAULT '{}',
+    vector BLOB NOT NULL,
+    seq INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS items_seq ON items(seq);
+CREATE TABLE IF NOT EXISTS deletions (rowid INTEGER PRIMARY KEY, seq INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS deletions_seq ON deletions(seq);
+CREATE VIRTUAL TABLE IF NOT EXISTS items_fts USING fts5(
+    text, content='items', content_rowid='rowid', tokenize='unicode61 remove_diacritics 2'
+);
+CREATE TRIGGER IF NOT EXISTS items_fts_insert AFTER INSERT ON items BEGIN
+    INSERT INTO items_fts(rowid, text) VALUES (new.rowid, coalesce(new.text, ''));
+END;
+CREATE TRIGGER IF NOT EXISTS items_fts_delete AFTER DELETE ON items BEGIN
+    INSERT INTO items_fts(items_fts, rowid, text) VALUES ('delete', old.rowid, coalesce(old.text, ''));
+END;
+"""
+
+ITEM_COLUMNS = "rowid, id, kind, text, uri, metadata"
+
+
+class Store:
+    """Transactional access to one collection's SQLite file."""
+
+    def __init__(self, folder: Path, *, create: bool = False, timeout: float = 30.0) -> None:
+        self.path = Path(folder) / DB_FILE
+        self.timeout = timeout
+        if not create and not self.path.exists():
+            raise CorruptCollectionError(f"{self.path} is missing: the collection folder is incomplete")
+        # One connection per Store, shared by threads under a lock (the server's readers included).
+        self._lock = threading.RLock()
+        try:
+            self.conn = sqlite3.connect(
+                self.path, timeout=timeout, isolation_level=None, check_same_thread=False
+            )
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=FULL")
+            if create:
+                self.conn.executescript(_SCHEMA)
+            else:
+                self.conn.execute("SELECT count(*) FROM manifest").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise self._database_error(exc) from None
+
+    def _database_error(self, exc: sqlite3.Error) -> Exception:
+        message = str(exc)
+        if "locked" in message or "busy" in message:
+            return LockTimeoutError(
+                f"{self.path} is locked by another writer (waited {self.timeout:g}s): retry later "
+                "or raise the timeout"
+            )
+        return CorruptCollectionError(
+            f"{self.path} cannot be read ({message}): the SQLite file is damaged; restore it from a backup"
+        )
+
+    def close(self) -> None:
+        """Close the connection (idempotent)."""
+        with self._lock:
+            self.conn.close()
+
+    # --- transactions ----------------------------------------------------------------------------
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                yield self.conn
+            except sqlite3.DatabaseError as exc:
+                raise self._database_error(exc) from None
+
+    @contextmanager
+    def write(self) -> Iterator[tuple[sqlite3.Connection, int]]:
+        """Run one write transaction; yields the connection and the batch's new change sequence."""
+        with self._lock:
+            try:
+                self.conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                raise self._database_error(exc) from None
+            try:
+                seq = self._seq(self.conn) + 1
+                yield self.conn, seq
+                self.conn.execute("INSERT OR REPLACE INTO manifest VALUES ('seq', ?)", (str(seq),))
+                self.conn.execute("COMMIT")
+            except BaseException as exc:
+                self.conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.DatabaseError):
+                    raise self._database_error(exc) from None
+                raise
+
+    @staticmethod
+    def _seq(conn: sqlite3.Connection) -> int:
+        row = conn.execute("SELECT value FROM manifest WHERE key = 'seq'").fetchone()
+        return int(row[0]) if row else 0
+
+    # --- manifest --------------------------------------------------------------------------------
+
+    def read_manifest(self) -> dict[str, Any]:
+        """Return the manifest as a dict (``seq`` excluded)."""
+        with self._read() as conn:
+            rows = conn.execute("SELECT key, value FROM manifest WHERE key != 'seq'").fetchall()
+        return {key: json.loads(value) for key, value in rows}
+
+    def write_manifest(self, values: dict[str, Any]) -> None:
+        """Set manifest entries in one transaction."""
+        with self.write() as (conn, _):
+            conn.executemany(
+                "INSERT OR REPLACE INTO manifest VALUES (?, ?)",
+                [(key, json.dumps(value)) for key, value in values.items()],
+            )
+
+    @property
+    def seq(self) -> int:
+        """The change sequence of the last committed write."""
+        with self._read() as conn:
+            return self._seq(conn)
+
+    # --- writes ----------------------------------------------------------------------------------
+
+    def insert(
+        self,
+        ids: Sequence[str],
+        kinds: Sequence[str],
+        texts: Sequence[str | None],
+        uris: Sequence[str | None],
+        metadata: Sequence[dict[str, Any]],
+        vectors: np.ndarray,
+        *,
+        upsert: bool = False,
+    ) -> tuple[int, np.ndarray, np.ndarray]:
+        """Insert (or replace, with ``upsert``) a batch in one transaction.
+
+        Returns ``(seq, rowids, replaced_rowids)``: the batch's change sequence, the new rowids in
+        input order, and the rowids of rows the upsert replaced.
+        """
+        blobs = [np.ascontiguousarray(v, dtype=np.float32).tobytes() for v in vectors]
+        with self.write() as (conn, seq):
+            existing = self._rowids_of(conn, ids)
+            if existing and not upsert:
+                first = next(iter(existing))
+                raise ConflictError(
+                    f"id {first!r} already exists in the collection ({len(existing)} of the ids do): "
+                    "use upsert to replace items, or pick new ids"
+                )
+            replaced = np.fromiter(existing.values(), dtype=np.int64, count=len(existing))
+            if len(replaced):
+                conn.executemany("DELETE FROM items WHERE rowid = ?", [(int(r),) for r in replaced])
+                conn.executemany(
+                    "INSERT OR REPLACE INTO deletions VALUES (?, ?)", [(int(r), seq) for r in replaced]
+                )
+            conn.executemany(
+                "INSERT INTO items (id, kind, text, uri, metadata, vector, seq) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (i, k, t, u, json.dumps(m, ensure_ascii=False), b, seq)
+                    for i, k, t, u, m, b in zip(ids, kinds, texts, uris, metadata, blobs)
+                ],
+            )
+            by_id = dict(conn.execute("SELECT id, rowid FROM items WHERE seq = ?", (seq,)).fetchall())
+        rowids = np.array([by_id[i] for i in ids], dtype=np.int64)
+        return seq, rowids, replaced
+
+    def delete(self, ids: Sequence[str]) -> tuple[int, np.ndarray]:
+        """Delete items by id in one transaction; every id must exist. Returns ``(seq, rowids)``."""
+        with self.write() as (conn, seq):
+            found = self._rowids_of(conn, ids)
+            missing = [i for i in ids if i not in found]
+            if missing:
+                raise ItemNotFoundError(
+                    f"unknown id {missing[0]!r} ({len(missing)} of {len(ids)} ids not found): nothing was deleted"
+                )
+            rowids = np.fromiter(found.values(), dtype=np.int64, count=len(found))
+            conn.executemany("DELETE FROM items WHERE rowid = ?", [(int(r),) for r in rowids])
+            conn.executemany("INSERT OR REPLACE INTO deletions VALUES (?, ?)", [(int(r), seq) for r in rowids])
+        return seq, rowids
+
+    def update_metadata(self, updates: dict[int, dict[str, Any]]) -> None:
+        """Merge metadata fields into items by rowid, in one transaction.
+
+        Metadata does not reach the FAISS index, so this does not touch the items' change sequence.
+        """
+        with self.write() as (conn, _):
+            conn.executemany(
+                "UPDATE items SET metadata = json_patch(metadata, ?) WHERE rowid = ?",
+                [(json.dumps(fields), int(rowid)) for rowid, fields in updates.items()],
+            )
+
+    # --- reads -----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _rowids_of(conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for start in range(0, len(ids), 900):  # stay under SQLite's bound-parameter limit
+            chunk = list(ids[start : start + 900])
+            marks = ",".join("?" * len(chunk))
+            found.update(conn.execute(f"SELECT id, rowid FROM items WHERE id IN ({marks})", chunk).fetchall())
+        return found
+
+    def rowids_of(self, ids: Sequence[str]) -> dict[str, int]:
+        """Map the given ids to rowids; unknown ids are left out."""
+        with self._read() as conn:
+            return self._rowids_of(conn, ids)
+
+    def count(self) -> int:
+        """Number of items."""
+        with self._read() as conn:
+            return conn.execute("SELECT count(*) FROM items").fetchone()[0]
+
+    def rows_by_rowid(self, rowids: Sequence[int], *, with_vectors: bool = False) -> dict[int, dict[str, Any]]:
+        """Return items keyed by rowid (missing rowids are left out)."""
+        columns = ITEM_COLUMNS + (", vector" if with_vectors else "")
+        out: dict[int, dict[str, Any]] = {}
+        with self._read() as conn:
+            for start in range(0, len(rowids), 900):
+                chunk = [int(r) for r in rowids[start : start + 900]]
+                marks = ",".join("?" * len(chunk))
+                for row in conn.execute(f"SELECT {columns} FROM items WHERE rowid IN ({marks})", chunk):
+                    out[row[0]] = _row_dict(row, with_vectors)
+        return out
+
+    def rowids_matching(self, where_sql: str, params: Sequence[Any]) -> np.ndarray:
+        """Rowids of the items whose metadata matches a compiled filter."""
+        with self._read() as conn:
+            rows = conn.execute(f"SELECT rowid FROM items WHERE {where_sql}", list(params)).fetchall()
+        return np.array([r[0] for r in rows], dtype=np.int64)
+
+    def vectors(self, rowids: Sequence[int] | np.ndarray, dim: int) -> np.ndarray:
+        """Float32 vectors of the given rowids, in the same order; raises on an unknown rowid."""
+        position = {int(r): i for i, r in enumerate(rowids)}
+        out = np.empty((len(position), dim), dtype=np.float32)
+        seen = 0
+        with self._read() as conn:
+            keys = list(position)
+            for start in range(0, len(keys), 900):
+                chunk = keys[start : start + 900]
+                marks = ",".join("?" * len(chunk))
+                for rowid, blob in conn.execute(f"SELECT rowid, vector FROM items WHERE rowid IN ({marks})", chunk):
+                    out[position[rowid]] = np.frombuffer(blob, dtype=np.float32)
+                    seen += 1
+        if seen != len(position):
+            raise ItemNotFoundError("some rows vanished while reading vectors: retry the call")
+        return out
+
+    def iter_vectors(self, dim: int, *, after_seq: int = 0, batch: int = 8192) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield ``(rowids, vectors)`` chunks of the items written after ``after_seq``, by rowid."""
+        last = -1
+        while True:
+            with self._read() as conn:
+                rows = conn.execute(
+                    "SELECT rowid, vector FROM items WHERE seq > ? AND rowid > ? ORDER BY rowid LIMIT ?",
+                    (after_seq, last, batch),
+                ).fetchall()
+            if not rows:
+                return
+            rowids = np.array([r[0] for r in rows], dtype=np.int64)
+            vectors = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.float32).reshape(len(rows), dim)
+            yield rowids, vectors
+            last = rows[-1][0]
+
+    def count_after(self, seq: int) -> int:
+        """Number of items written after change sequence ``seq``."""
+        with self._read() as conn:
+            return conn.execute("SELECT count(*) FROM items WHERE seq > ?", (seq,)).fetchone()[0]
+
+    def deleted_after(self, seq: int) -> np.ndarray:
+        """Rowids deleted (or replaced) after change sequence ``seq``."""
+        with self._read() as conn:
+            rows = conn.execute("SELECT rowid FROM deletions WHERE seq > ?", (seq,)).fetchall()
+        return np.array([r[0] for r in rows], dtype=np.int64)
+
+    def iter_rows(self, *, batch: int = 1000) -> Iterator[dict[str, Any]]:
+        """Yield every item (without vectors) in rowid order."""
+        last = -1
+        while True:
+            with self._read() as conn:
+                rows = conn.execute(
+                    f"SELECT {ITEM_COLUMNS} FROM items WHERE rowid > ? ORDER BY rowid LIMIT ?", (last, batch)
+                ).fetchall()
+            if not rows:
+                return
+            for row in rows:
+                yield _row_dict(row, False)
+            last = rows[-1][0]
+
+
+def _row_dict(row: tuple[Any, ...], with_vector: bool) -> dict[str, Any]:
+    item = {
+        "rowid": row[0],
+        "id": row[1],
+        "kind": row[2],
+        "text": row[3],
+        "uri": row[4],
+        "metadata": json.loads(row[5]),
+    }
+    if with_vector:
+        item["vector"] = np.frombuffer(row[6], dtype=np.float32)
+    return item
