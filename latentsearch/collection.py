@@ -375,9 +375,7 @@ def create(
         raise InvalidInputError(f"unknown metric {metric!r}: use one of {', '.join(METRICS)}")
     if (folder / DB_FILE).exists():
         if not exist_ok:
-            raise ConflictError(
-                f"collection {name!r} already exists in {folder.parent}: open it, or drop it first"
-            )
+            raise ConflictError(f"collection {name!r} already exists in {folder.parent}: open it, or drop it first")
         collection = Collection(folder, encoder=encoder)
         if collection.manifest["index"] != index or collection.metric != metric:
             raise EncoderMismatchError(
@@ -422,9 +420,7 @@ def create(
     return Collection(folder)
 
 
-def open_collection(
-    name: str, *, home: str | os.PathLike[str] | None = None, encoder: str | None = None
-) -> Collection:
+def open_collection(name: str, *, home: str | os.PathLike[str] | None = None, encoder: str | None = None) -> Collection:
     """Open an existing collection; ``encoder``, if given, must match the one it was built with."""
     folder = paths.collection_dir(name, home)
     if not (folder / DB_FILE).exists():
@@ -500,7 +496,7 @@ def _check_metadata(metadata: Sequence[Mapping[str, Any] | None] | None, n: int)
             json.dumps(meta, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise InvalidInputError(
-                f"metadata #{i} cannot be stored as JSON ({exc}): use strings, finite numbers, booleans, null, lists, dicts"
+                f"metadata #{i} cannot be stored as JSON ({exc}): use strings, finite numbers, booleans, null"
             ) from None
         out.append(dict(meta))
     return out

@@ -47,8 +47,7 @@ def compile_filter(where: Filter | str | None) -> tuple[str, list[Any]]:
 def _field_sql(field: str, params: list[Any]) -> str:
     if not isinstance(field, str) or not _FIELD_RE.match(field):
         raise FilterError(
-            f"invalid field name {field!r} in filter: use letters, digits, '_' and '-', "
-            "with '.' for nested fields"
+            f"invalid field name {field!r} in filter: use letters, digits, '_' and '-', with '.' for nested fields"
         )
     params.append("$." + ".".join(f'"{part}"' for part in field.split(".")))
     return "json_extract(metadata, ?)"
@@ -144,7 +143,7 @@ def _tokenize(text: str) -> list[tuple[str, Any, int]]:
     while pos < len(text):
         match = _TOKEN_RE.match(text, pos)
         if not match:
-            raise FilterError(f"cannot read filter at character {pos + 1}: {text[pos:pos + 20]!r}")
+            raise FilterError(f"cannot read filter at character {pos + 1}: {text[pos : pos + 20]!r}")
         kind = match.lastgroup or ""
         raw = match.group(kind)
         start = match.start(kind)

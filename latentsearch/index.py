@@ -53,9 +53,7 @@ def validate_spec(spec: str) -> str:
     """Return a valid index spec (a kind name, or ``faiss:FACTORY`` for a raw factory string)."""
     if spec in INDEX_KINDS or (spec.startswith("faiss:") and len(spec) > 6):
         return spec
-    raise InvalidInputError(
-        f"unknown index {spec!r}: use one of {', '.join(INDEX_KINDS)} or faiss:FACTORY_STRING"
-    )
+    raise InvalidInputError(f"unknown index {spec!r}: use one of {', '.join(INDEX_KINDS)} or faiss:FACTORY_STRING")
 
 
 def factory_for(spec: str, dim: int, n: int) -> str:
@@ -365,9 +363,7 @@ class VectorIndex:
             return distances
         return -np.sqrt(np.maximum(distances, 0))
 
-    def _search_params(
-        self, allowed: np.ndarray | None, ef_search: int | None, nprobe: int | None
-    ) -> Any:
+    def _search_params(self, allowed: np.ndarray | None, ef_search: int | None, nprobe: int | None) -> Any:
         selector = None
         if allowed is not None:
             selector = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))

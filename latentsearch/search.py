@@ -105,9 +105,7 @@ def knn(
     return results
 
 
-def exact_knn(
-    collection: Collection, queries: np.ndarray, k: int, rowids: np.ndarray
-) -> list[list[tuple[int, float]]]:
+def exact_knn(collection: Collection, queries: np.ndarray, k: int, rowids: np.ndarray) -> list[list[tuple[int, float]]]:
     """Exact k-NN among the given rowids, on the float vectors stored in SQLite."""
     rowids = np.unique(np.asarray(rowids, dtype=np.int64))
     base = collection.store.vectors(rowids, collection.dim)
@@ -115,8 +113,7 @@ def exact_knn(
     distances, positions = faiss.knn(queries, base, min(k, len(rowids)), metric=metric)
     scores = distances if collection.metric == "cosine" else -np.sqrt(np.maximum(distances, 0))
     return [
-        [(int(rowids[p]), float(s)) for p, s in zip(positions[qi], scores[qi]) if p >= 0]
-        for qi in range(len(queries))
+        [(int(rowids[p]), float(s)) for p, s in zip(positions[qi], scores[qi]) if p >= 0] for qi in range(len(queries))
     ]
 
 

@@ -67,9 +67,7 @@ class Store:
         # One connection per Store, shared by threads under a lock (the server's readers included).
         self._lock = threading.RLock()
         try:
-            self.conn = sqlite3.connect(
-                self.path, timeout=timeout, isolation_level=None, check_same_thread=False
-            )
+            self.conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None, check_same_thread=False)
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=FULL")
             if create:
@@ -83,8 +81,7 @@ class Store:
         message = str(exc)
         if "locked" in message or "busy" in message:
             return LockTimeoutError(
-                f"{self.path} is locked by another writer (waited {self.timeout:g}s): retry later "
-                "or raise the timeout"
+                f"{self.path} is locked by another writer (waited {self.timeout:g}s): retry later or raise the timeout"
             )
         return CorruptCollectionError(
             f"{self.path} cannot be read ({message}): the SQLite file is damaged; restore it from a backup"
@@ -181,9 +178,7 @@ class Store:
             replaced = np.fromiter(existing.values(), dtype=np.int64, count=len(existing))
             if len(replaced):
                 conn.executemany("DELETE FROM items WHERE rowid = ?", [(int(r),) for r in replaced])
-                conn.executemany(
-                    "INSERT OR REPLACE INTO deletions VALUES (?, ?)", [(int(r), seq) for r in replaced]
-                )
+                conn.executemany("INSERT OR REPLACE INTO deletions VALUES (?, ?)", [(int(r), seq) for r in replaced])
             conn.executemany(
                 "INSERT INTO items (id, kind, text, uri, metadata, vector, seq) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [
@@ -276,7 +271,9 @@ class Store:
             raise ItemNotFoundError("some rows vanished while reading vectors: retry the call")
         return out
 
-    def iter_vectors(self, dim: int, *, after_seq: int = 0, batch: int = 8192) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def iter_vectors(
+        self, dim: int, *, after_seq: int = 0, batch: int = 8192
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield ``(rowids, vectors)`` chunks of the items written after ``after_seq``, by rowid."""
         last = -1
         while True:

@@ -69,9 +69,7 @@ def get_encoder(spec: str) -> Encoder:
         elif rest and prefix in _PREFIX_FACTORIES:
             encoder = _PREFIX_FACTORIES[prefix](rest)
         else:
-            raise InvalidInputError(
-                f"unknown encoder {spec!r}: use one of {', '.join(available_encoders())}"
-            )
+            raise InvalidInputError(f"unknown encoder {spec!r}: use one of {', '.join(available_encoders())}")
         _CACHE[spec] = encoder
         return encoder
 
