@@ -280,12 +280,19 @@ class Collection:
     def encode(self, inputs: Sequence[Any], *, batch_size: int = 64, progress: ProgressFn | None = None) -> np.ndarray:
         """Encode inputs with the collection's encoder, in batches, checked like user vectors."""
         inputs = list(inputs)
+        # Batches of similar length pad less: encode longest first, then restore the input order.
+        order = np.arange(len(inputs))
+        if inputs and all(isinstance(x, str) for x in inputs):
+            order = np.argsort([-len(x) for x in inputs], kind="stable")
         parts = []
         for start in range(0, len(inputs), batch_size):
-            parts.append(self.encoder.encode(inputs[start : start + batch_size], batch_size=batch_size))
+            batch = [inputs[i] for i in order[start : start + batch_size]]
+            parts.append(self.encoder.encode(batch, batch_size=batch_size))
             if progress:
                 progress(min(start + batch_size, len(inputs)), len(inputs))
-        matrix = np.concatenate(parts) if parts else np.empty((0, self.dim), np.float32)
+        matrix = np.empty((len(inputs), self.dim), np.float32)
+        if parts:
+            matrix[order] = np.concatenate(parts)
         return self.prepare_vectors(matrix, expected=len(inputs))
 
     def prepare_vectors(self, vectors: Any, *, expected: int | None = None) -> np.ndarray:

@@ -1,0 +1,389 @@
+"""The ``latentsearch`` command line: parse, call the library, print. No logic of its own.
+
+Imports stay light at module level (no FAISS, no torch) so that ``--help`` is instant.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any  # noqa: UP035 - typer needs Optional on 3.10
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import InvalidInputError, LatentSearchError
+
+app = typer.Typer(
+    name="latentsearch",
+    help="Embedded latent-space engine: encode text into vectors, store them in SQLite + FAISS, and search.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+)
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+HomeOption = Annotated[
+    Path | None,
+    typer.Option("--home", help="Data directory of collections [default: $LATENTSEARCH_HOME or ./indexes]."),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def command(*args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register a command whose expected errors print as one line on stderr (exit code 1)."""
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def wrapper(*a: Any, **kw: Any) -> Any:
+            try:
+                return fn(*a, **kw)
+            except LatentSearchError as exc:
+                err.print(f"[bold red]error:[/] {exc}", markup=True, soft_wrap=True)
+                raise typer.Exit(1) from None
+            except KeyboardInterrupt:
+                err.print("interrupted: every batch that finished is saved")
+                raise typer.Exit(130) from None
+
+        return app.command(*args, **kwargs)(wrapper)
+
+    return decorate
+
+
+@app.callback()
+def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what happens.")] = False) -> None:
+    from rich.logging import RichHandler
+
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(message)s",
+        handlers=[RichHandler(console=err, show_time=False, show_path=False)],
+    )
+
+
+@contextmanager
+def progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
+    """A rich progress bar with items/s, as a ``progress(done, total)`` callback."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=err, transient=False) as bar:
+        task = bar.add_task(description, total=None, rate="")
+        start = time.perf_counter()
+
+        def update(done: int, total: int) -> None:
+            elapsed = max(time.perf_counter() - start, 1e-9)
+            bar.update(task, completed=done, total=total, rate=f"{done / elapsed:,.0f} items/s")
+
+        yield update
+
+
+def _open(name: str, home: Path | None) -> Any:
+    import latentsearch as ls
+
+    return ls.open(name, home=home)
+
+
+def _snippet(text: str | None, width: int = 90) -> str:
+    if not text:
+        return ""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def _print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2) + "\n")
+
+
+# --- collections ---------------------------------------------------------------------------------
+
+
+@command()
+def create(
+    name: Annotated[str, typer.Argument(help="Collection name (letters, digits, '_', '-', '.').")],
+    encoder: Annotated[
+        str, typer.Option(help="minilm (all-MiniLM-L6-v2), st:PATH (local sentence-transformers folder), precomputed.")
+    ] = "minilm",
+    index: Annotated[
+        str, typer.Option(help="auto, flat, hnsw, ivf, ivfpq, sq8, or faiss:FACTORY (a FAISS factory string).")
+    ] = "auto",
+    metric: Annotated[str, typer.Option(help="cosine or l2.")] = "cosine",
+    dim: Annotated[int | None, typer.Option(help="Vector dimension (required with --encoder precomputed).")] = None,
+    home: HomeOption = None,
+) -> None:
+    """Create an empty collection."""
+    import latentsearch as ls
+
+    col = ls.create(name, encoder=encoder, index=index, metric=metric, dim=dim, home=home)
+    out.print(
+        f"created collection [bold]{name}[/] ({col.encoder_name}, {col.dim}-d, {col.metric}, "
+        f"index {index}) in {col.path}"
+    )
+    col.close()
+
+
+@command("list")
+def list_(home: HomeOption = None, as_json: JsonOption = False) -> None:
+    """List the collections in the data directory."""
+    import latentsearch as ls
+
+    names = ls.list_collections(home=home)
+    rows = []
+    for name in names:
+        col = ls.open(name, home=home)
+        rows.append({"name": name, "count": col.count(), "encoder": col.encoder_name, "dim": col.dim})
+        col.store.close()
+    if as_json:
+        _print_json(rows)
+        return
+    if not rows:
+        out.print("no collections yet: create one with [bold]latentsearch create NAME[/]")
+        return
+    table = Table("name", "items", "encoder", "dim")
+    for row in rows:
+        table.add_row(row["name"], f"{row['count']:,}", row["encoder"], str(row["dim"]))
+    out.print(table)
+
+
+@command()
+def info(name: str, home: HomeOption = None, as_json: JsonOption = False) -> None:
+    """Show a collection's settings, size and index state."""
+    with _open(name, home) as col:
+        data = col.info()
+    if as_json:
+        _print_json(data)
+        return
+    table = Table("setting", "value", show_header=False)
+    for key, value in data.items():
+        table.add_row(key, str(value))
+    out.print(table)
+
+
+@command()
+def drop(
+    name: str,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    home: HomeOption = None,
+) -> None:
+    """Delete a collection and all its files."""
+    import latentsearch as ls
+
+    if not yes:
+        if not sys.stdin.isatty():
+            raise InvalidInputError(f"refusing to drop {name!r} without confirmation: pass --yes")
+        typer.confirm(f"Delete collection {name!r} and all its items?", abort=True)
+    ls.drop(name, home=home)
+    out.print(f"dropped collection [bold]{name}[/]")
+
+
+# --- items ---------------------------------------------------------------------------------------
+
+
+@command()
+def add(
+    name: str,
+    source: Annotated[
+        Path, typer.Argument(help="A .jsonl/.csv/.tsv file, a .npy/.npz of vectors, or a folder of .txt/.md.")
+    ],
+    text_field: Annotated[str, typer.Option(help="Field holding the text (JSONL/CSV).")] = "text",
+    id_field: Annotated[str, typer.Option(help="Field holding the id; absent: ids are FILE-LINE.")] = "id",
+    vector_field: Annotated[str | None, typer.Option(help="Field holding a precomputed vector.")] = None,
+    metadata_fields: Annotated[
+        str | None, typer.Option(help="Comma-separated fields to keep as metadata [default: all others].")
+    ] = None,
+    ids_file: Annotated[Path | None, typer.Option(help="For .npy input: a file with one id per line.")] = None,
+    upsert: Annotated[bool, typer.Option(help="Replace items whose id exists instead of failing.")] = False,
+    batch_size: Annotated[int, typer.Option(help="Texts per encoder batch.")] = 64,
+    home: HomeOption = None,
+) -> None:
+    """Add items from a file or folder (encoded in batches, with a progress bar)."""
+    from .ingest import ingest, read_input
+
+    fields = [f.strip() for f in metadata_fields.split(",") if f.strip()] if metadata_fields else None
+    records = read_input(
+        source,
+        text_field=text_field,
+        id_field=id_field,
+        vector_field=vector_field,
+        metadata_fields=fields,
+        ids_file=ids_file,
+    )
+    with _open(name, home) as col:
+        start = time.perf_counter()
+        with progress_bar(f"adding to {name}") as update:
+            done = ingest(col, records, upsert=upsert, batch_size=batch_size, progress=update)
+        elapsed = time.perf_counter() - start
+        total = col.count()
+    verb = "upserted" if upsert else "added"
+    out.print(
+        f"{verb} {done:,} items in {elapsed:.1f}s ({done / max(elapsed, 1e-9):,.0f} items/s); {name} has {total:,}"
+    )
+
+
+@command()
+def get(
+    name: str,
+    ids: Annotated[list[str], typer.Argument(help="Item ids.")],
+    vectors: Annotated[bool, typer.Option("--vectors", help="Include the stored vectors.")] = False,
+    home: HomeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show items by id."""
+    with _open(name, home) as col:
+        items = col.get(ids, with_vectors=vectors)
+    if as_json:
+        _print_json([item.to_dict() for item in items])
+        return
+    table = Table("id", "kind", "text / uri", "metadata")
+    for item in items:
+        table.add_row(
+            item.id, item.kind, _snippet(item.text or item.uri), json.dumps(item.metadata, ensure_ascii=False)
+        )
+    out.print(table)
+
+
+@command()
+def delete(
+    name: str,
+    ids: Annotated[list[str], typer.Argument(help="Item ids to delete.")],
+    home: HomeOption = None,
+) -> None:
+    """Delete items by id (all or nothing: an unknown id deletes none)."""
+    with _open(name, home) as col:
+        removed = col.delete(ids)
+        total = col.count()
+    out.print(f"deleted {removed} items; {name} has {total:,}")
+
+
+@command()
+def count(name: str, home: HomeOption = None) -> None:
+    """Print the number of items."""
+    with _open(name, home) as col:
+        out.print(str(col.count()))
+
+
+@command()
+def compact(name: str, home: HomeOption = None) -> None:
+    """Rebuild the FAISS index from SQLite (drops HNSW tombstones, retrains IVF/PQ)."""
+    with _open(name, home) as col, progress_bar(f"rebuilding {name}") as update:
+        col.compact(progress=update)
+    out.print(f"rebuilt the index of {name}")
+
+
+# --- search --------------------------------------------------------------------------------------
+
+
+@command()
+def search(
+    name: str,
+    query: Annotated[str | None, typer.Argument(help="Text to search for.")] = None,
+    k: Annotated[int, typer.Option("-k", "--k", help="Number of results.")] = 10,
+    where: Annotated[
+        str | None,
+        typer.Option(help='Metadata filter, e.g. \'lang = "en" and (year >= 2000 or tag in ("a", "b"))\'.'),
+    ] = None,
+    like: Annotated[str | None, typer.Option(help="Find items like this item id (itself excluded).")] = None,
+    vector: Annotated[Path | None, typer.Option(help="A .npy file holding one query vector.")] = None,
+    ef_search: Annotated[int | None, typer.Option(help="HNSW: candidates explored (recall vs speed).")] = None,
+    nprobe: Annotated[int | None, typer.Option(help="IVF: lists probed (recall vs speed).")] = None,
+    home: HomeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Semantic search by text, by vector (--vector) or by an item (--like)."""
+    given = [x is not None for x in (query, like, vector)]
+    if sum(given) != 1:
+        raise InvalidInputError("give exactly one of QUERY, --like ID or --vector FILE.npy")
+    q: Any = query
+    if vector is not None:
+        import numpy as np
+
+        try:
+            q = np.load(vector, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise InvalidInputError(f"cannot read query vector {vector}: {exc}") from None
+    with _open(name, home) as col:
+        hits = col.search(q, k=k, where=where, like=like, ef_search=ef_search, nprobe=nprobe)
+    if as_json:
+        _print_json([hit.to_dict() for hit in hits])
+        return
+    if not hits:
+        out.print("no results")
+        return
+    table = Table("#", "score", "id", "text / uri", "metadata")
+    for rank, hit in enumerate(hits, 1):
+        table.add_row(
+            str(rank),
+            f"{hit.score:.3f}",
+            hit.id,
+            _snippet(hit.text or hit.uri),
+            json.dumps(hit.metadata, ensure_ascii=False),
+        )
+    out.print(table)
+
+
+# --- demo ----------------------------------------------------------------------------------------
+
+
+@command()
+def demo(
+    home: HomeOption = None,
+    k: Annotated[int, typer.Option("-k", help="Results per query.")] = 3,
+) -> None:
+    """Build a collection from Python's own documentation (no download) and run a few searches."""
+    import latentsearch as ls
+
+    from .demo import DEMO_QUERIES, demo_corpus
+    from .ingest import Records, ingest
+
+    items = demo_corpus()
+    if "demo" in ls.list_collections(home=home):
+        ls.drop("demo", home=home)
+    out.print(f"[bold]latentsearch demo[/]: {len(items):,} help topics and docstrings of Python's standard library")
+    with ls.create("demo", encoder="minilm", index="hnsw", home=home) as col:
+        records = Records(
+            ids=[i["id"] for i in items],
+            texts=[i["text"] for i in items],
+            metadata=[i["metadata"] for i in items],
+            source="python docs",
+        )
+        start = time.perf_counter()
+        with progress_bar("encoding with all-MiniLM-L6-v2") as update:
+            ingest(col, records, progress=update)
+        elapsed = time.perf_counter() - start
+        out.print(
+            f"indexed {len(items):,} items in {elapsed:.1f}s ({len(items) / elapsed:,.0f} items/s) at {col.path}\n"
+        )
+        for query, where in DEMO_QUERIES:
+            hits = col.search(query, k=k, where=where)
+            title = f"[bold]{query}[/]" + (f"  [dim]where {where}[/]" if where else "")
+            table = Table("score", "id", "text", title=title, title_justify="left")
+            for hit in hits:
+                table.add_row(f"{hit.score:.3f}", hit.id, _snippet(hit.text, 80))
+            out.print(table)
+    out.print(f'try it yourself: latentsearch search demo "your question" -k 5{" --home " + str(home) if home else ""}')
+
+
+def main() -> None:
+    """Console-script entry point."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    app()
+
+
+if __name__ == "__main__":
+    main()

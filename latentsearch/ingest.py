@@ -1,0 +1,275 @@
+"""Reading items from files (JSONL, CSV, a folder of .txt/.md, numpy arrays) and adding them in
+batches, each batch one transaction, after the whole input has been checked."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import ConflictError, InvalidInputError
+from .index import ProgressFn
+
+if TYPE_CHECKING:
+    from .collection import Collection
+
+TEXT_SUFFIXES = (".txt", ".md")
+DEFAULT_CHUNK = 2048  # items per transaction when ingesting a file
+
+
+@dataclass
+class Records:
+    """Items read from an input, ready to add."""
+
+    ids: list[str]
+    texts: list[str] | None = None
+    vectors: np.ndarray | None = None
+    metadata: list[dict[str, Any]] = field(default_factory=list)
+    source: str = ""
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def read_input(
+    path: str | Path,
+    *,
+    text_field: str = "text",
+    id_field: str = "id",
+    vector_field: str | None = None,
+    metadata_fields: Sequence[str] | None = None,
+    ids_file: str | Path | None = None,
+) -> Records:
+    """Read items from a JSONL, CSV, .npy/.npz file or a folder of .txt/.md files.
+
+    JSONL/CSV: one item per line/row; ``text_field`` and ``id_field`` name the columns (ids are
+    generated as ``FILE-LINE`` when the id column is absent); other fields become metadata (all, or
+    ``metadata_fields``); ``vector_field`` reads a precomputed vector. A folder: each file is an item
+    whose id is its relative path. ``.npy``/``.npz``: precomputed vectors, ids from ``ids_file``
+    (one per line), the npz's ``ids`` array, or ``FILE-ROW``.
+    """
+    path = Path(path)
+    if path.is_dir():
+        return _read_folder(path)
+    if not path.is_file():
+        raise InvalidInputError(f"cannot read {path}: no such file or folder")
+    suffix = path.suffix.lower()
+    if suffix in (".npy", ".npz"):
+        return _read_numpy(path, ids_file)
+    if suffix in (".jsonl", ".ndjson", ".json"):
+        rows = _jsonl_rows(path)
+    elif suffix in (".csv", ".tsv"):
+        rows = _csv_rows(path, "\t" if suffix == ".tsv" else ",")
+    else:
+        raise InvalidInputError(
+            f"cannot read {path}: unknown file type {suffix or '(none)'}; use .jsonl, .csv, .tsv, .npy, .npz "
+            "or a folder of .txt/.md files"
+        )
+    return _records_from_rows(path, rows, text_field, id_field, vector_field, metadata_fields)
+
+
+def _open_text(path: Path):
+    try:
+        return open(path, encoding="utf-8", newline="")
+    except OSError as exc:
+        raise InvalidInputError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _jsonl_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
+    rows = []
+    try:
+        with _open_text(path) as handle:
+            for lineno, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise InvalidInputError(f"{path} line {lineno}: invalid JSON ({exc.msg})") from None
+                if not isinstance(row, dict):
+                    raise InvalidInputError(f"{path} line {lineno}: expected a JSON object, got {type(row).__name__}")
+                rows.append((lineno, row))
+    except UnicodeDecodeError as exc:
+        raise InvalidInputError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    return rows
+
+
+def _csv_value(value: str) -> Any:
+    """CSV cells are strings; numbers are stored as numbers so range filters work."""
+    for cast in (int, float):
+        try:
+            number = cast(value)
+        except ValueError:
+            continue
+        return number if cast is int or np.isfinite(number) else value
+    return value
+
+
+def _csv_rows(path: Path, delimiter: str) -> list[tuple[int, dict[str, Any]]]:
+    try:
+        with _open_text(path) as handle:
+            reader = csv.DictReader(handle, delimiter=delimiter)
+            if not reader.fieldnames:
+                raise InvalidInputError(f"{path}: empty file, expected a header row")
+            return [(reader.line_num, dict(row)) for row in reader]
+    except UnicodeDecodeError as exc:
+        raise InvalidInputError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except csv.Error as exc:
+        raise InvalidInputError(f"{path}: malformed CSV ({exc})") from None
+
+
+def _records_from_rows(
+    path: Path,
+    rows: list[tuple[int, dict[str, Any]]],
+    text_field: str,
+    id_field: str,
+    vector_field: str | None,
+    metadata_fields: Sequence[str] | None,
+) -> Records:
+    if not rows:
+        raise InvalidInputError(f"{path}: no items in the file")
+    csv_like = path.suffix.lower() in (".csv", ".tsv")
+    has_ids = [id_field in row for _, row in rows]
+    if any(has_ids) and not all(has_ids):
+        lineno = rows[has_ids.index(False)][0]
+        raise InvalidInputError(f"{path} line {lineno}: no {id_field!r} field while other lines have one")
+    ids, texts, vectors, metadata = [], [], [], []
+    skip = {text_field, id_field, vector_field}
+    for lineno, row in rows:
+        item_id = str(row[id_field]) if has_ids[0] else f"{path.stem}-{lineno}"
+        ids.append(item_id)
+        if vector_field is not None:
+            if vector_field not in row:
+                raise InvalidInputError(f"{path} line {lineno}: no {vector_field!r} field for the vector")
+            value = row[vector_field]
+            vectors.append(json.loads(value) if isinstance(value, str) else value)
+        if text_field in row:
+            text = row[text_field]
+            if not isinstance(text, str) or not text.strip():
+                raise InvalidInputError(f"{path} line {lineno}: empty or non-string {text_field!r}")
+            texts.append(text)
+        elif vector_field is None:
+            fields = ", ".join(sorted(row)) or "none"
+            raise InvalidInputError(
+                f"{path} line {lineno}: no {text_field!r} field (fields: {fields}); name it with --text-field"
+            )
+        keys = metadata_fields if metadata_fields is not None else [k for k in row if k not in skip]
+        meta = {key: row[key] for key in keys if key in row}
+        metadata.append({k: _csv_value(v) for k, v in meta.items()} if csv_like else meta)
+    if texts and len(texts) != len(ids):
+        raise InvalidInputError(f"{path}: some lines have {text_field!r} and others do not")
+    matrix = None
+    if vectors:
+        try:
+            matrix = np.asarray(vectors, dtype=np.float32)
+        except (TypeError, ValueError):
+            raise InvalidInputError(f"{path}: {vector_field!r} must hold lists of numbers of one length") from None
+    return Records(ids, texts or None, matrix, metadata, str(path))
+
+
+def _read_folder(folder: Path) -> Records:
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES)
+    if not files:
+        raise InvalidInputError(f"{folder}: no .txt or .md files found")
+    ids, texts, metadata = [], [], []
+    for file in files:
+        try:
+            text = file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InvalidInputError(f"cannot read {file}: {exc}") from None
+        if not text.strip():
+            raise InvalidInputError(f"{file} is empty: remove it or give it some text")
+        rel = file.relative_to(folder).as_posix()
+        ids.append(rel)
+        texts.append(text)
+        metadata.append({"path": rel, "suffix": file.suffix.lower()})
+    return Records(ids, texts, None, metadata, str(folder))
+
+
+def _read_numpy(path: Path, ids_file: str | Path | None) -> Records:
+    try:
+        loaded = np.load(path, allow_pickle=False)  # never unpickle user files
+    except (OSError, ValueError) as exc:
+        raise InvalidInputError(f"cannot read {path}: {exc}") from None
+    ids: list[str] | None = None
+    if isinstance(loaded, np.lib.npyio.NpzFile):
+        with loaded:
+            names = list(loaded.files)
+            key = "vectors" if "vectors" in names else next((n for n in names if loaded[n].ndim == 2), None)
+            if key is None:
+                raise InvalidInputError(f"{path}: no 2-D array of vectors (name it 'vectors')")
+            vectors = loaded[key]
+            if "ids" in names:
+                ids = [str(x) for x in loaded["ids"].tolist()]
+    else:
+        vectors = loaded
+    if vectors.ndim != 2 or not np.issubdtype(vectors.dtype, np.number):
+        raise InvalidInputError(f"{path}: expected a 2-D numeric array of vectors, got shape {vectors.shape}")
+    if ids_file is not None:
+        try:
+            ids = [line.strip() for line in Path(ids_file).read_text(encoding="utf-8").splitlines() if line.strip()]
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InvalidInputError(f"cannot read ids file {ids_file}: {exc}") from None
+    if ids is None:
+        ids = [f"{path.stem}-{i}" for i in range(len(vectors))]
+    if len(ids) != len(vectors):
+        raise InvalidInputError(f"{path}: {len(vectors)} vectors but {len(ids)} ids")
+    return Records(ids, None, vectors, [{} for _ in ids], str(path))
+
+
+def ingest(
+    collection: Collection,
+    records: Records,
+    *,
+    upsert: bool = False,
+    chunk_size: int = DEFAULT_CHUNK,
+    batch_size: int = 64,
+    progress: ProgressFn | None = None,
+) -> int:
+    """Add records in chunks of ``chunk_size`` (one transaction each), after checking them all.
+
+    Every check that can fail (duplicate ids, existing ids without ``upsert``, dimensions) runs before
+    the first write, so bad input changes nothing.
+    """
+    n = len(records)
+    if len(set(records.ids)) != n:
+        seen: set[str] = set()
+        dup = next(i for i in records.ids if i in seen or seen.add(i))
+        raise InvalidInputError(f"{records.source}: duplicate id {dup!r} in the input")
+    if not upsert:
+        existing = collection.store.rowids_of(records.ids)
+        if existing:
+            raise ConflictError(
+                f"{len(existing)} ids from {records.source} already exist (first: {next(iter(existing))!r}): "
+                "use --upsert to replace them"
+            )
+    if records.vectors is not None:
+        collection.prepare_vectors(records.vectors, expected=n)  # fail before writing anything
+    elif records.texts is None:
+        raise InvalidInputError(f"{records.source}: no texts or vectors to add")
+    write = collection.upsert if upsert else collection.add
+    done = 0
+    for start in range(0, n, chunk_size):
+        end = min(start + chunk_size, n)
+
+        def chunk_progress(d: int, _t: int, offset: int = start) -> None:
+            if progress:
+                progress(offset + d, n)
+
+        write(
+            records.ids[start:end],
+            records.texts[start:end] if records.texts is not None else None,
+            vectors=records.vectors[start:end] if records.vectors is not None else None,
+            metadata=records.metadata[start:end],
+            batch_size=batch_size,
+            progress=chunk_progress,
+        )
+        done = end
+        if progress:
+            progress(done, n)
+    return done
