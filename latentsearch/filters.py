@@ -95,6 +95,7 @@ def _compile_condition(field: str, op: str, arg: Any, params: list[Any]) -> str:
             raise FilterError(f"{op} for field {field!r} takes a list of values")
         values = [_scalar(v, field) for v in arg]
         if not values:
+            params.pop()  # the JSON path is not used by a constant condition
             return "0" if op == "$in" else "1"
         params.extend(values)
         marks = ", ".join("?" * len(values))

@@ -1,0 +1,83 @@
+"""Shared fixtures: a temporary data directory per test and a small real-text corpus."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import latentsearch as ls
+
+# Four clear topics; every topic has English and German items so filters have something to do.
+TOPIC_DOCS = {
+    "cooking": [
+        "Simmer the tomato sauce with garlic and basil for twenty minutes.",
+        "Knead the bread dough until it is smooth, then let it rise overnight.",
+        "Roast the vegetables in a hot oven with olive oil and salt.",
+        "Whisk eggs and sugar before folding in the flour for a sponge cake.",
+        "Season the soup with pepper and a squeeze of lemon juice.",
+    ],
+    "astronomy": [
+        "The telescope captured a spiral galaxy millions of light years away.",
+        "Jupiter's moons orbit the giant planet in a few days each.",
+        "A supernova explosion briefly outshines its entire galaxy.",
+        "Astronomers measured the distance to the star with parallax.",
+        "The comet's tail points away from the sun as it nears perihelion.",
+    ],
+    "programming": [
+        "The function raises an exception when the list index is out of range.",
+        "Refactor the class so that each method has a single responsibility.",
+        "Compile the program with optimisations and run the unit tests.",
+        "A hash map gives constant-time lookups of keys on average.",
+        "Use a debugger to step through the loop and inspect variables.",
+    ],
+    "finance": [
+        "The central bank raised interest rates to curb inflation.",
+        "Diversify your portfolio across stocks, bonds and cash.",
+        "The company's quarterly earnings beat analysts' expectations.",
+        "A mortgage is a loan secured by the property it pays for.",
+        "Bond prices fall when market interest rates rise.",
+    ],
+}
+
+
+def topic_items() -> tuple[list[str], list[str], list[dict]]:
+    """ids, texts and metadata of the topic corpus."""
+    ids, texts, metadata = [], [], []
+    for topic, docs in TOPIC_DOCS.items():
+        for i, text in enumerate(docs):
+            ids.append(f"{topic}-{i}")
+            texts.append(text)
+            metadata.append({"topic": topic, "lang": "en" if i % 2 == 0 else "de", "n": i})
+    return ids, texts, metadata
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    """A fresh data directory, also set as LATENTSEARCH_HOME for CLI calls."""
+    path = tmp_path / "home"
+    monkeypatch.setenv("LATENTSEARCH_HOME", str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def topic_vectors() -> np.ndarray:
+    """MiniLM vectors of the topic corpus (encoded once per test session)."""
+    from latentsearch.encoders import get_encoder
+
+    _, texts, _ = topic_items()
+    return get_encoder("minilm").encode(texts)
+
+
+@pytest.fixture
+def topics(home, topic_vectors):
+    """A MiniLM collection holding the topic corpus (vectors reused from the session fixture)."""
+    ids, texts, metadata = topic_items()
+    col = ls.create("topics", encoder="minilm", index="hnsw", home=home)
+    col.add(ids, texts, vectors=topic_vectors, metadata=metadata)
+    yield col
+    col.close()
+
+
+def random_vectors(n: int, dim: int = 16, seed: int = 0) -> np.ndarray:
+    """Gaussian float32 vectors for tests where meaning does not matter."""
+    return np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)

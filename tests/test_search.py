@@ -1,0 +1,89 @@
+"""Search quality and filters with the real MiniLM encoder, and filtered k-NN at low selectivity."""
+
+import numpy as np
+import pytest
+
+import latentsearch as ls
+
+from .conftest import TOPIC_DOCS, random_vectors
+
+
+@pytest.mark.parametrize(
+    ("query", "topic"),
+    [
+        ("how long should I bake a loaf", "cooking"),
+        ("planets and stars in the night sky", "astronomy"),
+        ("fix a bug in my code", "programming"),
+        ("saving money and investing", "finance"),
+    ],
+)
+def test_query_ranks_its_topic_first(topics, query, topic):
+    hits = topics.search(query, k=5)
+    assert [h.metadata["topic"] for h in hits[:3]] == [topic] * 3
+    assert sum(h.metadata["topic"] == topic for h in hits) >= 4
+    assert hits[0].score > hits[-1].score
+
+
+def test_search_text_with_filter(topics):
+    hits = topics.search("interest rates", k=10, where={"lang": "en"})
+    assert hits and all(h.metadata["lang"] == "en" for h in hits)
+    assert hits[0].metadata["topic"] == "finance"
+    expr_hits = topics.search("interest rates", k=10, where='lang = "en" and topic != "finance"')
+    assert all(h.metadata["lang"] == "en" and h.metadata["topic"] != "finance" for h in expr_hits)
+    assert len(expr_hits) == 9  # 3 English items in each of the three other topics
+
+
+def test_more_like_this_by_id(topics):
+    hits = topics.search(like="astronomy-0", k=4)
+    assert "astronomy-0" not in [h.id for h in hits]
+    assert [h.metadata["topic"] for h in hits[:3]] == ["astronomy"] * 3
+
+
+def test_search_by_vector_matches_search_by_text(topics):
+    from latentsearch.encoders import get_encoder
+
+    vector = get_encoder("minilm").encode(["galaxies far away"])[0]
+    by_vector = [h.id for h in topics.search(vector, k=5)]
+    by_text = [h.id for h in topics.search("galaxies far away", k=5)]
+    assert by_vector == by_text
+
+
+def test_results_carry_text_and_metadata(topics):
+    hit = topics.search("knead the dough", k=1)[0]
+    assert hit.id == "cooking-1"
+    assert hit.text == TOPIC_DOCS["cooking"][1]
+    assert hit.metadata == {"topic": "cooking", "lang": "de", "n": 1}
+    assert set(hit.to_dict()) == {"id", "score", "text", "uri", "metadata"}
+
+
+def test_k_larger_than_collection_returns_everything(topics):
+    assert len(topics.search("anything at all", k=100)) == 20
+
+
+def test_filter_at_one_percent_selectivity_returns_k_on_hnsw(home):
+    n, dim = 20_000, 32
+    vectors = random_vectors(n, dim, 3)
+    col = ls.create("sel", encoder="precomputed", dim=dim, index="hnsw", home=home)
+    col.add([f"v{i}" for i in range(n)], vectors=vectors, metadata=[{"bucket": i % 100} for i in range(n)])
+    assert col.index.factory.startswith("HNSW")
+    queries = random_vectors(20, dim, 4)
+    normed = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    subset = np.arange(7, n, 100)  # bucket 7: 1% of the items
+    for q in queries:
+        hits = col.search(q, k=10, where={"bucket": 7})
+        assert len(hits) == 10
+        assert all(h.metadata["bucket"] == 7 for h in hits)
+        # And they are the true top 10 within the subset.
+        scores = normed[subset] @ (q / np.linalg.norm(q))
+        truth = {f"v{subset[i]}" for i in np.argsort(-scores)[:10]}
+        assert {h.id for h in hits} == truth
+    # A filter matching more items than the exact-subset limit goes through the HNSW selector.
+    wide = col.search(queries[0], k=10, where="bucket < 60", ef_search=128)
+    assert len(wide) == 10 and all(h.metadata["bucket"] < 60 for h in wide)
+    # A filter matching fewer than k items returns all of them.
+    assert len(col.search(queries[0], k=500, where={"bucket": 7})) == n // 100
+    col.close()
+
+
+def test_filter_matching_nothing_returns_nothing(topics):
+    assert topics.search("bread", k=5, where={"topic": "gardening"}) == []
