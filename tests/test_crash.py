@@ -14,8 +14,9 @@ import latentsearch as ls
 
 BATCH, DIM = 250, 24
 
-WRITER = textwrap.dedent(
-    """
+WRITER = (
+    textwrap.dedent(
+        """
     import sys, numpy as np, latentsearch as ls
     home, batches, save_every = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     col = ls.open("crash", home=home)
@@ -27,7 +28,10 @@ WRITER = textwrap.dedent(
             col.save()  # checkpoints of the index get killed too
         print(f"ack {b}", flush=True)
     """
-).replace("BATCH", str(BATCH)).replace("DIM", str(DIM))
+    )
+    .replace("BATCH", str(BATCH))
+    .replace("DIM", str(DIM))
+)
 
 
 @pytest.mark.parametrize(("index", "save_every", "kill_after"), [("hnsw", 1, 3), ("flat", 2, 5), ("ivf", 1, 8)])

@@ -109,7 +109,7 @@ def test_malformed_dict_filters_are_rejected(bad):
 def test_injection_attempts_stay_data(db):
     # Values are bound parameters; field names are validated, never pasted into SQL.
     assert matching(db, {"lang": "en' OR '1'='1"}) == []
-    assert matching(db, "lang = \"x') OR 1=1 --\"") == []
+    assert matching(db, 'lang = "x\') OR 1=1 --"') == []
     with pytest.raises(FilterError):
         compile_filter({"lang') OR 1=1 --": "x"})
     assert db.execute("SELECT count(*) FROM items").fetchone()[0] == 4

@@ -96,8 +96,11 @@ def vecs(home):
         (lambda c: c.add(["c", ""], vectors=random_vectors(2, 4)), ls.InvalidInputError, "non-empty strings"),
         (lambda c: c.add("c", vectors=random_vectors(1, 4)), ls.InvalidInputError, "not a single string"),
         (lambda c: c.add(["c"], vectors=random_vectors(2, 4)), ls.InvalidInputError, "2 vectors for 1 items"),
-        (lambda c: c.add(["c"], vectors=random_vectors(1, 4), metadata=[{"v": float("inf")}]), ls.InvalidInputError,
-         "cannot be stored as JSON"),
+        (
+            lambda c: c.add(["c"], vectors=random_vectors(1, 4), metadata=[{"v": float("inf")}]),
+            ls.InvalidInputError,
+            "cannot be stored as JSON",
+        ),
         (lambda c: c.add(["c"], vectors=random_vectors(1, 4), metadata=["x"]), ls.InvalidInputError, "not a dict"),
         (lambda c: c.add(["c"], ["some text"]), ls.InvalidInputError, "precomputed vectors"),
         (lambda c: c.add(["c"]), ls.InvalidInputError, "nothing to encode"),
