@@ -300,12 +300,19 @@ def search(
     ] = None,
     like: Annotated[str | None, typer.Option(help="Find items like this item id (itself excluded).")] = None,
     vector: Annotated[Path | None, typer.Option(help="A .npy file holding one query vector.")] = None,
+    mode: Annotated[
+        str, typer.Option(help="auto (hybrid for text queries on text collections), vector, lexical or hybrid.")
+    ] = "auto",
+    fusion: Annotated[str, typer.Option(help="Hybrid fusion: rrf (reciprocal rank) or weighted (scores).")] = "rrf",
+    alpha: Annotated[float, typer.Option(help="Weighted fusion: weight of the vector score (0..1).")] = 0.5,
+    rrf_k: Annotated[int, typer.Option(help="RRF constant: larger flattens the rank weights.")] = 60,
+    explain: Annotated[bool, typer.Option("--explain", help="Show each mode's rank and score.")] = False,
     ef_search: Annotated[int | None, typer.Option(help="HNSW: candidates explored (recall vs speed).")] = None,
     nprobe: Annotated[int | None, typer.Option(help="IVF: lists probed (recall vs speed).")] = None,
     home: HomeOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Semantic search by text, by vector (--vector) or by an item (--like)."""
+    """Search by text (hybrid, vector or lexical), by vector (--vector) or by an item (--like)."""
     given = [x is not None for x in (query, like, vector)]
     if sum(given) != 1:
         raise InvalidInputError("give exactly one of QUERY, --like ID or --vector FILE.npy")
@@ -318,23 +325,61 @@ def search(
         except (OSError, ValueError) as exc:
             raise InvalidInputError(f"cannot read query vector {vector}: {exc}") from None
     with _open(name, home) as col:
-        hits = col.search(q, k=k, where=where, like=like, ef_search=ef_search, nprobe=nprobe)
+        hits = col.search(
+            q,
+            k=k,
+            where=where,
+            like=like,
+            mode=mode,
+            fusion=fusion,
+            alpha=alpha,
+            rrf_k=rrf_k,
+            explain=explain,
+            ef_search=ef_search,
+            nprobe=nprobe,
+        )
     if as_json:
         _print_json([hit.to_dict() for hit in hits])
         return
     if not hits:
         out.print("no results")
         return
-    table = Table("#", "score", "id", "text / uri", "metadata")
+    columns = ["#", "score", "id", "text / uri", "metadata"]
+    if explain:
+        columns[2:2] = ["vector rank (score)", "lexical rank (score)"]
+    table = Table(*columns)
     for rank, hit in enumerate(hits, 1):
-        table.add_row(
+        row = [
             str(rank),
-            f"{hit.score:.3f}",
+            f"{hit.score:.4g}",
             hit.id,
-            _snippet(hit.text or hit.uri),
-            json.dumps(hit.metadata, ensure_ascii=False),
-        )
+            _highlight(hit),
+            _escape(json.dumps(hit.metadata, ensure_ascii=False)),
+        ]
+        if explain:
+            details = hit.details or {}
+            row[2:2] = [_rank_cell(details, "vector"), _rank_cell(details, "lexical")]
+        table.add_row(*row)
     out.print(table)
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def _highlight(hit: Any) -> str:
+    """The snippet with its matched words in bold, or the start of the text."""
+    if hit.snippet:
+        parts = _escape(" ".join(hit.snippet.split())).split("**")
+        return "".join(f"[bold yellow]{p}[/]" if i % 2 else p for i, p in enumerate(parts))
+    return _escape(_snippet(hit.text or hit.uri))
+
+
+def _rank_cell(details: dict[str, Any], mode: str) -> str:
+    rank = details.get(f"{mode}_rank")
+    return "-" if rank is None else f"{rank} ({details[f'{mode}_score']:.3g})"
 
 
 # --- demo ----------------------------------------------------------------------------------------
@@ -374,7 +419,7 @@ def demo(
             title = f"[bold]{query}[/]" + (f"  [dim]where {where}[/]" if where else "")
             table = Table("score", "id", "text", title=title, title_justify="left")
             for hit in hits:
-                table.add_row(f"{hit.score:.3f}", hit.id, _snippet(hit.text, 80))
+                table.add_row(f"{hit.score:.3f}", hit.id, _escape(_snippet(hit.text, 80)))
             out.print(table)
     out.print(f'try it yourself: latentsearch search demo "your question" -k 5{" --home " + str(home) if home else ""}')
 

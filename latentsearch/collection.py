@@ -343,18 +343,40 @@ class Collection:
         k: int = 10,
         where: Filter | str | None = None,
         like: str | None = None,
+        mode: str = "auto",
+        fusion: str = "rrf",
+        alpha: float = 0.5,
+        rrf_k: int = 60,
+        explain: bool = False,
         ef_search: int | None = None,
         nprobe: int | None = None,
     ) -> list[Hit]:
-        """Top-``k`` items nearest to a text, a vector, or an item (``like=ID``, itself excluded).
+        """Top-``k`` items for a text, a vector, or an item (``like=ID``, itself excluded).
 
-        ``where`` is a metadata filter (dict or expression string) applied before the k-NN search,
-        so a selective filter still returns ``k`` results when ``k`` items match. ``ef_search``
-        (HNSW) and ``nprobe`` (IVF) trade speed for recall per query.
+        ``mode``: ``vector`` (k-NN on the encoder's vectors), ``lexical`` (BM25 over the text, SQLite
+        FTS5), ``hybrid`` (both, fused by reciprocal rank fusion with ``rrf_k``, or by
+        ``fusion="weighted"`` with ``alpha`` the vector weight) or ``auto`` (hybrid for text queries on
+        text collections, vector otherwise). ``where`` is a metadata filter (dict or expression string)
+        applied before ranking, so a selective filter still returns ``k`` results when ``k`` items
+        match. ``explain`` fills each hit's ``details`` with every mode's rank and score.
+        ``ef_search`` (HNSW) and ``nprobe`` (IVF) trade speed for recall per query.
         """
         from .search import search
 
-        return search(self, query, k=k, where=where, like=like, ef_search=ef_search, nprobe=nprobe)
+        return search(
+            self,
+            query,
+            k=k,
+            where=where,
+            like=like,
+            mode=mode,
+            fusion=fusion,
+            alpha=alpha,
+            rrf_k=rrf_k,
+            explain=explain,
+            ef_search=ef_search,
+            nprobe=nprobe,
+        )
 
 
 # --- module-level operations ---------------------------------------------------------------------

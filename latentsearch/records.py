@@ -31,18 +31,22 @@ class Item:
 @dataclass
 class Hit:
     """One search result. ``score`` is higher for better matches: cosine similarity, or the negated
-    Euclidean distance for l2 collections. ``details`` holds per-mode ranks and scores when asked."""
+    Euclidean distance for l2 collections; in hybrid search, the fused score. ``snippet`` is the part of
+    the text around the query's words (matches between ``**``). ``details`` holds each mode's rank and
+    score when asked for (``explain=True``)."""
 
     id: str
     score: float
     text: str | None = None
     uri: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    snippet: str | None = None
     details: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict."""
+        """JSON-ready dict (``snippet`` and ``details`` only when set)."""
         out = asdict(self)
-        if self.details is None:
-            del out["details"]
+        for optional in ("snippet", "details"):
+            if out[optional] is None:
+                del out[optional]
         return out

@@ -1,4 +1,9 @@
-"""Vector search over a collection: pre-filtering, exact fall-backs and re-ranking."""
+"""Search over a collection: vector k-NN with pre-filtering, BM25 lexical search, and their hybrid.
+
+Hybrid search fuses the two rankings by reciprocal rank fusion (RRF, Cormack et al. 2009): an item's
+score is the sum over modes of ``1 / (rrf_k + rank)``, so neither mode's score scale matters. A
+weighted fusion of min-max-normalised scores is the alternative (``fusion="weighted"``).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ import numpy as np
 from .errors import InvalidInputError
 from .filters import Filter, compile_filter
 from .index import is_compressed
+from .lexical import fts_query
 from .records import Hit
 
 if TYPE_CHECKING:
@@ -20,6 +26,11 @@ if TYPE_CHECKING:
 # than a graph walk that must skip 99% of its nodes, and it always finds k results.
 EXACT_SUBSET_LIMIT = 20_000
 RERANK_FACTOR = 4  # compressed indexes fetch k*4 candidates and re-rank on the float vectors
+MODES = ("auto", "vector", "lexical", "hybrid")
+FUSIONS = ("rrf", "weighted")
+HYBRID_DEPTH = 100  # candidates taken from each mode before fusing
+SNIPPET_TOKENS = 24
+SNIPPET_MARKS = ("**", "**")
 
 
 def check_k(k: int) -> int:
@@ -29,15 +40,16 @@ def check_k(k: int) -> int:
     return int(k)
 
 
-def query_vectors(collection: Collection, query: Any, like: str | None) -> tuple[np.ndarray, str | None]:
-    """Turn a search's query (text, vector or ``like`` id) into a (1, dim) array."""
-    if (query is None) == (like is None):
-        raise InvalidInputError("give exactly one of a query (text or vector) or like=ID")
-    if like is not None:
-        return collection.vectors_of([like]), like
-    if isinstance(query, str):
-        return collection.encode([query]), None
-    return collection.prepare_vectors(query, expected=1), None
+def resolve_mode(collection: Collection, mode: str, query: Any, like: str | None) -> str:
+    """The search mode to use: ``auto`` is hybrid for text queries on text collections, else vector."""
+    if mode not in MODES:
+        raise InvalidInputError(f"unknown search mode {mode!r}: use one of {', '.join(MODES)}")
+    text_query = isinstance(query, str) or like is not None
+    if mode == "auto":
+        return "hybrid" if text_query and collection.manifest.get("modality") == "text" else "vector"
+    if mode != "vector" and not text_query:
+        raise InvalidInputError(f"{mode} search needs a text query (or like=ID); a vector query searches by vector")
+    return mode
 
 
 def search(
@@ -47,19 +59,95 @@ def search(
     k: int = 10,
     where: Filter | str | None = None,
     like: str | None = None,
+    mode: str = "auto",
+    fusion: str = "rrf",
+    alpha: float = 0.5,
+    rrf_k: int = 60,
+    explain: bool = False,
     ef_search: int | None = None,
     nprobe: int | None = None,
 ) -> list[Hit]:
-    """Vector search; see :meth:`Collection.search`."""
+    """Search; see :meth:`Collection.search`."""
     k = check_k(k)
-    vectors, exclude_id = query_vectors(collection, query, like)
-    exclude = collection.store.rowids_of([exclude_id]).get(exclude_id) if exclude_id else None
-    allowed = allowed_rowids(collection, where)
-    if allowed is not None and exclude is not None:
-        allowed = allowed[allowed != exclude]
-    ranked = knn(collection, vectors, k + (exclude is not None and allowed is None), allowed, ef_search, nprobe)[0]
-    ranked = [(rowid, score) for rowid, score in ranked if rowid != exclude][:k]
-    return hits_for(collection, ranked)
+    if (query is None) == (like is None):
+        raise InvalidInputError("give exactly one of a query (text or vector) or like=ID")
+    mode = resolve_mode(collection, mode, query, like)
+    if fusion not in FUSIONS:
+        raise InvalidInputError(f"unknown fusion {fusion!r}: use one of {', '.join(FUSIONS)}")
+    if not 0.0 <= alpha <= 1.0:
+        raise InvalidInputError(f"alpha is the vector weight in weighted fusion, between 0 and 1; got {alpha}")
+    if isinstance(rrf_k, bool) or not isinstance(rrf_k, int) or rrf_k < 0:
+        raise InvalidInputError(f"rrf_k must be a whole number >= 0, got {rrf_k!r}")
+    exclude, text = None, query if isinstance(query, str) else None
+    if like is not None:
+        item = collection.get([like])[0]
+        exclude = collection.store.rowids_of([like])[like]
+        text = item.text
+    if isinstance(query, str) and mode != "lexical":
+        collection.encoder  # noqa: B018 - fail on a missing/mismatched encoder before any work
+    depth = k if mode != "hybrid" else max(k, HYBRID_DEPTH)
+    rankings: dict[str, list[tuple[int, float]]] = {}
+    if mode in ("vector", "hybrid"):
+        vectors = collection.vectors_of([like]) if like is not None else _query_vector(collection, query)
+        allowed = allowed_rowids(collection, where)
+        if allowed is not None and exclude is not None:
+            allowed = allowed[allowed != exclude]
+        extra = 1 if exclude is not None and allowed is None else 0
+        ranked = knn(collection, vectors, depth + extra, allowed, ef_search, nprobe)[0]
+        rankings["vector"] = [(r, s) for r, s in ranked if r != exclude][:depth]
+    match = fts_query(text) if text else None
+    if mode in ("lexical", "hybrid"):
+        if text is not None and match is None and mode == "lexical":
+            raise InvalidInputError(f"lexical search needs words to match; the query {text!r} has none")
+        where_sql, params = compile_filter(where)
+        rankings["lexical"] = collection.store.lexical_search(match, depth, where_sql, params, exclude) if match else []
+    ranked = fuse(rankings, fusion=fusion, alpha=alpha, rrf_k=rrf_k)[:k] if mode == "hybrid" else rankings[mode][:k]
+    hits = hits_for(collection, ranked)
+    if match:
+        found = collection.store.snippets(match, [r for r, _ in ranked], SNIPPET_MARKS, SNIPPET_TOKENS)
+        for hit, (rowid, _) in zip(hits, ranked):
+            hit.snippet = found.get(rowid)
+    if explain:
+        positions = {name: {r: (i + 1, s) for i, (r, s) in enumerate(rank)} for name, rank in rankings.items()}
+        for hit, (rowid, score) in zip(hits, ranked):
+            hit.details = {"mode": mode}
+            for name, table in positions.items():
+                rank, raw = table.get(rowid, (None, None))
+                hit.details[f"{name}_rank"], hit.details[f"{name}_score"] = rank, raw
+            if mode == "hybrid":
+                hit.details["fused_score"] = score
+    return hits
+
+
+def _query_vector(collection: Collection, query: Any) -> np.ndarray:
+    if isinstance(query, str):
+        return collection.encode([query])
+    return collection.prepare_vectors(query, expected=1)
+
+
+def fuse(
+    rankings: dict[str, list[tuple[int, float]]], *, fusion: str = "rrf", alpha: float = 0.5, rrf_k: int = 60
+) -> list[tuple[int, float]]:
+    """Fuse per-mode rankings (``{"vector": [(rowid, score)], "lexical": [...]}``), best first.
+
+    ``rrf``: sum of ``1 / (rrf_k + rank)``. ``weighted``: ``alpha`` × the min-max-normalised vector score
+    plus ``1 - alpha`` × the normalised lexical score (a mode that missed an item contributes 0).
+    """
+    fused: dict[int, float] = {}
+    for name, ranking in rankings.items():
+        if fusion == "rrf":
+            for rank, (rowid, _) in enumerate(ranking, 1):
+                fused[rowid] = fused.get(rowid, 0.0) + 1.0 / (rrf_k + rank)
+            continue
+        weight = alpha if name == "vector" else 1.0 - alpha
+        if not ranking:
+            continue
+        scores = np.array([s for _, s in ranking])
+        low, span = scores.min(), scores.max() - scores.min()
+        for rowid, score in ranking:
+            normalised = (score - low) / span if span > 0 else 1.0
+            fused[rowid] = fused.get(rowid, 0.0) + weight * normalised
+    return sorted(fused.items(), key=lambda pair: (-pair[1], pair[0]))
 
 
 def allowed_rowids(collection: Collection, where: Filter | str | None) -> np.ndarray | None:

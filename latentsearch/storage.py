@@ -300,6 +300,41 @@ class Store:
             rows = conn.execute("SELECT rowid FROM deletions WHERE seq > ?", (seq,)).fetchall()
         return np.array([r[0] for r in rows], dtype=np.int64)
 
+    def lexical_search(
+        self,
+        match: str,
+        k: int,
+        where_sql: str = "1",
+        params: Sequence[Any] = (),
+        exclude: int | None = None,
+    ) -> list[tuple[int, float]]:
+        """BM25 top-``k`` ``(rowid, score)`` for an FTS5 MATCH expression, higher scores better.
+
+        The metadata filter is applied in the same query, so it never shrinks the result list.
+        """
+        sql = (
+            "SELECT items_fts.rowid, -bm25(items_fts) AS score FROM items_fts "
+            "JOIN items ON items.rowid = items_fts.rowid "
+            f"WHERE items_fts MATCH ? AND ({where_sql}) AND items.rowid != ? "
+            "ORDER BY bm25(items_fts) LIMIT ?"
+        )
+        with self._read() as conn:
+            rows = conn.execute(sql, [match, *params, -1 if exclude is None else exclude, k]).fetchall()
+        return [(int(r), float(s)) for r, s in rows]
+
+    def snippets(self, match: str, rowids: Sequence[int], marks: tuple[str, str], tokens: int) -> dict[int, str]:
+        """FTS5 snippets of the given rows around the terms of ``match`` (rows without a match are left out)."""
+        if not rowids:
+            return {}
+        marks_sql = ",".join("?" * len(rowids))
+        sql = (
+            f"SELECT rowid, snippet(items_fts, 0, ?, ?, '…', ?) FROM items_fts "
+            f"WHERE items_fts MATCH ? AND rowid IN ({marks_sql})"
+        )
+        with self._read() as conn:
+            rows = conn.execute(sql, [marks[0], marks[1], tokens, match, *map(int, rowids)]).fetchall()
+        return dict(rows)
+
     def iter_rows(self, *, batch: int = 1000) -> Iterator[dict[str, Any]]:
         """Yield every item (without vectors) in rowid order."""
         last = -1

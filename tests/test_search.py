@@ -17,8 +17,9 @@ from .conftest import TOPIC_DOCS, random_vectors
         ("saving money and investing", "finance"),
     ],
 )
-def test_query_ranks_its_topic_first(topics, query, topic):
-    hits = topics.search(query, k=5)
+@pytest.mark.parametrize("mode", ["vector", "hybrid"])
+def test_query_ranks_its_topic_first(topics, query, topic, mode):
+    hits = topics.search(query, k=5, mode=mode)
     assert [h.metadata["topic"] for h in hits[:3]] == [topic] * 3
     assert sum(h.metadata["topic"] == topic for h in hits) >= 4
     assert hits[0].score > hits[-1].score
@@ -44,7 +45,7 @@ def test_search_by_vector_matches_search_by_text(topics):
 
     vector = get_encoder("minilm").encode(["galaxies far away"])[0]
     by_vector = [h.id for h in topics.search(vector, k=5)]
-    by_text = [h.id for h in topics.search("galaxies far away", k=5)]
+    by_text = [h.id for h in topics.search("galaxies far away", k=5, mode="vector")]
     assert by_vector == by_text
 
 
@@ -53,7 +54,8 @@ def test_results_carry_text_and_metadata(topics):
     assert hit.id == "cooking-1"
     assert hit.text == TOPIC_DOCS["cooking"][1]
     assert hit.metadata == {"topic": "cooking", "lang": "de", "n": 1}
-    assert set(hit.to_dict()) == {"id", "score", "text", "uri", "metadata"}
+    assert set(hit.to_dict()) == {"id", "score", "text", "uri", "metadata", "snippet"}
+    assert "**Knead**" in hit.snippet and "**dough**" in hit.snippet
 
 
 def test_k_larger_than_collection_returns_everything(topics):

@@ -1,0 +1,32 @@
+"""Lexical search helpers: turning free text into a safe SQLite FTS5 query.
+
+FTS5 has its own query syntax (quotes, ``AND``/``OR``/``NOT``, ``-``, ``*``, column filters). User
+text must never be read as that syntax, so a query becomes its words, each quoted, joined by ``OR``:
+BM25 then ranks documents by how many of the words they contain and how rare those words are.
+"""
+
+from __future__ import annotations
+
+import re
+
+_WORD_RE = re.compile(r"\w+", re.UNICODE)
+MAX_TERMS = 64  # long inputs (a whole document as a "more like this" query) keep their first words
+# English function words, dropped from queries as Lucene's English analyzer does: in small collections
+# BM25's IDF cannot tell that "a" or "how" carry no topic, and they would outrank real matches.
+STOPWORDS = frozenset(
+    (
+        "a an and are as at be but by can could did do does for from had has have how i if in into is it its "
+        "me my no not of on or our should so than that the their them then there these they this to was we "
+        "were what when where which who why will with would you your"
+    ).split()
+)
+
+
+def fts_query(text: str) -> str | None:
+    """An FTS5 MATCH expression for free text, or None when the text has no words."""
+    words = list(dict.fromkeys(w.lower() for w in _WORD_RE.findall(text)))
+    content = [w for w in words if w not in STOPWORDS]
+    words = (content or words)[:MAX_TERMS]  # a query of only stop words still searches for them
+    if not words:
+        return None
+    return " OR ".join(f'"{w}"' for w in words)
