@@ -62,8 +62,9 @@ def _deb(pkg: str) -> Path:
             rc, why = _run(["apt-get", "download", pkg], cache)
         debs = sorted(cache.glob(f"{pkg}_*.deb"))
         if rc != 0 or not debs:
-            raise DatasetUnavailable(f"apt-get download {pkg} failed ({why}); run: "
-                                     f"cd {cache} && apt-get update && apt-get download {pkg}")
+            raise DatasetUnavailable(
+                f"apt-get download {pkg} failed ({why}); run: cd {cache} && apt-get update && apt-get download {pkg}"
+            )
     tmp = root.with_name(pkg + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     rc, why = _run(["dpkg-deb", "-x", str(debs[-1]), str(tmp)], cache)
@@ -89,7 +90,7 @@ def _wheel_member(pkg: str, member: str) -> bytes:
 
 def _arff_rows(text: str) -> list[list[str]]:
     """Rows of the ``@data`` section of a dense ARFF file; quoted values are unescaped (\\' \\" \\n \\t \\\\ ...)."""
-    body = text[re.search(r"^@data\s*$", text, re.M | re.I).end():]
+    body = text[re.search(r"^@data\s*$", text, re.M | re.I).end() :]
     rows, row, i, n = [], [], 0, len(body)
     while i < n:
         c = body[i]
@@ -108,7 +109,7 @@ def _arff_rows(text: str) -> list[list[str]]:
                 if body[i] == "\\":
                     nxt = body[i + 1]
                     if nxt == "u":
-                        out.append(chr(int(body[i + 2:i + 6], 16)))
+                        out.append(chr(int(body[i + 2 : i + 6], 16)))
                         i += 6
                         continue
                     out.append(_ESCAPES.get(nxt, nxt))
@@ -155,8 +156,10 @@ def reuters() -> dict:
         corn, grain = files.values()
         if len(corn) != len(grain) or any(a[0] != b[0] for a, b in zip(corn, grain)):
             raise ValueError(f"Reuters {split}: corn and grain files do not hold the same documents")
-        docs += [{"id": f"{split}-{i:04d}", "text": a[0], "corn": int(a[1]), "grain": int(b[1]), "split": split}
-                 for i, (a, b) in enumerate(zip(corn, grain))]
+        docs += [
+            {"id": f"{split}-{i:04d}", "text": a[0], "corn": int(a[1]), "grain": int(b[1]), "split": split}
+            for i, (a, b) in enumerate(zip(corn, grain))
+        ]
     return {"docs": docs}
 
 
@@ -187,8 +190,12 @@ def movielens_100k() -> dict:
     cols = [h.split(":")[0] for h in lines[0].split("\t")]
     data = np.array([line.split("\t") for line in lines[1:] if line], dtype=np.float64)
     get = {name: data[:, cols.index(name)] for name in ("user_id", "item_id", "rating", "timestamp")}
-    ratings = {"user": get["user_id"].astype(np.int32), "item": get["item_id"].astype(np.int32),
-               "rating": get["rating"].astype(np.float32), "timestamp": get["timestamp"].astype(np.int64)}
+    ratings = {
+        "user": get["user_id"].astype(np.int32),
+        "item": get["item_id"].astype(np.int32),
+        "rating": get["rating"].astype(np.float32),
+        "timestamp": get["timestamp"].astype(np.int64),
+    }
     lines = _wheel_member("recbole", base + ".item").decode("utf-8").splitlines()
     cols = [h.split(":")[0] for h in lines[0].split("\t")]
     items = {}
@@ -198,15 +205,18 @@ def movielens_100k() -> dict:
         if not year.isdigit():
             found = re.search(r"\((\d{4})\)\s*$", rec["movie_title"])
             year = found.group(1) if found else None
-        items[int(rec["item_id"])] = {"title": rec["movie_title"], "year": int(year) if year else None,
-                                      "genres": rec.get("class", "").split()}
+        items[int(rec["item_id"])] = {
+            "title": rec["movie_title"],
+            "year": int(year) if year else None,
+            "genres": rec.get("class", "").split(),
+        }
     return {"ratings": ratings, "items": items}
 
 
 def _idx(path: Path) -> np.ndarray:
     raw = gzip.decompress(path.read_bytes())
     ndim = raw[3]
-    shape = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])  # 8 bytes for labels, 16 for images
+    shape = struct.unpack(f">{ndim}I", raw[4 : 4 + 4 * ndim])  # 8 bytes for labels, 16 for images
     return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
@@ -217,8 +227,11 @@ def fashion_mnist() -> dict:
     ``train_labels`` (60000,), ``test_images`` (10000, 28, 28), ``test_labels`` (10000,) and ``classes``.
     """
     d = _deb("dataset-fashion-mnist") / "usr/share/datasets/fashion-mnist"
-    out = {f"{name}_{kind}": _idx(d / f"{prefix}-{kind}-idx{3 if kind == 'images' else 1}-ubyte.gz")
-           for name, prefix in (("train", "train"), ("test", "t10k")) for kind in ("images", "labels")}
+    out = {
+        f"{name}_{kind}": _idx(d / f"{prefix}-{kind}-idx{3 if kind == 'images' else 1}-ubyte.gz")
+        for name, prefix in (("train", "train"), ("test", "t10k"))
+        for kind in ("images", "labels")
+    }
     return {**out, "classes": list(FASHION_CLASSES)}
 
 
@@ -226,20 +239,26 @@ def _summary(name: str) -> str:
     if name == "reuters":
         docs = reuters()["docs"]
         n = {s: sum(d["split"] == s for d in docs) for s in ("train", "test")}
-        return (f"reuters: {len(docs)} docs ({n['train']} train, {n['test']} test), "
-                f"corn+ {sum(d['corn'] for d in docs)}, grain+ {sum(d['grain'] for d in docs)}")
+        return (
+            f"reuters: {len(docs)} docs ({n['train']} train, {n['test']} test), "
+            f"corn+ {sum(d['corn'] for d in docs)}, grain+ {sum(d['grain'] for d in docs)}"
+        )
     if name == "shuttle":
         X, y = shuttle()
         return f"shuttle: X {X.shape} {X.dtype}, {int(y.sum())} anomalies"
     if name == "movielens_100k":
         ml = movielens_100k()
         r = ml["ratings"]
-        return (f"movielens_100k: {len(r['rating'])} ratings, {len(np.unique(r['user']))} users, "
-                f"{len(np.unique(r['item']))} rated items, {len(ml['items'])} items in catalogue")
+        return (
+            f"movielens_100k: {len(r['rating'])} ratings, {len(np.unique(r['user']))} users, "
+            f"{len(np.unique(r['item']))} rated items, {len(ml['items'])} items in catalogue"
+        )
     if name == "fashion_mnist":
         fm = fashion_mnist()
-        return (f"fashion_mnist: train {fm['train_images'].shape}, test {fm['test_images'].shape}, "
-                f"{len(np.unique(fm['train_labels']))} classes")
+        return (
+            f"fashion_mnist: train {fm['train_images'].shape}, test {fm['test_images'].shape}, "
+            f"{len(np.unique(fm['train_labels']))} classes"
+        )
     raise SystemExit(f"unknown data set {name!r}; choose from reuters shuttle movielens_100k fashion_mnist")
 
 

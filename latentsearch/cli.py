@@ -301,8 +301,11 @@ def search(
     like: Annotated[str | None, typer.Option(help="Find items like this item id (itself excluded).")] = None,
     vector: Annotated[Path | None, typer.Option(help="A .npy file holding one query vector.")] = None,
     mode: Annotated[
-        str, typer.Option(help="auto (hybrid for text queries on text collections), vector, lexical or hybrid.")
-    ] = "auto",
+        str,
+        typer.Option(
+            help="vector (meaning), lexical (BM25 on words) or hybrid (both, fused; best for codes and names)."
+        ),
+    ] = "vector",
     fusion: Annotated[str, typer.Option(help="Hybrid fusion: rrf (reciprocal rank) or weighted (scores).")] = "rrf",
     alpha: Annotated[float, typer.Option(help="Weighted fusion: weight of the vector score (0..1).")] = 0.5,
     rrf_k: Annotated[int, typer.Option(help="RRF constant: larger flattens the rank weights.")] = 60,

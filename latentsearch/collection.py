@@ -343,7 +343,7 @@ class Collection:
         k: int = 10,
         where: Filter | str | None = None,
         like: str | None = None,
-        mode: str = "auto",
+        mode: str = "vector",
         fusion: str = "rrf",
         alpha: float = 0.5,
         rrf_k: int = 60,
@@ -354,11 +354,10 @@ class Collection:
         """Top-``k`` items for a text, a vector, or an item (``like=ID``, itself excluded).
 
         ``mode``: ``vector`` (k-NN on the encoder's vectors), ``lexical`` (BM25 over the text, SQLite
-        FTS5), ``hybrid`` (both, fused by reciprocal rank fusion with ``rrf_k``, or by
-        ``fusion="weighted"`` with ``alpha`` the vector weight) or ``auto`` (hybrid for text queries on
-        text collections, vector otherwise). ``where`` is a metadata filter (dict or expression string)
-        applied before ranking, so a selective filter still returns ``k`` results when ``k`` items
-        match. ``explain`` fills each hit's ``details`` with every mode's rank and score.
+        FTS5) or ``hybrid`` (both, fused by reciprocal rank fusion with ``rrf_k``, or by
+        ``fusion="weighted"`` with ``alpha`` the vector weight). ``where`` is a metadata filter (dict
+        or expression string) applied before ranking, so a selective filter still returns ``k``
+        results when ``k`` items match. ``explain`` fills each hit's ``details`` with every mode's rank and score.
         ``ef_search`` (HNSW) and ``nprobe`` (IVF) trade speed for recall per query.
         """
         from .search import search

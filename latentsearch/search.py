@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 # than a graph walk that must skip 99% of its nodes, and it always finds k results.
 EXACT_SUBSET_LIMIT = 20_000
 RERANK_FACTOR = 4  # compressed indexes fetch k*4 candidates and re-rank on the float vectors
-MODES = ("auto", "vector", "lexical", "hybrid")
+MODES = ("vector", "lexical", "hybrid")
 FUSIONS = ("rrf", "weighted")
 HYBRID_DEPTH = 100  # candidates taken from each mode before fusing
 SNIPPET_TOKENS = 24
@@ -40,14 +40,11 @@ def check_k(k: int) -> int:
     return int(k)
 
 
-def resolve_mode(collection: Collection, mode: str, query: Any, like: str | None) -> str:
-    """The search mode to use: ``auto`` is hybrid for text queries on text collections, else vector."""
+def check_mode(mode: str, query: Any, like: str | None) -> str:
+    """Validate the search mode; lexical and hybrid need a text query (or an item's text via like=ID)."""
     if mode not in MODES:
         raise InvalidInputError(f"unknown search mode {mode!r}: use one of {', '.join(MODES)}")
-    text_query = isinstance(query, str) or like is not None
-    if mode == "auto":
-        return "hybrid" if text_query and collection.manifest.get("modality") == "text" else "vector"
-    if mode != "vector" and not text_query:
+    if mode != "vector" and not (isinstance(query, str) or like is not None):
         raise InvalidInputError(f"{mode} search needs a text query (or like=ID); a vector query searches by vector")
     return mode
 
@@ -59,7 +56,7 @@ def search(
     k: int = 10,
     where: Filter | str | None = None,
     like: str | None = None,
-    mode: str = "auto",
+    mode: str = "vector",
     fusion: str = "rrf",
     alpha: float = 0.5,
     rrf_k: int = 60,
@@ -71,7 +68,7 @@ def search(
     k = check_k(k)
     if (query is None) == (like is None):
         raise InvalidInputError("give exactly one of a query (text or vector) or like=ID")
-    mode = resolve_mode(collection, mode, query, like)
+    mode = check_mode(mode, query, like)
     if fusion not in FUSIONS:
         raise InvalidInputError(f"unknown fusion {fusion!r}: use one of {', '.join(FUSIONS)}")
     if not 0.0 <= alpha <= 1.0:

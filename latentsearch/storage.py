@@ -43,7 +43,7 @@ CREATE INDEX IF NOT EXISTS items_seq ON items(seq);
 CREATE TABLE IF NOT EXISTS deletions (rowid INTEGER PRIMARY KEY, seq INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS deletions_seq ON deletions(seq);
 CREATE VIRTUAL TABLE IF NOT EXISTS items_fts USING fts5(
-    text, content='items', content_rowid='rowid', tokenize='unicode61 remove_diacritics 2'
+    text, content='items', content_rowid='rowid', tokenize='porter unicode61 remove_diacritics 2'
 );
 CREATE TRIGGER IF NOT EXISTS items_fts_insert AFTER INSERT ON items BEGIN
     INSERT INTO items_fts(rowid, text) VALUES (new.rowid, coalesce(new.text, ''));

@@ -50,9 +50,8 @@ def test_paraphrase_is_found_by_vector_and_hybrid_not_lexical(corpus):
     assert ids(corpus.search(query, k=3, mode="hybrid"))[0] == "paraphrase"
 
 
-def test_auto_mode_is_hybrid_for_text_and_vector_for_vectors(corpus, topic_vectors):
-    hit = corpus.search("E-4711X", k=1, explain=True)[0]
-    assert hit.details["mode"] == "hybrid"
+def test_default_mode_is_vector_and_lexical_needs_text(corpus, topic_vectors):
+    assert corpus.search("E-4711X", k=1, explain=True)[0].details["mode"] == "vector"
     assert corpus.search(topic_vectors[0], k=1, explain=True)[0].details["mode"] == "vector"
     with pytest.raises(ls.InvalidInputError, match="needs a text query"):
         corpus.search(topic_vectors[0], mode="lexical")
@@ -117,7 +116,7 @@ def test_weighted_fusion_and_fuse_function(corpus):
     assert weighted[3] == pytest.approx(0.8 * 0.0 + 0.2 * 1.0)
     only_lexical = fuse(rankings, fusion="weighted", alpha=0.0)
     assert only_lexical[0][0] == 3
-    hits = corpus.search("E-4711X", k=1, fusion="weighted", alpha=0.3)
+    hits = corpus.search("E-4711X", k=1, mode="hybrid", fusion="weighted", alpha=0.3)
     assert ids(hits) == ["err-code"]
     with pytest.raises(ls.InvalidInputError, match="alpha"):
         corpus.search("x", alpha=2.0)
@@ -136,10 +135,12 @@ def test_cli_mode_and_explain(home, tmp_path):
     assert runner.invoke(app, ["add", "c", str(path)]).exit_code == 0
     result = runner.invoke(app, ["search", "c", "parallax distance", "--mode", "lexical", "--json", "-k", "1"])
     assert json.loads(result.stdout)[0]["id"] == "astronomy-3"
-    explained = runner.invoke(app, ["search", "c", "parallax distance", "--explain", "-k", "2", "--json"])
+    explained = runner.invoke(app, ["search", "c", "parallax distance", "--mode", "hybrid", "--explain", "--json"])
     details = json.loads(explained.stdout)[0]["details"]
     assert details["mode"] == "hybrid" and details["lexical_rank"] == 1
-    table = runner.invoke(app, ["search", "c", "parallax distance", "--explain", "-k", "2"], env={"COLUMNS": "250"})
+    table = runner.invoke(
+        app, ["search", "c", "parallax distance", "--mode", "hybrid", "--explain", "-k", "2"], env={"COLUMNS": "250"}
+    )
     assert "lexical rank" in table.stdout and "astronomy-3" in table.stdout
     bad = runner.invoke(app, ["search", "c", "x", "--mode", "fuzzy"])
     assert bad.exit_code == 1 and "unknown search mode" in bad.stderr
