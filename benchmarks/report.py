@@ -54,8 +54,8 @@ def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
 def update_readme(name: str, markdown: str) -> bool:
     """Replace the README section between the markers of ``name``; False when the markers are absent."""
     text = README.read_text()
-    pattern = re.compile(rf"(<!-- bench:{re.escape(name)} -->\n).*?(\n<!-- /bench:{re.escape(name)} -->)", re.S)
+    pattern = re.compile(rf"(<!-- bench:{re.escape(name)} -->\n).*?(<!-- /bench:{re.escape(name)} -->)", re.S)
     if not pattern.search(text):
         return False
-    README.write_text(pattern.sub(lambda m: m.group(1) + markdown.strip() + m.group(2), text))
+    README.write_text(pattern.sub(lambda m: m.group(1) + markdown.strip() + "\n" + m.group(2), text))
     return True
