@@ -30,6 +30,7 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from .collection import Collection, create, drop, list_collections
     from .collection import open_collection as open  # noqa: A004
+    from .interactions import fit_interactions
     from .records import Hit, Item
 
 _LAZY = {
@@ -38,6 +39,7 @@ _LAZY = {
     "open": ("collection", "open_collection"),
     "list_collections": ("collection", "list_collections"),
     "drop": ("collection", "drop"),
+    "fit_interactions": ("interactions", "fit_interactions"),
     "Hit": ("records", "Hit"),
     "Item": ("records", "Item"),
 }
@@ -68,6 +70,7 @@ __all__ = [
     "NotFoundError",
     "create",
     "drop",
+    "fit_interactions",
     "list_collections",
     "open",
 ]

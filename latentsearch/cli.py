@@ -10,11 +10,11 @@ import json
 import logging
 import os
 import sys
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any  # noqa: UP035 - typer needs Optional on 3.10
+from time import perf_counter
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -85,10 +85,10 @@ def progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
     )
     with Progress(*columns, console=err, transient=False) as bar:
         task = bar.add_task(description, total=None, rate="")
-        start = time.perf_counter()
+        start = perf_counter()
 
         def update(done: int, total: int) -> None:
-            elapsed = max(time.perf_counter() - start, 1e-9)
+            elapsed = max(perf_counter() - start, 1e-9)
             bar.update(task, completed=done, total=total, rate=f"{done / elapsed:,.0f} items/s")
 
         yield update
@@ -123,7 +123,7 @@ def create(
     index: Annotated[
         str, typer.Option(help="auto, flat, hnsw, ivf, ivfpq, sq8, or faiss:FACTORY (a FAISS factory string).")
     ] = "auto",
-    metric: Annotated[str, typer.Option(help="cosine or l2.")] = "cosine",
+    metric: Annotated[str, typer.Option(help="cosine, ip (inner product, unnormalised) or l2.")] = "cosine",
     dim: Annotated[int | None, typer.Option(help="Vector dimension (required with --encoder precomputed).")] = None,
     home: HomeOption = None,
 ) -> None:
@@ -225,10 +225,10 @@ def add(
         ids_file=ids_file,
     )
     with _open(name, home) as col:
-        start = time.perf_counter()
+        start = perf_counter()
         with progress_bar(f"adding to {name}") as update:
             done = ingest(col, records, upsert=upsert, batch_size=batch_size, progress=update)
-        elapsed = time.perf_counter() - start
+        elapsed = perf_counter() - start
         total = col.count()
     verb = "upserted" if upsert else "added"
     out.print(
@@ -341,29 +341,7 @@ def search(
             ef_search=ef_search,
             nprobe=nprobe,
         )
-    if as_json:
-        _print_json([hit.to_dict() for hit in hits])
-        return
-    if not hits:
-        out.print("no results")
-        return
-    columns = ["#", "score", "id", "text / uri", "metadata"]
-    if explain:
-        columns[2:2] = ["vector rank (score)", "lexical rank (score)"]
-    table = Table(*columns)
-    for rank, hit in enumerate(hits, 1):
-        row = [
-            str(rank),
-            f"{hit.score:.4g}",
-            hit.id,
-            _highlight(hit),
-            _escape(json.dumps(hit.metadata, ensure_ascii=False)),
-        ]
-        if explain:
-            details = hit.details or {}
-            row[2:2] = [_rank_cell(details, "vector"), _rank_cell(details, "lexical")]
-        table.add_row(*row)
-    out.print(table)
+    _print_hits(hits, as_json, explain=explain)
 
 
 def _escape(text: str) -> str:
@@ -383,6 +361,116 @@ def _highlight(hit: Any) -> str:
 def _rank_cell(details: dict[str, Any], mode: str) -> str:
     rank = details.get(f"{mode}_rank")
     return "-" if rank is None else f"{rank} ({details[f'{mode}_score']:.3g})"
+
+
+# --- recommendations -----------------------------------------------------------------------------
+
+
+def _split_ids(values: list[str] | None) -> list[str]:
+    return [part.strip() for value in values or [] for part in value.split(",") if part.strip()]
+
+
+def _print_hits(hits: list[Any], as_json: bool, *, explain: bool = False) -> None:
+    """Hits as JSON, or as a table (with each mode's rank when ``explain``)."""
+    if as_json:
+        _print_json([hit.to_dict() for hit in hits])
+        return
+    if not hits:
+        out.print("no results")
+        return
+    columns = ["#", "score", "id", "text / uri", "metadata"]
+    if explain:
+        columns[2:2] = ["vector rank (score)", "lexical rank (score)"]
+    table = Table(*columns)
+    for rank, hit in enumerate(hits, 1):
+        metadata = _escape(json.dumps(hit.metadata, ensure_ascii=False))
+        row = [str(rank), f"{hit.score:.4g}", hit.id, _highlight(hit), metadata]
+        if explain:
+            details = hit.details or {}
+            row[2:2] = [_rank_cell(details, "vector"), _rank_cell(details, "lexical")]
+        table.add_row(*row)
+    out.print(table)
+
+
+@command()
+def recommend(
+    name: str,
+    like: Annotated[list[str] | None, typer.Option(help="Item ids to find more of (repeat or comma-separate).")] = None,
+    unlike: Annotated[list[str] | None, typer.Option(help="Item ids to steer away from.")] = None,
+    like_text: Annotated[list[str] | None, typer.Option(help="A text describing what to find more of.")] = None,
+    user: Annotated[str | None, typer.Option(help="A user learned by fit-interactions.")] = None,
+    k: Annotated[int, typer.Option("-k", "--k", help="Number of recommendations.")] = 10,
+    strategy: Annotated[str, typer.Option(help="average or best_score (see --help of the Python API).")] = "average",
+    diversity: Annotated[float, typer.Option(help="0 = most relevant, up to 1 = most varied (MMR).")] = 0.0,
+    where: Annotated[str | None, typer.Option(help="Metadata filter expression.")] = None,
+    exclude: Annotated[list[str] | None, typer.Option(help="Item ids never to recommend.")] = None,
+    blend: Annotated[
+        str | None, typer.Option(help="With --user: a content collection over the same ids to blend in.")
+    ] = None,
+    blend_weight: Annotated[float, typer.Option(help="Weight of the blended content ranking (0..1).")] = 0.5,
+    home: HomeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Recommend items like some (--like, --like-text), unlike others (--unlike), or for a --user."""
+    positive: list[Any] = _split_ids(like) + [{"text": t} for t in like_text or []]
+    negative = _split_ids(unlike)
+    if user is None and not positive:
+        raise InvalidInputError("give --like ID (or --like-text TEXT), or --user USER")
+    with _open(name, home) as col:
+        content = _open(blend, home) if blend else None
+        try:
+            hits = col.recommend(
+                positive or None,
+                negative or None,
+                user=user,
+                k=k,
+                strategy=strategy,
+                where=where,
+                exclude=_split_ids(exclude),
+                diversity=diversity,
+                blend=content,
+                blend_weight=blend_weight,
+            )
+        finally:
+            if content is not None:
+                content.close()
+    _print_hits(hits, as_json)
+
+
+@command("fit-interactions")
+def fit_interactions(
+    source: Annotated[Path, typer.Argument(help="CSV/TSV of interactions, one row per (user, item).")],
+    into: Annotated[str, typer.Option(help="Collection to create with the learned item vectors.")],
+    user: Annotated[str, typer.Option(help="User id column.")] = "user_id",
+    item: Annotated[str, typer.Option(help="Item id column.")] = "item_id",
+    rating: Annotated[str | None, typer.Option(help="Rating column (strength); absent: every row counts 1.")] = None,
+    time: Annotated[str | None, typer.Option(help="Timestamp column (unix seconds), kept for recency.")] = None,
+    factors: Annotated[int, typer.Option(help="Latent dimensions.")] = 32,
+    replace: Annotated[bool, typer.Option(help="Replace the collection if it exists.")] = False,
+    home: HomeOption = None,
+) -> None:
+    """Learn item and user vectors from interactions (truncated SVD) and store them as a collection."""
+    from .interactions import fit_interactions as fit
+
+    start = perf_counter()
+    with progress_bar(f"storing item vectors in {into}") as update:
+        col = fit(
+            source,
+            into=into,
+            user=user,
+            item=item,
+            rating=rating,
+            time=time,
+            factors=factors,
+            replace=replace,
+            home=home,
+            progress=update,
+        )
+    with col:
+        out.print(
+            f"learned {col.dim} factors for {col.count():,} items and {col.store.user_count():,} users in "
+            f"{perf_counter() - start:.1f}s; try: latentsearch recommend {into} --user USER"
+        )
 
 
 # --- demo ----------------------------------------------------------------------------------------
@@ -410,10 +498,10 @@ def demo(
             metadata=[i["metadata"] for i in items],
             source="python docs",
         )
-        start = time.perf_counter()
+        start = perf_counter()
         with progress_bar("encoding with all-MiniLM-L6-v2") as update:
             ingest(col, records, progress=update)
-        elapsed = time.perf_counter() - start
+        elapsed = perf_counter() - start
         out.print(
             f"indexed {len(items):,} items in {elapsed:.1f}s ({len(items) / elapsed:,.0f} items/s) at {col.path}\n"
         )

@@ -38,7 +38,7 @@ CHECKPOINT_FILE = "index.checkpoint.json"
 LOCK_FILE = "index.lock"
 
 INDEX_KINDS = ("auto", "flat", "hnsw", "ivf", "ivfpq", "sq8")
-METRICS = ("cosine", "l2")
+METRICS = ("cosine", "ip", "l2")  # ip: raw inner product, e.g. for matrix-factorisation vectors
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 80
 DEFAULT_EF_SEARCH = 64
@@ -87,6 +87,18 @@ def _pq_subquantizers(dim: int) -> int:
         if dim % m == 0 and m <= 64:
             return m
     return 1
+
+
+def faiss_metric(metric: str) -> int:
+    """The FAISS metric of a collection metric (cosine is inner product on normalised vectors)."""
+    return faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
+
+
+def to_scores(metric: str, distances: np.ndarray) -> np.ndarray:
+    """FAISS distances as scores where higher is better: similarities as they are, negated L2 distances."""
+    if metric == "l2":
+        return -np.sqrt(np.maximum(distances, 0))
+    return distances
 
 
 def is_compressed(factory: str) -> bool:
@@ -170,12 +182,8 @@ class VectorIndex:
 
     # --- construction ----------------------------------------------------------------------------
 
-    @property
-    def faiss_metric(self) -> int:
-        return faiss.METRIC_INNER_PRODUCT if self.metric == "cosine" else faiss.METRIC_L2
-
     def _new_index(self, factory: str) -> faiss.Index:
-        index = faiss.index_factory(self.dim, factory, self.faiss_metric)
+        index = faiss.index_factory(self.dim, factory, faiss_metric(self.metric))
         if factory.startswith("HNSW"):
             index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
             index.hnsw.efSearch = DEFAULT_EF_SEARCH
@@ -350,18 +358,12 @@ class VectorIndex:
         """k-NN search; returns ``(scores, rowids)`` with higher scores better and -1 for no result.
 
         ``allowed`` restricts the search to those rowids (a pre-filter through an IDSelector).
-        Scores are cosine similarities, or negated Euclidean distances for the l2 metric.
+        Scores are cosine similarities or inner products, or negated Euclidean distances for l2.
         """
         params = self._search_params(allowed, ef_search, nprobe)
         k = max(1, min(k, self.ntotal)) if self.ntotal else 1
         distances, labels = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k, params=params)
-        return self.to_scores(distances), labels
-
-    def to_scores(self, distances: np.ndarray) -> np.ndarray:
-        """Turn FAISS distances into scores where higher is better."""
-        if self.metric == "cosine":
-            return distances
-        return -np.sqrt(np.maximum(distances, 0))
+        return to_scores(self.metric, distances), labels
 
     def _search_params(self, allowed: np.ndarray | None, ef_search: int | None, nprobe: int | None) -> Any:
         selector = None

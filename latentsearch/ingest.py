@@ -8,7 +8,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 
@@ -73,7 +73,8 @@ def read_input(
     return _records_from_rows(path, rows, text_field, id_field, vector_field, metadata_fields)
 
 
-def _open_text(path: Path):
+def open_text(path: Path) -> TextIO:
+    """Open a UTF-8 text file, turning OS errors into a one-line input error."""
     try:
         return open(path, encoding="utf-8", newline="")
     except OSError as exc:
@@ -83,7 +84,7 @@ def _open_text(path: Path):
 def _jsonl_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
     rows = []
     try:
-        with _open_text(path) as handle:
+        with open_text(path) as handle:
             for lineno, line in enumerate(handle, 1):
                 if not line.strip():
                     continue
@@ -112,7 +113,7 @@ def _csv_value(value: str) -> Any:
 
 def _csv_rows(path: Path, delimiter: str) -> list[tuple[int, dict[str, Any]]]:
     try:
-        with _open_text(path) as handle:
+        with open_text(path) as handle:
             reader = csv.DictReader(handle, delimiter=delimiter)
             if not reader.fieldnames:
                 raise InvalidInputError(f"{path}: empty file, expected a header row")

@@ -15,7 +15,7 @@ import numpy as np
 
 from .errors import InvalidInputError
 from .filters import Filter, compile_filter
-from .index import is_compressed
+from .index import faiss_metric, is_compressed, to_scores
 from .lexical import fts_query
 from .records import Hit
 
@@ -194,9 +194,8 @@ def exact_knn(collection: Collection, queries: np.ndarray, k: int, rowids: np.nd
     """Exact k-NN among the given rowids, on the float vectors stored in SQLite."""
     rowids = np.unique(np.asarray(rowids, dtype=np.int64))
     base = collection.store.vectors(rowids, collection.dim)
-    metric = faiss.METRIC_INNER_PRODUCT if collection.metric == "cosine" else faiss.METRIC_L2
-    distances, positions = faiss.knn(queries, base, min(k, len(rowids)), metric=metric)
-    scores = distances if collection.metric == "cosine" else -np.sqrt(np.maximum(distances, 0))
+    distances, positions = faiss.knn(queries, base, min(k, len(rowids)), metric=faiss_metric(collection.metric))
+    scores = to_scores(collection.metric, distances)
     return [
         [(int(rowids[p]), float(s)) for p, s in zip(positions[qi], scores[qi]) if p >= 0] for qi in range(len(queries))
     ]

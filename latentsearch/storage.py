@@ -215,6 +215,36 @@ class Store:
                 [(json.dumps(fields), int(rowid)) for rowid, fields in updates.items()],
             )
 
+    def put_users(self, users: Sequence[tuple[str, np.ndarray, list[Any]]], *, replace_all: bool = False) -> None:
+        """Store user vectors and their interaction histories (``[[item_id, timestamp], ...]``)."""
+        with self.write() as (conn, _):
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS users (id TEXT PRIMARY KEY, vector BLOB NOT NULL, history TEXT NOT NULL)"
+            )
+            if replace_all:
+                conn.execute("DELETE FROM users")
+            conn.executemany(
+                "INSERT OR REPLACE INTO users VALUES (?, ?, ?)",
+                [(u, np.ascontiguousarray(v, dtype=np.float32).tobytes(), json.dumps(h)) for u, v, h in users],
+            )
+
+    def get_user(self, user: str) -> tuple[np.ndarray | None, list[Any]]:
+        """A user's vector and history, or ``(None, [])`` when unknown."""
+        with self._read() as conn:
+            if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'users'").fetchone():
+                return None, []
+            row = conn.execute("SELECT vector, history FROM users WHERE id = ?", (user,)).fetchone()
+        if row is None:
+            return None, []
+        return np.frombuffer(row[0], dtype=np.float32), json.loads(row[1])
+
+    def user_count(self) -> int:
+        """Number of users with learned vectors."""
+        with self._read() as conn:
+            if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'users'").fetchone():
+                return 0
+            return conn.execute("SELECT count(*) FROM users").fetchone()[0]
+
     # --- reads -----------------------------------------------------------------------------------
 
     @staticmethod

@@ -1,0 +1,321 @@
+"""Recommendations: nearest neighbours of examples, of a history, or of a user's learned vector.
+
+Strategies for examples (as Qdrant defines them):
+
+- ``average``: search near ``mean(positives) - negative_weight * mean(negatives)``.
+- ``best_score``: gather the neighbours of every positive, then score each candidate by its best
+  similarity to any positive, ``sigmoid(best_pos)``, or, when it is closer to a negative than to every
+  positive, ``-sigmoid(best_neg)``; so a candidate near a negative example drops below all others.
+
+Any list can be diversified by maximal marginal relevance (``diversity`` in 0..1: 0 is pure relevance).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import InvalidInputError, ItemNotFoundError
+from .filters import Filter
+from .records import Hit
+from .search import allowed_rowids, check_k, hits_for, knn
+
+if TYPE_CHECKING:
+    from .collection import Collection
+
+Example = str | Mapping[str, Any] | np.ndarray | Sequence[float]
+STRATEGIES = ("average", "best_score")
+DEFAULT_HALF_LIFE = 30 * 24 * 3600.0  # seconds: a month-old interaction counts half
+POOL_FACTOR = 10  # best_score and diversity re-rank a pool of k * 10 candidates (at least 100)
+
+
+def resolve_examples(collection: Collection, examples: Sequence[Example] | None) -> tuple[np.ndarray, list[str]]:
+    """Turn examples (item ids, ``{"id"|"text"|"vector": ...}`` dicts, or raw vectors) into vectors.
+
+    Returns the vectors and the ids among the examples (which recommendations leave out).
+    """
+    if examples is None:
+        return np.empty((0, collection.dim), np.float32), []
+    if isinstance(examples, (str, Mapping)) or (isinstance(examples, np.ndarray) and examples.ndim == 1):
+        examples = [examples]  # one example given bare
+    vectors, ids = [], []
+    for i, example in enumerate(examples):
+        if isinstance(example, Mapping):
+            if len(example) != 1 or next(iter(example)) not in ("id", "text", "vector"):
+                raise InvalidInputError(f"example #{i} must be {{'id': ...}}, {{'text': ...}} or {{'vector': [...]}}")
+            kind, value = next(iter(example.items()))
+        elif isinstance(example, str):
+            kind, value = "id", example
+        else:
+            kind, value = "vector", example
+        if kind == "id":
+            vectors.append(collection.vectors_of([value])[0])
+            ids.append(value)
+        elif kind == "text":
+            vectors.append(collection.encode([value])[0])
+        else:
+            vectors.append(collection.prepare_vectors(value, expected=1)[0])
+    matrix = np.stack(vectors) if vectors else np.empty((0, collection.dim), np.float32)
+    return matrix.astype(np.float32), ids
+
+
+def similarity(metric: str, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise similarity (higher is closer) between rows of ``a`` and ``b`` in a collection's metric."""
+    if metric == "l2":
+        squared = (a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2 * a @ b.T
+        return -np.sqrt(np.maximum(squared, 0))
+    return a @ b.T
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1 + x / (1 + np.abs(x)))
+
+
+def _check_fraction(name: str, value: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise InvalidInputError(f"{name} must be a number between 0 and 1, got {value!r}")
+    return float(value)
+
+
+def recommend(
+    collection: Collection,
+    positive: Sequence[Example] | None = None,
+    negative: Sequence[Example] | None = None,
+    *,
+    k: int = 10,
+    strategy: str = "average",
+    negative_weight: float = 0.5,
+    where: Filter | str | None = None,
+    exclude: Sequence[str] = (),
+    exclude_examples: bool = True,
+    diversity: float = 0.0,
+) -> list[Hit]:
+    """Items like the positive examples and unlike the negative ones; see the module docstring."""
+    k = check_k(k)
+    if strategy not in STRATEGIES:
+        raise InvalidInputError(f"unknown strategy {strategy!r}: use one of {', '.join(STRATEGIES)}")
+    diversity = _check_fraction("diversity", diversity)
+    if not isinstance(negative_weight, (int, float)) or negative_weight < 0:
+        raise InvalidInputError(f"negative_weight must be a number >= 0, got {negative_weight!r}")
+    pos, pos_ids = resolve_examples(collection, positive)
+    neg, neg_ids = resolve_examples(collection, negative)
+    if len(pos) == 0:
+        raise InvalidInputError("recommend needs at least one positive example (an item id, a text or a vector)")
+    skip = set(exclude) | (set(pos_ids) | set(neg_ids) if exclude_examples else set())
+    if strategy == "average":
+        query = pos.mean(0) - (negative_weight * neg.mean(0) if len(neg) else 0)
+        return _nearest(collection, query[None, :], k, where, skip, diversity)
+    pool = _candidates(collection, pos, max(k * POOL_FACTOR, 100), where, skip)
+    if not pool:
+        return []
+    rowids = np.array(pool, dtype=np.int64)
+    vectors = collection.store.vectors(rowids, collection.dim)
+    best_pos = similarity(collection.metric, vectors, pos).max(1)
+    scores = _sigmoid(best_pos)
+    if len(neg):
+        best_neg = similarity(collection.metric, vectors, neg).max(1)
+        scores = np.where(best_pos > best_neg, scores, -_sigmoid(best_neg))
+    ranked = sorted(zip(rowids.tolist(), scores.tolist()), key=lambda pair: -pair[1])
+    return _finish(collection, ranked, k, diversity)
+
+
+def recommend_for(
+    collection: Collection,
+    history: Sequence[str | tuple | Mapping[str, Any]],
+    *,
+    k: int = 10,
+    half_life: float | dt.timedelta | None = None,
+    now: float | dt.datetime | None = None,
+    where: Filter | str | None = None,
+    exclude_seen: bool = True,
+    diversity: float = 0.0,
+) -> list[Hit]:
+    """Recommend from a history of interactions, recent ones weighing more.
+
+    ``history`` entries are an item id, ``(id, weight)``, ``(id, weight, timestamp)`` or a dict with
+    ``id`` and optional ``weight`` and ``timestamp`` (unix seconds or datetime). With timestamps, an
+    interaction's weight halves every ``half_life`` (seconds or timedelta; default 30 days) before the
+    latest interaction (or ``now``). The profile is the weighted mean of the items' vectors; items in
+    the history are not recommended again unless ``exclude_seen`` is False.
+    """
+    entries = _parse_history(history)
+    weights = np.array([w for _, w, _ in entries], dtype=np.float64)
+    stamps = [t for _, _, t in entries]
+    if any(t is not None for t in stamps):
+        if any(t is None for t in stamps):
+            raise InvalidInputError("give a timestamp for every history entry, or for none")
+        seconds = np.array([_seconds(t) for t in stamps])
+        reference = _seconds(now) if now is not None else seconds.max()
+        life = half_life.total_seconds() if isinstance(half_life, dt.timedelta) else half_life or DEFAULT_HALF_LIFE
+        if life <= 0:
+            raise InvalidInputError(f"half_life must be positive, got {half_life!r}")
+        weights = weights * np.power(0.5, np.maximum(reference - seconds, 0) / life)
+    if weights.sum() <= 0:
+        raise InvalidInputError("history weights sum to zero: give at least one positive weight")
+    ids = [item_id for item_id, _, _ in entries]
+    vectors = collection.vectors_of(ids)
+    profile = (weights[:, None] * vectors).sum(0) / weights.sum()
+    skip = set(ids) if exclude_seen else set()
+    return _nearest(collection, profile[None, :], check_k(k), where, skip, _check_fraction("diversity", diversity))
+
+
+def recommend_user(
+    collection: Collection,
+    user: str,
+    *,
+    k: int = 10,
+    where: Filter | str | None = None,
+    exclude_seen: bool = True,
+    diversity: float = 0.0,
+    blend: Collection | None = None,
+    blend_weight: float = 0.5,
+    half_life: float | dt.timedelta | None = None,
+) -> list[Hit]:
+    """Recommend for a user whose vector was learned from interactions (:func:`fit_interactions`).
+
+    With ``blend`` (a content collection over the same item ids, e.g. MiniLM vectors of titles), the
+    user's history also builds a content profile there (:func:`recommend_for`), and the two rankings
+    are fused on z-scored scores: ``(1 - blend_weight) * collaborative + blend_weight * content``.
+    """
+    vector, history = collection.store.get_user(user)
+    if vector is None:
+        raise ItemNotFoundError(
+            f"unknown user {user!r} in collection {collection.name!r}: users come from fit-interactions"
+        )
+    k, diversity = check_k(k), _check_fraction("diversity", diversity)
+    skip = {item for item, _ in history} if exclude_seen else set()
+    if blend is None:
+        return _nearest(collection, vector[None, :], k, where, skip, diversity)
+    weight = _check_fraction("blend_weight", blend_weight)
+    depth = max(k * POOL_FACTOR, 100)
+    collaborative = _nearest(collection, vector[None, :], depth, where, skip, 0.0)
+    known = blend.store.rowids_of([item for item, _ in history])
+    content_history = [(item, 1.0, ts) for item, ts in history if item in known]
+    if any(ts is None for _, _, ts in content_history):
+        content_history = [(item, 1.0) for item, _, _ in content_history]
+    content = (
+        recommend_for(blend, content_history, k=depth, where=where, exclude_seen=exclude_seen, half_life=half_life)
+        if content_history
+        else []
+    )
+    fused = _zscore_fuse({h.id: h.score for h in collaborative}, {h.id: h.score for h in content}, weight)
+    by_id = {h.id: h for h in content} | {h.id: h for h in collaborative}
+    ranked = [Hit(**{**by_id[i].__dict__, "score": s}) for i, s in fused]
+    if diversity > 0:  # MMR on the collaborative vectors of the fused candidates
+        rowids = collection.store.rowids_of([h.id for h in ranked])
+        pairs = [(rowids[h.id], h.score) for h in ranked if h.id in rowids]
+        keep = {r for r, _ in mmr(collection, pairs, k, diversity)} if len(pairs) > k else {r for r, _ in pairs}
+        ranked = [h for h in ranked if rowids.get(h.id) in keep]
+    return ranked[:k]
+
+
+def _zscore_fuse(first: dict[str, float], second: dict[str, float], weight: float) -> list[tuple[str, float]]:
+    """Fuse two score maps on z-scores; an item missing from one map gets that map's lowest z-score."""
+
+    def zscores(scores: dict[str, float]) -> dict[str, float]:
+        if not scores:
+            return {}
+        values = np.array(list(scores.values()))
+        std = values.std() or 1.0
+        return {key: (value - values.mean()) / std for key, value in scores.items()}
+
+    z1, z2 = zscores(first), zscores(second)
+    floor1, floor2 = min(z1.values(), default=0.0), min(z2.values(), default=0.0)
+    fused = {key: (1 - weight) * z1.get(key, floor1) + weight * z2.get(key, floor2) for key in z1.keys() | z2.keys()}
+    return sorted(fused.items(), key=lambda pair: (-pair[1], pair[0]))
+
+
+def _parse_history(history: Sequence[Any]) -> list[tuple[str, float, Any]]:
+    if isinstance(history, (str, Mapping)) or not history:
+        raise InvalidInputError("history must be a non-empty list of item ids, (id, weight[, timestamp]) or dicts")
+    entries = []
+    for i, entry in enumerate(history):
+        if isinstance(entry, str):
+            entries.append((entry, 1.0, None))
+        elif isinstance(entry, Mapping) and "id" in entry:
+            entries.append((entry["id"], float(entry.get("weight", 1.0)), entry.get("timestamp")))
+        elif isinstance(entry, (tuple, list)) and len(entry) in (2, 3) and isinstance(entry[0], str):
+            entries.append((entry[0], float(entry[1]), entry[2] if len(entry) == 3 else None))
+        else:
+            raise InvalidInputError(f"history entry #{i} ({entry!r}) is not an id, (id, weight[, timestamp]) or dict")
+        if not math.isfinite(entries[-1][1]) or entries[-1][1] < 0:
+            raise InvalidInputError(f"history entry #{i} has weight {entries[-1][1]}: use a finite number >= 0")
+    return entries
+
+
+def _seconds(value: Any) -> float:
+    if isinstance(value, dt.datetime):
+        return value.timestamp()
+    if isinstance(value, (int, float)) and math.isfinite(value):
+        return float(value)
+    raise InvalidInputError(f"timestamp {value!r} is not unix seconds or a datetime")
+
+
+def _allowed_without(collection: Collection, where: Filter | str | None, skip: set[str]) -> tuple[Any, set[int]]:
+    allowed = allowed_rowids(collection, where)
+    skip_rowids = set(collection.store.rowids_of(sorted(skip)).values()) if skip else set()
+    if allowed is not None and skip_rowids:
+        allowed = allowed[~np.isin(allowed, list(skip_rowids))]
+    return allowed, skip_rowids
+
+
+def _nearest(
+    collection: Collection, query: np.ndarray, k: int, where: Filter | str | None, skip: set[str], diversity: float
+) -> list[Hit]:
+    if collection.metric == "cosine":
+        norm = np.linalg.norm(query)
+        if norm == 0 or not np.isfinite(norm):
+            raise InvalidInputError("the examples cancel out (their combined vector is zero): change the negatives")
+        query = query / norm
+    allowed, skip_rowids = _allowed_without(collection, where, skip)
+    depth = max(k * POOL_FACTOR, 100) if diversity > 0 else k
+    extra = len(skip_rowids) if allowed is None else 0
+    ranked = knn(collection, query.astype(np.float32), depth + extra, allowed)[0]
+    ranked = [(r, s) for r, s in ranked if r not in skip_rowids]
+    return _finish(collection, ranked, k, diversity)
+
+
+def _candidates(
+    collection: Collection, positives: np.ndarray, depth: int, where: Filter | str | None, skip: set[str]
+) -> list[int]:
+    allowed, skip_rowids = _allowed_without(collection, where, skip)
+    extra = len(skip_rowids) if allowed is None else 0
+    found: dict[int, None] = {}
+    for ranking in knn(collection, positives, depth + extra, allowed):
+        found.update((r, None) for r, _ in ranking if r not in skip_rowids)
+    return list(found)
+
+
+def _finish(collection: Collection, ranked: list[tuple[int, float]], k: int, diversity: float) -> list[Hit]:
+    if diversity > 0 and len(ranked) > k:
+        ranked = mmr(collection, ranked, k, diversity)
+    return hits_for(collection, ranked[:k])
+
+
+def mmr(collection: Collection, ranked: list[tuple[int, float]], k: int, diversity: float) -> list[tuple[int, float]]:
+    """Maximal marginal relevance: pick, one at a time, the candidate maximising
+    ``(1 - diversity) * relevance - diversity * max cosine similarity to those already picked``.
+
+    Relevance is min-max normalised over the candidates so both terms share a 0..1 scale.
+    """
+    rowids = np.array([r for r, _ in ranked], dtype=np.int64)
+    scores = np.array([s for _, s in ranked], dtype=np.float64)
+    span = scores.max() - scores.min()
+    relevance = (scores - scores.min()) / span if span > 0 else np.ones_like(scores)
+    vectors = collection.store.vectors(rowids, collection.dim).astype(np.float64)
+    vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+    picked: list[int] = []
+    closest = np.full(len(rowids), -np.inf)  # max similarity of each candidate to the picked ones
+    available = np.ones(len(rowids), dtype=bool)
+    for _ in range(min(k, len(rowids))):
+        penalty = np.where(np.isfinite(closest), closest, 0.0)
+        value = np.where(available, (1 - diversity) * relevance - diversity * penalty, -np.inf)
+        best = int(np.argmax(value))
+        picked.append(best)
+        available[best] = False
+        closest = np.maximum(closest, vectors @ vectors[best])
+    return [(int(rowids[i]), float(scores[i])) for i in picked]
