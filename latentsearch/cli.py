@@ -473,6 +473,88 @@ def fit_interactions(
         )
 
 
+# --- outliers ------------------------------------------------------------------------------------
+
+MethodOption = Annotated[str, typer.Option(help="knn (k-th neighbour distance), lof, iforest or ensemble.")]
+KOption = Annotated[int, typer.Option("-k", "--k", help="Neighbours for knn and lof.")]
+ContaminationOption = Annotated[float | None, typer.Option(help="Share of the collection to flag [default: 0.01].")]
+FprOption = Annotated[
+    float | None, typer.Option(help="Instead: flag at this false-alarm rate (conformal p-value <= fpr).")
+]
+
+
+def _print_outliers(results: list[Any], as_json: bool, *, label: str = "id") -> None:
+    if as_json:
+        _print_json([r.to_dict() for r in results])
+        return
+    if not results:
+        out.print("nothing flagged")
+        return
+    table = Table(label, "score", "percentile", "p-value", "flagged", "nearest normal items", "text")
+    for i, r in enumerate(results, 1):
+        near = ", ".join(f"{n['id']} ({n['distance']:.3g})" for n in r.neighbors[:3])
+        table.add_row(
+            _escape(str(r.id) if r.id is not None else f"#{i}"),
+            f"{r.score:.4g}",
+            f"{r.percentile:.1f}",
+            f"{r.p_value:.3g}",
+            "yes" if r.flagged else "no",
+            _escape(near),
+            _escape(_snippet(r.text, 50)),
+        )
+    out.print(table)
+
+
+@command()
+def outliers(
+    name: str,
+    method: MethodOption = "knn",
+    k: KOption = 10,
+    contamination: ContaminationOption = None,
+    fpr: FprOption = None,
+    top: Annotated[int, typer.Option(help="Show at most this many, most anomalous first.")] = 20,
+    write: Annotated[
+        bool, typer.Option("--write", help="Store outlier_score and outlier in every item's metadata.")
+    ] = False,
+    home: HomeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Flag the items that sit far from their neighbours, with scores and their nearest normal items."""
+    with _open(name, home) as col, progress_bar(f"scoring {name}") as update:
+        results = col.outliers(method, k=k, contamination=contamination, fpr=fpr, top=top, write=write, progress=update)
+    _print_outliers(results, as_json)
+    if write and not as_json:
+        out.print(f"wrote outlier_score and outlier to the metadata of every item in {name}")
+
+
+@command()
+def check(
+    name: str,
+    texts: Annotated[list[str] | None, typer.Argument(help="Texts to check against the collection.")] = None,
+    vectors: Annotated[Path | None, typer.Option(help="A .npy file of vectors to check instead.")] = None,
+    method: MethodOption = "knn",
+    k: KOption = 10,
+    contamination: ContaminationOption = None,
+    fpr: FprOption = None,
+    home: HomeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Check whether new texts (or vectors) would be outliers in a collection, without adding them."""
+    if bool(texts) == (vectors is not None):
+        raise InvalidInputError("give texts to check, or --vectors FILE.npy")
+    inputs: Any = texts
+    if vectors is not None:
+        import numpy as np
+
+        try:
+            inputs = np.load(vectors, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise InvalidInputError(f"cannot read vectors {vectors}: {exc}") from None
+    with _open(name, home) as col:
+        results = col.check(inputs, method=method, k=k, contamination=contamination, fpr=fpr)
+    _print_outliers(results, as_json, label="input")
+
+
 # --- demo ----------------------------------------------------------------------------------------
 
 

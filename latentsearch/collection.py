@@ -452,6 +452,117 @@ class Collection:
             diversity=diversity,
         )
 
+    # --- outliers --------------------------------------------------------------------------------
+
+    def outlier_scorer(
+        self,
+        method: str = "knn",
+        *,
+        k: int = 10,
+        contamination: float | None = None,
+        percentile: float | None = None,
+        fpr: float | None = None,
+        progress: ProgressFn | None = None,
+    ) -> Any:
+        """A scorer fitted on this collection's vectors (cached until the collection changes).
+
+        ``method``: ``knn``, ``lof``, ``iforest`` or ``ensemble``; one threshold of ``contamination``
+        (default 0.01), ``percentile`` or ``fpr`` (conformal false-alarm rate). See
+        :mod:`latentsearch.outliers`.
+        """
+        from .outliers import make_scorer
+
+        key = (method, k, contamination, percentile, fpr, self.store.seq)
+        cached = getattr(self, "_scorer_cache", None)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        scorer = make_scorer(method, k=k, contamination=contamination, percentile=percentile, fpr=fpr)
+        scorer.fit(self, progress=progress)
+        self._scorer_cache = (key, scorer)
+        return scorer
+
+    def outliers(
+        self,
+        method: str = "knn",
+        *,
+        k: int = 10,
+        contamination: float | None = None,
+        percentile: float | None = None,
+        fpr: float | None = None,
+        top: int | None = None,
+        flagged_only: bool = True,
+        neighbors: int = 5,
+        write: bool = False,
+        progress: ProgressFn | None = None,
+    ) -> list[Any]:
+        """Score every item; return the flagged ones (or all, ``flagged_only=False``), most anomalous
+        first, each with its score, percentile, p-value and nearest normal neighbours.
+
+        ``write=True`` stores ``outlier_score`` and ``outlier`` (bool) in every item's metadata, so
+        filters can use them (``where="outlier_score > 0.8"``).
+        """
+        from .outliers import OutlierResult, explain
+
+        scorer = self.outlier_scorer(
+            method, k=k, contamination=contamination, percentile=percentile, fpr=fpr, progress=progress
+        )
+        scores = scorer.train_scores_
+        if write:
+            rowids = self.store.rowids_of(scorer.ids_)
+            self.store.update_metadata(
+                {
+                    rowids[item]: {"outlier_score": float(score), "outlier": bool(flag)}
+                    for item, score, flag in zip(scorer.ids_, scores, scorer.labels_)
+                }
+            )
+            self._scorer_cache = None
+        order = np.argsort(-scores, kind="stable")
+        if flagged_only:
+            order = order[scorer.labels_[order] == 1]
+        if top is not None:
+            order = order[: max(int(top), 0)]
+        details = explain(
+            scorer, scores[order], scorer.data_.vectors[order], n_neighbors=neighbors, self_positions=order
+        )
+        texts = self.store.rows_by_rowid(list(self.store.rowids_of([scorer.ids_[i] for i in order]).values()))
+        text_by_id = {row["id"]: row["text"] for row in texts.values()}
+        return [
+            OutlierResult(scorer.ids_[i], float(scores[i]), pct, p, flag, near, text_by_id.get(scorer.ids_[i]))
+            for i, (pct, p, flag, near) in zip(order, details)
+        ]
+
+    def check(
+        self,
+        inputs: Sequence[Any] | np.ndarray,
+        *,
+        method: str = "knn",
+        k: int = 10,
+        contamination: float | None = None,
+        percentile: float | None = None,
+        fpr: float | None = None,
+        neighbors: int = 5,
+    ) -> list[Any]:
+        """Score new texts or vectors against the collection (novelty detection) without adding them.
+
+        Each result says whether the input would be flagged, its score, percentile among the
+        collection's own scores, conformal p-value, and its nearest normal items.
+        """
+        from .outliers import OutlierResult, explain
+
+        if isinstance(inputs, str):
+            inputs = [inputs]
+        if isinstance(inputs, np.ndarray) or (len(inputs) and not isinstance(inputs[0], str)):
+            vectors, texts = self.prepare_vectors(inputs), None
+        else:
+            vectors, texts = self.encode(list(inputs)), list(inputs)
+        scorer = self.outlier_scorer(method, k=k, contamination=contamination, percentile=percentile, fpr=fpr)
+        scores = scorer.score_samples(vectors)
+        details = explain(scorer, scores, vectors, n_neighbors=neighbors)
+        return [
+            OutlierResult(None, float(score), pct, p, flag, near, texts[i] if texts else None)
+            for i, (score, (pct, p, flag, near)) in enumerate(zip(scores, details))
+        ]
+
 
 # --- module-level operations ---------------------------------------------------------------------
 

@@ -1,0 +1,401 @@
+"""Anomaly scores from latent distances, in the style of scikit-learn estimators (PyOD's conventions).
+
+Normal items sit close to many neighbours; anomalies are far from theirs. Scorers:
+
+- :class:`KNNScorer`: distance to the k-th nearest neighbour (or the mean of the k), from a FAISS
+  neighbour graph (the collection's own index when it has one), never an O(n²) distance matrix.
+- :class:`LOFScorer`: local outlier factor on the same neighbour graph.
+- :class:`IsolationForestScorer`: scikit-learn's isolation forest on the vectors, a global detector.
+- :class:`EnsembleScorer`: the average of the scorers' ranks (percentiles).
+
+All follow one contract: ``fit(X or collection)`` sets ``train_scores_`` (leave-one-out scores of the
+fitted items) and ``threshold_``; ``score_samples(X)`` returns anomaly scores where **higher means
+more anomalous** (as in PyOD; scikit-learn's own ``score_samples`` is the other way round);
+``decision_function(X) = score_samples(X) - threshold_`` (positive: flagged); ``predict(X)`` is 1 for
+flagged, 0 for normal; ``p_values(X)`` are conformal p-values against the fitted scores.
+
+Thresholds: ``contamination`` (the share of fitted items flagged), ``percentile`` (flag above this
+percentile of the fitted scores) or ``fpr`` (flag when the conformal p-value is at most ``fpr``, so
+that normal items like the fitted ones are flagged at that rate).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from .collection import Collection
+
+ProgressFn = Callable[[int, int], None]
+METHODS = ("knn", "lof", "iforest", "ensemble")
+EXACT_LIMIT = 200_000  # above this many vectors an array is indexed with HNSW instead of exact search
+BATCH = 4096
+
+
+@dataclass
+class NeighborGraph:
+    """k nearest neighbours of each fitted item (itself excluded): Euclidean distances, positions."""
+
+    distances: np.ndarray  # (n, k) ascending
+    positions: np.ndarray  # (n, k) indices into the fitted items
+    search: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]] = field(repr=False)
+
+    def query(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """k nearest fitted items of new vectors: (distances, positions)."""
+        return self.search(x, k)
+
+
+@dataclass
+class FitData:
+    """What a scorer is fitted on: vectors, their ids, and how to search among them."""
+
+    vectors: np.ndarray
+    ids: list[str] | None
+    search: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
+    graphs: dict[int, NeighborGraph] = field(default_factory=dict)
+
+    def graph(self, k: int, progress: ProgressFn | None = None) -> NeighborGraph:
+        """The k-neighbour graph of the fitted items (computed once per k, shared by scorers)."""
+        if k in self.graphs:
+            return self.graphs[k]
+        n = len(self.vectors)
+        dists = np.empty((n, k), np.float32)
+        pos = np.empty((n, k), np.int64)
+        own = np.arange(n)
+        for start in range(0, n, BATCH):
+            d, p = self.search(self.vectors[start : start + BATCH], k + 1)
+            block = own[start : start + BATCH, None]
+            is_self = p == block
+            # Drop the item itself; when it is not among the results (duplicates, ANN), drop the last.
+            drop = np.where(is_self.any(1), is_self.argmax(1), k)
+            keep = np.ones_like(p, dtype=bool)
+            keep[np.arange(len(p)), drop] = False
+            dists[start : start + BATCH] = d[keep].reshape(len(p), k)
+            pos[start : start + BATCH] = p[keep].reshape(len(p), k)
+            if progress:
+                progress(min(start + BATCH, n), n)
+        self.graphs[k] = NeighborGraph(dists, pos, self.search)
+        return self.graphs[k]
+
+
+def _array_search(vectors: np.ndarray) -> Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]:
+    import faiss
+
+    dim = vectors.shape[1]
+    if len(vectors) <= EXACT_LIMIT:
+        index = faiss.IndexFlatL2(dim)
+    else:
+        index = faiss.IndexHNSWFlat(dim, 32)
+        index.hnsw.efSearch = 128
+    index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+
+    def search(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        d, p = index.search(np.ascontiguousarray(x, dtype=np.float32), min(k, index.ntotal))
+        return np.sqrt(np.maximum(d, 0)), p
+
+    return search
+
+
+def fit_data(data: Any) -> FitData:
+    """Vectors to fit on: a (n, dim) array, or a collection (whose FAISS index is reused if exact-ish)."""
+    from .collection import Collection
+
+    if isinstance(data, Collection):
+        return _collection_data(data)
+    try:
+        vectors = np.ascontiguousarray(np.asarray(data, dtype=np.float32))
+    except (TypeError, ValueError):
+        raise InvalidInputError("outlier scorers fit on a collection or a 2-D array of numbers") from None
+    if vectors.ndim != 2 or len(vectors) < 3:
+        raise InvalidInputError(f"need a 2-D array with at least 3 rows to fit on, got shape {vectors.shape}")
+    if not np.isfinite(vectors).all():
+        raise InvalidInputError("the vectors to fit on contain NaN or infinity")
+    return FitData(vectors, None, _array_search(vectors))
+
+
+def _collection_data(collection: Collection) -> FitData:
+    from .index import is_compressed
+
+    rowid_chunks, vector_chunks = [], []
+    for rowids, vectors in collection.store.iter_vectors(collection.dim):
+        rowid_chunks.append(rowids)
+        vector_chunks.append(vectors)
+    if not rowid_chunks or sum(map(len, rowid_chunks)) < 3:
+        raise InvalidInputError(f"collection {collection.name!r} has fewer than 3 items: too few to score outliers")
+    rowids = np.concatenate(rowid_chunks)
+    vectors = np.concatenate(vector_chunks)
+    ids_by_rowid = {r: row["id"] for r, row in collection.store.rows_by_rowid(rowids.tolist()).items()}
+    ids = [ids_by_rowid[int(r)] for r in rowids]
+    index = collection.index
+    if collection.metric == "ip" or is_compressed(index.factory):
+        return FitData(vectors, ids, _array_search(vectors))  # neighbours need a true distance
+
+    def search(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        scores, labels = index.search(x, k, ef_search=max(128, 2 * k))
+        # Euclidean distances: between unit vectors for cosine, negated scores for l2.
+        dists = np.sqrt(np.maximum(2.0 - 2.0 * scores, 0)) if collection.metric == "cosine" else -scores
+        pos = np.minimum(np.searchsorted(rowids, labels), len(rowids) - 1)  # rowids are sorted
+        pos = np.where(rowids[pos] == labels, pos, -1)
+        dists = np.where(pos < 0, np.inf, dists)
+        return dists.astype(np.float32), pos
+
+    return FitData(vectors, ids, search)
+
+
+class OutlierScorer:
+    """Base class: thresholds, predictions and p-values on top of ``_fit_scores``/``_score``."""
+
+    def __init__(
+        self, *, contamination: float | None = None, percentile: float | None = None, fpr: float | None = None
+    ):
+        chosen = [
+            name
+            for name, v in (("contamination", contamination), ("percentile", percentile), ("fpr", fpr))
+            if v is not None
+        ]
+        if len(chosen) > 1:
+            raise InvalidInputError(f"give one threshold, not {' and '.join(chosen)}")
+        if contamination is None and percentile is None and fpr is None:
+            contamination = 0.01
+        for name, value, low, high in (
+            ("contamination", contamination, 0.0, 0.5),
+            ("percentile", percentile, 0.0, 100.0),
+            ("fpr", fpr, 0.0, 1.0),
+        ):
+            if value is not None and (isinstance(value, bool) or not low < float(value) < high):
+                raise InvalidInputError(f"{name} must be between {low:g} and {high:g} (exclusive), got {value!r}")
+        self.contamination, self.percentile, self.fpr = contamination, percentile, fpr
+
+    # subclasses implement these two
+    def _fit_scores(self, data: FitData, progress: ProgressFn | None) -> np.ndarray:
+        raise NotImplementedError
+
+    def _score(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def fit(self, data: Any, *, progress: ProgressFn | None = None) -> OutlierScorer:
+        """Fit on a collection or an array; sets ``train_scores_``, ``threshold_`` and ``labels_``."""
+        data = data if isinstance(data, FitData) else fit_data(data)
+        self.data_ = data
+        self.n_samples_fit_ = len(data.vectors)
+        self.ids_ = data.ids
+        self.train_scores_ = np.asarray(self._fit_scores(data, progress), dtype=np.float64)
+        self._sorted = np.sort(self.train_scores_)
+        n = self.n_samples_fit_
+        if self.fpr is not None:
+            # Conformal: flag s when (1 + #{train >= s}) / (n + 1) <= fpr, i.e. s above the m-th largest.
+            m = int(np.floor(self.fpr * (n + 1))) - 1
+            self.threshold_ = float(self._sorted[n - 1 - m]) if m >= 0 else float("inf")
+            self.threshold_inclusive_ = True
+        else:
+            q = 100 * (1 - self.contamination) if self.percentile is None else self.percentile
+            self.threshold_ = float(np.percentile(self.train_scores_, q))
+            self.threshold_inclusive_ = False
+        self.labels_ = self._flag(self.train_scores_)
+        return self
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "train_scores_"):
+            raise InvalidInputError(f"this {type(self).__name__} is not fitted yet: call fit first")
+
+    def _vectors(self, x: Any) -> np.ndarray:
+        self._check_fitted()
+        try:
+            x = np.asarray(x, dtype=np.float32)
+        except (TypeError, ValueError):
+            raise InvalidInputError("vectors to score must be numbers") from None
+        if x.ndim == 1:
+            x = x[None, :]
+        dim = self.data_.vectors.shape[1]
+        if x.ndim != 2 or x.shape[1] != dim:
+            raise InvalidInputError(f"wrong vector dimension: got shape {x.shape}, the scorer was fitted on {dim}-d")
+        if not np.isfinite(x).all():
+            raise InvalidInputError("vectors to score contain NaN or infinity")
+        return np.ascontiguousarray(x)
+
+    def score_samples(self, x: Any) -> np.ndarray:
+        """Anomaly scores of new vectors (higher is more anomalous), against the fitted items."""
+        return np.asarray(self._score(self._vectors(x)), dtype=np.float64)
+
+    def decision_function(self, x: Any) -> np.ndarray:
+        """``score_samples - threshold_``: positive for vectors that would be flagged."""
+        return self.score_samples(x) - self.threshold_
+
+    def _flag(self, scores: np.ndarray) -> np.ndarray:
+        flagged = scores >= self.threshold_ if self.threshold_inclusive_ else scores > self.threshold_
+        return flagged.astype(np.int64)
+
+    def predict(self, x: Any) -> np.ndarray:
+        """1 for vectors flagged as outliers, 0 for normal ones."""
+        return self._flag(self.score_samples(x))
+
+    def p_values(self, scores: np.ndarray) -> np.ndarray:
+        """Conformal p-values of scores: ``(1 + #{fitted scores >= s}) / (n + 1)``."""
+        self._check_fitted()
+        greater = len(self._sorted) - np.searchsorted(self._sorted, scores, side="left")
+        return (1 + greater) / (len(self._sorted) + 1)
+
+    def percentiles(self, scores: np.ndarray) -> np.ndarray:
+        """Percentile (0-100) of scores among the fitted items' scores."""
+        self._check_fitted()
+        return 100.0 * np.searchsorted(self._sorted, scores, side="right") / len(self._sorted)
+
+
+class KNNScorer(OutlierScorer):
+    """Distance to the k-th nearest neighbour (``aggregate="kth"``) or the mean of the k nearest."""
+
+    def __init__(self, k: int = 10, *, aggregate: str = "kth", **threshold: Any) -> None:
+        super().__init__(**threshold)
+        self.k = _check_k(k)
+        if aggregate not in ("kth", "mean"):
+            raise InvalidInputError(f"aggregate must be 'kth' or 'mean', got {aggregate!r}")
+        self.aggregate = aggregate
+
+    def _reduce(self, dists: np.ndarray) -> np.ndarray:
+        return dists[:, -1] if self.aggregate == "kth" else dists.mean(1)
+
+    def _fit_scores(self, data: FitData, progress: ProgressFn | None) -> np.ndarray:
+        _check_enough(data, self.k)
+        return self._reduce(data.graph(self.k, progress).distances)
+
+    def _score(self, x: np.ndarray) -> np.ndarray:
+        dists, _ = self.data_.search(x, self.k)
+        return self._reduce(dists)
+
+
+class LOFScorer(OutlierScorer):
+    """Local outlier factor (Breunig et al. 2000) on the k-neighbour graph."""
+
+    def __init__(self, k: int = 10, **threshold: Any) -> None:
+        super().__init__(**threshold)
+        self.k = _check_k(k)
+
+    def _lrd(self, dists: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        reach = np.maximum(dists, self.k_distance_[positions])
+        return 1.0 / (reach.mean(1) + 1e-10)
+
+    def _fit_scores(self, data: FitData, progress: ProgressFn | None) -> np.ndarray:
+        _check_enough(data, self.k)
+        graph = data.graph(self.k, progress)
+        self.k_distance_ = graph.distances[:, -1].astype(np.float64)
+        self.lrd_ = self._lrd(graph.distances, graph.positions)
+        return self.lrd_[graph.positions].mean(1) / self.lrd_
+
+    def _score(self, x: np.ndarray) -> np.ndarray:
+        dists, positions = self.data_.search(x, self.k)
+        return self.lrd_[positions].mean(1) / self._lrd(dists, positions)
+
+
+class IsolationForestScorer(OutlierScorer):
+    """scikit-learn's isolation forest on the vectors (a global detector; needs no neighbours)."""
+
+    def __init__(self, n_estimators: int = 200, *, random_state: int = 0, **threshold: Any) -> None:
+        super().__init__(**threshold)
+        self.n_estimators = n_estimators
+        self.random_state = random_state
+
+    def _fit_scores(self, data: FitData, progress: ProgressFn | None) -> np.ndarray:
+        from sklearn.ensemble import IsolationForest
+
+        self.forest_ = IsolationForest(n_estimators=self.n_estimators, random_state=self.random_state, n_jobs=1)
+        self.forest_.fit(data.vectors)
+        if progress:
+            progress(len(data.vectors), len(data.vectors))
+        return -self.forest_.score_samples(data.vectors)
+
+    def _score(self, x: np.ndarray) -> np.ndarray:
+        return -self.forest_.score_samples(x)
+
+
+class EnsembleScorer(OutlierScorer):
+    """Rank average: the mean over scorers of each score's percentile among that scorer's fitted scores."""
+
+    def __init__(self, scorers: list[OutlierScorer] | None = None, *, k: int = 10, **threshold: Any) -> None:
+        super().__init__(**threshold)
+        self.scorers = scorers if scorers is not None else [KNNScorer(k), LOFScorer(k), IsolationForestScorer()]
+
+    def _fit_scores(self, data: FitData, progress: ProgressFn | None) -> np.ndarray:
+        for scorer in self.scorers:
+            scorer.fit(data, progress=progress)
+        return np.mean([s.percentiles(s.train_scores_) for s in self.scorers], axis=0)
+
+    def _score(self, x: np.ndarray) -> np.ndarray:
+        return np.mean([s.percentiles(s._score(x)) for s in self.scorers], axis=0)
+
+
+def make_scorer(method: str = "knn", *, k: int = 10, **threshold: Any) -> OutlierScorer:
+    """A scorer by name: ``knn``, ``lof``, ``iforest`` or ``ensemble``."""
+    if method == "knn":
+        return KNNScorer(k, **threshold)
+    if method == "lof":
+        return LOFScorer(k, **threshold)
+    if method == "iforest":
+        return IsolationForestScorer(**threshold)
+    if method == "ensemble":
+        return EnsembleScorer(k=k, **threshold)
+    raise InvalidInputError(f"unknown outlier method {method!r}: use one of {', '.join(METHODS)}")
+
+
+def _check_k(k: int) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise InvalidInputError(f"k must be a whole number >= 1, got {k!r}")
+    return int(k)
+
+
+def _check_enough(data: FitData, k: int) -> None:
+    if len(data.vectors) <= k:
+        raise InvalidInputError(f"k={k} needs more than {k} items to fit on, got {len(data.vectors)}: lower k")
+
+
+# --- reports ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class OutlierResult:
+    """One scored item: its anomaly score, where that score falls among the collection's, and why."""
+
+    id: str | None
+    score: float
+    percentile: float
+    p_value: float
+    flagged: bool
+    neighbors: list[dict[str, Any]]  # nearest normal items: {"id", "distance"}
+    text: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return dict(self.__dict__)
+
+
+def explain(
+    scorer: OutlierScorer, scores: np.ndarray, vectors: np.ndarray, *, n_neighbors: int = 5, self_positions=None
+) -> list[tuple[float, float, bool, list[dict[str, Any]]]]:
+    """Percentile, p-value, flag and nearest *normal* fitted items of each scored vector."""
+    data = scorer.data_
+    depth = min(len(data.vectors), n_neighbors * 3 + 1)
+    dists, positions = data.search(vectors, depth)
+    flagged = scorer._flag(scores)
+    out = []
+    for i, score in enumerate(scores):
+        neighbors = []
+        for d, p in zip(dists[i], positions[i]):
+            if p < 0 or (self_positions is not None and p == self_positions[i]) or scorer.labels_[p]:
+                continue
+            neighbors.append({"id": data.ids[p] if data.ids else int(p), "distance": float(d)})
+            if len(neighbors) == n_neighbors:
+                break
+        out.append(
+            (
+                float(scorer.percentiles(np.array([score]))[0]),
+                float(scorer.p_values(np.array([score]))[0]),
+                bool(flagged[i]),
+                neighbors,
+            )
+        )
+    return out
