@@ -34,7 +34,9 @@ if TYPE_CHECKING:
 
 ProgressFn = Callable[[int, int], None]
 METHODS = ("knn", "lof", "iforest", "ensemble")
-EXACT_LIMIT = 200_000  # above this many vectors an array is indexed with HNSW instead of exact search
+# Above this many vectors, an array's neighbour graph comes from HNSW instead of exact search: on
+# Shuttle (49k) it is 3x faster with the same ROC-AUC (benchmarks/outliers.py).
+EXACT_LIMIT = 20_000
 BATCH = 4096
 
 
@@ -85,17 +87,23 @@ class FitData:
 
 
 def _array_search(vectors: np.ndarray) -> Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]:
+    """A k-NN search over the vectors; the index is built on first use (isolation forests never need it)."""
     import faiss
 
-    dim = vectors.shape[1]
-    if len(vectors) <= EXACT_LIMIT:
-        index = faiss.IndexFlatL2(dim)
-    else:
-        index = faiss.IndexHNSWFlat(dim, 32)
-        index.hnsw.efSearch = 128
-    index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+    built: list[faiss.Index] = []
 
     def search(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        if not built:
+            if len(vectors) <= EXACT_LIMIT:
+                index = faiss.IndexFlatL2(vectors.shape[1])
+            else:
+                index = faiss.IndexHNSWFlat(vectors.shape[1], 32)
+                index.hnsw.efConstruction = 40
+            index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+            built.append(index)
+        index = built[0]
+        if isinstance(index, faiss.IndexHNSWFlat):
+            index.hnsw.efSearch = max(64, 2 * k)
         d, p = index.search(np.ascontiguousarray(x, dtype=np.float32), min(k, index.ntotal))
         return np.sqrt(np.maximum(d, 0)), p
 
@@ -295,7 +303,7 @@ class LOFScorer(OutlierScorer):
 class IsolationForestScorer(OutlierScorer):
     """scikit-learn's isolation forest on the vectors (a global detector; needs no neighbours)."""
 
-    def __init__(self, n_estimators: int = 200, *, random_state: int = 0, **threshold: Any) -> None:
+    def __init__(self, n_estimators: int = 100, *, random_state: int = 0, **threshold: Any) -> None:
         super().__init__(**threshold)
         self.n_estimators = n_estimators
         self.random_state = random_state
