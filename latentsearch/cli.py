@@ -100,6 +100,16 @@ def _open(name: str, home: Path | None) -> Any:
     return ls.open(name, home=home)
 
 
+def _load_npy(path: Path, what: str) -> Any:
+    """A .npy array (never unpickled), or a one-line error naming the file."""
+    import numpy as np
+
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise InvalidInputError(f"cannot read {what} {path}: {exc}") from None
+
+
 def _snippet(text: str | None, width: int = 90) -> str:
     if not text:
         return ""
@@ -319,14 +329,7 @@ def search(
     given = [x is not None for x in (query, like, vector)]
     if sum(given) != 1:
         raise InvalidInputError("give exactly one of QUERY, --like ID or --vector FILE.npy")
-    q: Any = query
-    if vector is not None:
-        import numpy as np
-
-        try:
-            q = np.load(vector, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise InvalidInputError(f"cannot read query vector {vector}: {exc}") from None
+    q: Any = _load_npy(vector, "query vector") if vector is not None else query
     with _open(name, home) as col:
         hits = col.search(
             q,
@@ -542,14 +545,7 @@ def check(
     """Check whether new texts (or vectors) would be outliers in a collection, without adding them."""
     if bool(texts) == (vectors is not None):
         raise InvalidInputError("give texts to check, or --vectors FILE.npy")
-    inputs: Any = texts
-    if vectors is not None:
-        import numpy as np
-
-        try:
-            inputs = np.load(vectors, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise InvalidInputError(f"cannot read vectors {vectors}: {exc}") from None
+    inputs: Any = _load_npy(vectors, "vectors") if vectors is not None else texts
     with _open(name, home) as col:
         results = col.check(inputs, method=method, k=k, contamination=contamination, fpr=fpr)
     _print_outliers(results, as_json, label="input")

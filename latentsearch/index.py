@@ -15,7 +15,6 @@ become tombstones excluded at search time through an ``IDSelector``, and :meth:`
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import math
@@ -29,6 +28,7 @@ import faiss
 import numpy as np
 
 from .errors import InvalidInputError
+from .fileio import file_sha256, fsync_replace
 from .storage import Store
 
 log = logging.getLogger("latentsearch")
@@ -125,28 +125,6 @@ class Checkpoint:
             return cls(**json.loads(path.read_text()))
         except (OSError, ValueError, TypeError):
             return None
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _fsync_replace(tmp: Path, final: Path) -> None:
-    fd = os.open(tmp, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, final)
-    dir_fd = os.open(final.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 @contextlib.contextmanager
@@ -259,7 +237,7 @@ class VectorIndex:
         if ckpt.dim != self.dim or ckpt.metric != self.metric:
             return "it was built with another dimension or metric"
         size = path.stat().st_size
-        if size != ckpt.size or _sha256(path) != ckpt.sha256:
+        if size != ckpt.size or file_sha256(path) != ckpt.sha256:
             return "index.faiss does not match its checksum (truncated or corrupt)"
         try:
             index = faiss.read_index(str(path))
@@ -288,12 +266,12 @@ class VectorIndex:
                 trained_n=self.trained_n,
                 tombstones=sorted(self.tombstones),
                 size=tmp.stat().st_size,
-                sha256=_sha256(tmp),
+                sha256=file_sha256(tmp),
             )
             ckpt_tmp = ckpt_path.with_name(f".{CHECKPOINT_FILE}.{os.getpid()}.tmp")
             ckpt_tmp.write_text(json.dumps(ckpt.__dict__))
-            _fsync_replace(tmp, path)
-            _fsync_replace(ckpt_tmp, ckpt_path)
+            fsync_replace(tmp, path)
+            fsync_replace(ckpt_tmp, ckpt_path)
         self.dirty = False
 
     # --- changes ---------------------------------------------------------------------------------

