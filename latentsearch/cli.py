@@ -551,6 +551,105 @@ def check(
     _print_outliers(results, as_json, label="input")
 
 
+# --- the latent space ------------------------------------------------------------------------------
+
+
+@command("map")
+def map_(
+    name: str,
+    output: Annotated[Path, typer.Option("--out", "-o", help="map.html (interactive, offline) or map.png.")],
+    method: Annotated[str, typer.Option(help="pca, tsne or umap.")] = "umap",
+    dim: Annotated[int, typer.Option(help="2 or 3 (3-D in HTML; the PNG shows the first two axes).")] = 2,
+    color_by: Annotated[
+        str | None, typer.Option(help="Metadata field to colour by, e.g. a label, cluster or outlier_score.")
+    ] = None,
+    where: Annotated[str | None, typer.Option(help="Only items matching this filter.")] = None,
+    sample: Annotated[int | None, typer.Option(help="At most this many items (t-SNE: 10,000, UMAP: 50,000).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the sampling and the projection.")] = 0,
+    path: Annotated[str | None, typer.Option(help="Draw the interpolation path between two ids: A,B.")] = None,
+    steps: Annotated[int, typer.Option(help="Steps of the path.")] = 8,
+    home: HomeOption = None,
+) -> None:
+    """Draw the latent space as a 2-D/3-D map (PCA, t-SNE or UMAP), coloured by a field."""
+    from .plots import write_map
+
+    with _open(name, home) as col:
+        route = None
+        if path is not None:
+            ends = _split_ids([path])
+            if len(ends) != 2:
+                raise InvalidInputError(f"--path takes two ids separated by a comma, got {path!r}")
+            route = col.interpolate(ends[0], ends[1], steps=steps, where=where)
+        if output.suffix.lower() not in (".html", ".htm", ".png"):
+            raise InvalidInputError(f"cannot write a map to {output}: use a .html or .png file name")
+        with err.status(f"projecting {name} with {method}…") as status:
+            projection = col.project(
+                method, dim=dim, where=where, sample=sample, seed=seed, stage=lambda m: status.update(m + "…")
+            )
+            status.update("drawing…")
+            written = write_map(col, projection, output, color_by=color_by, path=route)
+    sampled = f" (sampled from {projection.sampled_from:,})" if projection.sampled_from > len(projection.ids) else ""
+    out.print(
+        f"wrote {written}: {len(projection.ids):,} items{sampled}, {method} trustworthiness "
+        f"{projection.trustworthiness:.3f}"
+    )
+
+
+@command()
+def clusters(
+    name: str,
+    n: Annotated[str, typer.Option("-n", help="Number of clusters (k-means), or 'auto' (HDBSCAN).")] = "8",
+    where: Annotated[str | None, typer.Option(help="Only items matching this filter.")] = None,
+    seed: Annotated[int, typer.Option(help="k-means seed.")] = 0,
+    write: Annotated[bool, typer.Option(help="Store cluster and cluster_label in the metadata.")] = True,
+    home: HomeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Cluster the items and label each cluster with its most distinctive words."""
+    count: int | str = n
+    if n != "auto":
+        try:
+            count = int(n)
+        except ValueError:
+            raise InvalidInputError(f"-n takes a number of clusters or 'auto', got {n!r}") from None
+    with _open(name, home) as col:
+        found = col.clusters(count, where=where, seed=seed, write=write)
+    if as_json:
+        _print_json([c.to_dict() for c in found])
+        return
+    table = Table("cluster", "size", "label", "examples")
+    for c in found:
+        table.add_row(
+            str(c.cluster),
+            str(c.size),
+            _escape(c.label),
+            _escape(" | ".join(_snippet(e["text"] or e["id"], 40) for e in c.examples)),
+        )
+    out.print(table)
+
+
+@command()
+def interpolate(
+    name: str,
+    start: Annotated[str, typer.Argument(help="Item id to start from.")],
+    end: Annotated[str, typer.Argument(help="Item id to end at.")],
+    steps: Annotated[int, typer.Option(help="Number of points on the path (ends included).")] = 8,
+    where: Annotated[str | None, typer.Option(help="Only items matching this filter.")] = None,
+    home: HomeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Walk the latent space from one item to another and list the nearest item at each step."""
+    with _open(name, home) as col:
+        path = col.interpolate(start, end, steps=steps, where=where)
+    if as_json:
+        _print_json([s.to_dict() for s in path])
+        return
+    table = Table("t", "nearest item", "score", "text")
+    for step in path:
+        table.add_row(f"{step.t:.2f}", _escape(step.id), f"{step.score:.3f}", _escape(_snippet(step.text, 70)))
+    out.print(table)
+
+
 # --- demo ----------------------------------------------------------------------------------------
 
 

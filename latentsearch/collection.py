@@ -563,6 +563,50 @@ class Collection:
             for i, (score, (pct, p, flag, near)) in enumerate(zip(scores, details))
         ]
 
+    # --- the latent space --------------------------------------------------------------------------
+
+    def project(
+        self,
+        method: str = "pca",
+        *,
+        dim: int = 2,
+        where: Filter | str | None = None,
+        sample: int | None = None,
+        seed: int = 0,
+        params: dict[str, Any] | None = None,
+        stage: Any = None,
+    ) -> Any:
+        """A 2-D or 3-D projection (``pca``, ``tsne`` or ``umap``) of the items, with its trustworthiness.
+
+        Returns a :class:`latentsearch.latent.Projection` (``ids``, ``coords``, ``trustworthiness``);
+        cached in the collection folder until the collection changes. See :func:`latentsearch.latent.project`.
+        """
+        from .latent import project
+
+        return project(self, method, dim=dim, where=where, sample=sample, seed=seed, params=params, stage=stage)
+
+    def clusters(
+        self,
+        n: int | str = 8,
+        *,
+        where: Filter | str | None = None,
+        seed: int = 0,
+        words: int = 5,
+        examples: int = 3,
+        write: bool = True,
+    ) -> list[Any]:
+        """Cluster the items (k-means, or HDBSCAN with ``n="auto"``), label each cluster with its most
+        distinctive words, and store ``cluster``/``cluster_label`` in the metadata (``write``)."""
+        from .latent import cluster
+
+        return cluster(self, n, where=where, seed=seed, words=words, examples=examples, write=write)
+
+    def interpolate(self, start: str, end: str, *, steps: int = 8, where: Filter | str | None = None) -> list[Any]:
+        """The items nearest to ``steps`` evenly spaced points between two items (spherical for cosine)."""
+        from .latent import interpolate
+
+        return interpolate(self, start, end, steps=steps, where=where)
+
 
 # --- module-level operations ---------------------------------------------------------------------
 
