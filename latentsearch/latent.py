@@ -233,7 +233,7 @@ def cluster(
     if n == "auto":
         from sklearn.cluster import HDBSCAN
 
-        labels = HDBSCAN(min_cluster_size=max(2, min(15, len(rowids) // 20))).fit_predict(vectors)
+        labels = HDBSCAN(min_cluster_size=max(2, min(15, len(rowids) // 20)), copy=True).fit_predict(vectors)
     else:
         from sklearn.cluster import KMeans
 

@@ -134,7 +134,7 @@ def test_check_new_vectors(planted_collection):
 
 def test_ensemble_is_a_rank_average(planted_collection):
     scorer = EnsembleScorer([KNNScorer(5), IsolationForestScorer()], contamination=0.01).fit(planted_collection)
-    assert 0 <= scorer.train_scores_.min() and scorer.train_scores_.max() <= 100
+    assert scorer.train_scores_.min() >= 0 and scorer.train_scores_.max() <= 100
     knn, forest = scorer.scorers
     expected = (knn.percentiles(knn.train_scores_) + forest.percentiles(forest.train_scores_)) / 2
     assert np.allclose(scorer.train_scores_, expected)
