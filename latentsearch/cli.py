@@ -128,7 +128,11 @@ def _print_json(data: Any) -> None:
 def create(
     name: Annotated[str, typer.Argument(help="Collection name (letters, digits, '_', '-', '.').")],
     encoder: Annotated[
-        str, typer.Option(help="minilm (all-MiniLM-L6-v2), st:PATH (local sentence-transformers folder), precomputed.")
+        str,
+        typer.Option(
+            help="minilm (text), efficientnet-lite0 (images), st:PATH (local sentence-transformers folder, CLIP too), "
+            "ae:PATH (your autoencoder), precomputed."
+        ),
     ] = "minilm",
     index: Annotated[
         str, typer.Option(help="auto, flat, hnsw, ivf, ivfpq, sq8, or faiss:FACTORY (a FAISS factory string).")
@@ -226,15 +230,20 @@ def add(
     from .ingest import ingest, read_input
 
     fields = [f.strip() for f in metadata_fields.split(",") if f.strip()] if metadata_fields else None
-    records = read_input(
-        source,
-        text_field=text_field,
-        id_field=id_field,
-        vector_field=vector_field,
-        metadata_fields=fields,
-        ids_file=ids_file,
-    )
     with _open(name, home) as col:
+        records = read_input(
+            source,
+            text_field=text_field,
+            id_field=id_field,
+            vector_field=vector_field,
+            metadata_fields=fields,
+            ids_file=ids_file,
+            images=col.manifest.get("modality") in ("image", "joint") and vector_field is None,
+        )
+        if records.skipped:
+            shown = ", ".join(f"{Path(f).name} ({why})" for f, why in records.skipped[:5])
+            more = f" and {len(records.skipped) - 5} more" if len(records.skipped) > 5 else ""
+            err.print(f"[yellow]skipped {len(records.skipped)} files that are not readable images:[/] {shown}{more}")
         start = perf_counter()
         with progress_bar(f"adding to {name}") as update:
             done = ingest(col, records, upsert=upsert, batch_size=batch_size, progress=update)
@@ -310,6 +319,7 @@ def search(
     ] = None,
     like: Annotated[str | None, typer.Option(help="Find items like this item id (itself excluded).")] = None,
     vector: Annotated[Path | None, typer.Option(help="A .npy file holding one query vector.")] = None,
+    image: Annotated[Path | None, typer.Option(help="An image file to search by (image collections).")] = None,
     mode: Annotated[
         str,
         typer.Option(
@@ -325,11 +335,11 @@ def search(
     home: HomeOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Search by text (hybrid, vector or lexical), by vector (--vector) or by an item (--like)."""
-    given = [x is not None for x in (query, like, vector)]
+    """Search by text (vector, lexical or hybrid), by an image (--image), a vector (--vector) or an item (--like)."""
+    given = [x is not None for x in (query, like, vector, image)]
     if sum(given) != 1:
-        raise InvalidInputError("give exactly one of QUERY, --like ID or --vector FILE.npy")
-    q: Any = _load_npy(vector, "query vector") if vector is not None else query
+        raise InvalidInputError("give exactly one of QUERY, --like ID, --image FILE or --vector FILE.npy")
+    q: Any = _load_npy(vector, "query vector") if vector is not None else image if image is not None else query
     with _open(name, home) as col:
         hits = col.search(
             q,

@@ -121,15 +121,17 @@ class Collection:
         vectors: np.ndarray | Sequence[Sequence[float]] | None = None,
         metadata: Sequence[Mapping[str, Any] | None] | None = None,
         uris: Sequence[str | None] | None = None,
+        thumbnails: Sequence[bytes | None] | None = None,
         batch_size: int = 64,
         progress: ProgressFn | None = None,
     ) -> int:
         """Add new items in one transaction; an id that already exists is an error.
 
-        Give ``texts`` (encoded by the collection's encoder) and/or ``vectors`` (used as given).
+        Give ``texts`` (encoded by the collection's encoder), image file ``uris`` (for image
+        collections: encoded, with a thumbnail kept in SQLite) and/or ``vectors`` (used as given).
         ``progress(done, total)`` is called while encoding. Returns the number of items added.
         """
-        return self._write(ids, texts, vectors, metadata, uris, batch_size, progress, upsert=False)
+        return self._write(ids, texts, vectors, metadata, uris, thumbnails, batch_size, progress, upsert=False)
 
     def upsert(
         self,
@@ -139,11 +141,12 @@ class Collection:
         vectors: np.ndarray | Sequence[Sequence[float]] | None = None,
         metadata: Sequence[Mapping[str, Any] | None] | None = None,
         uris: Sequence[str | None] | None = None,
+        thumbnails: Sequence[bytes | None] | None = None,
         batch_size: int = 64,
         progress: ProgressFn | None = None,
     ) -> int:
         """Add items, replacing those whose id exists. Same arguments as :meth:`add`."""
-        return self._write(ids, texts, vectors, metadata, uris, batch_size, progress, upsert=True)
+        return self._write(ids, texts, vectors, metadata, uris, thumbnails, batch_size, progress, upsert=True)
 
     def _write(
         self,
@@ -152,6 +155,7 @@ class Collection:
         vectors: Any,
         metadata: Sequence[Mapping[str, Any] | None] | None,
         uris: Sequence[str | None] | None,
+        thumbnails: Sequence[bytes | None] | None,
         batch_size: int,
         progress: ProgressFn | None,
         *,
@@ -164,17 +168,26 @@ class Collection:
         texts_list = _check_length("texts", texts, n)
         uris_list = _check_length("uris", uris, n)
         meta_list = _check_metadata(metadata, n)
+        images = uris_list is not None and texts_list is None and self.manifest.get("modality") in ("image", "joint")
         if vectors is None:
-            if texts_list is None:
-                raise InvalidInputError("nothing to encode: pass texts or vectors for the items")
-            matrix = self.encode(texts_list, batch_size=batch_size, progress=progress)
+            if texts_list is not None:
+                matrix = self.encode(texts_list, batch_size=batch_size, progress=progress)
+            elif images:
+                paths = [Path(u) for u in uris_list]  # a Path is an image to encoders, a str a text
+                matrix = self.encode(paths, batch_size=batch_size, progress=progress)
+            else:
+                raise InvalidInputError("nothing to encode: pass texts, image uris, or vectors for the items")
         else:
             matrix = self.prepare_vectors(vectors, expected=n)
             if texts_list is not None:  # kept for display and lexical search; must be strings
                 for i, text in enumerate(texts_list):
                     if text is not None and not isinstance(text, str):
                         raise InvalidInputError(f"text #{i} is a {type(text).__name__}, not a string")
-        kind = "text" if texts_list is not None else ("uri" if uris_list is not None else "vector")
+        kind = "text" if texts_list is not None else "image" if images else "uri" if uris_list else "vector"
+        if kind == "image" and thumbnails is None:
+            from .encoders.image import thumbnail_bytes
+
+            thumbnails = [thumbnail_bytes(u) for u in uris_list]
         with self._lock:
             index = self.index  # caught up before the write, so it can follow with a plain add
             before = index.seq
@@ -186,6 +199,7 @@ class Collection:
                 meta_list,
                 matrix,
                 upsert=upsert,
+                thumbnails=thumbnails,
             )
             if seq != before + 1:  # another process wrote in between: replay from SQLite
                 index.catch_up(self.store)

@@ -31,6 +31,9 @@ class Records:
     vectors: np.ndarray | None = None
     metadata: list[dict[str, Any]] = field(default_factory=list)
     source: str = ""
+    uris: list[str] | None = None
+    thumbnails: list[bytes] | None = None
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, why) left out of the input
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -44,6 +47,7 @@ def read_input(
     vector_field: str | None = None,
     metadata_fields: Sequence[str] | None = None,
     ids_file: str | Path | None = None,
+    images: bool = False,
 ) -> Records:
     """Read items from a JSONL, CSV, .npy/.npz file or a folder of .txt/.md files.
 
@@ -51,9 +55,14 @@ def read_input(
     generated as ``FILE-LINE`` when the id column is absent); other fields become metadata (all, or
     ``metadata_fields``); ``vector_field`` reads a precomputed vector. A folder: each file is an item
     whose id is its relative path. ``.npy``/``.npz``: precomputed vectors, ids from ``ids_file``
-    (one per line), the npz's ``ids`` array, or ``FILE-ROW``.
+    (one per line), the npz's ``ids`` array, or ``FILE-ROW``. With ``images`` (image collections), a
+    folder's image files (jpg, png, webp, gif, bmp; recursive) or a single image file are read instead:
+    id = relative path, uri = absolute path, a thumbnail each; unreadable and non-image files are
+    listed in ``Records.skipped``.
     """
     path = Path(path)
+    if images:
+        return _read_images(path)
     if path.is_dir():
         return _read_folder(path)
     if not path.is_file():
@@ -192,6 +201,35 @@ def _read_folder(folder: Path) -> Records:
     return Records(ids, texts, None, metadata, str(folder))
 
 
+def _read_images(path: Path) -> Records:
+    from .encoders.image import IMAGE_SUFFIXES, scan_images, thumbnail_bytes
+
+    if path.is_dir():
+        files, skipped = scan_images(path)
+        root = path
+    elif path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+        files, skipped, root = [path], [], path.parent
+    else:
+        raise InvalidInputError(f"cannot read {path}: not a folder or an image file ({', '.join(IMAGE_SUFFIXES)})")
+    records = Records([], None, None, [], str(path), uris=[], thumbnails=[])
+    reasons = [(str(p), why) for p, why in skipped]
+    for file in files:
+        try:
+            thumbnail = thumbnail_bytes(file)
+        except InvalidInputError as exc:
+            reasons.append((str(file), str(exc).split(": ", 1)[-1]))
+            continue
+        rel = file.relative_to(root).as_posix()
+        records.ids.append(rel)
+        records.uris.append(str(file.resolve()))
+        records.thumbnails.append(thumbnail)
+        records.metadata.append({"path": rel, "suffix": file.suffix.lower()})
+    records.skipped = reasons
+    if not records.ids:
+        raise InvalidInputError(f"{path}: no readable images found ({len(reasons)} files skipped)")
+    return records
+
+
 def _read_numpy(path: Path, ids_file: str | Path | None) -> Records:
     try:
         loaded = np.load(path, allow_pickle=False)  # never unpickle user files
@@ -251,8 +289,8 @@ def ingest(
             )
     if records.vectors is not None:
         collection.prepare_vectors(records.vectors, expected=n)  # fail before writing anything
-    elif records.texts is None:
-        raise InvalidInputError(f"{records.source}: no texts or vectors to add")
+    elif records.texts is None and records.uris is None:
+        raise InvalidInputError(f"{records.source}: no texts, images or vectors to add")
     write = collection.upsert if upsert else collection.add
     done = 0
     for start in range(0, n, chunk_size):
@@ -267,6 +305,8 @@ def ingest(
             records.texts[start:end] if records.texts is not None else None,
             vectors=records.vectors[start:end] if records.vectors is not None else None,
             metadata=records.metadata[start:end],
+            uris=records.uris[start:end] if records.uris is not None else None,
+            thumbnails=records.thumbnails[start:end] if records.thumbnails is not None else None,
             batch_size=batch_size,
             progress=chunk_progress,
         )

@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -22,7 +23,7 @@ import numpy as np
 from .errors import InvalidInputError, ItemNotFoundError
 from .filters import Filter
 from .records import Hit
-from .search import allowed_rowids, check_k, hits_for, knn
+from .search import allowed_rowids, check_k, hits_for, knn, query_vector
 
 if TYPE_CHECKING:
     from .collection import Collection
@@ -45,8 +46,10 @@ def resolve_examples(collection: Collection, examples: Sequence[Example] | None)
     vectors, ids = [], []
     for i, example in enumerate(examples):
         if isinstance(example, Mapping):
-            if len(example) != 1 or next(iter(example)) not in ("id", "text", "vector"):
-                raise InvalidInputError(f"example #{i} must be {{'id': ...}}, {{'text': ...}} or {{'vector': [...]}}")
+            if len(example) != 1 or next(iter(example)) not in ("id", "text", "image", "vector"):
+                raise InvalidInputError(
+                    f"example #{i} must be {{'id': ...}}, {{'text': ...}}, {{'image': path}} or {{'vector': [...]}}"
+                )
             kind, value = next(iter(example.items()))
         elif isinstance(example, str):
             kind, value = "id", example
@@ -55,8 +58,8 @@ def resolve_examples(collection: Collection, examples: Sequence[Example] | None)
         if kind == "id":
             vectors.append(collection.vectors_of([value])[0])
             ids.append(value)
-        elif kind == "text":
-            vectors.append(collection.encode([value])[0])
+        elif kind in ("text", "image"):
+            vectors.append(query_vector(collection, Path(value) if kind == "image" else value)[0])
         else:
             vectors.append(collection.prepare_vectors(value, expected=1)[0])
     matrix = np.stack(vectors) if vectors else np.empty((0, collection.dim), np.float32)

@@ -7,7 +7,9 @@ weighted fusion of min-max-normalised scores is the alternative (``fusion="weigh
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import faiss
@@ -75,6 +77,8 @@ def search(
         raise InvalidInputError(f"alpha is the vector weight in weighted fusion, between 0 and 1; got {alpha}")
     if isinstance(rrf_k, bool) or not isinstance(rrf_k, int) or rrf_k < 0:
         raise InvalidInputError(f"rrf_k must be a whole number >= 0, got {rrf_k!r}")
+    if is_image(query) and mode != "vector":
+        raise InvalidInputError(f"{mode} search needs a text query; an image searches by vector")
     exclude, text = None, query if isinstance(query, str) else None
     if like is not None:
         item = collection.get([like])[0]
@@ -85,7 +89,7 @@ def search(
     depth = k if mode != "hybrid" else max(k, HYBRID_DEPTH)
     rankings: dict[str, list[tuple[int, float]]] = {}
     if mode in ("vector", "hybrid"):
-        vectors = collection.vectors_of([like]) if like is not None else _query_vector(collection, query)
+        vectors = collection.vectors_of([like]) if like is not None else query_vector(collection, query)
         allowed = allowed_rowids(collection, where)
         if allowed is not None and exclude is not None:
             allowed = allowed[allowed != exclude]
@@ -116,9 +120,27 @@ def search(
     return hits
 
 
-def _query_vector(collection: Collection, query: Any) -> np.ndarray:
+def is_image(value: Any) -> bool:
+    """An image query or example: a path object or a PIL image (a plain string is a text)."""
+    return isinstance(value, os.PathLike) or type(value).__module__.startswith("PIL.")
+
+
+def query_vector(collection: Collection, query: Any) -> np.ndarray:
+    """A (1, dim) query vector from a text, an image (path object or PIL image) or a raw vector."""
+    modality = collection.manifest.get("modality")
     if isinstance(query, str):
+        if modality == "image":
+            raise InvalidInputError(
+                f"collection {collection.name!r} holds images encoded by {collection.encoder_name}, which cannot "
+                "encode text: search with an image (--image), or use a joint text+image model (st:PATH)"
+            )
         return collection.encode([query])
+    if is_image(query):
+        if modality not in ("image", "joint"):
+            raise InvalidInputError(
+                f"collection {collection.name!r} encodes {modality}, not images: search it with a text or a vector"
+            )
+        return collection.encode([query if not isinstance(query, os.PathLike) else Path(query)])
     return collection.prepare_vectors(query, expected=1)
 
 

@@ -37,7 +37,8 @@ CREATE TABLE IF NOT EXISTS items (
     uri TEXT,
     metadata TEXT NOT NULL DEFAULT '{}',
     vector BLOB NOT NULL,
-    seq INTEGER NOT NULL
+    seq INTEGER NOT NULL,
+    thumbnail BLOB
 );
 CREATE INDEX IF NOT EXISTS items_seq ON items(seq);
 CREATE TABLE IF NOT EXISTS deletions (rowid INTEGER PRIMARY KEY, seq INTEGER NOT NULL);
@@ -160,6 +161,7 @@ class Store:
         vectors: np.ndarray,
         *,
         upsert: bool = False,
+        thumbnails: Sequence[bytes | None] | None = None,
     ) -> tuple[int, np.ndarray, np.ndarray]:
         """Insert (or replace, with ``upsert``) a batch in one transaction.
 
@@ -180,10 +182,13 @@ class Store:
                 conn.executemany("DELETE FROM items WHERE rowid = ?", [(int(r),) for r in replaced])
                 conn.executemany("INSERT OR REPLACE INTO deletions VALUES (?, ?)", [(int(r), seq) for r in replaced])
             conn.executemany(
-                "INSERT INTO items (id, kind, text, uri, metadata, vector, seq) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO items (id, kind, text, uri, metadata, vector, seq, thumbnail) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (i, k, t, u, json.dumps(m, ensure_ascii=False), b, seq)
-                    for i, k, t, u, m, b in zip(ids, kinds, texts, uris, metadata, blobs)
+                    (i, k, t, u, json.dumps(m, ensure_ascii=False), b, seq, th)
+                    for i, k, t, u, m, b, th in zip(
+                        ids, kinds, texts, uris, metadata, blobs, thumbnails or [None] * len(ids)
+                    )
                 ],
             )
             by_id = dict(conn.execute("SELECT id, rowid FROM items WHERE seq = ?", (seq,)).fetchall())
@@ -276,6 +281,17 @@ class Store:
                 marks = ",".join("?" * len(chunk))
                 for row in conn.execute(f"SELECT {columns} FROM items WHERE rowid IN ({marks})", chunk):
                     out[row[0]] = _row_dict(row, with_vectors)
+        return out
+
+    def thumbnails(self, rowids: Sequence[int]) -> dict[int, bytes]:
+        """JPEG thumbnails of image items by rowid (items without one are left out)."""
+        out: dict[int, bytes] = {}
+        with self._read() as conn:
+            for start in range(0, len(rowids), 900):
+                chunk = [int(r) for r in rowids[start : start + 900]]
+                marks = ",".join("?" * len(chunk))
+                sql = f"SELECT rowid, thumbnail FROM items WHERE rowid IN ({marks}) AND thumbnail IS NOT NULL"
+                out.update(conn.execute(sql, chunk).fetchall())
         return out
 
     def rowids_matching(self, where_sql: str, params: Sequence[Any]) -> np.ndarray:

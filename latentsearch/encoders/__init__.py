@@ -75,10 +75,12 @@ def get_encoder(spec: str) -> Encoder:
 
 
 def _register_builtins() -> None:
+    from .image import EfficientNetLite0Encoder
     from .precomputed import PrecomputedEncoder
     from .text import MiniLMEncoder, SentenceTransformerEncoder
 
     register_encoder("minilm", lambda _: MiniLMEncoder())
+    register_encoder("efficientnet-lite0", lambda _: EfficientNetLite0Encoder())
     register_encoder("st", SentenceTransformerEncoder, prefix=True)
     register_encoder("precomputed", lambda _: PrecomputedEncoder())
 
