@@ -83,6 +83,13 @@ def _register_builtins() -> None:
     register_encoder("efficientnet-lite0", lambda _: EfficientNetLite0Encoder())
     register_encoder("st", SentenceTransformerEncoder, prefix=True)
     register_encoder("precomputed", lambda _: PrecomputedEncoder())
+    register_encoder("align", _aligned, prefix=True)
+
+
+def _aligned(folder: str) -> Encoder:
+    from ..align import AlignedEncoder
+
+    return AlignedEncoder(folder)
 
 
 _register_builtins()

@@ -41,9 +41,9 @@ def check_texts(texts: Sequence[Any]) -> list[str]:
 
 
 class SentenceTransformerEncoder:
-    """Any sentence-transformers model in a local folder (``st:PATH``), CLIP-style ones included."""
+    """Any sentence-transformers model in a local folder (``st:PATH``), CLIP-style ones included:
+    a model that also takes images (``model.modalities``) is ``joint``, so text queries search images."""
 
-    modality = "text"
     normalize = True
 
     def __init__(self, path: str | os.PathLike[str], *, name: str | None = None) -> None:
@@ -80,26 +80,45 @@ class SentenceTransformerEncoder:
             raise InvalidInputError(f"cannot load sentence-transformers model from {self.path}: {exc}") from None
 
     @cached_property
+    def modality(self) -> str:
+        """``joint`` for text+image models (CLIP), else ``text``."""
+        return "joint" if "image" in (getattr(self.model, "modalities", None) or ()) else "text"
+
+    @cached_property
     def dim(self) -> int:
         model = self.model
         getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
         return int(getter())
 
     def encode(self, inputs: Sequence[Any], *, batch_size: int = 64) -> np.ndarray:
-        """Encode texts (or, for joint text+image models, PIL images) into normalised vectors."""
-        if self.modality == "text" or all(isinstance(x, str) for x in inputs):
-            inputs = check_texts(inputs)
+        """Encode texts, and for joint models images (paths or PIL images), into normalised vectors."""
+        inputs = list(inputs)
         if not inputs:
             return np.empty((0, self.dim), dtype=np.float32)
+        texts = [i for i, x in enumerate(inputs) if isinstance(x, str)]
+        images = [i for i, x in enumerate(inputs) if not isinstance(x, str)]
+        if images and self.modality != "joint":
+            raise InvalidInputError(f"encoder {self.name!r} encodes text only, not images: use a CLIP-style model")
+        out = np.empty((len(inputs), self.dim), dtype=np.float32)
+        # sentence-transformers wants one modality per call, and PIL images rather than paths.
+        if texts:
+            out[texts] = self._encode(check_texts([inputs[i] for i in texts]), batch_size)
+        if images:
+            from .image import open_image
+
+            out[images] = self._encode([open_image(inputs[i]) for i in images], batch_size)
+        return out
+
+    def _encode(self, batch: list[Any], batch_size: int) -> np.ndarray:
         with self._lock:  # torch modules are not safe to call from several threads at once
             vectors = self.model.encode(
-                list(inputs),
+                batch,
                 batch_size=batch_size,
                 normalize_embeddings=self.normalize,
                 convert_to_numpy=True,
                 show_progress_bar=False,
             )
-        return np.ascontiguousarray(vectors, dtype=np.float32)
+        return np.asarray(vectors, dtype=np.float32)
 
 
 class MiniLMEncoder(SentenceTransformerEncoder):
@@ -127,6 +146,10 @@ class MiniLMEncoder(SentenceTransformerEncoder):
     @property
     def dim(self) -> int:  # known without loading torch
         return MINILM_DIM
+
+    @property
+    def modality(self) -> str:
+        return "text"
 
     @cached_property
     def model(self) -> Any:

@@ -1,0 +1,227 @@
+"""Text-to-image search without CLIP: learn a projection from image vectors into a text encoder's space.
+
+From (image, caption) pairs, a linear map ``W x + b`` from the image encoder's space to the text
+encoder's is trained with a contrastive loss (InfoNCE: each image must be closer to its own caption
+than to the other captions of its batch, at temperature 0.05), the text vectors fixed. The result is an
+encoder ``align:FOLDER`` that encodes images through the image encoder and the projection and texts
+through the text encoder, so one collection answers text queries over images.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import InvalidInputError
+from .fileio import file_sha256
+
+if TYPE_CHECKING:
+    from .collection import Collection
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "projection.safetensors"
+FORMAT = "latentsearch-align"
+
+
+def train_alignment(
+    image_vectors: np.ndarray,
+    caption_vectors: np.ndarray,
+    *,
+    epochs: int = 30,
+    batch_size: int = 256,
+    lr: float = 1e-2,
+    temperature: float = 0.05,
+    seed: int = 0,
+    progress: Callable[[int, int, float], None] | None = None,
+) -> tuple[np.ndarray, np.ndarray, list[float]]:
+    """Learn ``W, b`` mapping image vectors to their captions' (normalised) text vectors.
+
+    ``caption_vectors[i]`` is the text vector of image ``i``'s caption. Returns ``(W, b, losses)``.
+    """
+    import torch
+
+    x = np.asarray(image_vectors, dtype=np.float32)
+    t = np.asarray(caption_vectors, dtype=np.float32)
+    if x.ndim != 2 or t.ndim != 2 or len(x) != len(t) or len(x) < 2:
+        raise InvalidInputError(
+            f"need matching (n, d) image and caption vectors with n >= 2, got {x.shape} and {t.shape}"
+        )
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise InvalidInputError(f"epochs must be a whole number >= 1, got {epochs!r}")
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.from_numpy(x)
+    mean, std = images.mean(0), images.std(0) + 1e-6  # standardise inputs so one learning rate fits any encoder
+    images = (images - mean) / std
+    texts = torch.nn.functional.normalize(torch.from_numpy(t), dim=1)
+    layer = torch.nn.Linear(x.shape[1], t.shape[1])
+    optimiser = torch.optim.Adam(layer.parameters(), lr=lr, weight_decay=1e-4)
+    losses = []
+    for epoch in range(epochs):
+        order = torch.randperm(len(images), generator=generator)
+        total, batches = 0.0, 0
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            # The batch's distinct captions are the classes; duplicates of a caption share one target.
+            unique, target = torch.unique(texts[idx], dim=0, return_inverse=True)
+            if len(unique) < 2:
+                continue
+            z = torch.nn.functional.normalize(layer(images[idx]), dim=1)
+            loss = torch.nn.functional.cross_entropy(z @ unique.T / temperature, target)
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            total, batches = total + float(loss), batches + 1
+        if batches == 0:
+            raise InvalidInputError("every batch has a single caption: alignment needs at least two different captions")
+        losses.append(total / batches)
+        if progress:
+            progress(epoch + 1, epochs, losses[-1])
+    with torch.no_grad():  # fold the standardisation into W and b
+        weight = layer.weight / std[None, :]
+        bias = layer.bias - weight @ mean
+    return weight.numpy().astype(np.float32), bias.numpy().astype(np.float32), losses
+
+
+def save_alignment(
+    folder: str | os.PathLike[str], weight: np.ndarray, bias: np.ndarray, config: dict[str, Any]
+) -> Path:
+    """Write ``projection.safetensors`` and ``config.json`` (never pickle)."""
+    from safetensors.numpy import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({"weight": weight, "bias": bias}, str(folder / WEIGHTS_FILE))
+    (folder / CONFIG_FILE).write_text(json.dumps({"format": FORMAT, "version": 1, **config}, indent=2))
+    return folder
+
+
+class AlignedEncoder:
+    """Encoder ``align:FOLDER``: images through the image encoder and the learned projection, texts
+    through the text encoder, both normalised into the text encoder's space."""
+
+    modality = "joint"
+    normalize = True
+
+    def __init__(self, folder: str | os.PathLike[str]) -> None:
+        self.folder = Path(folder).expanduser().resolve()
+        self.name = f"align:{self.folder}"
+        try:
+            self.config = json.loads((self.folder / CONFIG_FILE).read_text())
+        except (OSError, ValueError):
+            raise InvalidInputError(f"{self.folder} is not an alignment model (no readable {CONFIG_FILE})") from None
+        if self.config.get("format") != FORMAT:
+            raise InvalidInputError(f"{self.folder / CONFIG_FILE} is not a latentsearch alignment config")
+        try:
+            from safetensors.numpy import load_file
+
+            tensors = load_file(str(self.folder / WEIGHTS_FILE))
+            self.weight, self.bias = tensors["weight"], tensors["bias"]
+        except Exception as exc:  # safetensors raises several types for damaged files
+            raise InvalidInputError(f"cannot read {self.folder / WEIGHTS_FILE}: {exc}") from None
+
+    @property
+    def dim(self) -> int:
+        return int(self.weight.shape[0])
+
+    @cached_property
+    def weights_hash(self) -> str:
+        from .encoders import get_encoder
+
+        parts = [file_sha256(self.folder / WEIGHTS_FILE)]
+        parts += [get_encoder(self.config[k]).weights_hash or "" for k in ("image_encoder", "text_encoder")]
+        return "+".join(p[:16] for p in parts)
+
+    def encode(self, inputs: Sequence[Any], *, batch_size: int = 64) -> np.ndarray:
+        """Texts (str) go through the text encoder; images (paths, PIL) through the projection."""
+        from .encoders import get_encoder
+
+        out = np.empty((len(inputs), self.dim), dtype=np.float32)
+        texts = [i for i, x in enumerate(inputs) if isinstance(x, str)]
+        images = [i for i, x in enumerate(inputs) if not isinstance(x, str)]
+        if texts:
+            out[texts] = get_encoder(self.config["text_encoder"]).encode(
+                [inputs[i] for i in texts], batch_size=batch_size
+            )
+        if images:
+            raw = get_encoder(self.config["image_encoder"]).encode([inputs[i] for i in images], batch_size=batch_size)
+            out[images] = self.project(raw)
+        return out
+
+    def project(self, vectors: np.ndarray) -> np.ndarray:
+        """Map image-encoder vectors into the text space (normalised)."""
+        z = vectors @ self.weight.T + self.bias
+        return (z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+def align_collection(
+    source: Collection,
+    *,
+    caption_field: str | None = None,
+    captions: dict[str, str] | None = None,
+    out: str | os.PathLike[str],
+    into: str,
+    text_encoder: str = "minilm",
+    epochs: int = 30,
+    seed: int = 0,
+    home: str | os.PathLike[str] | None = None,
+    progress: Callable[[int, int, float], None] | None = None,
+) -> tuple[Collection, list[float]]:
+    """Train an alignment from an image collection's items and their captions, save it to ``out``,
+    and create collection ``into`` (encoder ``align:out``) holding every item's projected vector.
+
+    Captions come from a metadata field (``caption_field``, e.g. a class name) or a dict id -> caption;
+    items without a caption are used for nothing but still added to ``into``.
+    """
+    from . import collection as collections
+    from .encoders import get_encoder
+
+    if source.manifest.get("modality") != "image":
+        raise InvalidInputError(f"collection {source.name!r} does not hold images encoded by an image encoder")
+    if (caption_field is None) == (captions is None):
+        raise InvalidInputError("give the captions as a metadata field (caption_field) or a dict (captions)")
+    items = source.items()
+    ids = [it.id for it in items]
+    vectors = source.vectors_of(ids)
+    if caption_field is not None:
+        found = {it.id: it.metadata.get(caption_field) for it in items}
+        captions = {i: str(c) for i, c in found.items() if c is not None and str(c).strip()}
+        if not captions:
+            raise InvalidInputError(
+                f"no item of {source.name!r} has metadata field {caption_field!r} to use as caption"
+            )
+    paired = [i for i, item_id in enumerate(ids) if item_id in captions]
+    if len(paired) < 2:
+        raise InvalidInputError("alignment needs at least 2 captioned images")
+    texts = [captions[ids[i]] for i in paired]
+    encoder = get_encoder(text_encoder)
+    distinct = sorted(set(texts))
+    text_vectors = dict(zip(distinct, encoder.encode(distinct)))
+    weight, bias, losses = train_alignment(
+        vectors[paired], np.stack([text_vectors[t] for t in texts]), epochs=epochs, seed=seed, progress=progress
+    )
+    folder = save_alignment(
+        out,
+        weight,
+        bias,
+        {"image_encoder": source.encoder_name, "text_encoder": text_encoder, "pairs": len(paired), "losses": losses},
+    )
+    aligned = AlignedEncoder(folder)
+    target = collections.create(into, encoder=f"align:{folder.resolve()}", index=source.manifest["index"], home=home)
+    rows = source.store.rows_by_rowid(list(source.store.rowids_of(ids).values()))
+    by_id = {row["id"]: row for row in rows.values()}
+    thumbs = source.store.thumbnails([by_id[i]["rowid"] for i in ids])
+    target.add(
+        ids,
+        vectors=aligned.project(vectors),
+        uris=[by_id[i]["uri"] for i in ids],
+        metadata=[by_id[i]["metadata"] for i in ids],
+        thumbnails=[thumbs.get(by_id[i]["rowid"]) for i in ids],
+    )
+    return target, losses
