@@ -77,7 +77,7 @@ def train_alignment(
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
-            total, batches = total + float(loss), batches + 1
+            total, batches = total + loss.item(), batches + 1
         if batches == 0:
             raise InvalidInputError("every batch has a single caption: alignment needs at least two different captions")
         losses.append(total / batches)

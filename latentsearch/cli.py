@@ -30,7 +30,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
-out = Console(highlight=False)
+console = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 
 HomeOption = Annotated[
@@ -145,7 +145,7 @@ def create(
     import latentsearch as ls
 
     col = ls.create(name, encoder=encoder, index=index, metric=metric, dim=dim, home=home)
-    out.print(
+    console.print(
         f"created collection [bold]{name}[/] ({col.encoder_name}, {col.dim}-d, {col.metric}, "
         f"index {index}) in {col.path}"
     )
@@ -167,12 +167,12 @@ def list_(home: HomeOption = None, as_json: JsonOption = False) -> None:
         _print_json(rows)
         return
     if not rows:
-        out.print("no collections yet: create one with [bold]latentsearch create NAME[/]")
+        console.print("no collections yet: create one with [bold]latentsearch create NAME[/]")
         return
     table = Table("name", "items", "encoder", "dim")
     for row in rows:
         table.add_row(row["name"], f"{row['count']:,}", row["encoder"], str(row["dim"]))
-    out.print(table)
+    console.print(table)
 
 
 @command()
@@ -186,7 +186,7 @@ def info(name: str, home: HomeOption = None, as_json: JsonOption = False) -> Non
     table = Table("setting", "value", show_header=False)
     for key, value in data.items():
         table.add_row(key, str(value))
-    out.print(table)
+    console.print(table)
 
 
 @command()
@@ -203,7 +203,7 @@ def drop(
             raise InvalidInputError(f"refusing to drop {name!r} without confirmation: pass --yes")
         typer.confirm(f"Delete collection {name!r} and all its items?", abort=True)
     ls.drop(name, home=home)
-    out.print(f"dropped collection [bold]{name}[/]")
+    console.print(f"dropped collection [bold]{name}[/]")
 
 
 # --- items ---------------------------------------------------------------------------------------
@@ -250,7 +250,7 @@ def add(
         elapsed = perf_counter() - start
         total = col.count()
     verb = "upserted" if upsert else "added"
-    out.print(
+    console.print(
         f"{verb} {done:,} items in {elapsed:.1f}s ({done / max(elapsed, 1e-9):,.0f} items/s); {name} has {total:,}"
     )
 
@@ -274,7 +274,7 @@ def get(
         table.add_row(
             item.id, item.kind, _snippet(item.text or item.uri), json.dumps(item.metadata, ensure_ascii=False)
         )
-    out.print(table)
+    console.print(table)
 
 
 @command()
@@ -287,14 +287,14 @@ def delete(
     with _open(name, home) as col:
         removed = col.delete(ids)
         total = col.count()
-    out.print(f"deleted {removed} items; {name} has {total:,}")
+    console.print(f"deleted {removed} items; {name} has {total:,}")
 
 
 @command()
 def count(name: str, home: HomeOption = None) -> None:
     """Print the number of items."""
     with _open(name, home) as col:
-        out.print(str(col.count()))
+        console.print(str(col.count()))
 
 
 @command()
@@ -302,7 +302,7 @@ def compact(name: str, home: HomeOption = None) -> None:
     """Rebuild the FAISS index from SQLite (drops HNSW tombstones, retrains IVF/PQ)."""
     with _open(name, home) as col, progress_bar(f"rebuilding {name}") as update:
         col.compact(progress=update)
-    out.print(f"rebuilt the index of {name}")
+    console.print(f"rebuilt the index of {name}")
 
 
 # --- search --------------------------------------------------------------------------------------
@@ -389,7 +389,7 @@ def _print_hits(hits: list[Any], as_json: bool, *, explain: bool = False) -> Non
         _print_json([hit.to_dict() for hit in hits])
         return
     if not hits:
-        out.print("no results")
+        console.print("no results")
         return
     columns = ["#", "score", "id", "text / uri", "metadata"]
     if explain:
@@ -402,7 +402,7 @@ def _print_hits(hits: list[Any], as_json: bool, *, explain: bool = False) -> Non
             details = hit.details or {}
             row[2:2] = [_rank_cell(details, "vector"), _rank_cell(details, "lexical")]
         table.add_row(*row)
-    out.print(table)
+    console.print(table)
 
 
 @command()
@@ -480,7 +480,7 @@ def fit_interactions(
             progress=update,
         )
     with col:
-        out.print(
+        console.print(
             f"learned {col.dim} factors for {col.count():,} items and {col.store.user_count():,} users in "
             f"{perf_counter() - start:.1f}s; try: latentsearch recommend {into} --user USER"
         )
@@ -501,7 +501,7 @@ def _print_outliers(results: list[Any], as_json: bool, *, label: str = "id") -> 
         _print_json([r.to_dict() for r in results])
         return
     if not results:
-        out.print("nothing flagged")
+        console.print("nothing flagged")
         return
     table = Table(label, "score", "percentile", "p-value", "flagged", "nearest normal items", "text")
     for i, r in enumerate(results, 1):
@@ -515,7 +515,7 @@ def _print_outliers(results: list[Any], as_json: bool, *, label: str = "id") -> 
             _escape(near),
             _escape(_snippet(r.text, 50)),
         )
-    out.print(table)
+    console.print(table)
 
 
 @command()
@@ -537,7 +537,7 @@ def outliers(
         results = col.outliers(method, k=k, contamination=contamination, fpr=fpr, top=top, write=write, progress=update)
     _print_outliers(results, as_json)
     if write and not as_json:
-        out.print(f"wrote outlier_score and outlier to the metadata of every item in {name}")
+        console.print(f"wrote outlier_score and outlier to the metadata of every item in {name}")
 
 
 @command()
@@ -599,7 +599,7 @@ def map_(
             status.update("drawing…")
             written = write_map(col, projection, output, color_by=color_by, path=route)
     sampled = f" (sampled from {projection.sampled_from:,})" if projection.sampled_from > len(projection.ids) else ""
-    out.print(
+    console.print(
         f"wrote {written}: {len(projection.ids):,} items{sampled}, {method} trustworthiness "
         f"{projection.trustworthiness:.3f}"
     )
@@ -635,7 +635,7 @@ def clusters(
             _escape(c.label),
             _escape(" | ".join(_snippet(e["text"] or e["id"], 40) for e in c.examples)),
         )
-    out.print(table)
+    console.print(table)
 
 
 @command()
@@ -657,7 +657,42 @@ def interpolate(
     table = Table("t", "nearest item", "score", "text")
     for step in path:
         table.add_row(f"{step.t:.2f}", _escape(step.id), f"{step.score:.3f}", _escape(_snippet(step.text, 70)))
-    out.print(table)
+    console.print(table)
+
+
+# --- images ----------------------------------------------------------------------------------------
+
+
+@command()
+def align(
+    name: Annotated[str, typer.Argument(help="An image collection (e.g. --encoder efficientnet-lite0).")],
+    out: Annotated[Path, typer.Option(help="Folder to save the learned projection in.")],
+    into: Annotated[str, typer.Option(help="New collection of the images in the text space (text queries work).")],
+    caption_field: Annotated[str, typer.Option(help="Metadata field holding each image's caption.")] = "caption",
+    text_encoder: Annotated[str, typer.Option(help="Text encoder whose space the images are mapped into.")] = "minilm",
+    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 30,
+    home: HomeOption = None,
+) -> None:
+    """Learn a projection from image vectors into a text encoder's space from captioned images, so
+    text queries search images without a CLIP model."""
+    from .align import align_collection
+
+    with _open(name, home) as col, progress_bar("training the alignment (epochs)") as update:
+        aligned, losses = align_collection(
+            col,
+            caption_field=caption_field,
+            out=out,
+            into=into,
+            text_encoder=text_encoder,
+            epochs=epochs,
+            home=home,
+            progress=lambda epoch, total, loss: update(epoch, total),
+        )
+    with aligned:
+        console.print(
+            f"aligned {aligned.count():,} images of {name} into {into} (loss {losses[0]:.3f} -> {losses[-1]:.3f}); "
+            f'try: latentsearch search {into} "a caption"'
+        )
 
 
 # --- demo ----------------------------------------------------------------------------------------
@@ -677,7 +712,7 @@ def demo(
     items = demo_corpus()
     if "demo" in ls.list_collections(home=home):
         ls.drop("demo", home=home)
-    out.print(f"[bold]latentsearch demo[/]: {len(items):,} help topics and docstrings of Python's standard library")
+    console.print(f"[bold]latentsearch demo[/]: {len(items):,} help topics and docstrings of Python's standard library")
     with ls.create("demo", encoder="minilm", index="hnsw", home=home) as col:
         records = Records(
             ids=[i["id"] for i in items],
@@ -689,7 +724,7 @@ def demo(
         with progress_bar("encoding with all-MiniLM-L6-v2") as update:
             ingest(col, records, progress=update)
         elapsed = perf_counter() - start
-        out.print(
+        console.print(
             f"indexed {len(items):,} items in {elapsed:.1f}s ({len(items) / elapsed:,.0f} items/s) at {col.path}\n"
         )
         for query, where in DEMO_QUERIES:
@@ -698,8 +733,10 @@ def demo(
             table = Table("score", "id", "text", title=title, title_justify="left")
             for hit in hits:
                 table.add_row(f"{hit.score:.3f}", hit.id, _escape(_snippet(hit.text, 80)))
-            out.print(table)
-    out.print(f'try it yourself: latentsearch search demo "your question" -k 5{" --home " + str(home) if home else ""}')
+            console.print(table)
+    console.print(
+        f'try it yourself: latentsearch search demo "your question" -k 5{" --home " + str(home) if home else ""}'
+    )
 
 
 def main() -> None:
