@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .encoders.image import IMAGE_SUFFIXES, MAX_PIXELS  # the same file types and size limit as image folders
 from .errors import InvalidInputError
 from .fileio import file_sha256, fsync_replace
 
@@ -31,8 +32,6 @@ FORMAT = "latentsearch-autoencoder"
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp")
-MAX_PIXELS = 64_000_000  # same limit as the image encoders: larger files look like decompression bombs
 _LOGVAR_CLAMP = 10.0  # keeps exp(logvar) finite early in training
 _TILE_MIN = 64  # picture writers enlarge tiny images (nearest neighbour) to at least this many pixels
 _PAD = 2  # pixels between tiles in strips and grids
@@ -591,9 +590,6 @@ class AutoencoderEncoder:
                 f"expected image paths, PIL images or an image array, got {type(inputs).__name__}"
             ) from None
 
-    def _count(self, inputs: Any) -> int:
-        return len(inputs) if isinstance(inputs, np.ndarray) else len(self._as_list(inputs))
-
     # -- the encoder protocol
 
     def encode(self, inputs: Sequence[Any], *, batch_size: int = 64) -> np.ndarray:
@@ -673,7 +669,7 @@ class AutoencoderEncoder:
 
 def _tiles(images: Any) -> tuple[np.ndarray, int]:
     """Images as uint8 ``(n, h, w, 3)`` (grey repeated) and the enlargement factor for tiny ones."""
-    array = np.asarray(images, dtype=np.float32) if not isinstance(images, torch.Tensor) else images.numpy()
+    array = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images, dtype=np.float32)
     if array.ndim == 3:  # (n, s, s): grayscale without a channel axis
         array = array[:, None]
     if array.ndim != 4 or array.shape[1] not in (1, 3) or len(array) == 0:

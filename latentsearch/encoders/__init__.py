@@ -84,6 +84,13 @@ def _register_builtins() -> None:
     register_encoder("st", SentenceTransformerEncoder, prefix=True)
     register_encoder("precomputed", lambda _: PrecomputedEncoder())
     register_encoder("align", _aligned, prefix=True)
+    register_encoder("ae", _autoencoder, prefix=True)
+
+
+def _autoencoder(path: str) -> Encoder:
+    from ..autoencoder import AutoencoderEncoder  # imports torch: only when this encoder is used
+
+    return AutoencoderEncoder(path)
 
 
 def _aligned(folder: str) -> Encoder:
