@@ -488,7 +488,12 @@ def fit_interactions(
 
 # --- outliers ------------------------------------------------------------------------------------
 
-MethodOption = Annotated[str, typer.Option(help="knn (k-th neighbour distance), lof, iforest or ensemble.")]
+MethodOption = Annotated[
+    str,
+    typer.Option(
+        help="knn (k-th neighbour distance), lof, iforest, ensemble, or reconstruction (ae:PATH collections)."
+    ),
+]
 KOption = Annotated[int, typer.Option("-k", "--k", help="Neighbours for knn and lof.")]
 ContaminationOption = Annotated[float | None, typer.Option(help="Share of the collection to flag [default: 0.01].")]
 FprOption = Annotated[
@@ -543,7 +548,9 @@ def outliers(
 @command()
 def check(
     name: str,
-    texts: Annotated[list[str] | None, typer.Argument(help="Texts to check against the collection.")] = None,
+    texts: Annotated[
+        list[str] | None, typer.Argument(help="Texts (or, for image collections, image files) to check.")
+    ] = None,
     vectors: Annotated[Path | None, typer.Option(help="A .npy file of vectors to check instead.")] = None,
     method: MethodOption = "knn",
     k: KOption = 10,
@@ -557,6 +564,8 @@ def check(
         raise InvalidInputError("give texts to check, or --vectors FILE.npy")
     inputs: Any = _load_npy(vectors, "vectors") if vectors is not None else texts
     with _open(name, home) as col:
+        if texts and col.manifest.get("modality") == "image":
+            inputs = [Path(t) for t in texts]  # an image collection checks image files
         results = col.check(inputs, method=method, k=k, contamination=contamination, fpr=fpr)
     _print_outliers(results, as_json, label="input")
 
@@ -693,6 +702,48 @@ def align(
             f"aligned {aligned.count():,} images of {name} into {into} (loss {losses[0]:.3f} -> {losses[-1]:.3f}); "
             f'try: latentsearch search {into} "a caption"'
         )
+
+
+@command("train-autoencoder")
+def train_autoencoder(
+    images: Annotated[Path, typer.Argument(help="Folder of images to learn from (recursive).")],
+    out: Annotated[Path, typer.Option(help="Folder to save the model in (model.safetensors + config.json).")],
+    latent_dim: Annotated[int, typer.Option(help="Size of the latent vectors.")] = 16,
+    variational: Annotated[bool, typer.Option("--variational", help="Train a VAE (can sample new images).")] = False,
+    epochs: Annotated[int, typer.Option(help="Passes over the images.")] = 20,
+    image_size: Annotated[int, typer.Option(help="Images are resized to this square size (multiple of 4).")] = 32,
+    rgb: Annotated[bool, typer.Option("--rgb", help="Learn colour images (default: greyscale).")] = False,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """Train a convolutional autoencoder (or VAE) on your images; use it as encoder ae:OUT."""
+    import numpy as np
+
+    from . import autoencoder as ae
+
+    config = ae.AutoencoderConfig(
+        image_size=image_size, channels=3 if rgb else 1, latent_dim=latent_dim, variational=variational
+    )
+    array, kept, skipped = ae.load_images(images, config)
+    if skipped:
+        shown = ", ".join(f"{Path(f).name} ({why})" for f, why in skipped[:5])
+        more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
+        err.print(f"[yellow]skipped {len(skipped)} files that are not readable images:[/] {shown}{more}")
+    with progress_bar(f"training on {len(kept):,} images (epochs)") as update:
+        model, losses = ae.train_autoencoder(
+            array, config, epochs=epochs, seed=seed, progress=lambda epoch, total, loss: update(epoch, total)
+        )
+    folder = ae.save_autoencoder(model, config, out, losses=losses)
+    ae.save_loss_curve(losses, folder / "loss.png")
+    encoder = ae.AutoencoderEncoder(folder)
+    # Two rows: some training images above their reconstructions.
+    ae.save_grid(np.concatenate([array[:8], encoder.reconstruct(array[:8])]), folder / "reconstructions.png", cols=8)
+    if variational:
+        ae.save_grid(encoder.sample(32, seed=seed), folder / "samples.png")
+    console.print(
+        f"trained on {len(kept):,} images: loss {losses[0]:.4f} -> {losses[-1]:.4f}; saved {folder} "
+        f"(loss.png, reconstructions.png{', samples.png' if variational else ''}); "
+        f"use it: latentsearch create NAME --encoder ae:{folder}"
+    )
 
 
 # --- demo ----------------------------------------------------------------------------------------

@@ -480,17 +480,22 @@ class Collection:
     ) -> Any:
         """A scorer fitted on this collection's vectors (cached until the collection changes).
 
-        ``method``: ``knn``, ``lof``, ``iforest`` or ``ensemble``; one threshold of ``contamination``
+        ``method``: ``knn``, ``lof``, ``iforest``, ``ensemble``, or ``reconstruction`` (autoencoder
+        collections: each image's reconstruction error); one threshold of ``contamination``
         (default 0.01), ``percentile`` or ``fpr`` (conformal false-alarm rate). See
         :mod:`latentsearch.outliers`.
         """
-        from .outliers import make_scorer
+        from .outliers import ReconstructionScorer, make_scorer
 
         key = (method, k, contamination, percentile, fpr, self.store.seq)
         cached = getattr(self, "_scorer_cache", None)
         if cached is not None and cached[0] == key:
             return cached[1]
-        scorer = make_scorer(method, k=k, contamination=contamination, percentile=percentile, fpr=fpr)
+        thresholds = {"contamination": contamination, "percentile": percentile, "fpr": fpr}
+        if method == "reconstruction":
+            scorer = ReconstructionScorer(self.encoder, **thresholds)
+        else:
+            scorer = make_scorer(method, k=k, **thresholds)
         scorer.fit(self, progress=progress)
         self._scorer_cache = (key, scorer)
         return scorer
@@ -562,15 +567,24 @@ class Collection:
         collection's own scores, conformal p-value, and its nearest normal items.
         """
         from .outliers import OutlierResult, explain
+        from .search import is_image, query_vector
 
-        if isinstance(inputs, str):
+        if isinstance(inputs, str) or is_image(inputs):
             inputs = [inputs]
-        if isinstance(inputs, np.ndarray) or (len(inputs) and not isinstance(inputs[0], str)):
-            vectors, texts = self.prepare_vectors(inputs), None
+        texts = None
+        if isinstance(inputs, np.ndarray) or (len(inputs) and not (isinstance(inputs[0], str) or is_image(inputs[0]))):
+            vectors = self.prepare_vectors(inputs)
         else:
-            vectors, texts = self.encode(list(inputs)), list(inputs)
+            inputs = list(inputs)
+            vectors = np.concatenate([query_vector(self, x) for x in inputs]) if inputs else None
+            texts = [x if isinstance(x, str) else str(x) for x in inputs]
         scorer = self.outlier_scorer(method, k=k, contamination=contamination, percentile=percentile, fpr=fpr)
-        scores = scorer.score_samples(vectors)
+        if method == "reconstruction":
+            if texts is None:
+                raise InvalidInputError("reconstruction scores need images (paths or PIL images), not vectors")
+            scores = scorer.images_scores(inputs)
+        else:
+            scores = scorer.score_samples(vectors)
         details = explain(scorer, scores, vectors, n_neighbors=neighbors)
         return [
             OutlierResult(None, float(score), pct, p, flag, near, texts[i] if texts else None)

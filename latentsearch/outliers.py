@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
     from .collection import Collection
 
 ProgressFn = Callable[[int, int], None]
-METHODS = ("knn", "lof", "iforest", "ensemble")
+METHODS = ("knn", "lof", "iforest", "ensemble", "reconstruction")
 # Above this many vectors, an array's neighbour graph comes from HNSW instead of exact search: on
 # Shuttle (49k) it is 3x faster with the same ROC-AUC (benchmarks/outliers.py).
 EXACT_LIMIT = 20_000
@@ -61,6 +62,7 @@ class FitData:
     ids: list[str] | None
     search: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
     graphs: dict[int, NeighborGraph] = field(default_factory=dict)
+    uris: list[str | None] | None = None  # image files of a collection's items, for reconstruction scores
 
     def graph(self, k: int, progress: ProgressFn | None = None) -> NeighborGraph:
         """The k-neighbour graph of the fitted items (computed once per k, shared by scorers)."""
@@ -138,11 +140,12 @@ def _collection_data(collection: Collection) -> FitData:
         raise InvalidInputError(f"collection {collection.name!r} has fewer than 3 items: too few to score outliers")
     rowids = np.concatenate(rowid_chunks)
     vectors = np.concatenate(vector_chunks)
-    ids_by_rowid = {r: row["id"] for r, row in collection.store.rows_by_rowid(rowids.tolist()).items()}
-    ids = [ids_by_rowid[int(r)] for r in rowids]
+    rows = collection.store.rows_by_rowid(rowids.tolist())
+    ids = [rows[int(r)]["id"] for r in rowids]
+    uris = [rows[int(r)]["uri"] for r in rowids]
     index = collection.index
     if collection.metric == "ip" or is_compressed(index.factory):
-        return FitData(vectors, ids, _array_search(vectors))  # neighbours need a true distance
+        return FitData(vectors, ids, _array_search(vectors), uris=uris)  # neighbours need a true distance
 
     def search(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         scores, labels = index.search(x, k, ef_search=max(128, 2 * k))
@@ -153,7 +156,7 @@ def _collection_data(collection: Collection) -> FitData:
         dists = np.where(pos < 0, np.inf, dists)
         return dists.astype(np.float32), pos
 
-    return FitData(vectors, ids, search)
+    return FitData(vectors, ids, search, uris=uris)
 
 
 class OutlierScorer:
@@ -335,6 +338,31 @@ class EnsembleScorer(OutlierScorer):
 
     def _score(self, x: np.ndarray) -> np.ndarray:
         return np.mean([s.percentiles(s._score(x)) for s in self.scorers], axis=0)
+
+
+class ReconstructionScorer(OutlierScorer):
+    """Reconstruction error of an autoencoder collection's images (``ae:PATH`` encoders): images unlike
+    those the autoencoder learned from reconstruct badly. Scores need the images, not their vectors."""
+
+    def __init__(self, encoder: Any, **threshold: Any) -> None:
+        super().__init__(**threshold)
+        if not hasattr(encoder, "reconstruction_error"):
+            raise InvalidInputError(
+                f"the reconstruction method needs an autoencoder collection (encoder ae:PATH), not {encoder.name!r}"
+            )
+        self.encoder = encoder
+
+    def _fit_scores(self, data: FitData, progress: ProgressFn | None) -> np.ndarray:
+        if not data.uris or any(u is None for u in data.uris):
+            raise InvalidInputError("reconstruction scores need every item's image file (its uri)")
+        return self.images_scores([Path(u) for u in data.uris])
+
+    def images_scores(self, images: list[Any]) -> np.ndarray:
+        """Reconstruction errors of images (paths or PIL images)."""
+        return np.asarray(self.encoder.reconstruction_error(images), dtype=np.float64)
+
+    def _score(self, x: np.ndarray) -> np.ndarray:
+        raise InvalidInputError("reconstruction scores need images, not vectors: check image files instead")
 
 
 def make_scorer(method: str = "knn", *, k: int = 10, **threshold: Any) -> OutlierScorer:

@@ -172,3 +172,56 @@ def test_align_collection_end_to_end(pictures, tmp_path):
     with pytest.raises(ls.InvalidInputError, match="caption"):
         align_collection(col, out=tmp_path / "x", into="x", home=tmp_path / "h")
     aligned.close()
+
+
+def test_autoencoder_workflow_from_the_cli(tmp_path, monkeypatch):
+    """train-autoencoder on digit images, an ae:PATH collection, reconstruction-error outliers."""
+    from sklearn.datasets import load_digits, load_sample_images
+
+    monkeypatch.setenv("LATENTSEARCH_HOME", str(tmp_path / "home"))
+    digits = load_digits()
+    folder = tmp_path / "digits"
+    folder.mkdir()
+    for i in range(300):
+        Image.fromarray((digits.images[i] * 15).astype(np.uint8)).save(folder / f"d{i:03d}.png")
+    photo = load_sample_images().images[1][100:164, 200:264]
+    Image.fromarray(photo).save(folder / "zz_photo.png")
+    runner = CliRunner()
+    result = runner.invoke(
+        app,
+        [
+            "train-autoencoder",
+            str(folder),
+            "--out",
+            str(tmp_path / "model"),
+            "--latent-dim",
+            "8",
+            "--epochs",
+            "8",
+            "--image-size",
+            "16",
+            "--variational",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    for picture in ("loss.png", "reconstructions.png", "samples.png"):
+        assert (tmp_path / "model" / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert config["losses"][-1] < config["losses"][0]
+    spec = f"ae:{tmp_path / 'model'}"
+    assert runner.invoke(app, ["create", "ae", "--encoder", spec]).exit_code == 0
+    assert runner.invoke(app, ["add", "ae", str(folder)]).exit_code == 0
+    col = ls.open("ae")
+    assert col.dim == 8 and col.count() == 301
+    assert col.search(folder / "d007.png", k=1)[0].id == "d007.png"
+    flagged = col.outliers("reconstruction", contamination=0.01)
+    assert flagged[0].id == "zz_photo.png"
+    checked = col.check([folder / "zz_photo.png", folder / "d001.png"], method="reconstruction", fpr=0.01)
+    assert [r.flagged for r in checked] == [True, False]
+    col.close()
+    cli = json.loads(
+        runner.invoke(app, ["outliers", "ae", "--method", "reconstruction", "--top", "1", "--json"]).stdout
+    )
+    assert cli[0]["id"] == "zz_photo.png"
+    bad = runner.invoke(app, ["outliers", "ae", "--method", "reconstruction", "--home", str(tmp_path / "none")])
+    assert bad.exit_code == 1
