@@ -271,9 +271,8 @@ def get(
         return
     table = Table("id", "kind", "text / uri", "metadata")
     for item in items:
-        table.add_row(
-            item.id, item.kind, _snippet(item.text or item.uri), json.dumps(item.metadata, ensure_ascii=False)
-        )
+        metadata = json.dumps(item.metadata, ensure_ascii=False)
+        table.add_row(_escape(item.id), item.kind, _escape(_snippet(item.text or item.uri)), _escape(metadata))
     console.print(table)
 
 
