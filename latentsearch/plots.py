@@ -17,6 +17,18 @@ if TYPE_CHECKING:
     from .latent import Projection, Step
 
 SVG_LIMIT = 5_000  # above this, points are drawn with WebGL
+THUMBNAIL_SCRIPT = """
+const panel = document.createElement('img');
+panel.id = 'latentsearch-thumbnail';
+panel.style.cssText = 'position:fixed;bottom:12px;right:12px;max-width:192px;border:1px solid #888;display:none;';
+document.body.appendChild(panel);
+const plot = document.getElementById('{plot_id}');
+plot.on('plotly_hover', e => {
+  const uri = e.points[0].customdata && e.points[0].customdata[3];
+  if (uri) { panel.src = uri; panel.style.display = 'block'; }
+});
+plot.on('plotly_unhover', () => { panel.style.display = 'none'; });
+"""
 PNG_SIZE = (1000, 750)  # pixels
 
 
@@ -40,8 +52,12 @@ def _is_numeric(values: list[Any]) -> bool:
 
 
 def _hover(collection: Collection, ids: list[str]) -> list[list[str]]:
+    """Per item: id, text, metadata (hover label) and its thumbnail as a data URI ("" without one)."""
+    import base64
+
     rows = collection.store.rows_by_rowid(list(collection.store.rowids_of(ids).values()))
     by_id = {row["id"]: row for row in rows.values()}
+    thumbs = collection.store.thumbnails([row["rowid"] for row in rows.values()])
     out = []
     for item_id in ids:
         row = by_id[item_id]
@@ -53,7 +69,9 @@ def _hover(collection: Collection, ids: list[str]) -> list[list[str]]:
         )
         meta = meta if len(meta) <= 180 else meta[:179] + "…"
         # plotly hover labels read a little HTML: escape tags, and break long lines to keep labels narrow.
-        out.append([_label(item_id), _label(text), _label(meta)])
+        thumb = thumbs.get(row["rowid"])
+        uri = "data:image/jpeg;base64," + base64.b64encode(thumb).decode() if thumb else ""
+        out.append([_label(item_id), _label(text), _label(meta), uri])
     return out
 
 
@@ -130,8 +148,17 @@ def map_html(
     )
     fig.update_layout(title=heading, legend_title_text=color_by or "", template="plotly_white", height=800)
     out = Path(out)
-    # plotly.js inline: no CDN, works offline.
-    fig.write_html(out, include_plotlyjs=True, full_html=True, default_width="100%", config={"responsive": True})
+    # plotly.js inline: no CDN, works offline. Hover labels cannot hold images, so image items show their
+    # thumbnail (customdata[3]) in a small panel beside the plot while hovered.
+    script = THUMBNAIL_SCRIPT if any(row[3] for row in hover) else ""
+    fig.write_html(
+        out,
+        include_plotlyjs=True,
+        full_html=True,
+        default_width="100%",
+        config={"responsive": True},
+        post_script=script,
+    )
     return out
 
 

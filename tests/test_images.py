@@ -225,3 +225,30 @@ def test_autoencoder_workflow_from_the_cli(tmp_path, monkeypatch):
     assert cli[0]["id"] == "zz_photo.png"
     bad = runner.invoke(app, ["outliers", "ae", "--method", "reconstruction", "--home", str(tmp_path / "none")])
     assert bad.exit_code == 1
+
+
+def test_image_map_shows_thumbnails_on_hover(pictures, tmp_path):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    from latentsearch.plots import write_map
+
+    from .browser import browser
+
+    col, _ = pictures
+    out = write_map(col, col.project("pca"), tmp_path / "pictures.html")
+    driver = browser()
+    try:
+        driver.get(out.as_uri())
+        points = driver.find_elements(By.CSS_SELECTOR, ".scatterlayer .trace path.point")
+        assert len(points) == col.count()
+        ActionChains(driver).move_to_element(points[0]).perform()
+        shown = driver.execute_script(
+            "const p = document.getElementById('latentsearch-thumbnail');"
+            "const h = document.querySelector('.hoverlayer .hovertext');"
+            "return [p.style.display, p.src.slice(0, 23), p.naturalWidth, h ? h.textContent : ''];"
+        )
+        assert shown[0] == "block" and shown[1] == "data:image/jpeg;base64," and shown[2] > 0
+        assert any(it.id in shown[3] for it in col.items())
+    finally:
+        driver.quit()
