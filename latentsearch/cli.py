@@ -745,6 +745,36 @@ def train_autoencoder(
     )
 
 
+@command("ae-interpolate")
+def ae_interpolate(
+    model: Annotated[Path, typer.Argument(help="An autoencoder folder (from train-autoencoder).")],
+    start: Annotated[Path, typer.Argument(help="First image.")],
+    end: Annotated[Path, typer.Argument(help="Last image.")],
+    out: Annotated[Path, typer.Option(help="PNG strip to write.")] = Path("interpolation.png"),
+    steps: Annotated[int, typer.Option(help="Images in the strip, ends included.")] = 8,
+) -> None:
+    """Decode evenly spaced points between two images' latents into a strip PNG."""
+    from . import autoencoder as ae
+
+    encoder = ae.AutoencoderEncoder(model)
+    written = ae.save_strip(encoder.interpolate(start, end, steps=steps), out)
+    console.print(f"wrote {written}: {steps} steps from {start.name} to {end.name}")
+
+
+@command("ae-sample")
+def ae_sample(
+    model: Annotated[Path, typer.Argument(help="An autoencoder folder (best a --variational one).")],
+    out: Annotated[Path, typer.Option(help="PNG grid to write.")] = Path("samples.png"),
+    n: Annotated[int, typer.Option("-n", help="Number of images.")] = 32,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """Decode random latents from the prior N(0, I) into a grid PNG of new images."""
+    from . import autoencoder as ae
+
+    written = ae.save_grid(ae.AutoencoderEncoder(model).sample(n, seed=seed), out)
+    console.print(f"wrote {written}: {n} samples")
+
+
 # --- demo ----------------------------------------------------------------------------------------
 
 

@@ -225,6 +225,16 @@ def test_autoencoder_workflow_from_the_cli(tmp_path, monkeypatch):
     assert cli[0]["id"] == "zz_photo.png"
     bad = runner.invoke(app, ["outliers", "ae", "--method", "reconstruction", "--home", str(tmp_path / "none")])
     assert bad.exit_code == 1
+    model = str(tmp_path / "model")
+    strip = runner.invoke(
+        app,
+        ["ae-interpolate", model, str(folder / "d001.png"), str(folder / "d002.png"), "--out", str(tmp_path / "s.png")],
+    )
+    assert strip.exit_code == 0 and (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
+    grid = runner.invoke(app, ["ae-sample", model, "-n", "8", "--out", str(tmp_path / "g.png")])
+    assert grid.exit_code == 0 and (tmp_path / "g.png").read_bytes()[:4] == b"\x89PNG"
+    missing = runner.invoke(app, ["ae-sample", str(tmp_path), "--out", str(tmp_path / "x.png")])
+    assert missing.exit_code == 1 and "error:" in missing.stderr
 
 
 def test_image_map_shows_thumbnails_on_hover(pictures, tmp_path):
