@@ -775,6 +775,41 @@ def ae_sample(
     console.print(f"wrote {written}: {n} samples")
 
 
+# --- server ----------------------------------------------------------------------------------------
+
+
+@command()
+def serve(
+    home: HomeOption = None,
+    host: Annotated[str, typer.Option(help="Address to bind; anything but loopback needs an API key.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    keys_file: Annotated[
+        Path | None,
+        typer.Option(help="File of 'KEY rw|ro' lines (also: $LATENTSEARCH_API_KEY, $LATENTSEARCH_READ_KEY)."),
+    ] = None,
+    max_body_mb: Annotated[int, typer.Option(help="Largest request body, in MiB.")] = 32,
+    max_batch: Annotated[int, typer.Option(help="Most items in one request.")] = 10_000,
+    cors_origin: Annotated[
+        list[str] | None, typer.Option(help="Allow browser calls from this origin (repeat).")
+    ] = None,
+) -> None:
+    """Serve the collections over HTTP (API at /api, docs at /docs, a web page at /)."""
+    try:
+        from .server import serve as run_server
+    except ImportError:
+        raise InvalidInputError('the server needs its extra: pip install "latentsearch[server]"') from None
+    console.print(f"latentsearch on http://{host}:{port}/ (API docs at /docs)")
+    run_server(
+        home,
+        host=host,
+        port=port,
+        keys_file=keys_file,
+        max_body=max_body_mb * 1024 * 1024,
+        max_batch=max_batch,
+        cors_origins=cors_origin,
+    )
+
+
 # --- demo ----------------------------------------------------------------------------------------
 
 
