@@ -1,0 +1,296 @@
+"""The HTTP API (FastAPI TestClient), its keys and limits, and the web page in a real browser."""
+
+import io
+import threading
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+import latentsearch as ls
+from latentsearch.server import create_app, load_keys, serve
+
+from .browser import browser
+from .conftest import random_vectors, topic_items
+
+RW, RO = "rw-key-0123456789abcdef", "ro-key-0123456789abcdef"
+
+
+@pytest.fixture
+def client(home, topic_vectors):
+    ids, texts, metadata = topic_items()
+    col = ls.create("topics", home=home, index="hnsw")
+    col.add(ids, texts, vectors=topic_vectors, metadata=metadata)
+    col.close()
+    with TestClient(create_app(home)) as test_client:
+        yield test_client
+
+
+def test_collections_endpoints(client):
+    listed = client.get("/api/collections").json()
+    assert listed == [{"name": "topics", "count": 20, "encoder": "minilm", "dim": 384, "modality": "text"}]
+    created = client.post("/api/collections", json={"name": "vecs", "encoder": "precomputed", "dim": 4})
+    assert created.status_code == 201 and created.json()["dim"] == 4
+    assert client.post("/api/collections", json={"name": "vecs", "encoder": "precomputed", "dim": 4}).status_code == 409
+    assert client.get("/api/collections/vecs").json()["count"] == 0
+    assert client.delete("/api/collections/vecs").json() == {"dropped": "vecs"}
+    assert client.get("/api/collections/vecs").status_code == 404
+    assert client.post("/api/collections", json={"name": "../evil"}).status_code == 400
+    assert client.get("/api/collections/..evil").status_code == 400
+
+
+def test_items_endpoints(client):
+    new = [{"id": "n1", "text": "Sourdough needs a lively starter.", "metadata": {"topic": "cooking", "lang": "en"}}]
+    assert client.post("/api/collections/topics/items", json={"items": new}).json() == {"added": 1, "count": 21}
+    duplicate = client.post("/api/collections/topics/items", json={"items": new})
+    assert duplicate.status_code == 409 and "already exists" in duplicate.json()["error"]
+    assert client.post("/api/collections/topics/items", json={"items": new, "upsert": True}).status_code == 200
+    got = client.get("/api/collections/topics/items", params={"ids": ["n1", "finance-0"]}).json()
+    assert [g["id"] for g in got] == ["n1", "finance-0"] and got[0]["metadata"]["topic"] == "cooking"
+    assert client.get("/api/collections/topics/items", params={"ids": ["ghost"]}).status_code == 404
+    assert client.post("/api/collections/topics/items/delete", json={"ids": ["n1"]}).json() == {
+        "deleted": 1,
+        "count": 20,
+    }
+    assert client.post("/api/collections/topics/items/delete", json={"ids": ["n1"]}).status_code == 404
+    empty = client.post("/api/collections/topics/items", json={"items": [{"id": "e", "text": "  "}]})
+    assert empty.status_code == 400 and "empty" in empty.json()["error"]
+
+
+def test_background_add_reports_progress(client):
+    items = [{"id": f"bg{i}", "text": f"background item number {i} about bread"} for i in range(40)]
+    started = client.post("/api/collections/topics/items", json={"items": items, "background": True})
+    assert started.status_code == 202
+    job = started.json()["job"]
+    for _ in range(200):
+        status = client.get(f"/api/jobs/{job}").json()
+        if status["state"] != "running":
+            break
+        time.sleep(0.05)
+    assert status == {"id": job, "state": "done", "done": 40, "total": 40, "error": None}
+    assert client.get("/api/collections/topics").json()["count"] == 60
+    assert client.get("/api/jobs/nope").status_code == 404
+
+
+def test_search_recommend_outliers_and_maps(client):
+    hits = client.post("/api/collections/topics/search", json={"query": "telescope and galaxies", "k": 3}).json()
+    assert [h["metadata"]["topic"] for h in hits] == ["astronomy"] * 3
+    lexical = client.post(
+        "/api/collections/topics/search",
+        json={"query": "parallax", "mode": "lexical", "where": 'lang = "de"', "explain": True},
+    ).json()
+    assert lexical[0]["id"] == "astronomy-3" and "**parallax**" in lexical[0]["snippet"]
+    assert lexical[0]["details"]["mode"] == "lexical"
+    filtered = client.post(
+        "/api/collections/topics/search", json={"query": "money", "where": {"topic": "finance"}}
+    ).json()
+    assert {h["metadata"]["topic"] for h in filtered} == {"finance"}
+    like = client.post("/api/collections/topics/search", json={"like": "cooking-0", "k": 2}).json()
+    assert "cooking-0" not in [h["id"] for h in like]
+    rec = client.post("/api/collections/topics/recommend", json={"positive": ["finance-0"], "k": 3}).json()
+    assert [h["metadata"]["topic"] for h in rec] == ["finance"] * 3
+    history = client.post(
+        "/api/collections/topics/recommend/history", json={"history": [["cooking-0", 1.0], "cooking-1"], "k": 2}
+    ).json()
+    assert [h["metadata"]["topic"] for h in history] == ["cooking"] * 2
+    outliers = client.get("/api/collections/topics/outliers", params={"k": 3, "contamination": 0.1}).json()
+    assert 1 <= len(outliers) <= 2 and outliers[0]["flagged"] and outliers[0]["neighbors"]
+    checked = client.post(
+        "/api/collections/topics/check", json={"texts": ["Preheat the oven.", "Quantum chromodynamics"], "k": 3}
+    ).json()
+    assert len(checked) == 2 and checked[1]["score"] > checked[0]["score"]
+    data = client.get("/api/collections/topics/map", params={"method": "pca"}).json()
+    assert len(data["ids"]) == 20 and len(data["coords"][0]) == 2 and 0 < data["trustworthiness"] <= 1
+    clusters = client.post("/api/collections/topics/clusters", json={"n": 4}).json()
+    assert sorted(c["size"] for c in clusters) == [5, 5, 5, 5]
+    path = client.get("/api/collections/topics/interpolate", params={"start": "cooking-0", "end": "finance-0"}).json()
+    assert path[0]["id"] == "cooking-0" and path[-1]["id"] == "finance-0"
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "body", "status", "message"),
+    [
+        ("post", "/api/collections/topics/search", {"query": "x", "where": "lang ="}, 400, "malformed filter"),
+        ("post", "/api/collections/topics/search", {"query": "x", "k": 0}, 400, "k must be"),
+        ("post", "/api/collections/topics/search", {"query": "x", "like": "cooking-0"}, 400, "exactly one"),
+        ("post", "/api/collections/topics/search", {"vector": [1.0, 2.0]}, 400, "wrong vector dimension"),
+        ("post", "/api/collections/topics/search", {"like": "ghost"}, 404, "unknown id"),
+        ("post", "/api/collections/missing/search", {"query": "x"}, 404, "not found"),
+        ("post", "/api/collections/topics/recommend", {"positive": []}, 400, "at least one positive"),
+        ("post", "/api/collections/topics/search", {"k": "many"}, 422, ""),
+        ("post", "/api/collections/topics/items", {"items": "not a list"}, 422, ""),
+        ("get", "/api/collections/topics/outliers?method=zscore", None, 400, "unknown outlier method"),
+        ("get", "/api/collections/topics/map?method=mds", None, 400, "unknown projection"),
+    ],
+)
+def test_errors_have_status_codes_and_messages(client, method, url, body, status, message):
+    response = getattr(client, method)(url, json=body) if body is not None else getattr(client, method)(url)
+    assert response.status_code == status
+    if message:
+        assert message in response.json()["error"]
+    assert client.get("/api/collections/topics").json()["count"] == 20  # nothing changed
+
+
+def test_limits(home):
+    ls.create("vecs", encoder="precomputed", dim=2, home=home).close()
+    with TestClient(create_app(home, max_body=2_000, max_batch=5)) as small:
+        items = [{"id": f"i{i}", "vector": [1.0, float(i)]} for i in range(6)]
+        too_many = small.post("/api/collections/vecs/items", json={"items": items})
+        assert too_many.status_code == 413 and "limit of 5" in too_many.json()["error"]
+        big = [{"id": "x" * 3000, "vector": [1.0, 2.0]}]
+        too_big = small.post("/api/collections/vecs/items", json={"items": big})
+        assert too_big.status_code == 413 and "byte limit" in too_big.json()["error"]
+        assert small.get("/api/collections/vecs").json()["count"] == 0
+
+
+def test_keys(home, tmp_path, monkeypatch):
+    ls.create("vecs", encoder="precomputed", dim=2, home=home).close()
+    keys_file = tmp_path / "keys"
+    keys_file.write_text(f"# keys\n{RW} rw\n{RO} ro\n")
+    keys = load_keys(keys_file)
+    assert keys == {RW: "rw", RO: "ro"}
+    with TestClient(create_app(home, keys=keys)) as client:
+        assert client.get("/api/collections").status_code == 401
+        assert client.get("/api/collections", headers={"X-API-Key": "wrong-key-0123456789"}).status_code == 401
+        assert client.get("/api/collections", headers={"X-API-Key": RO}).status_code == 200
+        assert client.get("/api/collections", headers={"Authorization": f"Bearer {RO}"}).status_code == 200
+        item = {"items": [{"id": "a", "vector": [1.0, 0.0]}]}
+        refused = client.post("/api/collections/vecs/items", json=item, headers={"X-API-Key": RO})
+        assert refused.status_code == 403 and "read-only" in refused.json()["error"]
+        assert client.post("/api/collections/vecs/items", json=item, headers={"X-API-Key": RW}).status_code == 200
+        assert client.get("/healthz").status_code == 200  # liveness needs no key
+    monkeypatch.setenv("LATENTSEARCH_API_KEY", RW)
+    assert load_keys() == {RW: "rw"}
+    bad = tmp_path / "bad"
+    bad.write_text("short rw\n")
+    with pytest.raises(ls.InvalidInputError, match="line 1"):
+        load_keys(bad)
+
+
+def test_non_loopback_without_key_is_refused(monkeypatch, home):
+    monkeypatch.delenv("LATENTSEARCH_API_KEY", raising=False)
+    monkeypatch.delenv("LATENTSEARCH_READ_KEY", raising=False)
+    with pytest.raises(ls.InvalidInputError, match="refusing to serve on 0.0.0.0 without an API key"):
+        serve(home, host="0.0.0.0", port=0)
+
+
+def test_cors_is_off_unless_configured(home):
+    with TestClient(create_app(home)) as client:
+        assert (
+            "access-control-allow-origin"
+            not in client.get("/api/collections", headers={"Origin": "http://x.test"}).headers
+        )
+    with TestClient(create_app(home, cors_origins=["http://x.test"])) as client:
+        response = client.get("/api/collections", headers={"Origin": "http://x.test"})
+        assert response.headers["access-control-allow-origin"] == "http://x.test"
+
+
+def test_image_upload_search_and_thumbnails(home):
+    from sklearn.datasets import load_sample_images
+
+    ls.create("pics", encoder="efficientnet-lite0", home=home).close()
+    files = []
+    for i, photo in enumerate(load_sample_images().images):
+        buffer = io.BytesIO()
+        Image.fromarray(photo[:200, :200]).save(buffer, format="PNG")
+        files.append(("files", (f"../../photo{i}.png", buffer.getvalue(), "image/png")))
+    with TestClient(create_app(home)) as client:
+        added = client.post("/api/collections/pics/images", files=files).json()
+        assert added["ids"] == ["photo0.png", "photo1.png"] and added["count"] == 2
+        uploads = list((home / "pics" / "uploads").iterdir())
+        assert len(uploads) == 2  # inside the collection, whatever the client called the file
+        thumb = client.get("/api/collections/pics/thumbnails/photo1.png")
+        assert thumb.headers["content-type"] == "image/jpeg" and Image.open(io.BytesIO(thumb.content)).size[0] <= 96
+        hits = client.post(
+            "/api/collections/pics/search/image", files={"file": ("q.png", files[1][1][1], "image/png")}
+        ).json()
+        assert hits[0]["id"] == "photo1.png"
+        broken = client.post("/api/collections/pics/images", files=[("files", ("x.png", b"not an image", "image/png"))])
+        assert broken.status_code == 400 and "cannot read image" in broken.json()["error"]
+        assert len(list((home / "pics" / "uploads").iterdir())) == 2  # the failed upload was removed
+        assert client.get("/api/collections/pics/thumbnails/ghost").status_code == 404
+
+
+def test_concurrent_readers_while_one_writer_adds(home):
+    ls.create("vecs", encoder="precomputed", dim=8, index="hnsw", home=home).close()
+    errors, done = [], threading.Event()
+    with TestClient(create_app(home)) as client:
+
+        def write() -> None:
+            for b in range(20):
+                vectors = random_vectors(25, 8, b)
+                items = [{"id": f"b{b}-{i}", "vector": v.tolist()} for i, v in enumerate(vectors)]
+                r = client.post("/api/collections/vecs/items", json={"items": items})
+                if r.status_code != 200:
+                    errors.append(r.text)
+            done.set()
+
+        def read() -> None:
+            while not done.is_set():
+                r = client.post("/api/collections/vecs/search", json={"vector": [1.0] * 8, "k": 5})
+                if r.status_code != 200 or len({h["id"][: h["id"].index("-")] for h in r.json()}) > 5:
+                    errors.append(r.text)
+
+        threads = [threading.Thread(target=write)] + [threading.Thread(target=read) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert errors == []
+        assert client.get("/api/collections/vecs").json()["count"] == 500
+
+
+@pytest.fixture
+def live_server(home, topic_vectors):
+    """The app under a real uvicorn on a free loopback port."""
+    import socket
+
+    import uvicorn
+
+    ids, texts, metadata = topic_items()
+    col = ls.create("topics", home=home)
+    col.add(ids, texts, vectors=topic_vectors, metadata=metadata)
+    col.close()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(home), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    for _ in range(100):
+        if server.started:
+            break
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+def test_web_page_search_and_more_like_this_in_a_browser(live_server):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = browser()
+    try:
+        driver.get(live_server + "/")
+        wait = WebDriverWait(driver, 20)
+        wait.until(lambda d: d.find_element(By.ID, "collection").get_attribute("value") == "topics")
+        wait.until(lambda d: "trustworthiness" in d.find_element(By.ID, "map-info").text)
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#outliers li")) > 0)
+        driver.find_element(By.ID, "query").send_keys("planets and telescopes")
+        driver.find_element(By.ID, "go").click()
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results li.hit")) == 10)
+        first = driver.find_elements(By.CSS_SELECTOR, "#results li.hit")[0]
+        assert first.get_attribute("data-id").startswith("astronomy")
+        assert driver.find_element(By.ID, "map").get_attribute("data-highlighted") == "10"
+        first.find_element(By.CSS_SELECTOR, "button.more").click()
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#recommendations li.hit")) == 8)
+        recommended = [
+            li.get_attribute("data-id") for li in driver.find_elements(By.CSS_SELECTOR, "#recommendations li.hit")
+        ]
+        assert recommended[0].startswith("astronomy") and first.get_attribute("data-id") not in recommended
+        assert driver.find_element(By.ID, "rec-title").text.startswith("More like astronomy")
+        assert driver.find_element(By.ID, "error").text == ""
+    finally:
+        driver.quit()
