@@ -775,6 +775,33 @@ def ae_sample(
     console.print(f"wrote {written}: {n} samples")
 
 
+@command()
+def doctor(
+    name: str,
+    repair: Annotated[
+        bool, typer.Option("--repair", help="Fix what can be fixed (rebuild indexes, salvage items).")
+    ] = False,
+    home: HomeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Check a collection's files (SQLite, vectors, full-text and FAISS indexes) and repair them."""
+    from .doctor import doctor as run_doctor
+
+    report = run_doctor(name, home=home, repair=repair)
+    if as_json:
+        _print_json(report.to_dict())
+    else:
+        table = Table("check", "state", "detail")
+        for f in report.findings:
+            state = "[green]ok[/]" if f.ok else "[yellow]repaired[/]" if f.repaired else "[red]problem[/]"
+            table.add_row(f.check, state, _escape(f.detail))
+        console.print(table)
+        verdict = "healthy" if report.healthy else "has problems: run with --repair" if not repair else "has problems"
+        console.print(f"{name} {verdict}")
+    if not report.healthy:
+        raise typer.Exit(2)
+
+
 # --- server ----------------------------------------------------------------------------------------
 
 

@@ -85,7 +85,8 @@ class Store:
                 f"{self.path} is locked by another writer (waited {self.timeout:g}s): retry later or raise the timeout"
             )
         return CorruptCollectionError(
-            f"{self.path} cannot be read ({message}): the SQLite file is damaged; restore it from a backup"
+            f"{self.path} cannot be read ({message}): the SQLite file is damaged; run "
+            f"`latentsearch doctor {self.path.parent.name} --repair` to salvage what is readable, or restore a backup"
         )
 
     def close(self) -> None:

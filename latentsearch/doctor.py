@@ -1,0 +1,215 @@
+"""Check a collection's files and repair what can be repaired (``latentsearch doctor``).
+
+Checks: SQLite's integrity check, the manifest, every vector blob's size and values, the full-text
+index, the FAISS index against SQLite (checksum, the same ids), and leftover temp files. Repairs:
+rebuild the full-text index and the FAISS index from SQLite, remove temp files, and, when the SQLite
+file itself is damaged, salvage every readable item into a fresh file (the damaged one is kept beside
+it as ``collection.sqlite.damaged-TIMESTAMP``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import paths
+from .errors import CollectionNotFoundError
+from .storage import DB_FILE
+
+SALVAGE_CHUNK = 256
+
+
+@dataclass
+class Finding:
+    """One thing doctor looked at."""
+
+    check: str
+    ok: bool
+    detail: str
+    repaired: bool = False
+
+
+@dataclass
+class Report:
+    """What doctor found (and did)."""
+
+    collection: str
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def healthy(self) -> bool:
+        """True when every check passed or was repaired."""
+        return all(f.ok or f.repaired for f in self.findings)
+
+    def add(self, check: str, ok: bool, detail: str, repaired: bool = False) -> None:
+        self.findings.append(Finding(check, ok, detail, repaired))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return {"collection": self.collection, "healthy": self.healthy, "findings": [f.__dict__ for f in self.findings]}
+
+
+def doctor(name: str, *, home: str | os.PathLike[str] | None = None, repair: bool = False) -> Report:
+    """Check collection ``name``; with ``repair``, fix what can be fixed. Returns a report."""
+    folder = paths.collection_dir(name, home)
+    db = folder / DB_FILE
+    if not db.exists():
+        raise CollectionNotFoundError(f"collection {name!r} not found in {folder.parent}")
+    report = Report(name)
+    _check_temp_files(folder, report, repair)
+    if not _check_sqlite(db, report, repair):
+        return report  # nothing more can be checked on a file SQLite cannot read
+    _check_contents(db, report, repair)
+    _check_index(name, home, report, repair)
+    return report
+
+
+def _check_temp_files(folder: Path, report: Report, repair: bool) -> None:
+    leftovers = [p for p in folder.rglob(".*.tmp*") if p.is_file()]
+    if not leftovers:
+        report.add("temp files", True, "none left over")
+        return
+    if repair:
+        for p in leftovers:
+            p.unlink(missing_ok=True)
+    report.add("temp files", False, f"{len(leftovers)} left over by interrupted writes", repaired=repair)
+
+
+def _check_sqlite(db: Path, report: Report, repair: bool) -> bool:
+    try:
+        conn = sqlite3.connect(db)
+        try:
+            result = conn.execute("PRAGMA integrity_check").fetchall()
+        finally:
+            conn.close()
+        problems = [r[0] for r in result if r[0] != "ok"]
+    except sqlite3.DatabaseError as exc:
+        problems = [str(exc)]
+    if not problems:
+        report.add("sqlite", True, "integrity check passed")
+        return True
+    detail = f"{db.name} is damaged: {'; '.join(problems[:3])}"
+    if not repair:
+        report.add("sqlite", False, detail + " (run with --repair to salvage readable items)")
+        return False
+    salvaged, lost = salvage(db)
+    ok = salvaged is not None
+    detail += (
+        f"; salvaged {salvaged} items, {lost} unreadable" if ok else "; nothing could be salvaged: restore a backup"
+    )
+    report.add("sqlite", False, detail, repaired=ok)
+    return ok
+
+
+def salvage(db: Path) -> tuple[int | None, int]:
+    """Copy every readable item of a damaged database into a fresh one that replaces it.
+
+    Returns ``(items salvaged, chunks lost)``, or ``(None, 0)`` when not even the schema is readable.
+    """
+    from .storage import Store
+
+    try:
+        old = sqlite3.connect(db)
+        manifest = old.execute("SELECT key, value FROM manifest").fetchall()
+        top = old.execute("SELECT max(rowid) FROM items").fetchone()[0] or 0
+    except sqlite3.DatabaseError:
+        return None, 0
+    fresh_dir = db.parent / f".salvage-{os.getpid()}"
+    shutil.rmtree(fresh_dir, ignore_errors=True)
+    fresh_dir.mkdir()
+    store = Store(fresh_dir, create=True)
+    columns = "rowid, id, kind, text, uri, metadata, vector, seq, thumbnail"
+    saved, lost = 0, 0
+    with store.write() as (conn, _):
+        conn.executemany("INSERT OR REPLACE INTO manifest VALUES (?, ?)", [m for m in manifest if m[0] != "seq"])
+        for start in range(0, top + 1, SALVAGE_CHUNK):
+            try:
+                rows = old.execute(
+                    f"SELECT {columns} FROM items WHERE rowid >= ? AND rowid < ?", (start, start + SALVAGE_CHUNK)
+                ).fetchall()
+            except sqlite3.DatabaseError:
+                lost += 1  # a damaged page: the items on it are gone
+                continue
+            conn.executemany(f"INSERT OR IGNORE INTO items ({columns}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            saved += len(rows)
+        # Keep AUTOINCREMENT above every rowid ever handed out, so FAISS ids are never reused.
+        conn.execute("INSERT OR REPLACE INTO sqlite_sequence (name, seq) VALUES ('items', ?)", (top,))
+    # The change sequence must not fall below the items' own, or the index would replay them as new.
+    newest = store.conn.execute("SELECT coalesce(max(seq), 0) FROM items").fetchone()[0]
+    store.conn.execute("UPDATE manifest SET value = ? WHERE key = 'seq'", (str(max(newest, 1)),))
+    store.close()
+    old.close()
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    os.replace(db, db.with_name(f"{db.name}.damaged-{stamp}"))
+    for suffix in ("-wal", "-shm"):
+        Path(str(db) + suffix).unlink(missing_ok=True)
+    os.replace(fresh_dir / DB_FILE, db)
+    shutil.rmtree(fresh_dir, ignore_errors=True)
+    for stale in ("index.faiss", "index.checkpoint.json"):  # rebuilt from the salvaged rows on open
+        (db.parent / stale).unlink(missing_ok=True)
+    return saved, lost
+
+
+def _check_contents(db: Path, report: Report, repair: bool) -> None:
+    conn = sqlite3.connect(db)
+    try:
+        manifest = dict(conn.execute("SELECT key, value FROM manifest").fetchall())
+        dim = int(manifest.get("dim", "0"))
+        bad = []
+        for rowid, blob in conn.execute("SELECT rowid, vector FROM items"):
+            vector = np.frombuffer(blob, dtype=np.float32) if len(blob) % 4 == 0 else None
+            if vector is None or len(vector) != dim or not np.isfinite(vector).all():
+                bad.append(rowid)
+        report.add("vectors", not bad, f"{len(bad)} items with a damaged vector" if bad else f"all {dim}-d and finite")
+        try:
+            conn.execute("INSERT INTO items_fts(items_fts) VALUES ('integrity-check')")
+            report.add("full-text index", True, "consistent with the items")
+        except sqlite3.DatabaseError as exc:
+            if repair:
+                conn.execute("INSERT INTO items_fts(items_fts) VALUES ('rebuild')")
+                conn.commit()
+            report.add("full-text index", False, f"inconsistent ({exc})", repaired=repair)
+    finally:
+        conn.close()
+
+
+def _check_index(name: str, home: Any, report: Report, repair: bool) -> None:
+    import faiss
+
+    from .collection import open_collection
+    from .fileio import file_sha256
+    from .index import CHECKPOINT_FILE, INDEX_FILE, Checkpoint
+
+    col = open_collection(name, home=home)
+    try:
+        folder = col.path
+        ckpt = Checkpoint.read(folder / CHECKPOINT_FILE)
+        path = folder / INDEX_FILE
+        if ckpt is None or not path.exists():
+            report.add("faiss index", False, "missing (rebuilt from SQLite on open)", repaired=repair)
+        elif path.stat().st_size != ckpt.size or file_sha256(path) != ckpt.sha256:
+            report.add("faiss index", False, "does not match its checksum", repaired=repair)
+        else:
+            report.add("faiss index", True, f"checksum matches ({ckpt.factory}, change {ckpt.seq})")
+        index = col.index  # loads, catches up or rebuilds
+        live = set(col.store.rowids_matching("1", []).tolist())
+        if hasattr(index.index, "id_map"):
+            held = set(faiss.vector_to_array(index.index.id_map).tolist()) - index.tombstones
+        else:  # IVF: ids live in the inverted lists
+            held = None
+        consistent = held is None or held == live
+        detail = f"{index.ntotal - len(index.tombstones)} vectors for {len(live)} items"
+        if not consistent and repair:
+            col.compact()
+        report.add("index matches SQLite", consistent, detail, repaired=not consistent and repair)
+        if repair:
+            col.save()
+    finally:
+        col.close()
