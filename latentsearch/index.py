@@ -180,7 +180,7 @@ class VectorIndex:
             log.info("training %s on %d vectors", factory, len(sample))
             index.train(sample)
         done = 0
-        for rowids, vectors in store.iter_vectors(self.dim):
+        for rowids, vectors in store.iter_vectors(self.dim, upto_seq=seq):
             index.add_with_ids(vectors, rowids)
             done += len(rowids)
             if progress:
@@ -285,11 +285,12 @@ class VectorIndex:
         if self.needs_rebuild(n):
             self.build(store, progress=progress)
             return
-        deleted = store.deleted_after(self.seq)
+        # Everything read below stops at `current`: rows committed meanwhile belong to the next catch-up.
+        deleted = store.deleted_after(self.seq, current)
         if len(deleted):
             self.remove(deleted)
-        total, done = store.count_after(self.seq), 0
-        for rowids, vectors in store.iter_vectors(self.dim, after_seq=self.seq):
+        total, done = store.count_after(self.seq, current), 0
+        for rowids, vectors in store.iter_vectors(self.dim, after_seq=self.seq, upto_seq=current):
             self.index.add_with_ids(vectors, rowids)
             done += len(rowids)
             if progress:

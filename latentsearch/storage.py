@@ -55,6 +55,7 @@ END;
 """
 
 ITEM_COLUMNS = "rowid, id, kind, text, uri, metadata"
+_MAX_SEQ = 2**62
 
 
 class Store:
@@ -319,15 +320,17 @@ class Store:
         return out
 
     def iter_vectors(
-        self, dim: int, *, after_seq: int = 0, batch: int = 8192
+        self, dim: int, *, after_seq: int = 0, upto_seq: int | None = None, batch: int = 8192
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Yield ``(rowids, vectors)`` chunks of the items written after ``after_seq``, by rowid."""
+        """Yield ``(rowids, vectors)`` chunks of the items written after ``after_seq`` (and at or before
+        ``upto_seq``: a reader that recorded the sequence first must not also take newer rows), by rowid."""
         last = -1
+        upto = _MAX_SEQ if upto_seq is None else upto_seq
         while True:
             with self._read() as conn:
                 rows = conn.execute(
-                    "SELECT rowid, vector FROM items WHERE seq > ? AND rowid > ? ORDER BY rowid LIMIT ?",
-                    (after_seq, last, batch),
+                    "SELECT rowid, vector FROM items WHERE seq > ? AND seq <= ? AND rowid > ? ORDER BY rowid LIMIT ?",
+                    (after_seq, upto, last, batch),
                 ).fetchall()
             if not rows:
                 return
@@ -336,15 +339,17 @@ class Store:
             yield rowids, vectors
             last = rows[-1][0]
 
-    def count_after(self, seq: int) -> int:
-        """Number of items written after change sequence ``seq``."""
+    def count_after(self, seq: int, upto_seq: int | None = None) -> int:
+        """Number of items written after change sequence ``seq`` (up to ``upto_seq``)."""
+        upto = _MAX_SEQ if upto_seq is None else upto_seq
         with self._read() as conn:
-            return conn.execute("SELECT count(*) FROM items WHERE seq > ?", (seq,)).fetchone()[0]
+            return conn.execute("SELECT count(*) FROM items WHERE seq > ? AND seq <= ?", (seq, upto)).fetchone()[0]
 
-    def deleted_after(self, seq: int) -> np.ndarray:
-        """Rowids deleted (or replaced) after change sequence ``seq``."""
+    def deleted_after(self, seq: int, upto_seq: int | None = None) -> np.ndarray:
+        """Rowids deleted (or replaced) after change sequence ``seq`` (up to ``upto_seq``)."""
+        upto = _MAX_SEQ if upto_seq is None else upto_seq
         with self._read() as conn:
-            rows = conn.execute("SELECT rowid FROM deletions WHERE seq > ?", (seq,)).fetchall()
+            rows = conn.execute("SELECT rowid FROM deletions WHERE seq > ? AND seq <= ?", (seq, upto)).fetchall()
         return np.array([r[0] for r in rows], dtype=np.int64)
 
     def lexical_search(
