@@ -39,7 +39,7 @@ READER = textwrap.dedent(
         n = col.count()
         assert n % batch == 0, f"partial batch visible: {n} items"
         hits = col.search(np.ones(8, dtype="float32"), k=5)
-        assert len(hits) == min(5, n)
+        assert min(5, n) <= len(hits) <= 5  # items only grow meanwhile
         reads += 1
     print("reads", reads, flush=True)
     """
