@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from fastapi import Depends, FastAPI, File, Form, Header, HTTPException, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 
@@ -348,6 +349,12 @@ def create_app(
         if role_of(x_api_key, authorization) != "rw":
             raise HTTPException(403, "this API key is read-only")
         return "rw"
+
+    @app.exception_handler(RequestValidationError)
+    def malformed(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # One line like every other error; FastAPI's default echoes the input, which fails for NaN.
+        parts = [f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', 'invalid')}" for e in exc.errors()]
+        return JSONResponse({"error": "malformed request: " + "; ".join(parts[:5])}, status_code=422)
 
     @app.exception_handler(HTTPException)
     def http_error(_: Request, exc: HTTPException) -> JSONResponse:

@@ -294,3 +294,11 @@ def test_web_page_search_and_more_like_this_in_a_browser(live_server):
         assert driver.find_element(By.ID, "error").text == ""
     finally:
         driver.quit()
+
+
+def test_non_json_numbers_give_422_not_500(client):
+    # Regression (found by the property tests): FastAPI's default handler echoed Infinity back and crashed.
+    response = client.post(
+        "/api/collections/topics/search", content='{"query": Infinity}', headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 422 and response.json()["error"].startswith("malformed request: body.query")
