@@ -402,6 +402,11 @@ def create_app(
     # --- items -----------------------------------------------------------------------------------------
 
     def write_items(col: Any, items: list[ItemBody], upsert: bool, progress: Callable[[int, int], None] | None) -> int:
+        if col.manifest.get("modality") in ("image", "joint") and any(it.uri for it in items):
+            # A uri would make the server read a file the client names, anywhere on its disk.
+            raise InvalidInputError(
+                f"collection {col.name!r} encodes images: upload them with POST /api/collections/{col.name}/images"
+            )
         vectors = [it.vector for it in items]
         if any(v is not None for v in vectors) and any(v is None for v in vectors):
             raise InvalidInputError("give a vector for every item in the batch, or for none")

@@ -210,6 +210,9 @@ def test_image_upload_search_and_thumbnails(home):
         assert broken.status_code == 400 and "cannot read image" in broken.json()["error"]
         assert len(list((home / "pics" / "uploads").iterdir())) == 2  # the failed upload was removed
         assert client.get("/api/collections/pics/thumbnails/ghost").status_code == 404
+        # No request makes the server read a file of its choosing: image items arrive as uploads only.
+        sneaky = client.post("/api/collections/pics/items", json={"items": [{"id": "x", "uri": "/etc/hostname"}]})
+        assert sneaky.status_code == 400 and "upload them" in sneaky.json()["error"]
 
 
 def test_concurrent_readers_while_one_writer_adds(home):
