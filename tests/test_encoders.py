@@ -70,3 +70,28 @@ def test_unknown_and_bad_encoder_specs(tmp_path):
         get_encoder("word2vec")
     with pytest.raises(ls.InvalidInputError, match="not a sentence-transformers model folder"):
         get_encoder(f"st:{tmp_path}")
+
+
+def test_minilm_int8_agrees_with_the_pytorch_model(home):
+    from .conftest import topic_items
+
+    _, texts, metadata = topic_items()
+    fast, reference = get_encoder("minilm-int8"), get_encoder("minilm")
+    assert fast.dim == 384 and fast.weights_hash != reference.weights_hash  # a different encoder, pinned apart
+    a, b = fast.encode(texts), reference.encode(texts)
+    assert np.allclose(np.linalg.norm(a, axis=1), 1.0, atol=1e-5)
+    assert (a * b).sum(1).mean() >= 0.99
+    col = ls.create("fast", encoder="minilm-int8", home=home)
+    col.add([f"t{i}" for i in range(len(texts))], texts, metadata=metadata)
+    assert [h.metadata["topic"] for h in col.search("telescopes and planets", k=3)] == ["astronomy"] * 3
+    col.close()
+    with pytest.raises(ls.EncoderMismatchError):
+        ls.open("fast", home=home, encoder="minilm")
+
+
+def test_minilm_int8_with_wrong_weights_refuses_to_run(monkeypatch):
+    from latentsearch.encoders import onnx
+
+    monkeypatch.setattr(onnx, "INT8_SHA256", "0" * 64)
+    with pytest.raises(ls.CorruptCollectionError, match="sha256 mismatch"):
+        onnx.MiniLMInt8Encoder().encode(["x"])

@@ -80,6 +80,7 @@ def _register_builtins() -> None:
     from .text import MiniLMEncoder, SentenceTransformerEncoder
 
     register_encoder("minilm", lambda _: MiniLMEncoder())
+    register_encoder("minilm-int8", _minilm_int8)
     register_encoder("efficientnet-lite0", lambda _: EfficientNetLite0Encoder())
     register_encoder("st", SentenceTransformerEncoder, prefix=True)
     register_encoder("precomputed", lambda _: PrecomputedEncoder())
@@ -91,6 +92,12 @@ def _autoencoder(path: str) -> Encoder:
     from ..autoencoder import AutoencoderEncoder  # imports torch: only when this encoder is used
 
     return AutoencoderEncoder(path)
+
+
+def _minilm_int8(_: str) -> Encoder:
+    from .onnx import MiniLMInt8Encoder  # onnxruntime: imported only when this encoder is used
+
+    return MiniLMInt8Encoder()
 
 
 def _aligned(folder: str) -> Encoder:
