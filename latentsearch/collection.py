@@ -391,6 +391,21 @@ class Collection:
             nprobe=nprobe,
         )
 
+    def search_batch(
+        self,
+        queries: np.ndarray | Sequence[str],
+        *,
+        k: int = 10,
+        where: Filter | str | None = None,
+        ef_search: int | None = None,
+        nprobe: int | None = None,
+    ) -> list[list[Hit]]:
+        """Vector search for many queries (an (n, dim) array or a list of texts) in one call: one FAISS
+        search and one SQLite read for all of them. Returns one list of hits per query."""
+        from .search import search_batch
+
+        return search_batch(self, queries, k=k, where=where, ef_search=ef_search, nprobe=nprobe)
+
     # --- recommendations -------------------------------------------------------------------------
 
     def recommend(

@@ -169,6 +169,36 @@ def fuse(
     return sorted(fused.items(), key=lambda pair: (-pair[1], pair[0]))
 
 
+def search_batch(
+    collection: Collection,
+    queries: Any,
+    *,
+    k: int = 10,
+    where: Filter | str | None = None,
+    ef_search: int | None = None,
+    nprobe: int | None = None,
+) -> list[list[Hit]]:
+    """Vector search for many queries at once (one FAISS call, one SQLite read); see
+    :meth:`Collection.search_batch`."""
+    k = check_k(k)
+    if isinstance(queries, (list, tuple)) and queries and all(isinstance(q, str) for q in queries):
+        vectors = collection.encode(list(queries))
+    else:
+        vectors = collection.prepare_vectors(queries)
+    ranked = knn(collection, vectors, k, allowed_rowids(collection, where), ef_search, nprobe)
+    rows = collection.store.rows_by_rowid(sorted({r for ranking in ranked for r, _ in ranking}))
+    return [
+        [
+            Hit(
+                id=rows[r]["id"], score=float(s), text=rows[r]["text"], uri=rows[r]["uri"], metadata=rows[r]["metadata"]
+            )
+            for r, s in ranking
+            if r in rows
+        ]
+        for ranking in ranked
+    ]
+
+
 def allowed_rowids(collection: Collection, where: Filter | str | None) -> np.ndarray | None:
     """Rowids matching a metadata filter, or None when there is no filter."""
     if where is None or where == {}:
