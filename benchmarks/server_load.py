@@ -12,7 +12,6 @@ Writes benchmarks/results/server_load.json and the README table between the benc
 
 from __future__ import annotations
 
-import socket
 import tempfile
 import threading
 import time
@@ -26,7 +25,7 @@ CLIENTS, REQUESTS, BATCHES, BATCH = 4, 100, 20, 50
 DIM, BASE = 384, 10_000
 
 
-def run_phase(url: str, phase: str, make_body, collection: str, rng: np.random.Generator) -> dict:
+def run_phase(url: str, phase: str, make_body, collection: str) -> dict:
     """CLIENTS searching threads and one writer at once; then check every acknowledged write."""
     import httpx
 
@@ -34,6 +33,7 @@ def run_phase(url: str, phase: str, make_body, collection: str, rng: np.random.G
     errors: list[str] = []
     acknowledged: list[str] = []
     lock = threading.Lock()
+    rng = np.random.default_rng(1)
 
     def client(worker: int) -> None:
         with httpx.Client(base_url=url, timeout=60) as http:
@@ -82,10 +82,8 @@ def run_phase(url: str, phase: str, make_body, collection: str, rng: np.random.G
 
 
 def main() -> None:
-    import uvicorn
-
     import latentsearch as ls
-    from latentsearch.server import create_app
+    from latentsearch.server import create_app, running
 
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
@@ -99,15 +97,6 @@ def main() -> None:
         corpus = demo_corpus(300)
         texts.add([c["id"] for c in corpus], [c["text"] for c in corpus])
         texts.close()
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
-        server = uvicorn.Server(uvicorn.Config(create_app(home), host="127.0.0.1", port=port, log_level="warning"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        while not server.started:
-            time.sleep(0.05)
-        url = f"http://127.0.0.1:{port}"
         phases = (
             (
                 "vector search (HNSW, 10k × 384)",
@@ -116,13 +105,12 @@ def main() -> None:
             ),
             ("text search (MiniLM, 300 docs)", lambda i: {"query": f"how to read file number {i}", "k": 10}, "texts"),
         )
-        results = {phase: run_phase(url, phase, make_body, collection, rng) for phase, make_body, collection in phases}
+        with running(create_app(home)) as url:
+            results = {phase: run_phase(url, phase, body, name) for phase, body, name in phases}
         for phase, r in results.items():
             print(
                 f"{phase}: " + ", ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in r.items())
             )
-        server.should_exit = True
-        thread.join(10)
     path = report.save("server_load", {"results": results})
     rows = [
         [

@@ -19,8 +19,9 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
 
@@ -590,6 +591,32 @@ def create_app(
         return {"status": "ok"}
 
     return app
+
+
+@contextlib.contextmanager
+def running(app: FastAPI, host: str = "127.0.0.1") -> Iterator[str]:
+    """Run ``app`` under uvicorn on a free port in a background thread; yields its base URL and stops
+    it on exit (for notebooks, tests and load tests)."""
+    import socket
+
+    import uvicorn
+
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, name="latentsearch-server", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise InvalidInputError(f"the server did not start on {host}:{port}")
+        time.sleep(0.02)
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
 
 
 def serve(

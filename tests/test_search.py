@@ -93,7 +93,9 @@ def test_filter_matching_nothing_returns_nothing(topics):
 
 def test_search_batch_matches_single_searches(topics, topic_vectors):
     batch = topics.search_batch(topic_vectors[:4], k=3)
-    assert [[h.id for h in hits] for hits in batch] == [[h.id for h in topics.search(v, k=3)] for v in topic_vectors[:4]]
+    assert [[h.id for h in hits] for hits in batch] == [
+        [h.id for h in topics.search(v, k=3)] for v in topic_vectors[:4]
+    ]
     by_text = topics.search_batch(["bread and dough", "stars"], k=2, where={"lang": "en"})
     assert by_text[0][0].metadata["topic"] == "cooking" and by_text[1][0].metadata["topic"] == "astronomy"
     assert all(h.metadata["lang"] == "en" for hits in by_text for h in hits)
@@ -108,5 +110,7 @@ def test_benchmark_report_rewrites_only_its_section(tmp_path, monkeypatch):
     readme.write_text("intro\n<!-- bench:x -->\nold\n<!-- /bench:x -->\nouter\n")
     monkeypatch.setattr(report, "README", readme)
     assert report.update_readme("x", report.markdown_table(["a", "b"], [[1, 0.12345]]))
-    assert readme.read_text() == "intro\n<!-- bench:x -->\n| a | b |\n|---|---|\n| 1 | 0.123 |\n<!-- /bench:x -->\nouter\n"
+    assert (
+        readme.read_text() == "intro\n<!-- bench:x -->\n| a | b |\n|---|---|\n| 1 | 0.123 |\n<!-- /bench:x -->\nouter\n"
+    )
     assert not report.update_readme("missing", "table")

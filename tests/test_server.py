@@ -247,27 +247,14 @@ def test_concurrent_readers_while_one_writer_adds(home):
 @pytest.fixture
 def live_server(home, topic_vectors):
     """The app under a real uvicorn on a free loopback port."""
-    import socket
-
-    import uvicorn
+    from latentsearch.server import running
 
     ids, texts, metadata = topic_items()
     col = ls.create("topics", home=home)
     col.add(ids, texts, vectors=topic_vectors, metadata=metadata)
     col.close()
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(home), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    for _ in range(100):
-        if server.started:
-            break
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(10)
+    with running(create_app(home)) as url:
+        yield url
 
 
 def test_web_page_search_and_more_like_this_in_a_browser(live_server):
