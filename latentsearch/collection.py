@@ -535,7 +535,7 @@ class Collection:
         ``write=True`` stores ``outlier_score`` and ``outlier`` (bool) in every item's metadata, so
         filters can use them (``where="outlier_score > 0.8"``).
         """
-        from .outliers import OutlierResult, explain
+        from .outliers import report_fitted
 
         scorer = self.outlier_scorer(
             method, k=k, contamination=contamination, percentile=percentile, fpr=fpr, progress=progress
@@ -550,20 +550,8 @@ class Collection:
                 }
             )
             self._scorer_cache = None
-        order = np.argsort(-scores, kind="stable")
-        if flagged_only:
-            order = order[scorer.labels_[order] == 1]
-        if top is not None:
-            order = order[: max(int(top), 0)]
-        details = explain(
-            scorer, scores[order], scorer.data_.vectors[order], n_neighbors=neighbors, self_positions=order
-        )
-        texts = self.store.rows_by_rowid(list(self.store.rowids_of([scorer.ids_[i] for i in order]).values()))
-        text_by_id = {row["id"]: row["text"] for row in texts.values()}
-        return [
-            OutlierResult(scorer.ids_[i], float(scores[i]), pct, p, flag, near, text_by_id.get(scorer.ids_[i]))
-            for i, (pct, p, flag, near) in zip(order, details)
-        ]
+        rows = self.store.rows_by_rowid(list(self.store.rowids_of(scorer.ids_).values()))
+        return report_fitted(scorer, {r["id"]: r["text"] for r in rows.values()}, top, flagged_only, neighbors)
 
     def check(
         self,

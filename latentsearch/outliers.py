@@ -435,3 +435,24 @@ def explain(
             )
         )
     return out
+
+
+def report_fitted(
+    scorer: OutlierScorer,
+    texts: dict[str, str | None],
+    top: int | None = None,
+    flagged_only: bool = True,
+    neighbors: int = 5,
+) -> list[OutlierResult]:
+    """Results for a scorer's fitted items, most anomalous first, with explanations."""
+    scores = scorer.train_scores_
+    order = np.argsort(-scores, kind="stable")
+    if flagged_only:
+        order = order[scorer.labels_[order] == 1]
+    if top is not None:
+        order = order[: max(int(top), 0)]
+    details = explain(scorer, scores[order], scorer.data_.vectors[order], n_neighbors=neighbors, self_positions=order)
+    return [
+        OutlierResult(scorer.ids_[i], float(scores[i]), pct, p, flag, near, texts.get(scorer.ids_[i]))
+        for i, (pct, p, flag, near) in zip(order, details)
+    ]
