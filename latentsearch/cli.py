@@ -61,9 +61,17 @@ def command(*args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Callabl
 
 
 @app.callback()
-def _main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what happens.")] = False) -> None:
+def _main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what happens.")] = False,
+    ray: Annotated[
+        str | None,
+        typer.Option("--ray", help="Ray cluster for sharded collections: 'auto', HOST:PORT or ray://HOST:PORT."),
+    ] = None,
+) -> None:
     from rich.logging import RichHandler
 
+    global _RAY_ADDRESS
+    _RAY_ADDRESS = ray
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(message)s",
@@ -94,10 +102,13 @@ def progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
         yield update
 
 
+_RAY_ADDRESS: str | None = None  # set by the --ray option
+
+
 def _open(name: str, home: Path | None) -> Any:
     import latentsearch as ls
 
-    return ls.open(name, home=home)
+    return ls.open(name, home=home, ray_address=_RAY_ADDRESS)
 
 
 def _load_npy(path: Path, what: str) -> Any:
@@ -139,12 +150,17 @@ def create(
     ] = "auto",
     metric: Annotated[str, typer.Option(help="cosine, ip (inner product, unnormalised) or l2.")] = "cosine",
     dim: Annotated[int | None, typer.Option(help="Vector dimension (required with --encoder precomputed).")] = None,
+    shards: Annotated[
+        int | None, typer.Option(help="Split over this many shards held by Ray actors (see --ray).")
+    ] = None,
     home: HomeOption = None,
 ) -> None:
     """Create an empty collection."""
     import latentsearch as ls
 
-    col = ls.create(name, encoder=encoder, index=index, metric=metric, dim=dim, home=home)
+    col = ls.create(
+        name, encoder=encoder, index=index, metric=metric, dim=dim, home=home, shards=shards, ray_address=_RAY_ADDRESS
+    )
     console.print(
         f"created collection [bold]{name}[/] ({col.encoder_name}, {col.dim}-d, {col.metric}, "
         f"index {index}) in {col.path}"
@@ -157,9 +173,14 @@ def list_(home: HomeOption = None, as_json: JsonOption = False) -> None:
     """List the collections in the data directory."""
     import latentsearch as ls
 
+    from .distributed import describe_offline, is_sharded
+
     names = ls.list_collections(home=home)
     rows = []
     for name in names:
+        if is_sharded(name, home):
+            rows.append(describe_offline(name, home=home))
+            continue
         col = ls.open(name, home=home)
         rows.append({"name": name, "count": col.count(), "encoder": col.encoder_name, "dim": col.dim})
         col.store.close()
@@ -169,9 +190,9 @@ def list_(home: HomeOption = None, as_json: JsonOption = False) -> None:
     if not rows:
         console.print("no collections yet: create one with [bold]latentsearch create NAME[/]")
         return
-    table = Table("name", "items", "encoder", "dim")
+    table = Table("name", "items", "encoder", "dim", "shards")
     for row in rows:
-        table.add_row(row["name"], f"{row['count']:,}", row["encoder"], str(row["dim"]))
+        table.add_row(row["name"], f"{row['count']:,}", row["encoder"], str(row["dim"]), str(row.get("shards", "")))
     console.print(table)
 
 

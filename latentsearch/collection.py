@@ -651,13 +651,22 @@ def create(
     dim: int | None = None,
     home: str | os.PathLike[str] | None = None,
     exist_ok: bool = False,
+    shards: int | None = None,
+    ray_address: str | None = None,
 ) -> Collection:
     """Create a collection (or open it with ``exist_ok`` if it exists with the same settings).
 
     ``encoder`` is ``minilm``, ``st:PATH`` or ``precomputed`` (then ``dim`` is required); ``index`` is
     ``auto``, ``flat``, ``hnsw``, ``ivf``, ``ivfpq``, ``sq8`` or ``faiss:FACTORY``; ``metric`` is
-    ``cosine`` or ``l2``.
+    ``cosine``, ``ip`` or ``l2``. ``shards`` splits it over that many Ray actors
+    (:mod:`latentsearch.distributed`; ``ray_address`` of an existing cluster, else a local one).
     """
+    if shards is not None:
+        from .distributed import create_sharded
+
+        return create_sharded(  # type: ignore[return-value]
+            name, shards=shards, encoder=encoder, index=index, metric=metric, dim=dim, home=home, address=ray_address
+        )
     folder = paths.collection_dir(name, home)
     validate_spec(index)
     if metric not in METRICS:
@@ -725,13 +734,17 @@ def list_collections(*, home: str | os.PathLike[str] | None = None) -> list[str]
     root = paths.resolve_home(home)
     if not root.is_dir():
         return []
-    return sorted(p.name for p in root.iterdir() if (p / DB_FILE).is_file() and not p.name.startswith("."))
+    return sorted(
+        p.name
+        for p in root.iterdir()
+        if ((p / DB_FILE).is_file() or (p / "sharded.json").is_file()) and not p.name.startswith(".")
+    )
 
 
 def drop(name: str, *, home: str | os.PathLike[str] | None = None) -> None:
     """Delete a collection and its files."""
     folder = paths.collection_dir(name, home)
-    if not (folder / DB_FILE).exists():
+    if not (folder / DB_FILE).exists() and not (folder / "sharded.json").exists():
         raise CollectionNotFoundError(f"collection {name!r} not found in {folder.parent}: nothing to drop")
     # Rename first so a crash mid-delete leaves no half collection under the real name.
     trash = folder.with_name(f".{name}.dropping-{os.getpid()}")

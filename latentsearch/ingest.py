@@ -276,6 +276,17 @@ def ingest(
     the first write, so bad input changes nothing.
     """
     n = len(records)
+    if not hasattr(collection, "store"):  # a sharded collection checks, encodes and routes by itself
+        return collection.add(
+            records.ids,
+            records.texts,
+            vectors=records.vectors,
+            metadata=records.metadata,
+            uris=records.uris,
+            upsert=upsert,
+            batch_size=batch_size,
+            progress=progress,
+        )
     if len(set(records.ids)) != n:
         seen: set[str] = set()
         dup = next(i for i in records.ids if i in seen or seen.add(i))

@@ -1,0 +1,670 @@
+"""Sharded collections on Ray: the same API as :class:`~latentsearch.collection.Collection`, spread
+over N shards, each a normal latentsearch collection held by a Ray actor.
+
+- Items go to shard ``crc32(id) % N`` (stable across processes and machines).
+- Encoding fans out to a pool of encoder actors, each loading the model once.
+- Vector search (filtered too) asks every shard for its top k and merges by score: the global top k,
+  exactly what one collection returns for a flat index. Hybrid search fuses the merged vector ranking
+  with the merged lexical ranking; BM25 scores use each shard's own word statistics.
+- Recommendations resolve their examples on the shards that hold them and search all shards.
+- Outlier scores use neighbours from all shards (the neighbour search itself fans out), so an item's
+  k-th neighbour distance is the one it has in the whole collection, not within its shard.
+- A shard actor that dies is restarted by Ray and the call retried once; if that fails too, the call
+  raises :class:`ShardError`: never a silently partial answer.
+
+Install with ``pip install "latentsearch[distributed]"``. Shard folders live under the sharded
+collection's folder; on a multi-node cluster that folder must be on storage every node can reach
+(see the README), or each shard pinned to the node that holds it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import zlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import paths
+from .errors import (
+    CollectionNotFoundError,
+    ConflictError,
+    InvalidInputError,
+    ItemNotFoundError,
+    LatentSearchError,
+)
+from .records import Hit, Item
+
+SHARDED_FILE = "sharded.json"
+ENCODER_ACTORS = 2
+ProgressFn = Callable[[int, int], None]
+
+
+class ShardError(LatentSearchError):
+    """A shard actor failed and could not answer even after a retry."""
+
+
+def shard_of(item_id: str, shards: int) -> int:
+    """The shard of an item id: a stable hash (not Python's per-process ``hash``)."""
+    return zlib.crc32(item_id.encode("utf-8")) % shards
+
+
+def is_sharded(name: str, home: str | os.PathLike[str] | None = None) -> bool:
+    """True when ``name`` is a sharded collection in the data directory."""
+    return (paths.collection_dir(name, home) / SHARDED_FILE).exists()
+
+
+def _ray(address: str | None) -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise InvalidInputError('sharded collections need Ray: pip install "latentsearch[distributed]"') from None
+    if not ray.is_initialized():
+        if address:
+            ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+        else:
+            ray.init(ignore_reinit_error=True, log_to_driver=False, include_dashboard=False)
+    return ray
+
+
+def _actor_classes(ray: Any) -> tuple[Any, Any]:
+    """The actor classes, defined once Ray is imported (importing this module does not need Ray)."""
+    global _SHARD, _ENCODER
+    if "_SHARD" in globals():
+        return _SHARD, _ENCODER
+
+    @ray.remote(max_restarts=1, max_task_retries=1)
+    class ShardActor:
+        """One shard: a normal collection in this actor's process."""
+
+        def __init__(self, folder: str, name: str) -> None:
+            import latentsearch as ls
+
+            self.col = ls.open(name, home=folder)
+
+        def write(self, ids, texts, vectors, metadata, uris, upsert) -> int:
+            write = self.col.upsert if upsert else self.col.add
+            return write(ids, texts, vectors=vectors, metadata=metadata, uris=uris)
+
+        def existing(self, ids) -> list[str]:
+            return list(self.col.store.rowids_of(ids))
+
+        def delete(self, ids) -> int:
+            return self.col.delete(ids)
+
+        def get(self, ids, with_vectors) -> list:
+            return self.col.get(ids, with_vectors=with_vectors)
+
+        def count(self) -> int:
+            return self.col.count()
+
+        def knn(self, vectors, k, where, exclude, ef_search, nprobe) -> list:
+            from latentsearch.search import allowed_rowids, knn
+
+            allowed = allowed_rowids(self.col, where)
+            skip = set(self.col.store.rowids_of(list(exclude)).values()) if exclude else set()
+            if allowed is not None and skip:
+                allowed = allowed[~np.isin(allowed, list(skip))]
+            extra = len(skip) if allowed is None else 0
+            ranked = knn(self.col, np.asarray(vectors, dtype=np.float32), k + extra, allowed, ef_search, nprobe)
+            rows = self.col.store.rows_by_rowid(sorted({r for ranking in ranked for r, _ in ranking}))
+            return [
+                [
+                    (rows[r]["id"], s, rows[r]["text"], rows[r]["uri"], rows[r]["metadata"])
+                    for r, s in ranking
+                    if r not in skip
+                ][:k]
+                for ranking in ranked
+            ]
+
+        def lexical(self, text, k, where, exclude) -> list:
+            from latentsearch.filters import compile_filter
+            from latentsearch.lexical import fts_query
+
+            match = fts_query(text)
+            if match is None:
+                return []
+            sql, params = compile_filter(where)
+            skip = self.col.store.rowids_of([exclude]).get(exclude) if exclude else None
+            ranked = self.col.store.lexical_search(match, k, sql, params, skip)
+            rows = self.col.store.rows_by_rowid([r for r, _ in ranked])
+            return [(rows[r]["id"], s, rows[r]["text"], rows[r]["uri"], rows[r]["metadata"]) for r, s in ranked]
+
+        def vectors(self) -> tuple[list[str], np.ndarray]:
+            items = self.col.items()
+            ids = [it.id for it in items]
+            return ids, self.col.vectors_of(ids) if ids else np.empty((0, self.col.dim), np.float32)
+
+        def info(self) -> dict:
+            return self.col.info()
+
+        def save(self) -> None:
+            self.col.save()
+
+        def pid(self) -> int:
+            return os.getpid()
+
+    @ray.remote
+    class EncoderActor:
+        """Holds one encoder, loaded once, and encodes batches."""
+
+        def __init__(self, spec: str) -> None:
+            from latentsearch.encoders import get_encoder
+
+            self.encoder = get_encoder(spec)
+
+        def encode(self, batch) -> np.ndarray:
+            return self.encoder.encode(batch)
+
+    _SHARD, _ENCODER = ShardActor, EncoderActor
+    return _SHARD, _ENCODER
+
+
+class ShardedCollection:
+    """A collection split over shards held by Ray actors; create with :func:`create_sharded`."""
+
+    def __init__(self, folder: Path, *, address: str | None = None) -> None:
+        self.path = Path(folder)
+        self.name = self.path.name
+        try:
+            self.config = json.loads((self.path / SHARDED_FILE).read_text())
+        except (OSError, ValueError) as exc:
+            raise InvalidInputError(f"{self.path / SHARDED_FILE} cannot be read: {exc}") from None
+        self.ray = _ray(address)
+        shard_cls, _ = _actor_classes(self.ray)
+        self.shard_names = [f"shard-{i:02d}" for i in range(self.config["shards"])]
+        self.actors = [shard_cls.remote(str(self.path), name) for name in self.shard_names]
+        self._encoders: list[Any] | None = None
+        self.manifest = {k: self.config[k] for k in ("encoder", "dim", "metric", "index", "modality")}
+
+    # --- plumbing ----------------------------------------------------------------------------------
+
+    @property
+    def shards(self) -> int:
+        return len(self.actors)
+
+    @property
+    def dim(self) -> int:
+        return int(self.config["dim"])
+
+    @property
+    def metric(self) -> str:
+        return str(self.config["metric"])
+
+    @property
+    def encoder_name(self) -> str:
+        return str(self.config["encoder"])
+
+    def _get(self, refs: Any) -> Any:
+        """Wait for actor calls; library errors pass through, a lost shard becomes a ShardError."""
+        try:
+            return self.ray.get(refs)
+        except self.ray.exceptions.RayTaskError as exc:
+            cause = exc.as_instanceof_cause()
+            if isinstance(cause, LatentSearchError):
+                raise type(cause)(*cause.args) from None
+            raise ShardError(f"a shard of {self.name!r} failed: {str(exc).splitlines()[0]}") from None
+        except (self.ray.exceptions.RayActorError, self.ray.exceptions.ActorDiedError) as exc:
+            raise ShardError(
+                f"a shard of {self.name!r} is gone and did not come back ({type(exc).__name__}): "
+                "reopen the collection to restart its actors"
+            ) from None
+
+    def _encode(self, inputs: list[Any], progress: ProgressFn | None = None, batch_size: int = 64) -> np.ndarray:
+        """Encode in parallel over a pool of encoder actors (each loads the model once)."""
+        from ray.util import ActorPool
+
+        if self.encoder_name == "precomputed":
+            raise InvalidInputError("this collection stores precomputed vectors: pass vectors")
+        if self._encoders is None:
+            _, encoder_cls = _actor_classes(self.ray)
+            self._encoders = [encoder_cls.remote(self.encoder_name) for _ in range(ENCODER_ACTORS)]
+        batches = [inputs[i : i + batch_size] for i in range(0, len(inputs), batch_size)]
+        pool = ActorPool(self._encoders)
+        out, done = [], 0
+        try:
+            for vectors in pool.map(lambda actor, batch: actor.encode.remote(batch), batches):
+                out.append(vectors)
+                done += len(vectors)
+                if progress:
+                    progress(done, len(inputs))
+        except self.ray.exceptions.RayTaskError as exc:
+            cause = exc.as_instanceof_cause()
+            if isinstance(cause, LatentSearchError):
+                raise type(cause)(*cause.args) from None
+            raise
+        return np.concatenate(out) if out else np.empty((0, self.dim), np.float32)
+
+    def _query(self, query: Any) -> np.ndarray:
+        if isinstance(query, str):
+            return self._prepare(self._encode([query]))
+        return self._prepare(np.asarray(query, dtype=np.float32).reshape(1, -1))
+
+    def _prepare(self, vectors: Any) -> np.ndarray:
+        try:
+            matrix = np.asarray(vectors, dtype=np.float32)
+        except (TypeError, ValueError):
+            raise InvalidInputError("vectors must be numbers in a 2-D array of shape (n, dim)") from None
+        if matrix.ndim != 2 or matrix.shape[1] != self.dim:
+            raise InvalidInputError(
+                f"wrong vector dimension: got shape {matrix.shape}, {self.name!r} stores {self.dim}-d"
+            )
+        if not np.isfinite(matrix).all():
+            raise InvalidInputError("vectors contain NaN or infinity")
+        if self.metric == "cosine":
+            norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+            if (norms == 0).any():
+                raise InvalidInputError("a zero vector has no direction for cosine")
+            matrix = matrix / norms
+        return matrix
+
+    def _by_shard(self, ids: Sequence[str]) -> dict[int, list[int]]:
+        groups: dict[int, list[int]] = {}
+        for position, item_id in enumerate(ids):
+            groups.setdefault(shard_of(item_id, self.shards), []).append(position)
+        return groups
+
+    # --- writes ------------------------------------------------------------------------------------
+
+    def add(
+        self,
+        ids: Sequence[str],
+        texts: Sequence[str] | None = None,
+        *,
+        vectors: Any = None,
+        metadata: Sequence[dict] | None = None,
+        uris: Sequence[str] | None = None,
+        upsert: bool = False,
+        batch_size: int = 64,
+        progress: ProgressFn | None = None,
+    ) -> int:
+        """Add items (encoded in parallel), each to its shard; every id is checked first, so a duplicate
+        changes nothing. Each shard writes its part in one transaction."""
+        from .collection import _check_ids, _check_length, _check_metadata
+
+        ids = _check_ids(ids)
+        if not ids:
+            return 0
+        texts_list = _check_length("texts", texts, len(ids))
+        meta = _check_metadata(metadata, len(ids))
+        uris_list = _check_length("uris", uris, len(ids))
+        groups = self._by_shard(ids)
+        if not upsert:
+            found = self._get([self.actors[s].existing.remote([ids[p] for p in ps]) for s, ps in groups.items()])
+            existing = [i for part in found for i in part]
+            if existing:
+                raise ConflictError(f"id {existing[0]!r} already exists ({len(existing)} do): use upsert")
+        matrix = (
+            self._prepare(vectors)
+            if vectors is not None
+            else self._encode(list(texts_list or []), progress, batch_size)
+        )
+        if len(matrix) != len(ids):
+            raise InvalidInputError(f"got {len(matrix)} vectors for {len(ids)} items")
+        refs = [
+            self.actors[s].write.remote(
+                [ids[p] for p in ps],
+                [texts_list[p] for p in ps] if texts_list else None,
+                matrix[ps],
+                [meta[p] for p in ps],
+                [uris_list[p] for p in ps] if uris_list else None,
+                upsert,
+            )
+            for s, ps in groups.items()
+        ]
+        return int(sum(self._get(refs)))
+
+    def upsert(self, ids: Sequence[str], texts: Sequence[str] | None = None, **options: Any) -> int:
+        """Add items, replacing existing ids."""
+        return self.add(ids, texts, upsert=True, **options)
+
+    def delete(self, ids: Sequence[str]) -> int:
+        """Delete items by id; an unknown id is an error and deletes nothing."""
+        ids = list(dict.fromkeys(ids))
+        groups = self._by_shard(ids)
+        found = self._get([self.actors[s].existing.remote([ids[p] for p in ps]) for s, ps in groups.items()])
+        present = {i for part in found for i in part}
+        missing = [i for i in ids if i not in present]
+        if missing:
+            raise ItemNotFoundError(f"unknown id {missing[0]!r}: nothing was deleted")
+        return int(sum(self._get([self.actors[s].delete.remote([ids[p] for p in ps]) for s, ps in groups.items()])))
+
+    # --- reads -------------------------------------------------------------------------------------
+
+    def count(self) -> int:
+        """Number of items over all shards."""
+        return int(sum(self._get([a.count.remote() for a in self.actors])))
+
+    def get(self, ids: Sequence[str], *, with_vectors: bool = False) -> list[Item]:
+        """Items by id, in the order given."""
+        groups = self._by_shard(list(ids))
+        parts = self._get([self.actors[s].get.remote([ids[p] for p in ps], with_vectors) for s, ps in groups.items()])
+        out: list[Item | None] = [None] * len(ids)
+        for (_, positions), items in zip(groups.items(), parts):
+            for p, item in zip(positions, items):
+                out[p] = item
+        return out  # type: ignore[return-value]
+
+    def vectors_of(self, ids: Sequence[str]) -> np.ndarray:
+        """Stored vectors by id."""
+        return np.stack([item.vector for item in self.get(ids, with_vectors=True)])
+
+    def info(self) -> dict[str, Any]:
+        """Settings and per-shard sizes."""
+        infos = self._get([a.info.remote() for a in self.actors])
+        return {
+            **self.manifest,
+            "name": self.name,
+            "path": str(self.path),
+            "shards": self.shards,
+            "count": sum(i["count"] for i in infos),
+            "shard_counts": [i["count"] for i in infos],
+        }
+
+    # --- search ------------------------------------------------------------------------------------
+
+    def _knn(
+        self,
+        vectors: np.ndarray,
+        k: int,
+        where: Any = None,
+        exclude: Sequence[str] = (),
+        ef_search: int | None = None,
+        nprobe: int | None = None,
+    ) -> list[list[Hit]]:
+        """Global top k per query: every shard's top k, merged by score."""
+        parts = self._get([a.knn.remote(vectors, k, where, list(exclude), ef_search, nprobe) for a in self.actors])
+        merged = []
+        for q in range(len(vectors)):
+            candidates = [row for part in parts for row in part[q]]
+            candidates.sort(key=lambda row: (-row[1], row[0]))
+            merged.append([Hit(id=i, score=float(s), text=t, uri=u, metadata=m) for i, s, t, u, m in candidates[:k]])
+        return merged
+
+    def search(
+        self,
+        query: Any = None,
+        *,
+        k: int = 10,
+        where: Any = None,
+        like: str | None = None,
+        mode: str = "vector",
+        rrf_k: int = 60,
+        ef_search: int | None = None,
+        nprobe: int | None = None,
+    ) -> list[Hit]:
+        """Search all shards and merge: the same arguments and results as :meth:`Collection.search`."""
+        from .search import check_k, check_mode, fuse
+
+        k = check_k(k)
+        if (query is None) == (like is None):
+            raise InvalidInputError("give exactly one of a query (text or vector) or like=ID")
+        mode = check_mode(mode, query, like)
+        exclude = [like] if like else []
+        text = query if isinstance(query, str) else None
+        if like is not None:
+            item = self.get([like], with_vectors=True)[0]
+            vector, text = self._prepare(item.vector[None, :]), item.text
+        depth = k if mode != "hybrid" else max(k, 100)
+        rankings: dict[str, list[Hit]] = {}
+        if mode in ("vector", "hybrid"):
+            vector = vector if like is not None else self._query(query)
+            rankings["vector"] = self._knn(vector, depth, where, exclude, ef_search, nprobe)[0]
+        if mode in ("lexical", "hybrid"):
+            parts = self._get([a.lexical.remote(text or "", depth, where, like) for a in self.actors])
+            rows = sorted((row for part in parts for row in part), key=lambda row: (-row[1], row[0]))[:depth]
+            rankings["lexical"] = [Hit(id=i, score=float(s), text=t, uri=u, metadata=m) for i, s, t, u, m in rows]
+        if mode != "hybrid":
+            return rankings[mode][:k]
+        by_id = {h.id: h for ranking in rankings.values() for h in ranking}
+        index = {i: n for n, i in enumerate(by_id)}
+        fused = fuse(
+            {name: [(index[h.id], h.score) for h in hits] for name, hits in rankings.items()},
+            fusion=fusion,
+            alpha=alpha,
+            rrf_k=rrf_k,
+        )
+        ids = list(by_id)
+        return [Hit(**{**by_id[ids[n]].__dict__, "score": s}) for n, s in fused[:k]]
+
+    def recommend(
+        self,
+        positive: Sequence[Any] | None = None,
+        negative: Sequence[Any] | None = None,
+        *,
+        k: int = 10,
+        strategy: str = "average",
+        negative_weight: float = 0.5,
+        where: Any = None,
+        exclude: Sequence[str] = (),
+    ) -> list[Hit]:
+        """Recommendations over all shards; the same strategies as :meth:`Collection.recommend`."""
+        from .recommend import STRATEGIES, _sigmoid, similarity
+        from .search import check_k
+
+        k = check_k(k)
+        if strategy not in STRATEGIES:
+            raise InvalidInputError(f"unknown strategy {strategy!r}: use one of {', '.join(STRATEGIES)}")
+        pos, pos_ids = self._examples(positive)
+        neg, neg_ids = self._examples(negative)
+        if len(pos) == 0:
+            raise InvalidInputError("recommend needs at least one positive example")
+        skip = sorted(set(exclude) | set(pos_ids) | set(neg_ids))
+        if strategy == "average":
+            query = pos.mean(0) - (negative_weight * neg.mean(0) if len(neg) else 0)
+            return self._knn(self._prepare(query[None, :]), k, where, skip)[0]
+        pool = {h.id: h for hits in self._knn(pos, max(k * 10, 100), where, skip) for h in hits}
+        ids = list(pool)
+        vectors = self.vectors_of(ids)
+        best_pos = similarity(self.metric, vectors, pos).max(1)
+        scores = _sigmoid(best_pos)
+        if len(neg):
+            best_neg = similarity(self.metric, vectors, neg).max(1)
+            scores = np.where(best_pos > best_neg, scores, -_sigmoid(best_neg))
+        order = sorted(range(len(ids)), key=lambda n: (-scores[n], ids[n]))[:k]
+        return [Hit(**{**pool[ids[n]].__dict__, "score": float(scores[n])}) for n in order]
+
+    def _examples(self, examples: Sequence[Any] | None) -> tuple[np.ndarray, list[str]]:
+        if not examples:
+            return np.empty((0, self.dim), np.float32), []
+        vectors, ids = [], []
+        for example in examples:
+            if isinstance(example, str):
+                vectors.append(self.vectors_of([example])[0])
+                ids.append(example)
+            elif isinstance(example, dict) and "text" in example:
+                vectors.append(self._query(example["text"])[0])
+            else:
+                vectors.append(self._prepare(np.asarray(example, dtype=np.float32).reshape(1, -1))[0])
+        return np.stack(vectors), ids
+
+    def outliers(
+        self,
+        method: str = "knn",
+        *,
+        k: int = 10,
+        contamination: float | None = None,
+        fpr: float | None = None,
+        top: int | None = None,
+        neighbors: int = 5,
+    ) -> list[Any]:
+        """Outlier scores with neighbours searched across all shards (knn or lof)."""
+        from .outliers import FitData, make_scorer, report_fitted
+
+        if method not in ("knn", "lof", "iforest", "ensemble"):
+            raise InvalidInputError(f"unknown outlier method {method!r} for a sharded collection")
+        parts = self._get([a.vectors.remote() for a in self.actors])
+        ids = [i for part_ids, _ in parts for i in part_ids]
+        if len(ids) < 3:
+            raise InvalidInputError(f"{self.name!r} has fewer than 3 items: too few to score outliers")
+        vectors = np.concatenate([v for _, v in parts])
+        position = {i: n for n, i in enumerate(ids)}
+
+        def search(x: np.ndarray, kk: int) -> tuple[np.ndarray, np.ndarray]:
+            hits = self._knn(np.asarray(x, dtype=np.float32), kk, ef_search=max(128, 2 * kk))
+            dists = np.full((len(x), kk), np.inf, dtype=np.float32)
+            pos = np.full((len(x), kk), -1, dtype=np.int64)
+            for q, row in enumerate(hits):
+                for j, h in enumerate(row):
+                    pos[q, j] = position[h.id]
+                    dists[q, j] = np.sqrt(max(2 - 2 * h.score, 0)) if self.metric == "cosine" else -h.score
+            return dists, pos
+
+        scorer = make_scorer(method, k=k, contamination=contamination, fpr=fpr)
+        scorer.fit(FitData(vectors, ids, search))
+        texts = {h.id: h.text for h in self.get(ids)} if neighbors else {}
+        return report_fitted(scorer, texts, top, True, neighbors)
+
+    def resize(self, shards: int, *, progress: ProgressFn | None = None) -> int:
+        """Change the number of shards and move every item whose shard changes; returns items moved.
+
+        Each move writes the item to its new shard before deleting it from the old one, so an
+        interruption leaves an item in two shards (found and fixed by running resize again), never in none.
+        """
+        from .collection import create
+
+        if isinstance(shards, bool) or not isinstance(shards, int) or shards < 1:
+            raise InvalidInputError(f"shards must be a whole number >= 1, got {shards!r}")
+        shard_cls, _ = _actor_classes(self.ray)
+        for i in range(self.shards, shards):
+            name = f"shard-{i:02d}"
+            if not (self.path / name).exists():
+                create(
+                    name,
+                    encoder=self.encoder_name,
+                    index=self.config["index"],
+                    metric=self.metric,
+                    dim=self.dim if self.encoder_name == "precomputed" else None,
+                    home=self.path,
+                ).close()
+            self.actors.append(shard_cls.remote(str(self.path), name))
+            self.shard_names.append(name)
+        moved, total = 0, self.count()
+        for source in range(len(self.actors)):
+            items = self._get(self.actors[source].vectors.remote())[0]
+            leaving = [i for i in items if shard_of(i, shards) != source]
+            if not leaving:
+                continue
+            full = self._get(self.actors[source].get.remote(leaving, True))
+            for target in sorted({shard_of(i, shards) for i in leaving}):
+                batch = [it for it in full if shard_of(it.id, shards) == target]
+                texts = [it.text for it in batch]
+                self._get(
+                    self.actors[target].write.remote(
+                        [it.id for it in batch],
+                        texts if any(t is not None for t in texts) else None,
+                        np.stack([it.vector for it in batch]),
+                        [it.metadata for it in batch],
+                        [it.uri for it in batch] if any(it.uri for it in batch) else None,
+                        True,
+                    )
+                )
+            self._get(self.actors[source].delete.remote(leaving))
+            moved += len(leaving)
+            if progress:
+                progress(moved, total)
+        for actor in self.actors[shards:]:  # shrinking: the emptied shards go
+            self.ray.kill(actor)
+        self.actors, self.shard_names = self.actors[:shards], self.shard_names[:shards]
+        self.config["shards"] = shards
+        (self.path / SHARDED_FILE).write_text(json.dumps(self.config, indent=2))
+        return moved
+
+    def save(self) -> None:
+        """Checkpoint every shard's index."""
+        self._get([a.save.remote() for a in self.actors])
+
+    def close(self) -> None:
+        """Checkpoint the shards and stop their actors."""
+        try:
+            self.save()
+        finally:
+            for actor in self.actors + (self._encoders or []):
+                self.ray.kill(actor)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        raise InvalidInputError(
+            f"{name} is not available on sharded collections yet; it works on a single-machine collection"
+        )
+
+    def __enter__(self) -> ShardedCollection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __len__(self) -> int:
+        return self.count()
+
+
+def create_sharded(
+    name: str,
+    *,
+    shards: int,
+    encoder: str = "minilm",
+    index: str = "auto",
+    metric: str = "cosine",
+    dim: int | None = None,
+    home: str | os.PathLike[str] | None = None,
+    address: str | None = None,
+) -> ShardedCollection:
+    """Create a collection split into ``shards`` normal collections held by Ray actors."""
+    from .collection import create
+
+    if isinstance(shards, bool) or not isinstance(shards, int) or shards < 1:
+        raise InvalidInputError(f"shards must be a whole number >= 1, got {shards!r}")
+    folder = paths.collection_dir(name, home)
+    if folder.exists():
+        raise ConflictError(f"collection {name!r} already exists in {folder.parent}")
+    folder.mkdir(parents=True)
+    first = None
+    for i in range(shards):
+        col = create(f"shard-{i:02d}", encoder=encoder, index=index, metric=metric, dim=dim, home=folder)
+        first = first or {"dim": col.dim, "modality": col.manifest.get("modality")}
+        col.close()
+    config = {
+        "format": "latentsearch-sharded",
+        "version": 1,
+        "shards": shards,
+        "encoder": encoder,
+        "index": index,
+        "metric": metric,
+        **first,
+    }
+    (folder / SHARDED_FILE).write_text(json.dumps(config, indent=2))
+    return ShardedCollection(folder, address=address)
+
+
+def open_sharded(
+    name: str, *, home: str | os.PathLike[str] | None = None, address: str | None = None
+) -> ShardedCollection:
+    """Open a sharded collection (connecting to Ray at ``address``, or starting a local Ray)."""
+    folder = paths.collection_dir(name, home)
+    if not (folder / SHARDED_FILE).exists():
+        raise CollectionNotFoundError(f"sharded collection {name!r} not found in {folder.parent}")
+    return ShardedCollection(folder, address=address)
+
+
+def describe_offline(name: str, *, home: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """Encoder, dimension, shard count and items of a sharded collection, read from its files (no Ray)."""
+    from .collection import open_collection
+
+    folder = paths.collection_dir(name, home)
+    config = json.loads((folder / SHARDED_FILE).read_text())
+    count = 0
+    for i in range(config["shards"]):
+        shard = open_collection(f"shard-{i:02d}", home=folder)
+        count += shard.count()
+        shard.store.close()
+    return {
+        "name": name,
+        "count": count,
+        "encoder": config["encoder"],
+        "dim": config["dim"],
+        "shards": config["shards"],
+    }
