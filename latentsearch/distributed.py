@@ -47,6 +47,10 @@ class ShardError(LatentSearchError):
     """A shard actor failed and could not answer even after a retry."""
 
 
+class NotOnShardsError(InvalidInputError, AttributeError):
+    """An operation sharded collections do not offer yet (an AttributeError too, so hasattr works)."""
+
+
 def shard_of(item_id: str, shards: int) -> int:
     """The shard of an item id: a stable hash (not Python's per-process ``hash``)."""
     return zlib.crc32(item_id.encode("utf-8")) % shards
@@ -392,14 +396,22 @@ class ShardedCollection:
         where: Any = None,
         like: str | None = None,
         mode: str = "vector",
+        fusion: str = "rrf",
+        alpha: float = 0.5,
         rrf_k: int = 60,
+        explain: bool = False,
         ef_search: int | None = None,
         nprobe: int | None = None,
     ) -> list[Hit]:
-        """Search all shards and merge: the same arguments and results as :meth:`Collection.search`."""
-        from .search import check_k, check_mode, fuse
+        """Search all shards and merge: the same arguments and results as :meth:`Collection.search`
+        (``explain`` is not available on sharded collections)."""
+        from .search import FUSIONS, check_k, check_mode, fuse
 
         k = check_k(k)
+        if explain:
+            raise InvalidInputError("explain is not available on sharded collections")
+        if fusion not in FUSIONS:
+            raise InvalidInputError(f"unknown fusion {fusion!r}: use one of {', '.join(FUSIONS)}")
         if (query is None) == (like is None):
             raise InvalidInputError("give exactly one of a query (text or vector) or like=ID")
         mode = check_mode(mode, query, like)
@@ -440,11 +452,18 @@ class ShardedCollection:
         negative_weight: float = 0.5,
         where: Any = None,
         exclude: Sequence[str] = (),
+        user: str | None = None,
+        diversity: float = 0.0,
+        blend: Any = None,
+        blend_weight: float = 0.5,
     ) -> list[Hit]:
-        """Recommendations over all shards; the same strategies as :meth:`Collection.recommend`."""
+        """Recommendations over all shards; the same strategies as :meth:`Collection.recommend`
+        (learned users, diversity and blending are not available on sharded collections yet)."""
         from .recommend import STRATEGIES, _sigmoid, similarity
         from .search import check_k
 
+        if user is not None or diversity or blend is not None:
+            raise InvalidInputError("users, diversity and blending are not available on sharded collections yet")
         k = check_k(k)
         if strategy not in STRATEGIES:
             raise InvalidInputError(f"unknown strategy {strategy!r}: use one of {', '.join(STRATEGIES)}")
@@ -588,7 +607,7 @@ class ShardedCollection:
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):
             raise AttributeError(name)
-        raise InvalidInputError(
+        raise NotOnShardsError(
             f"{name} is not available on sharded collections yet; it works on a single-machine collection"
         )
 
