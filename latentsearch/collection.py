@@ -718,9 +718,20 @@ def create(
     return Collection(folder)
 
 
-def open_collection(name: str, *, home: str | os.PathLike[str] | None = None, encoder: str | None = None) -> Collection:
-    """Open an existing collection; ``encoder``, if given, must match the one it was built with."""
+def open_collection(
+    name: str,
+    *,
+    home: str | os.PathLike[str] | None = None,
+    encoder: str | None = None,
+    ray_address: str | None = None,
+) -> Collection:
+    """Open an existing collection; ``encoder``, if given, must match the one it was built with.
+    A sharded collection opens on Ray (``ray_address`` of a cluster, else a local Ray)."""
     folder = paths.collection_dir(name, home)
+    if (folder / "sharded.json").exists():
+        from .distributed import open_sharded
+
+        return open_sharded(name, home=home, address=ray_address)  # type: ignore[return-value]
     if not (folder / DB_FILE).exists():
         raise CollectionNotFoundError(
             f"collection {name!r} not found in {folder.parent}: create it first "

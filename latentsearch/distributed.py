@@ -597,12 +597,16 @@ class ShardedCollection:
         self._get([a.save.remote() for a in self.actors])
 
     def close(self) -> None:
-        """Checkpoint the shards and stop their actors."""
-        try:
-            self.save()
-        finally:
-            for actor in self.actors + (self._encoders or []):
-                self.ray.kill(actor)
+        """Checkpoint the shards that are alive and stop every actor (SQLite already holds all writes)."""
+        import logging
+
+        for name, actor in zip(self.shard_names, self.actors):
+            try:
+                self._get(actor.save.remote())
+            except ShardError:
+                logging.getLogger("latentsearch").warning("%s of %s could not checkpoint its index", name, self.name)
+        for actor in self.actors + (self._encoders or []):
+            self.ray.kill(actor)
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):

@@ -1,0 +1,171 @@
+"""Sharded collections on a local Ray cluster: the same answers as one collection, and no silent loss."""
+
+import json
+
+import numpy as np
+import pytest
+
+import latentsearch as ls
+
+ray = pytest.importorskip("ray", reason='needs Ray: pip install "latentsearch[distributed]"')
+
+from latentsearch.distributed import ShardError, is_sharded, shard_of  # noqa: E402
+
+from .conftest import random_vectors, topic_items  # noqa: E402
+
+N, DIM = 1500, 16
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture
+def pair(home):
+    """The same data in one flat collection and in a flat collection of three shards."""
+    vectors = random_vectors(N, DIM, 11)
+    ids = [f"v{i}" for i in range(N)]
+    metadata = [{"g": i % 20, "word": f"token{i % 50}"} for i in range(N)]
+    texts = [f"item {i} about token{i % 50}" for i in range(N)]
+    single = ls.create("single", encoder="precomputed", dim=DIM, index="flat", home=home)
+    single.add(ids, texts, vectors=vectors, metadata=metadata)
+    sharded = ls.create("sharded", encoder="precomputed", dim=DIM, index="flat", home=home, shards=3)
+    assert sharded.add(ids, texts, vectors=vectors, metadata=metadata) == N
+    yield single, sharded, vectors
+    single.close()
+    sharded.close()
+
+
+def as_pairs(hits):
+    return [(h.id, round(h.score, 5)) for h in hits]
+
+
+def test_items_are_routed_by_a_stable_hash(pair, home):
+    single, sharded, _ = pair
+    assert is_sharded("sharded", home) and "sharded" in ls.list_collections(home=home)
+    assert sharded.count() == N and sum(sharded.info()["shard_counts"]) == N
+    counts = [sum(shard_of(f"v{i}", 3) == s for i in range(N)) for s in range(3)]
+    assert sharded.info()["shard_counts"] == counts
+    assert shard_of("abc", 7) == shard_of("abc", 7) and 0 <= shard_of("abc", 7) < 7
+    got = sharded.get(["v5", "v1000"], with_vectors=True)
+    assert [g.id for g in got] == ["v5", "v1000"] and np.allclose(
+        got[0].vector, single.get(["v5"], with_vectors=True)[0].vector
+    )
+
+
+def test_search_filters_and_more_like_this_equal_one_collection(pair):
+    single, sharded, _ = pair
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        q = rng.normal(size=DIM)
+        assert as_pairs(sharded.search(q, k=10)) == as_pairs(single.search(q, k=10))
+        where = {"g": int(rng.integers(0, 20))}
+        assert as_pairs(sharded.search(q, k=10, where=where)) == as_pairs(single.search(q, k=10, where=where))
+    assert as_pairs(sharded.search(like="v7", k=5)) == as_pairs(single.search(like="v7", k=5))
+    lexical = [h.id for h in sharded.search("token7", k=50, mode="lexical")]
+    assert set(lexical) == {h.id for h in single.search("token7", k=50, mode="lexical")}
+
+
+def test_recommendations_equal_one_collection(pair):
+    single, sharded, _ = pair
+    for strategy in ("average", "best_score"):
+        expected = single.recommend(["v1", "v2"], ["v3"], k=8, strategy=strategy)
+        got = sharded.recommend(["v1", "v2"], ["v3"], k=8, strategy=strategy)
+        assert as_pairs(got) == as_pairs(expected), strategy
+    with pytest.raises(ls.ItemNotFoundError):
+        sharded.recommend(["ghost"])
+    with pytest.raises(ls.InvalidInputError, match="not available on sharded"):
+        sharded.recommend(["v1"], diversity=0.5)
+
+
+def test_outlier_neighbours_are_found_across_shards(pair):
+    single, sharded, _ = pair
+    expected, got = single.outliers("knn", k=5, contamination=0.02), sharded.outliers("knn", k=5, contamination=0.02)
+    assert [r.id for r in got] == [r.id for r in expected]
+    assert np.allclose([r.score for r in got], [r.score for r in expected], atol=1e-5)
+    assert [n["id"] for n in got[0].neighbors] == [n["id"] for n in expected[0].neighbors]
+
+
+def test_writes_and_errors(pair):
+    _, sharded, vectors = pair
+    with pytest.raises(ls.ConflictError, match="already exists"):
+        sharded.add(["new", "v3"], vectors=vectors[:2])
+    assert sharded.count() == N  # the new id was not written either
+    sharded.upsert(["v3"], vectors=-vectors[3:4])
+    assert sharded.search(-vectors[3], k=1)[0].id == "v3"
+    assert sharded.delete(["v3", "v4"]) == 2 and sharded.count() == N - 2
+    with pytest.raises(ls.ItemNotFoundError):
+        sharded.delete(["v3"])
+    with pytest.raises(ls.InvalidInputError, match="wrong vector dimension"):
+        sharded.search([1.0, 2.0])
+    with pytest.raises(ls.InvalidInputError, match="not available on sharded"):
+        sharded.project("pca")
+
+
+def test_approximate_indexes_keep_their_recall(home):
+    vectors, queries = random_vectors(4000, DIM, 5), random_vectors(50, DIM, 6)
+    ids = [f"v{i}" for i in range(len(vectors))]
+    single = ls.create("s", encoder="precomputed", dim=DIM, index="hnsw", home=home)
+    single.add(ids, vectors=vectors)
+    sharded = ls.create("h", encoder="precomputed", dim=DIM, index="hnsw", home=home, shards=2)
+    sharded.add(ids, vectors=vectors)
+    normed = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+    def recall(col):
+        total = 0.0
+        for q in queries:
+            truth = {ids[j] for j in np.argsort(-(normed @ (q / np.linalg.norm(q))))[:10]}
+            total += len(truth & {h.id for h in col.search(q, k=10)}) / 10
+        return total / len(queries)
+
+    assert recall(sharded) >= recall(single) - 0.02  # the stated margin
+    single.close()
+    sharded.close()
+
+
+def test_a_killed_shard_is_retried_or_reported(pair):
+    _, sharded, vectors = pair
+    expected = as_pairs(sharded.search(vectors[10], k=5))
+    ray.kill(sharded.actors[1], no_restart=False)  # Ray restarts it and retries the call
+    assert as_pairs(sharded.search(vectors[10], k=5)) == expected
+    ray.kill(sharded.actors[2], no_restart=True)  # gone for good: an error, never a partial answer
+    with pytest.raises(ShardError, match="is gone"):
+        sharded.search(vectors[10], k=5)
+
+
+def test_resize_rebalances(pair):
+    single, sharded, vectors = pair
+    moved = sharded.resize(4)
+    assert 0 < moved < N
+    counts = sharded.info()["shard_counts"]
+    assert counts == [sum(shard_of(f"v{i}", 4) == s for i in range(N)) for s in range(4)]
+    q = vectors[42] + 0.1
+    assert as_pairs(sharded.search(q, k=10)) == as_pairs(single.search(q, k=10))
+    assert json.loads((sharded.path / "sharded.json").read_text())["shards"] == 4
+
+
+def test_text_ingestion_over_encoder_actors_and_the_cli(home, tmp_path):
+    from typer.testing import CliRunner
+
+    from latentsearch.cli import app
+
+    ids, texts, metadata = topic_items()
+    path = tmp_path / "docs.jsonl"
+    path.write_text("".join(json.dumps({"id": i, "text": t, **m}) + "\n" for i, t, m in zip(ids, texts, metadata)))
+    runner = CliRunner()
+    assert runner.invoke(app, ["create", "docs", "--shards", "2"]).exit_code == 0
+    added = runner.invoke(app, ["add", "docs", str(path)])
+    assert added.exit_code == 0, added.output
+    hits = json.loads(runner.invoke(app, ["search", "docs", "telescopes and planets", "-k", "3", "--json"]).stdout)
+    assert [h["metadata"]["topic"] for h in hits] == ["astronomy"] * 3
+    hybrid = json.loads(
+        runner.invoke(app, ["search", "docs", "parallax", "--mode", "hybrid", "-k", "2", "--json"]).stdout
+    )
+    assert hybrid[0]["id"] == "astronomy-3"
+    listed = json.loads(runner.invoke(app, ["list", "--json"]).stdout)
+    assert listed == [{"name": "docs", "count": 20, "encoder": "minilm", "dim": 384, "shards": 2}]
+    bad = runner.invoke(app, ["map", "docs", "--out", str(tmp_path / "m.png")])
+    assert bad.exit_code == 1 and "not available on sharded" in bad.stderr
