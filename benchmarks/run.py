@@ -25,6 +25,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str] | None]] = {
     "server_load": ([], []),
     "performance": ([], ["--quick"]),
     "images": ([], None),
+    "distributed": ([], None),
     "reliability": (["--trials", "200"], None),
 }
 
