@@ -157,6 +157,7 @@ class VectorIndex:
         self.trained_n = 0
         self.tombstones: set[int] = set()
         self.dirty = False  # in-memory changes not yet checkpointed
+        self._ids: np.ndarray | None = None  # rowid of each internal position of an IDMap2 index
 
     # --- construction ----------------------------------------------------------------------------
 
@@ -187,7 +188,7 @@ class VectorIndex:
                 progress(done, n)
         self.index, self.factory, self.seq, self.trained_n = index, factory, seq, n
         self.tombstones = set()
-        self.dirty = True
+        self.dirty, self._ids = True, None
 
     def _training_sample(self, store: Store, n: int, max_points: int = 100_000) -> np.ndarray:
         chunks, taken = [], 0
@@ -245,7 +246,7 @@ class VectorIndex:
             return f"FAISS cannot read index.faiss ({str(exc).splitlines()[0][:100]})"
         if index.d != self.dim:
             return "index.faiss has another dimension"
-        self.index, self.factory, self.seq = index, ckpt.factory, ckpt.seq
+        self.index, self.factory, self.seq, self._ids = index, ckpt.factory, ckpt.seq, None
         self.trained_n, self.tombstones = ckpt.trained_n, set(ckpt.tombstones)
         self.dirty = False
         return None
@@ -290,6 +291,7 @@ class VectorIndex:
         if len(deleted):
             self.remove(deleted)
         total, done = store.count_after(self.seq, current), 0
+        self._ids = None
         for rowids, vectors in store.iter_vectors(self.dim, after_seq=self.seq, upto_seq=current):
             self.index.add_with_ids(vectors, rowids)
             done += len(rowids)
@@ -301,6 +303,8 @@ class VectorIndex:
     def add(self, rowids: np.ndarray, vectors: np.ndarray, seq: int) -> None:
         """Add vectors that SQLite has just committed at ``seq``."""
         self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), rowids.astype(np.int64))
+        if self._ids is not None:  # IDMap2 appends in order
+            self._ids = np.concatenate([self._ids, rowids.astype(np.int64)])
         self.seq, self.dirty = seq, True
 
     def remove(self, rowids: np.ndarray, seq: int | None = None) -> None:
@@ -310,6 +314,7 @@ class VectorIndex:
             self.tombstones.update(int(r) for r in rowids if int(r) in present)
         else:
             self.index.remove_ids(np.asarray(rowids, dtype=np.int64))
+            self._ids = None
         if seq is not None:
             self.seq = seq
         self.dirty = True
@@ -341,7 +346,16 @@ class VectorIndex:
         """
         params = self._search_params(allowed, ef_search, nprobe)
         k = max(1, min(k, self.ntotal)) if self.ntotal else 1
-        distances, labels = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), k, params=params)
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        if isinstance(self.index, faiss.IndexIDMap2) and getattr(params, "sel", None) is None:
+            # Search the inner index and map ids in numpy: IndexIDMap maps them in an OpenMP loop whose
+            # thread start-up costs more than a whole single-query HNSW search on a busy machine.
+            if self._ids is None:
+                self._ids = faiss.vector_to_array(self.index.id_map)
+            distances, positions = self.index.index.search(queries, k, params=params)
+            labels = np.where(positions >= 0, self._ids[np.maximum(positions, 0)], -1)
+        else:
+            distances, labels = self.index.search(queries, k, params=params)
         return to_scores(self.metric, distances), labels
 
     def _search_params(self, allowed: np.ndarray | None, ef_search: int | None, nprobe: int | None) -> Any:

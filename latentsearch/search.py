@@ -24,9 +24,10 @@ from .records import Hit
 if TYPE_CHECKING:
     from .collection import Collection
 
-# A filter matching at most this many items is answered exactly over the matching vectors: cheaper
-# than a graph walk that must skip 99% of its nodes, and it always finds k results.
-EXACT_SUBSET_LIMIT = 20_000
+# A filter matching at most this many items is answered exactly over the matching vectors (read from
+# SQLite): cheaper than a graph walk that must skip 99% of its nodes, and it always finds k results.
+# Above it, the ANN index searches with an IDSelector (a flat index always does: it is exact anyway).
+EXACT_SUBSET_LIMIT = 2_000
 RERANK_FACTOR = 4  # compressed indexes fetch k*4 candidates and re-rank on the float vectors
 MODES = ("vector", "lexical", "hybrid")
 FUSIONS = ("rrf", "weighted")
@@ -216,12 +217,12 @@ def knn(
     nprobe: int | None = None,
 ) -> list[list[tuple[int, float]]]:
     """k nearest rowids and scores for each query row, best first, optionally within ``allowed``."""
+    index = collection.index
     if allowed is not None:
         if len(allowed) == 0:
             return [[] for _ in range(len(queries))]
-        if len(allowed) <= EXACT_SUBSET_LIMIT:
+        if len(allowed) <= EXACT_SUBSET_LIMIT and index.factory != "Flat":
             return exact_knn(collection, queries, k, allowed)
-    index = collection.index
     if index.ntotal == 0:
         return [[] for _ in range(len(queries))]
     compressed = is_compressed(index.factory)
