@@ -27,6 +27,8 @@ from .index import METRICS, ProgressFn, VectorIndex, validate_spec
 from .records import Hit, Item
 from .storage import DB_FILE, FORMAT_VERSION, Store
 
+FILTER_CACHE_SIZE = 32  # distinct filters whose matching rowids are kept between searches
+
 
 class Collection:
     """A named collection of items with vectors, metadata and a FAISS index.
@@ -54,6 +56,8 @@ class Collection:
         self._encoder: Encoder | None = None
         self._index: VectorIndex | None = None
         self._lock = threading.RLock()
+        self._filters: dict[tuple[str, str], np.ndarray] = {}
+        self._filters_seq = -1
 
     # --- properties ------------------------------------------------------------------------------
 
@@ -98,6 +102,19 @@ class Collection:
             elif self._index.seq != self.store.seq:  # another process wrote
                 self._index.catch_up(self.store)
             return self._index
+
+    def filter_cache(self, sql: str, params: list[Any]) -> np.ndarray:
+        """Rowids matching a compiled filter, cached until the collection's change sequence moves."""
+        seq = self.store.seq
+        key = (sql, json.dumps(params))
+        with self._lock:
+            if self._filters_seq != seq:
+                self._filters, self._filters_seq = {}, seq
+            if key not in self._filters:
+                if len(self._filters) >= FILTER_CACHE_SIZE:
+                    self._filters.pop(next(iter(self._filters)))
+                self._filters[key] = self.store.rowids_matching(sql, params)
+            return self._filters[key]
 
     def __len__(self) -> int:
         return self.count()

@@ -201,11 +201,15 @@ def search_batch(
 
 
 def allowed_rowids(collection: Collection, where: Filter | str | None) -> np.ndarray | None:
-    """Rowids matching a metadata filter, or None when there is no filter."""
+    """Rowids matching a metadata filter, or None when there is no filter.
+
+    The SQL scan is cached per filter until the collection changes: repeated filters (a facet, a
+    tenant) then cost nothing; any write, from any process, changes the sequence and empties the cache.
+    """
     if where is None or where == {}:
         return None
     sql, params = compile_filter(where)
-    return collection.store.rowids_matching(sql, params)
+    return collection.filter_cache(sql, params)
 
 
 def knn(

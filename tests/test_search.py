@@ -114,3 +114,16 @@ def test_benchmark_report_rewrites_only_its_section(tmp_path, monkeypatch):
         readme.read_text() == "intro\n<!-- bench:x -->\n| a | b |\n|---|---|\n| 1 | 0.123 |\n<!-- /bench:x -->\nouter\n"
     )
     assert not report.update_readme("missing", "table")
+
+
+def test_filter_cache_follows_writes_from_any_process(topics, topic_vectors, home):
+    where = {"topic": "cooking"}
+    before = {h.id for h in topics.search(topic_vectors[0], k=50, where=where)}
+    assert before == {f"cooking-{i}" for i in range(5)}
+    other = ls.open("topics", home=home)  # another handle: its writes change the sequence too
+    other.upsert(["finance-0"], vectors=topic_vectors[5:6], metadata=[{"topic": "cooking"}])
+    other.close()
+    after = {h.id for h in topics.search(topic_vectors[0], k=50, where=where)}
+    assert after == before | {"finance-0"}
+    topics.store.update_metadata({topics.store.rowids_of(["cooking-1"])["cooking-1"]: {"topic": "moved"}})
+    assert "cooking-1" not in {h.id for h in topics.search(topic_vectors[0], k=50, where=where)}

@@ -82,6 +82,9 @@ class MiniLMInt8Encoder:
         texts = check_texts(inputs)
         if not texts:
             return np.empty((0, self.dim), dtype=np.float32)
+        # Longest first, so each batch pads little (as sentence-transformers does); order restored below.
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        texts = [texts[i] for i in order]
         out = []
         for start in range(0, len(texts), batch_size):
             encodings = self.tokenizer.encode_batch(texts[start : start + batch_size])
@@ -95,4 +98,6 @@ class MiniLMInt8Encoder:
             weights = mask[:, :, None].astype(np.float32)
             pooled = (hidden * weights).sum(1) / np.maximum(weights.sum(1), 1e-9)
             out.append(pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12))
-        return np.ascontiguousarray(np.concatenate(out), dtype=np.float32)
+        result = np.empty((len(texts), self.dim), dtype=np.float32)
+        result[order] = np.concatenate(out)
+        return result
