@@ -375,7 +375,7 @@ def update_readme(results: dict) -> None:
         if "recall_hnswlib" in r
     ]
     if hnswlib_rows:
-        lines.append("\n\nhnswlib (M=16, same graph size as HNSW32), for comparison:\n")
+        lines.append("\n\nhnswlib (M=16, same graph size as HNSW32), for comparison:\n\n")
         lines.append(report.markdown_table(["ef", "recall@10", "q/s", "batch q/s"], hnswlib_rows))
     lines.append(
         "\n\n![recall vs queries per second](benchmarks/results/ann.png)\n\n**Filtered search** (HNSW, ef 64; post-filtering searches k × 10 then filters):\n"
