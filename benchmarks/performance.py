@@ -351,7 +351,7 @@ def update_readme(results: dict) -> None:
         if "recall_latentsearch" in r
     ]
     lines.append(
-        "**ANN** (recall@10; queries/s one at a time and in one batch; latentsearch ÷ raw FAISS with the same index; targets 0.9× and 0.95×):\n"
+        "**ANN** (recall@10; queries/s one at a time and in one batch; latentsearch ÷ raw FAISS with the same index; targets 0.9× and 0.95×):\n\n"
     )
     lines.append(
         report.markdown_table(
@@ -378,7 +378,7 @@ def update_readme(results: dict) -> None:
         lines.append("\n\nhnswlib (M=16, same graph size as HNSW32), for comparison:\n\n")
         lines.append(report.markdown_table(["ef", "recall@10", "q/s", "batch q/s"], hnswlib_rows))
     lines.append(
-        "\n\n![recall vs queries per second](benchmarks/results/ann.png)\n\n**Filtered search** (HNSW, ef 64; post-filtering searches k × 10 then filters):\n"
+        "\n\n![recall vs queries per second](benchmarks/results/ann.png)\n\n**Filtered search** (HNSW, ef 64; post-filtering searches k × 10 then filters):\n\n"
     )
     lines.append(
         report.markdown_table(
@@ -402,7 +402,7 @@ def update_readme(results: dict) -> None:
         f"(encode + SQLite + HNSW) vs bare `SentenceTransformer.encode` {i['items_per_s_bare_sentence_transformers']:.0f} "
         f"items/s: {i['ratio_add_vs_bare']:.2f}× (target 0.9×). `minilm-int8` {i['items_per_s_minilm_int8']:.0f} items/s vs "
         f"PyTorch {i['items_per_s_minilm_torch']:.0f}: {i['int8_speedup']:.2f}× (target 1.8×), mean cosine agreement "
-        f"{i['int8_mean_cosine']:.4f} (min {i['int8_min_cosine']:.4f}; target 0.99).\n\n**Memory** (FAISS file bytes per vector; recall@10 with re-ranking on the stored floats):\n"
+        f"{i['int8_mean_cosine']:.4f} (min {i['int8_min_cosine']:.4f}; target 0.99).\n\n**Memory** (FAISS file bytes per vector; recall@10 with re-ranking on the stored floats):\n\n"
     )
     lines.append(
         report.markdown_table(
