@@ -328,30 +328,7 @@ class Collection:
 
     def prepare_vectors(self, vectors: Any, *, expected: int | None = None) -> np.ndarray:
         """Check vectors (shape, dimension, finite) and normalise them for cosine collections."""
-        try:
-            matrix = np.asarray(vectors, dtype=np.float32)
-        except (TypeError, ValueError):
-            raise InvalidInputError("vectors must be numbers in a 2-D array of shape (n, dim)") from None
-        if matrix.ndim == 1:
-            matrix = matrix[None, :]
-        if matrix.ndim != 2 or matrix.shape[1] != self.dim:
-            raise InvalidInputError(
-                f"wrong vector dimension: got shape {tuple(np.shape(vectors))}, collection {self.name!r} "
-                f"stores {self.dim}-d vectors"
-            )
-        if expected is not None and matrix.shape[0] != expected:
-            raise InvalidInputError(f"got {matrix.shape[0]} vectors for {expected} items")
-        bad = ~np.isfinite(matrix).all(axis=1)
-        if bad.any():
-            raise InvalidInputError(f"vector #{int(np.argmax(bad))} contains NaN or infinity")
-        if self.metric == "cosine":
-            norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-            if (norms == 0).any():
-                raise InvalidInputError(
-                    f"vector #{int(np.argmax(norms[:, 0] == 0))} is all zeros and has no direction for cosine"
-                )
-            matrix = matrix / norms
-        return np.ascontiguousarray(matrix, dtype=np.float32)
+        return prepare_vectors(vectors, dim=self.dim, metric=self.metric, name=self.name, expected=expected)
 
     def vectors_of(self, ids: Sequence[str]) -> np.ndarray:
         """Stored vectors of items by id; an unknown id is an error."""
@@ -778,6 +755,34 @@ def drop(name: str, *, home: str | os.PathLike[str] | None = None) -> None:
     trash = folder.with_name(f".{name}.dropping-{os.getpid()}")
     os.rename(folder, trash)
     shutil.rmtree(trash)
+
+
+def prepare_vectors(vectors: Any, *, dim: int, metric: str, name: str, expected: int | None = None) -> np.ndarray:
+    """Vectors as a contiguous float32 (n, dim) array: right dimension, finite, and L2-normalised for
+    cosine; one-line errors otherwise. Shared by single and sharded collections."""
+    try:
+        matrix = np.asarray(vectors, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise InvalidInputError("vectors must be numbers in a 2-D array of shape (n, dim)") from None
+    if matrix.ndim == 1:
+        matrix = matrix[None, :]
+    if matrix.ndim != 2 or matrix.shape[1] != dim:
+        raise InvalidInputError(
+            f"wrong vector dimension: got shape {tuple(np.shape(vectors))}, collection {name!r} stores {dim}-d vectors"
+        )
+    if expected is not None and matrix.shape[0] != expected:
+        raise InvalidInputError(f"got {matrix.shape[0]} vectors for {expected} items")
+    bad = ~np.isfinite(matrix).all(axis=1)
+    if bad.any():
+        raise InvalidInputError(f"vector #{int(np.argmax(bad))} contains NaN or infinity")
+    if metric == "cosine":
+        norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+        if (norms == 0).any():
+            raise InvalidInputError(
+                f"vector #{int(np.argmax(norms[:, 0] == 0))} is all zeros and has no direction for cosine"
+            )
+        matrix = matrix / norms
+    return np.ascontiguousarray(matrix, dtype=np.float32)
 
 
 # --- validation helpers --------------------------------------------------------------------------

@@ -248,22 +248,9 @@ class ShardedCollection:
         return self._prepare(np.asarray(query, dtype=np.float32).reshape(1, -1))
 
     def _prepare(self, vectors: Any) -> np.ndarray:
-        try:
-            matrix = np.asarray(vectors, dtype=np.float32)
-        except (TypeError, ValueError):
-            raise InvalidInputError("vectors must be numbers in a 2-D array of shape (n, dim)") from None
-        if matrix.ndim != 2 or matrix.shape[1] != self.dim:
-            raise InvalidInputError(
-                f"wrong vector dimension: got shape {matrix.shape}, {self.name!r} stores {self.dim}-d"
-            )
-        if not np.isfinite(matrix).all():
-            raise InvalidInputError("vectors contain NaN or infinity")
-        if self.metric == "cosine":
-            norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-            if (norms == 0).any():
-                raise InvalidInputError("a zero vector has no direction for cosine")
-            matrix = matrix / norms
-        return matrix
+        from .collection import prepare_vectors
+
+        return prepare_vectors(vectors, dim=self.dim, metric=self.metric, name=self.name)
 
     def _by_shard(self, ids: Sequence[str]) -> dict[int, list[int]]:
         groups: dict[int, list[int]] = {}
