@@ -4,8 +4,9 @@ over N shards, each a normal latentsearch collection held by a Ray actor.
 - Items go to shard ``crc32(id) % N`` (stable across processes and machines).
 - Encoding fans out to a pool of encoder actors, each loading the model once.
 - Vector search (filtered too) asks every shard for its top k and merges by score: the global top k,
-  exactly what one collection returns for a flat index. Hybrid search fuses the merged vector ranking
-  with the merged lexical ranking; BM25 scores use each shard's own word statistics.
+  exactly what one collection returns for a flat index. Lexical search runs on one full-text index of
+  all the shards' texts, kept beside them, so BM25 uses the whole collection's word statistics; hybrid
+  search fuses the two exact rankings. Lexical, hybrid and vector results equal one collection's.
 - Recommendations resolve their examples on the shards that hold them and search all shards.
 - Outlier scores use neighbours from all shards (the neighbour search itself fans out), so an item's
   k-th neighbour distance is the one it has in the whole collection, not within its shard.
@@ -37,8 +38,10 @@ from .errors import (
     LatentSearchError,
 )
 from .records import Hit, Item
+from .storage import Store
 
 SHARDED_FILE = "sharded.json"
+LEXICAL_DIR = "lexical"
 ENCODER_ACTORS = 2
 ProgressFn = Callable[[int, int], None]
 
@@ -124,19 +127,6 @@ def _actor_classes(ray: Any) -> tuple[Any, Any]:
                 for ranking in ranked
             ]
 
-        def lexical(self, text, k, where, exclude) -> list:
-            from latentsearch.filters import compile_filter
-            from latentsearch.lexical import fts_query
-
-            match = fts_query(text)
-            if match is None:
-                return []
-            sql, params = compile_filter(where)
-            skip = self.col.store.rowids_of([exclude]).get(exclude) if exclude else None
-            ranked = self.col.store.lexical_search(match, k, sql, params, skip)
-            rows = self.col.store.rows_by_rowid([r for r, _ in ranked])
-            return [(rows[r]["id"], s, rows[r]["text"], rows[r]["uri"], rows[r]["metadata"]) for r, s in ranked]
-
         def vectors(self) -> tuple[list[str], np.ndarray]:
             items = self.col.items()
             ids = [it.id for it in items]
@@ -183,6 +173,10 @@ class ShardedCollection:
         self.actors = [shard_cls.remote(str(self.path), name) for name in self.shard_names]
         self._encoders: list[Any] | None = None
         self.manifest = {k: self.config[k] for k in ("encoder", "dim", "metric", "index", "modality")}
+        # One full-text index over every shard's texts, beside the shards: BM25's word statistics are then
+        # those of the whole collection, so lexical and hybrid results equal one collection's.
+        (self.path / LEXICAL_DIR).mkdir(exist_ok=True)
+        self.lexical = Store(self.path / LEXICAL_DIR, create=True)
 
     # --- plumbing ----------------------------------------------------------------------------------
 
@@ -306,7 +300,23 @@ class ShardedCollection:
             )
             for s, ps in groups.items()
         ]
-        return int(sum(self._get(refs)))
+        added = int(sum(self._get(refs)))
+        self._mirror_texts(ids, texts_list, uris_list, meta, upsert)
+        return added
+
+    def _mirror_texts(
+        self, ids: list[str], texts: list[Any] | None, uris: list[Any] | None, meta: list[dict], upsert: bool
+    ) -> None:
+        """Keep the shared full-text index in step with the shards (texts only; no vectors)."""
+        stale = list(self.lexical.rowids_of(ids)) if upsert else []
+        if stale and texts is None:
+            self.lexical.delete(stale)
+        if texts is None:
+            return
+        n = len(ids)
+        self.lexical.insert(
+            ids, ["text"] * n, texts, uris or [None] * n, meta, np.zeros((n, 0), np.float32), upsert=upsert
+        )
 
     def upsert(self, ids: Sequence[str], texts: Sequence[str] | None = None, **options: Any) -> int:
         """Add items, replacing existing ids."""
@@ -321,7 +331,11 @@ class ShardedCollection:
         missing = [i for i in ids if i not in present]
         if missing:
             raise ItemNotFoundError(f"unknown id {missing[0]!r}: nothing was deleted")
-        return int(sum(self._get([self.actors[s].delete.remote([ids[p] for p in ps]) for s, ps in groups.items()])))
+        deleted = int(sum(self._get([self.actors[s].delete.remote([ids[p] for p in ps]) for s, ps in groups.items()])))
+        indexed = list(self.lexical.rowids_of(ids))
+        if indexed:
+            self.lexical.delete(indexed)
+        return deleted
 
     # --- reads -------------------------------------------------------------------------------------
 
@@ -413,9 +427,7 @@ class ShardedCollection:
             vector = vector if like is not None else self._query(query)
             rankings["vector"] = self._knn(vector, depth, where, exclude, ef_search, nprobe)[0]
         if mode in ("lexical", "hybrid"):
-            parts = self._get([a.lexical.remote(text or "", depth, where, like) for a in self.actors])
-            rows = sorted((row for part in parts for row in part), key=lambda row: (-row[1], row[0]))[:depth]
-            rankings["lexical"] = [Hit(id=i, score=float(s), text=t, uri=u, metadata=m) for i, s, t, u, m in rows]
+            rankings["lexical"] = self._lexical(text or "", depth, where, like)
         if mode != "hybrid":
             return rankings[mode][:k]
         by_id = {h.id: h for ranking in rankings.values() for h in ranking}
@@ -428,6 +440,23 @@ class ShardedCollection:
         )
         ids = list(by_id)
         return [Hit(**{**by_id[ids[n]].__dict__, "score": s}) for n, s in fused[:k]]
+
+    def _lexical(self, text: str, k: int, where: Any, exclude: str | None) -> list[Hit]:
+        """BM25 over the shared full-text index (the whole collection's statistics)."""
+        from .filters import compile_filter
+        from .lexical import fts_query
+
+        match = fts_query(text)
+        if match is None:
+            return []
+        sql, params = compile_filter(where)
+        skip = self.lexical.rowids_of([exclude]).get(exclude) if exclude else None
+        ranked = self.lexical.lexical_search(match, k, sql, params, skip)
+        rows = self.lexical.rows_by_rowid([r for r, _ in ranked])
+        return [
+            Hit(id=rows[r]["id"], score=s, text=rows[r]["text"], uri=rows[r]["uri"], metadata=rows[r]["metadata"])
+            for r, s in ranked
+        ]
 
     def recommend(
         self,
@@ -594,6 +623,7 @@ class ShardedCollection:
                 logging.getLogger("latentsearch").warning("%s of %s could not checkpoint its index", name, self.name)
         for actor in self.actors + (self._encoders or []):
             self.ray.kill(actor)
+        self.lexical.close()
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):

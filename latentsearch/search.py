@@ -7,6 +7,7 @@ weighted fusion of min-max-normalised scores is the alternative (``fusion="weigh
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -154,7 +155,10 @@ def fuse(
     plus ``1 - alpha`` × the normalised lexical score (a mode that missed an item contributes 0).
     """
     fused: dict[int, float] = {}
-    for name, ranking in rankings.items():
+    ranks: dict[int, list[float]] = {}  # each item's rank in every ranking, for breaking ties
+    for position, (name, ranking) in enumerate(rankings.items()):
+        for rank, (rowid, _) in enumerate(ranking, 1):
+            ranks.setdefault(rowid, [math.inf] * len(rankings))[position] = rank
         if fusion == "rrf":
             for rank, (rowid, _) in enumerate(ranking, 1):
                 fused[rowid] = fused.get(rowid, 0.0) + 1.0 / (rrf_k + rank)
@@ -167,7 +171,9 @@ def fuse(
         for rowid, score in ranking:
             normalised = (score - low) / span if span > 0 else 1.0
             fused[rowid] = fused.get(rowid, 0.0) + weight * normalised
-    return sorted(fused.items(), key=lambda pair: (-pair[1], pair[0]))
+    # Equal fused scores are ordered by the ranks themselves (vector first), never by storage order,
+    # so a sharded collection orders ties exactly as a single one does.
+    return sorted(fused.items(), key=lambda pair: (-pair[1], ranks[pair[0]]))
 
 
 def search_batch(

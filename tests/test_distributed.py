@@ -65,8 +65,12 @@ def test_search_filters_and_more_like_this_equal_one_collection(pair):
         where = {"g": int(rng.integers(0, 20))}
         assert as_pairs(sharded.search(q, k=10, where=where)) == as_pairs(single.search(q, k=10, where=where))
     assert as_pairs(sharded.search(like="v7", k=5)) == as_pairs(single.search(like="v7", k=5))
-    lexical = [h.id for h in sharded.search("token7", k=50, mode="lexical")]
-    assert set(lexical) == {h.id for h in single.search("token7", k=50, mode="lexical")}
+    for where in (None, {"g": 7}):
+        expected = as_pairs(single.search("token7 item", k=40, mode="lexical", where=where))
+        assert as_pairs(sharded.search("token7 item", k=40, mode="lexical", where=where)) == expected
+    for item in ("v7", "v1234"):  # hybrid: the item's vector and its text, fused
+        expected = as_pairs(single.search(like=item, k=10, mode="hybrid"))
+        assert as_pairs(sharded.search(like=item, k=10, mode="hybrid")) == expected
 
 
 def test_recommendations_equal_one_collection(pair):
@@ -97,6 +101,7 @@ def test_writes_and_errors(pair):
     sharded.upsert(["v3"], vectors=-vectors[3:4])
     assert sharded.search(-vectors[3], k=1)[0].id == "v3"
     assert sharded.delete(["v3", "v4"]) == 2 and sharded.count() == N - 2
+    assert "v4" not in {h.id for h in sharded.search("item 4 about token4", k=50, mode="lexical")}
     with pytest.raises(ls.ItemNotFoundError):
         sharded.delete(["v3"])
     with pytest.raises(ls.InvalidInputError, match="wrong vector dimension"):
