@@ -406,13 +406,12 @@ class ShardedCollection:
     ) -> list[Hit]:
         """Search all shards and merge: the same arguments and results as :meth:`Collection.search`
         (``explain`` is not available on sharded collections)."""
-        from .search import FUSIONS, check_k, check_mode, fuse
+        from .search import check_fusion, check_k, check_mode, fuse
 
         k = check_k(k)
         if explain:
             raise InvalidInputError("explain is not available on sharded collections")
-        if fusion not in FUSIONS:
-            raise InvalidInputError(f"unknown fusion {fusion!r}: use one of {', '.join(FUSIONS)}")
+        check_fusion(fusion, alpha, rrf_k)
         if (query is None) == (like is None):
             raise InvalidInputError("give exactly one of a query (text or vector) or like=ID")
         mode = check_mode(mode, query, like)

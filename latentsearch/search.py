@@ -53,6 +53,16 @@ def check_mode(mode: str, query: Any, like: str | None) -> str:
     return mode
 
 
+def check_fusion(fusion: str, alpha: float, rrf_k: int) -> None:
+    """Validate hybrid fusion options (shared by single and sharded collections)."""
+    if fusion not in FUSIONS:
+        raise InvalidInputError(f"unknown fusion {fusion!r}: use one of {', '.join(FUSIONS)}")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
+        raise InvalidInputError(f"alpha is the vector weight in weighted fusion, between 0 and 1; got {alpha!r}")
+    if isinstance(rrf_k, bool) or not isinstance(rrf_k, int) or rrf_k < 0:
+        raise InvalidInputError(f"rrf_k must be a whole number >= 0, got {rrf_k!r}")
+
+
 def search(
     collection: Collection,
     query: Any = None,
@@ -73,17 +83,12 @@ def search(
     if (query is None) == (like is None):
         raise InvalidInputError("give exactly one of a query (text or vector) or like=ID")
     mode = check_mode(mode, query, like)
-    if fusion not in FUSIONS:
-        raise InvalidInputError(f"unknown fusion {fusion!r}: use one of {', '.join(FUSIONS)}")
-    if not 0.0 <= alpha <= 1.0:
-        raise InvalidInputError(f"alpha is the vector weight in weighted fusion, between 0 and 1; got {alpha}")
-    if isinstance(rrf_k, bool) or not isinstance(rrf_k, int) or rrf_k < 0:
-        raise InvalidInputError(f"rrf_k must be a whole number >= 0, got {rrf_k!r}")
+    check_fusion(fusion, alpha, rrf_k)
     if is_image(query) and mode != "vector":
         raise InvalidInputError(f"{mode} search needs a text query; an image searches by vector")
     exclude, text = None, query if isinstance(query, str) else None
     if like is not None:
-        item = collection.get([like])[0]
+        item = collection.get([like], with_vectors=True)[0]  # one read: its text, vector and rowid
         exclude = collection.store.rowids_of([like])[like]
         text = item.text
     if isinstance(query, str) and mode != "lexical":
@@ -91,7 +96,7 @@ def search(
     depth = k if mode != "hybrid" else max(k, HYBRID_DEPTH)
     rankings: dict[str, list[tuple[int, float]]] = {}
     if mode in ("vector", "hybrid"):
-        vectors = collection.vectors_of([like]) if like is not None else query_vector(collection, query)
+        vectors = item.vector[None, :] if like is not None else query_vector(collection, query)
         allowed = allowed_rowids(collection, where)
         if allowed is not None and exclude is not None:
             allowed = allowed[allowed != exclude]

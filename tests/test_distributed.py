@@ -108,6 +108,8 @@ def test_writes_and_errors(pair):
         sharded.search([1.0, 2.0])
     with pytest.raises(ls.InvalidInputError, match="not available on sharded"):
         sharded.project("pca")
+    with pytest.raises(ls.InvalidInputError, match="alpha"):
+        sharded.search(like="v1", mode="hybrid", fusion="weighted", alpha=2.0)
 
 
 def test_approximate_indexes_keep_their_recall(home):
