@@ -310,7 +310,9 @@ class VectorIndex:
     def remove(self, rowids: np.ndarray, seq: int | None = None) -> None:
         """Drop rowids from the index (tombstones for HNSW, which cannot remove)."""
         if self._is_hnsw:
-            present = set(faiss.vector_to_array(self.index.id_map).tolist())
+            if self._ids is None:
+                self._ids = faiss.vector_to_array(self.index.id_map)
+            present = set(self._ids.tolist())
             self.tombstones.update(int(r) for r in rowids if int(r) in present)
         else:
             self.index.remove_ids(np.asarray(rowids, dtype=np.int64))

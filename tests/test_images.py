@@ -262,3 +262,37 @@ def test_image_map_shows_thumbnails_on_hover(pictures, tmp_path):
         assert any(it.id in shown[3] for it in col.items())
     finally:
         driver.quit()
+
+
+def test_cli_align(pictures, tmp_path):
+    col, _ = pictures
+    runner = CliRunner()
+    home = str(col.path.parent)
+    result = runner.invoke(
+        app,
+        [
+            "align",
+            "pictures",
+            "--out",
+            str(tmp_path / "align"),
+            "--into",
+            "pictures-text",
+            "--caption-field",
+            "suffix",
+            "--epochs",
+            "5",
+            "--home",
+            home,
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "aligned 19 images" in result.stdout
+    hits = json.loads(
+        runner.invoke(app, ["search", "pictures-text", ".png", "-k", "3", "--json", "--home", home]).stdout
+    )
+    assert len(hits) == 3
+    bad = runner.invoke(
+        app,
+        ["align", "pictures", "--out", str(tmp_path / "x"), "--into", "x", "--caption-field", "nope", "--home", home],
+    )
+    assert bad.exit_code == 1 and "no item of 'pictures' has metadata field 'nope'" in bad.stderr
