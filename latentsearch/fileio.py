@@ -29,3 +29,27 @@ def fsync_replace(tmp: Path, final: Path) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def remove_stale_temp_files(folder: Path, pattern: str) -> int:
+    """Delete temp files matching ``pattern`` (names carry ``.PID.``) whose writing process is gone:
+    they are what a killed writer left behind. Returns how many were removed."""
+    removed = 0
+    for path in Path(folder).glob(pattern):
+        parts = path.name.split(".")
+        pid = int(parts[parts.index("tmp") - 1]) if "tmp" in parts and parts[parts.index("tmp") - 1].isdigit() else None
+        if pid is not None and pid != os.getpid() and _alive(pid):
+            continue  # another live process is still writing it
+        path.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -28,7 +28,7 @@ import faiss
 import numpy as np
 
 from .errors import InvalidInputError
-from .fileio import file_sha256, fsync_replace
+from .fileio import file_sha256, fsync_replace, remove_stale_temp_files
 from .storage import Store
 
 log = logging.getLogger("latentsearch")
@@ -216,6 +216,7 @@ class VectorIndex:
 
     def load(self, store: Store, *, progress: ProgressFn | None = None) -> None:
         """Load the checkpointed index, rebuilding or catching up from ``store`` as needed."""
+        remove_stale_temp_files(self.folder, ".index.*.tmp")  # left by a writer killed mid-checkpoint
         reason = self._load_checkpoint()
         if reason is None and self.seq > store.seq:
             reason = "it is newer than the SQLite store (was the store restored from a backup?)"

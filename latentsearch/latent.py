@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import InvalidInputError
-from .fileio import fsync_replace
+from .fileio import fsync_replace, remove_stale_temp_files
 from .filters import Filter, compile_filter
 
 if TYPE_CHECKING:
@@ -92,6 +92,8 @@ def project(
     key = _cache_key(method, dim, where, sample, seed, params)
     folder = collection.path / CACHE_DIR
     seq = collection.store.seq
+    if folder.exists():
+        remove_stale_temp_files(folder, ".*.tmp.npz")  # left by a process killed while caching
     if cache:
         cached = _read_cache(folder / f"{key}.npz", seq)
         if cached is not None:

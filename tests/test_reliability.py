@@ -185,3 +185,29 @@ def test_autoencoder_save_killed_midway_leaves_a_loadable_model(tmp_path):
         assert (
             not [p for p in (tmp_path / "model").iterdir() if p.name.endswith(".tmp") and p.stat().st_size == 0] or True
         )
+
+
+def test_temp_files_of_killed_writers_are_removed_on_open(home):
+    col = ls.create("tmpfiles", encoder="precomputed", dim=4, index="hnsw", home=home)
+    col.add(["a", "b", "c", "d"], vectors=np.eye(4, dtype=np.float32))
+    col.project("pca")
+    col.close()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        folder = home / "tmpfiles"
+        stale = [folder / f".index.faiss.{dead.pid}.tmp", folder / "projections" / f".abc.{dead.pid}.tmp.npz"]
+        busy = folder / f".index.checkpoint.json.{alive.pid}.tmp"
+        for path in [*stale, busy]:
+            path.write_bytes(b"partial")
+        col = ls.open("tmpfiles", home=home)
+        col.search(np.ones(4), k=1)  # loads the index
+        col.add(["e"], vectors=np.ones((1, 4), dtype=np.float32))
+        col.project("pca")  # writes a new cache
+        col.close()
+        assert not any(p.exists() for p in stale)
+        assert busy.exists()  # a live process may still be writing it
+    finally:
+        alive.kill()
+        alive.wait()
