@@ -1,6 +1,7 @@
 """Sharded collections on a local Ray cluster: the same answers as one collection, and no silent loss."""
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -133,12 +134,25 @@ def test_approximate_indexes_keep_their_recall(home):
     sharded.close()
 
 
+def wait_until_dead(actor, timeout: float = 60.0) -> None:
+    """ray.kill only asks for the kill: wait until the actor refuses calls, so the test does not race it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            ray.get(actor.count.remote(), timeout=10)
+        except (ray.exceptions.RayActorError, ray.exceptions.ActorDiedError):
+            return
+        time.sleep(0.1)
+    raise AssertionError("the killed actor kept answering")
+
+
 def test_a_killed_shard_is_retried_or_reported(pair):
     _, sharded, vectors = pair
     expected = as_pairs(sharded.search(vectors[10], k=5))
     ray.kill(sharded.actors[1], no_restart=False)  # Ray restarts it and retries the call
     assert as_pairs(sharded.search(vectors[10], k=5)) == expected
     ray.kill(sharded.actors[2], no_restart=True)  # gone for good: an error, never a partial answer
+    wait_until_dead(sharded.actors[2])
     with pytest.raises(ShardError, match="is gone"):
         sharded.search(vectors[10], k=5)
 
