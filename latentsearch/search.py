@@ -84,7 +84,7 @@ def search(
         raise InvalidInputError("give exactly one of a query (text or vector) or like=ID")
     mode = check_mode(mode, query, like)
     check_fusion(fusion, alpha, rrf_k)
-    if is_image(query) and mode != "vector":
+    if mode != "vector" and is_image(query):
         raise InvalidInputError(f"{mode} search needs a text query; an image searches by vector")
     exclude, text = None, query if isinstance(query, str) else None
     if like is not None:
@@ -243,6 +243,11 @@ def knn(
     compressed = is_compressed(index.factory)
     fetch = k * RERANK_FACTOR if compressed else k
     scores, labels = index.search(queries, fetch, allowed=allowed, ef_search=ef_search, nprobe=nprobe)
+    if allowed is None and not compressed:  # the common case: every row as FAISS ranked it
+        return [
+            [(r, s) for r, s in zip(row_labels, row_scores) if r >= 0]
+            for row_labels, row_scores in zip(labels.tolist(), scores.tolist())
+        ]
     results = []
     for qi in range(len(queries)):
         found = labels[qi] >= 0

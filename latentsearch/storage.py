@@ -147,9 +147,12 @@ class Store:
 
     @property
     def seq(self) -> int:
-        """The change sequence of the last committed write."""
-        with self._read() as conn:
-            return self._seq(conn)
+        """The change sequence of the last committed write (read before every search: kept lean)."""
+        with self._lock:
+            try:
+                return self._seq(self.conn)
+            except sqlite3.DatabaseError as exc:
+                raise self._database_error(exc) from None
 
     # --- writes ----------------------------------------------------------------------------------
 
@@ -409,7 +412,7 @@ def _row_dict(row: tuple[Any, ...], with_vector: bool) -> dict[str, Any]:
         "kind": row[2],
         "text": row[3],
         "uri": row[4],
-        "metadata": json.loads(row[5]),
+        "metadata": {} if row[5] == "{}" else json.loads(row[5]),  # most items carry none: skip the parser
     }
     if with_vector:
         item["vector"] = np.frombuffer(row[6], dtype=np.float32)

@@ -116,6 +116,23 @@ def test_hnsw_tombstones_and_compaction(home):
     col.close()
 
 
+def test_a_delete_after_searching_hnsw_is_honoured_by_the_next_search(home):
+    # Searches reuse their FAISS parameters (and tombstone selector): a delete must renew them, in this
+    # process or another one, so k live results still come back.
+    col = make(home, n=300, index="hnsw")
+    query = random_vectors(300, 16, 0)[7]
+    first = [h.id for h in col.search(query, k=5)]
+    col.delete([first[0]])
+    again = [h.id for h in col.search(query, k=5)]
+    assert len(again) == 5 and first[0] not in again and again[:4] == first[1:]
+    other = ls.open(col.name, home=home)
+    other.delete([again[0]])
+    other.close()
+    third = [h.id for h in col.search(query, k=5)]
+    assert len(third) == 5 and again[0] not in third and third[:4] == again[1:]
+    col.close()
+
+
 def test_l2_metric_scores_are_negated_distances(home):
     col = make(home, n=50, metric="l2")
     vectors = random_vectors(50, 16, 0)
