@@ -172,18 +172,9 @@ def create(
 def list_(home: HomeOption = None, as_json: JsonOption = False) -> None:
     """List the collections in the data directory."""
     import latentsearch as ls
+    from latentsearch.collection import summarize
 
-    from .distributed import describe_offline, is_sharded
-
-    names = ls.list_collections(home=home)
-    rows = []
-    for name in names:
-        if is_sharded(name, home):
-            rows.append(describe_offline(name, home=home))
-            continue
-        col = ls.open(name, home=home)
-        rows.append({"name": name, "count": col.count(), "encoder": col.encoder_name, "dim": col.dim})
-        col.store.close()
+    rows = [summarize(name, home=home) for name in ls.list_collections(home=home)]
     if as_json:
         _print_json(rows)
         return
@@ -192,8 +183,14 @@ def list_(home: HomeOption = None, as_json: JsonOption = False) -> None:
         return
     table = Table("name", "items", "encoder", "dim", "shards")
     for row in rows:
+        if "problem" in row:
+            table.add_row(row["name"], "[red]cannot be opened[/]", "", "", "")
+            continue
         table.add_row(row["name"], f"{row['count']:,}", row["encoder"], str(row["dim"]), str(row.get("shards", "")))
     console.print(table)
+    for row in rows:
+        if "problem" in row:
+            err.print(f"[bold red]{row['name']}:[/] {row['problem']}", soft_wrap=True)
 
 
 @command()

@@ -7,7 +7,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from .errors import (
     EncoderMismatchError,
     InvalidInputError,
     ItemNotFoundError,
+    LatentSearchError,
 )
 from .filters import Filter
 from .index import METRICS, ProgressFn, VectorIndex, validate_spec
@@ -744,6 +745,35 @@ def list_collections(*, home: str | os.PathLike[str] | None = None) -> list[str]
         for p in root.iterdir()
         if ((p / DB_FILE).is_file() or (p / "sharded.json").is_file()) and not p.name.startswith(".")
     )
+
+
+def summarize(
+    name: str, *, home: str | os.PathLike[str] | None = None, opener: Callable[[str], Any] | None = None
+) -> dict[str, Any]:
+    """One line about a collection for listings: name, count, encoder, dim, modality (and shards).
+
+    A collection that cannot be opened (a damaged file, a missing model) is reported with a ``problem``
+    instead of failing the whole listing. ``opener`` returns an already opened collection (the server's).
+    """
+    from .distributed import describe_offline, is_sharded
+
+    try:
+        if opener is None and is_sharded(name, home):
+            return describe_offline(name, home=home)  # its files, without starting Ray
+        col = opener(name) if opener else open_collection(name, home=home)
+        try:
+            return {
+                "name": name,
+                "count": col.count(),
+                "encoder": col.encoder_name,
+                "dim": col.dim,
+                "modality": col.manifest.get("modality"),
+            }
+        finally:
+            if opener is None:
+                col.store.close()
+    except (LatentSearchError, OSError, ValueError) as exc:
+        return {"name": name, "problem": str(exc)}
 
 
 def drop(name: str, *, home: str | os.PathLike[str] | None = None) -> None:

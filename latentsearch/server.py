@@ -302,6 +302,7 @@ def create_app(
     from fastapi_offline import FastAPIOffline  # Swagger UI assets served locally: /docs works offline
 
     import latentsearch as ls
+    from latentsearch.collection import summarize
 
     root = paths.resolve_home(home)
     keys = dict(keys or {})
@@ -369,19 +370,7 @@ def create_app(
 
     @app.get("/api/collections", dependencies=[Depends(reader)])
     def list_collections() -> list[dict[str, Any]]:
-        out = []
-        for name in ls.list_collections(home=root):
-            col = registry.get(name)
-            out.append(
-                {
-                    "name": name,
-                    "count": col.count(),
-                    "encoder": col.encoder_name,
-                    "dim": col.dim,
-                    "modality": col.manifest.get("modality"),
-                }
-            )
-        return out
+        return [summarize(name, home=root, opener=registry.get) for name in ls.list_collections(home=root)]
 
     @app.post("/api/collections", status_code=201, dependencies=[Depends(writer)])
     def create_collection(body: CreateBody) -> dict[str, Any]:

@@ -43,7 +43,7 @@ def test_quick_start_flow(home, docs_jsonl):
     assert "astronomy-0" in table and "score" in table
     assert run("count", "notes").stdout.strip() == "20"
     listed = json.loads(run("list", "--json").stdout)
-    assert listed == [{"name": "notes", "count": 20, "encoder": "minilm", "dim": 384}]
+    assert listed == [{"name": "notes", "count": 20, "encoder": "minilm", "dim": 384, "modality": "text"}]
     got = json.loads(run("get", "notes", "finance-1", "--json").stdout)
     assert got[0]["metadata"]["topic"] == "finance" and got[0]["text"].startswith("Diversify")
     like = json.loads(run("search", "notes", "--like", "finance-1", "-k", "3", "--json").stdout)

@@ -106,6 +106,30 @@ def test_concurrent_writers_and_readers(home, tmp_path):
     col.close()
 
 
+def test_one_damaged_collection_does_not_hide_the_others(home):
+    import json
+
+    from fastapi.testclient import TestClient
+    from typer.testing import CliRunner
+
+    from latentsearch.cli import app
+    from latentsearch.server import create_app
+
+    for name in ("good", "bad"):
+        ls.create(name, encoder="precomputed", dim=4, home=home).close()
+    (home / "bad" / "collection.sqlite").write_bytes(b"this is not a database" * 100)
+    listed = CliRunner().invoke(app, ["list", "--json", "--home", str(home)])
+    assert listed.exit_code == 0, listed.output
+    good, bad = sorted(json.loads(listed.stdout), key=lambda row: row["name"] != "good")
+    assert good == {"name": "good", "count": 0, "encoder": "precomputed", "dim": 4, "modality": "vector"}
+    assert bad["name"] == "bad" and "latentsearch doctor bad --repair" in bad["problem"]
+    table = CliRunner().invoke(app, ["list", "--home", str(home)])
+    assert table.exit_code == 0 and "cannot be opened" in table.stdout and "good" in table.stdout
+    with TestClient(create_app(home)) as client:
+        rows = client.get("/api/collections").json()
+    assert [row["name"] for row in rows] == ["bad", "good"] and "problem" in rows[0] and rows[1]["count"] == 0
+
+
 def test_damaged_sqlite_gives_a_clear_error_and_doctor_salvages(home):
     col = ls.create("broken", encoder="precomputed", dim=16, home=home)
     vectors = np.random.default_rng(0).normal(size=(3000, 16)).astype("float32")
