@@ -24,6 +24,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str] | None]] = {
     "outliers": ([], []),
     "server_load": ([], []),
     "performance": ([], ["--quick"]),
+    "filters": ([], ["--quick"]),
     "images": ([], None),
     "distributed": ([], None),
     "reliability": (["--trials", "200"], None),

@@ -314,6 +314,24 @@ def count(name: str, home: HomeOption = None) -> None:
         console.print(str(col.count()))
 
 
+@command("index-field")
+def index_field(
+    name: str,
+    field: Annotated[str, typer.Argument(help="Metadata field, '.' for nested ones (author.name).")],
+    drop: Annotated[bool, typer.Option("--drop", help="Remove the field's index instead.")] = False,
+    home: HomeOption = None,
+) -> None:
+    """Index a metadata field, so filters on it (--where) read an SQLite index instead of every item's JSON."""
+    with _open(name, home) as col:
+        if drop:
+            col.drop_field_index(field)
+            console.print(f"dropped the index of field {field!r} in {name}")
+        elif col.index_field(field):
+            console.print(f"indexed field {field!r} in {name}: filters on it use the index")
+        else:
+            console.print(f"field {field!r} of {name} was already indexed")
+
+
 @command()
 def compact(name: str, home: HomeOption = None) -> None:
     """Rebuild the FAISS index from SQLite (drops HNSW tombstones, retrains IVF/PQ)."""

@@ -23,7 +23,7 @@ from .errors import (
     ItemNotFoundError,
     LatentSearchError,
 )
-from .filters import Filter
+from .filters import Filter, field_expression
 from .index import METRICS, ProgressFn, VectorIndex, validate_spec
 from .records import Hit, Item
 from .storage import DB_FILE, FORMAT_VERSION, Store
@@ -269,6 +269,23 @@ class Collection:
         self.save()
         self.store.close()
 
+    # --- metadata field indexes ----------------------------------------------------------------
+
+    def index_field(self, field: str) -> bool:
+        """Index a metadata field (``"lang"``, ``"author.name"``) so filters on it read an SQLite index
+        instead of parsing every item's JSON: worth it for fields filtered often in large collections.
+        Returns False when the field was already indexed. Takes effect for every process."""
+        return self.store.create_field_index(field, field_expression(field))
+
+    def drop_field_index(self, field: str) -> None:
+        """Remove a metadata field's index (filters on the field keep working, by scanning)."""
+        field_expression(field)  # the same one-line error for a malformed name
+        if not self.store.drop_field_index(field):
+            raise InvalidInputError(
+                f"field {field!r} has no index in collection {self.name!r}; indexed: "
+                f"{', '.join(self.store.field_indexes()) or 'none'}"
+            )
+
     # --- reads -----------------------------------------------------------------------------------
 
     def count(self) -> int:
@@ -303,6 +320,7 @@ class Collection:
             "faiss_factory": index.factory,
             "index_vectors": index.ntotal,
             "tombstones": len(index.tombstones),
+            "field_indexes": self.store.field_indexes(),
             "change_seq": self.store.seq,
             "created_at": self.manifest.get("created_at"),
         }

@@ -108,6 +108,12 @@ def _actor_classes(ray: Any) -> tuple[Any, Any]:
         def count(self) -> int:
             return self.col.count()
 
+        def index_field(self, field, drop) -> bool:
+            if drop:
+                self.col.drop_field_index(field)
+                return True
+            return self.col.index_field(field)
+
         def knn(self, vectors, k, where, exclude, ef_search, nprobe) -> list:
             from latentsearch.search import allowed_rowids, knn
 
@@ -342,6 +348,14 @@ class ShardedCollection:
     def count(self) -> int:
         """Number of items over all shards."""
         return int(sum(self._get([a.count.remote() for a in self.actors])))
+
+    def index_field(self, field: str) -> bool:
+        """Index a metadata field on every shard; see :meth:`Collection.index_field`."""
+        return any(self._get([a.index_field.remote(field, False) for a in self.actors]))
+
+    def drop_field_index(self, field: str) -> None:
+        """Drop a metadata field's index on every shard."""
+        self._get([a.index_field.remote(field, True) for a in self.actors])
 
     def get(self, ids: Sequence[str], *, with_vectors: bool = False) -> list[Item]:
         """Items by id, in the order given."""

@@ -9,6 +9,7 @@ it as ``collection.sqlite.damaged-TIMESTAMP``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sqlite3
@@ -20,8 +21,9 @@ from typing import Any
 import numpy as np
 
 from . import paths
-from .errors import CollectionNotFoundError
-from .storage import DB_FILE
+from .errors import CollectionNotFoundError, FilterError
+from .filters import field_expression
+from .storage import DB_FILE, FIELD_INDEX_PREFIX
 
 SALVAGE_CHUNK = 256
 
@@ -119,6 +121,9 @@ def salvage(db: Path) -> tuple[int | None, int]:
         old = sqlite3.connect(db)
         manifest = old.execute("SELECT key, value FROM manifest").fetchall()
         top = old.execute("SELECT max(rowid) FROM items").fetchone()[0] or 0
+        indexed = old.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE ?", (FIELD_INDEX_PREFIX + "%",)
+        ).fetchall()
     except sqlite3.DatabaseError:
         return None, 0
     fresh_dir = db.parent / f".salvage-{os.getpid()}"
@@ -144,6 +149,10 @@ def salvage(db: Path) -> tuple[int | None, int]:
     # The change sequence must not fall below the items' own, or the index would replay them as new.
     newest = store.conn.execute("SELECT coalesce(max(seq), 0) FROM items").fetchone()[0]
     store.conn.execute("UPDATE manifest SET value = ? WHERE key = 'seq'", (str(max(newest, 1)),))
+    for (name,) in indexed:  # the user's metadata field indexes come back too
+        field_name = name[len(FIELD_INDEX_PREFIX) :]
+        with contextlib.suppress(FilterError):  # not one of ours: an index made by hand under that prefix
+            store.create_field_index(field_name, field_expression(field_name))
     store.close()
     old.close()
     stamp = time.strftime("%Y%m%d-%H%M%S")

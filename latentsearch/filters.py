@@ -1,5 +1,6 @@
 """Metadata filters: a dict form for Python, a small expression language for the CLI, both compiled
-to parameterised SQL over the items' JSON metadata.
+to parameterised SQL over the items' JSON metadata (values are bound; validated field paths are
+written in, so that expression indexes on hot fields apply).
 
 Dict form (Mongo-like, as in Chroma and Qdrant clients)::
 
@@ -44,13 +45,14 @@ def compile_filter(where: Filter | str | None) -> tuple[str, list[Any]]:
     return sql, params
 
 
-def _field_sql(field: str, params: list[Any]) -> str:
+def field_expression(field: str) -> str:
+    """The SQL expression of a (validated) metadata field. The JSON path is written into the SQL, not
+    bound as a parameter, so that SQLite can answer it from an expression index on the same text
+    (:meth:`Collection.index_field`); the field-name pattern leaves no room for quotes or SQL."""
     if not isinstance(field, str) or not _FIELD_RE.match(field):
-        raise FilterError(
-            f"invalid field name {field!r} in filter: use letters, digits, '_' and '-', with '.' for nested fields"
-        )
-    params.append("$." + ".".join(f'"{part}"' for part in field.split(".")))
-    return "json_extract(metadata, ?)"
+        raise FilterError(f"invalid field name {field!r}: use letters, digits, '_' and '-', with '.' for nested fields")
+    path = "$." + ".".join(f'"{part}"' for part in field.split("."))
+    return f"json_extract(metadata, '{path}')"
 
 
 def _scalar(value: Any, where: str) -> Any:
@@ -89,21 +91,19 @@ def _compile_node(node: Filter, params: list[Any]) -> str:
 
 
 def _compile_condition(field: str, op: str, arg: Any, params: list[Any]) -> str:
-    column = _field_sql(field, params)
+    column = field_expression(field)
     if op in ("$in", "$nin"):
         if not isinstance(arg, (list, tuple)):
             raise FilterError(f"{op} for field {field!r} takes a list of values")
         values = [_scalar(v, field) for v in arg]
         if not values:
-            params.pop()  # the JSON path is not used by a constant condition
             return "0" if op == "$in" else "1"
         params.extend(values)
         marks = ", ".join("?" * len(values))
         if op == "$in":
             return f"{column} IN ({marks})"
         # Like Mongo's $nin, items without the field match.
-        params.append(params[-len(values) - 1])  # the JSON path again, for the IS NULL test
-        return f"({column} NOT IN ({marks}) OR json_extract(metadata, ?) IS NULL)"
+        return f"({column} NOT IN ({marks}) OR {column} IS NULL)"
     if op not in _COMPARISONS:
         raise FilterError(
             f"unknown operator {op!r} for field {field!r}: use one of {', '.join([*_COMPARISONS, '$in', '$nin'])}"
@@ -117,8 +117,7 @@ def _compile_condition(field: str, op: str, arg: Any, params: list[Any]) -> str:
         raise FilterError(f"cannot compare field {field!r} with null using {op}")
     params.append(value)
     if op == "$ne":
-        params.append(params[-2])
-        return f"({column} != ? OR json_extract(metadata, ?) IS NULL)"
+        return f"({column} != ? OR {column} IS NULL)"
     return f"{column} {_COMPARISONS[op]} ?"
 
 

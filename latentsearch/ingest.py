@@ -275,8 +275,10 @@ def ingest(
     Every check that can fail (duplicate ids, existing ids without ``upsert``, dimensions) runs before
     the first write, so bad input changes nothing.
     """
+    from .distributed import ShardedCollection  # no Ray needed to import it
+
     n = len(records)
-    if not hasattr(collection, "store"):  # a sharded collection checks, encodes and routes by itself
+    if isinstance(collection, ShardedCollection):  # it checks, encodes and routes by itself
         return collection.add(
             records.ids,
             records.texts,

@@ -55,6 +55,8 @@ END;
 """
 
 ITEM_COLUMNS = "rowid, id, kind, text, uri, metadata"
+PAGE_CACHE_KIB = 256 * 1024  # per connection; allocated only as pages are read
+FIELD_INDEX_PREFIX = "field:"  # SQLite index names of metadata field indexes
 _MAX_SEQ = 2**62
 
 
@@ -72,6 +74,10 @@ class Store:
             self.conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None, check_same_thread=False)
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=FULL")
+            # SQLite's default 2 MiB page cache makes every search re-read its hits' pages through the OS;
+            # a larger cache (filled only as pages are read) cut hit reads by a third on a 190 MB file.
+            # Not mmap: a file truncated under a mapping kills the process (SIGBUS) instead of raising.
+            self.conn.execute(f"PRAGMA cache_size=-{PAGE_CACHE_KIB}")
             if create:
                 self.conn.executescript(_SCHEMA)
             else:
@@ -298,6 +304,37 @@ class Store:
                 sql = f"SELECT rowid, thumbnail FROM items WHERE rowid IN ({marks}) AND thumbnail IS NOT NULL"
                 out.update(conn.execute(sql, chunk).fetchall())
         return out
+
+    # --- field indexes: SQLite expression indexes on metadata fields ------------------------------
+
+    def create_field_index(self, field: str, expression: str) -> bool:
+        """Index ``expression`` (a metadata field's SQL) under the field's name; False if it existed."""
+        with self._lock:
+            if field in self.field_indexes():
+                return False
+            try:
+                self.conn.execute(f'CREATE INDEX "{FIELD_INDEX_PREFIX}{field}" ON items({expression})')
+            except sqlite3.DatabaseError as exc:
+                raise self._database_error(exc) from None
+            return True
+
+    def drop_field_index(self, field: str) -> bool:
+        """Drop a field's index; False if there was none."""
+        with self._lock:
+            if field not in self.field_indexes():
+                return False
+            try:
+                self.conn.execute(f'DROP INDEX "{FIELD_INDEX_PREFIX}{field}"')
+            except sqlite3.DatabaseError as exc:
+                raise self._database_error(exc) from None
+            return True
+
+    def field_indexes(self) -> list[str]:
+        """The metadata fields that have an index, sorted."""
+        with self._read() as conn:
+            sql = "SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE ?"
+            names = conn.execute(sql, (FIELD_INDEX_PREFIX + "%",))
+            return sorted(name[len(FIELD_INDEX_PREFIX) :] for (name,) in names)
 
     def rowids_matching(self, where_sql: str, params: Sequence[Any]) -> np.ndarray:
         """Rowids of the items whose metadata matches a compiled filter."""

@@ -1,7 +1,9 @@
 import sqlite3
 
+import numpy as np
 import pytest
 
+import latentsearch as ls
 from latentsearch.errors import FilterError
 from latentsearch.filters import compile_filter, parse_expression
 
@@ -107,9 +109,62 @@ def test_malformed_dict_filters_are_rejected(bad):
 
 
 def test_injection_attempts_stay_data(db):
-    # Values are bound parameters; field names are validated, never pasted into SQL.
+    # Values are bound parameters; field names are validated against a pattern without quotes before
+    # their JSON path is written into the SQL (so expression indexes apply).
     assert matching(db, {"lang": "en' OR '1'='1"}) == []
     assert matching(db, 'lang = "x\') OR 1=1 --"') == []
     with pytest.raises(FilterError):
         compile_filter({"lang') OR 1=1 --": "x"})
     assert db.execute("SELECT count(*) FROM items").fetchone()[0] == 4
+
+
+def test_an_indexed_field_answers_filters_from_the_index_with_the_same_rows(home):
+    from typer.testing import CliRunner
+
+    from latentsearch.cli import app
+
+    n = 2000
+    col = ls.create("facets", encoder="precomputed", dim=4, home=home)
+    vectors = np.random.default_rng(0).normal(size=(n, 4)).astype("float32")
+    metadata = [
+        {"lang": ["en", "de", "fr"][i % 3], "year": 1990 + i % 30, "author": {"name": f"a{i % 7}"}} for i in range(n)
+    ]
+    col.add([f"v{i}" for i in range(n)], vectors=vectors, metadata=metadata)
+    filters = ['lang = "de"', "year >= 2015 and lang != 'fr'", {"author.name": {"$in": ["a1", "a3"]}}]
+
+    def plan_and_rows(where):
+        sql, params = compile_filter(where)
+        plan = " ".join(
+            str(row)
+            for row in col.store.conn.execute(f"EXPLAIN QUERY PLAN SELECT rowid FROM items WHERE {sql}", params)
+        )
+        return plan, sorted(col.store.rowids_matching(sql, params).tolist())
+
+    before = [plan_and_rows(w) for w in filters]
+    assert all("field:" not in plan for plan, _ in before)  # a scan of every item's JSON
+    assert col.index_field("lang") and col.index_field("author.name")
+    assert not col.index_field("lang")  # already there
+    after = [plan_and_rows(w) for w in filters]
+    assert "field:lang" in after[0][0] and "field:author.name" in after[2][0]
+    assert [rows for _, rows in after] == [rows for _, rows in before]
+    assert len(after[0][1]) == sum(m["lang"] == "de" for m in metadata)
+    assert col.info()["field_indexes"] == ["author.name", "lang"]
+    hits = col.search(vectors[5], k=5, where='lang = "de"')
+    assert len(hits) == 5 and all(h.metadata["lang"] == "de" for h in hits)
+
+    with pytest.raises(FilterError, match="invalid field name"):
+        col.index_field("lang'); DROP TABLE items; --")
+    with pytest.raises(ls.InvalidInputError, match="has no index.*indexed: author.name, lang"):
+        col.drop_field_index("year")
+    col.drop_field_index("author.name")
+    assert col.info()["field_indexes"] == ["lang"] and col.count() == n
+    col.close()
+
+    runner = CliRunner()
+    made = runner.invoke(app, ["index-field", "facets", "year", "--home", str(home)])
+    assert made.exit_code == 0 and "indexed field 'year'" in made.stdout
+    assert "already indexed" in runner.invoke(app, ["index-field", "facets", "year", "--home", str(home)]).stdout
+    dropped = runner.invoke(app, ["index-field", "facets", "year", "--drop", "--home", str(home)])
+    assert dropped.exit_code == 0 and ls.open("facets", home=home).info()["field_indexes"] == ["lang"]
+    bad = runner.invoke(app, ["index-field", "facets", "no such", "--home", str(home)])
+    assert bad.exit_code == 1 and "invalid field name" in bad.output
