@@ -309,22 +309,20 @@ class Store:
 
     def create_field_index(self, field: str, expression: str) -> bool:
         """Index ``expression`` (a metadata field's SQL) under the field's name; False if it existed."""
-        with self._lock:
-            if field in self.field_indexes():
-                return False
-            try:
-                self.conn.execute(f'CREATE INDEX "{FIELD_INDEX_PREFIX}{field}" ON items({expression})')
-            except sqlite3.DatabaseError as exc:
-                raise self._database_error(exc) from None
-            return True
+        sql = f'CREATE INDEX "{FIELD_INDEX_PREFIX}{field}" ON items({expression})'
+        return self._change_field_index(field, sql, exists=False)
 
     def drop_field_index(self, field: str) -> bool:
         """Drop a field's index; False if there was none."""
+        return self._change_field_index(field, f'DROP INDEX "{FIELD_INDEX_PREFIX}{field}"', exists=True)
+
+    def _change_field_index(self, field: str, sql: str, *, exists: bool) -> bool:
+        """Run ``sql`` when the field's index ``exists`` as required; False (and nothing done) otherwise."""
         with self._lock:
-            if field not in self.field_indexes():
+            if (field in self.field_indexes()) != exists:
                 return False
             try:
-                self.conn.execute(f'DROP INDEX "{FIELD_INDEX_PREFIX}{field}"')
+                self.conn.execute(sql)
             except sqlite3.DatabaseError as exc:
                 raise self._database_error(exc) from None
             return True
