@@ -23,15 +23,16 @@ from .errors import (
     ItemNotFoundError,
     LatentSearchError,
 )
-from .filters import Filter, field_expression
+from .filters import Filter, compile_filter, field_expression
 from .index import METRICS, ProgressFn, VectorIndex, validate_spec
+from .latent import LatentSpaceMethods
 from .records import Hit, Item
 from .storage import DB_FILE, FORMAT_VERSION, Store
 
 FILTER_CACHE_SIZE = 32  # distinct filters whose matching rowids are kept between searches
 
 
-class Collection:
+class Collection(LatentSpaceMethods):
     """A named collection of items with vectors, metadata and a FAISS index.
 
     Get one with :func:`create` or :func:`open_collection` (``latentsearch.create`` /
@@ -228,6 +229,23 @@ class Collection:
             self._maintain()
         return n
 
+    def update_metadata(self, updates: Mapping[str, Mapping[str, Any]]) -> int:
+        """Merge fields into items' metadata by id: ``{"doc-1": {"reviewed": True}}`` (a ``None`` value
+        removes the field). All or nothing: an unknown id or a non-JSON value changes nothing.
+        Returns the number of items updated."""
+        if not isinstance(updates, Mapping):
+            raise InvalidInputError("updates must be a dict of {id: {field: value}}")
+        ids = _check_ids(list(updates))
+        if not ids:
+            return 0
+        fields = _check_metadata([updates[i] for i in ids], len(ids))
+        found = self.store.rowids_of(ids)
+        missing = [i for i in ids if i not in found]
+        if missing:
+            raise ItemNotFoundError(f"unknown id {missing[0]!r} in collection {self.name!r}: nothing was updated")
+        self.store.update_metadata({found[i]: f for i, f in zip(ids, fields)})
+        return len(ids)
+
     def delete(self, ids: Sequence[str]) -> int:
         """Delete items by id in one transaction; an unknown id is an error and deletes nothing."""
         ids = _check_ids(ids, allow_duplicates=True)
@@ -292,6 +310,11 @@ class Collection:
         """Number of items."""
         return self.store.count()
 
+    @property
+    def seq(self) -> int:
+        """The change sequence: it grows with every write, from any process (caches are keyed on it)."""
+        return self.store.seq
+
     def get(self, ids: Sequence[str], *, with_vectors: bool = False) -> list[Item]:
         """Items by id, in the order given; an unknown id is an error."""
         ids = _check_ids(ids, allow_duplicates=True)
@@ -301,6 +324,12 @@ class Collection:
             raise ItemNotFoundError(f"unknown id {missing[0]!r} in collection {self.name!r}")
         rows = self.store.rows_by_rowid([found[i] for i in ids], with_vectors=with_vectors)
         return [_item(rows[found[i]]) for i in ids]
+
+    def thumbnails(self, ids: Sequence[str]) -> dict[str, bytes]:
+        """JPEG thumbnails of image items by id (items without one, and unknown ids, are left out)."""
+        rowids = self.store.rowids_of(_check_ids(ids, allow_duplicates=True))
+        by_rowid = self.store.thumbnails(list(rowids.values()))
+        return {item_id: by_rowid[r] for item_id, r in rowids.items() if r in by_rowid}
 
     def items(self) -> list[Item]:
         """Every item (without vectors), in insertion order."""
@@ -348,6 +377,11 @@ class Collection:
     def prepare_vectors(self, vectors: Any, *, expected: int | None = None) -> np.ndarray:
         """Check vectors (shape, dimension, finite) and normalise them for cosine collections."""
         return prepare_vectors(vectors, dim=self.dim, metric=self.metric, name=self.name, expected=expected)
+
+    def matching_vectors(self, where: Filter | str | None = None) -> tuple[list[str], np.ndarray]:
+        """Ids and stored vectors of the items matching ``where`` (every item without it), in insertion order."""
+        sql, params = compile_filter(where)
+        return self.store.matching_vectors(sql, params, self.dim)
 
     def vectors_of(self, ids: Sequence[str]) -> np.ndarray:
         """Stored vectors of items by id; an unknown id is an error."""
@@ -606,50 +640,6 @@ class Collection:
             OutlierResult(None, float(score), pct, p, flag, near, texts[i] if texts else None)
             for i, (score, (pct, p, flag, near)) in enumerate(zip(scores, details))
         ]
-
-    # --- the latent space --------------------------------------------------------------------------
-
-    def project(
-        self,
-        method: str = "pca",
-        *,
-        dim: int = 2,
-        where: Filter | str | None = None,
-        sample: int | None = None,
-        seed: int = 0,
-        params: dict[str, Any] | None = None,
-        stage: Any = None,
-    ) -> Any:
-        """A 2-D or 3-D projection (``pca``, ``tsne`` or ``umap``) of the items, with its trustworthiness.
-
-        Returns a :class:`latentsearch.latent.Projection` (``ids``, ``coords``, ``trustworthiness``);
-        cached in the collection folder until the collection changes. See :func:`latentsearch.latent.project`.
-        """
-        from .latent import project
-
-        return project(self, method, dim=dim, where=where, sample=sample, seed=seed, params=params, stage=stage)
-
-    def clusters(
-        self,
-        n: int | str = 8,
-        *,
-        where: Filter | str | None = None,
-        seed: int = 0,
-        words: int = 5,
-        examples: int = 3,
-        write: bool = True,
-    ) -> list[Any]:
-        """Cluster the items (k-means, or HDBSCAN with ``n="auto"``), label each cluster with its most
-        distinctive words, and store ``cluster``/``cluster_label`` in the metadata (``write``)."""
-        from .latent import cluster
-
-        return cluster(self, n, where=where, seed=seed, words=words, examples=examples, write=write)
-
-    def interpolate(self, start: str, end: str, *, steps: int = 8, where: Filter | str | None = None) -> list[Any]:
-        """The items nearest to ``steps`` evenly spaced points between two items (spherical for cosine)."""
-        from .latent import interpolate
-
-        return interpolate(self, start, end, steps=steps, where=where)
 
 
 # --- module-level operations ---------------------------------------------------------------------

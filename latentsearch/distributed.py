@@ -37,6 +37,7 @@ from .errors import (
     ItemNotFoundError,
     LatentSearchError,
 )
+from .latent import LatentSpaceMethods
 from .records import Hit, Item
 from .storage import Store
 
@@ -108,6 +109,21 @@ def _actor_classes(ray: Any) -> tuple[Any, Any]:
         def count(self) -> int:
             return self.col.count()
 
+        def seq(self) -> int:
+            return self.col.seq
+
+        def thumbnails(self, ids) -> dict:
+            return self.col.thumbnails(ids)
+
+        def matching_vectors(self, where) -> tuple[list[str], np.ndarray]:
+            return self.col.matching_vectors(where)
+
+        def update_metadata(self, updates) -> int:
+            return self.col.update_metadata(updates)
+
+        def compact(self) -> None:
+            self.col.compact()
+
         def index_field(self, field, drop) -> bool:
             if drop:
                 self.col.drop_field_index(field)
@@ -163,7 +179,7 @@ def _actor_classes(ray: Any) -> tuple[Any, Any]:
     return _SHARD, _ENCODER
 
 
-class ShardedCollection:
+class ShardedCollection(LatentSpaceMethods):
     """A collection split over shards held by Ray actors; create with :func:`create_sharded`."""
 
     def __init__(self, folder: Path, *, address: str | None = None) -> None:
@@ -252,6 +268,16 @@ class ShardedCollection:
 
         return prepare_vectors(vectors, dim=self.dim, metric=self.metric, name=self.name)
 
+    def _require(self, ids: Sequence[str], consequence: str) -> dict[int, list[int]]:
+        """Positions of ``ids`` grouped by shard, once every id is known to exist (else one error)."""
+        groups = self._by_shard(ids)
+        found = self._get([self.actors[s].existing.remote([ids[p] for p in ps]) for s, ps in groups.items()])
+        present = {i for part in found for i in part}
+        missing = [i for i in ids if i not in present]
+        if missing:
+            raise ItemNotFoundError(f"unknown id {missing[0]!r} in collection {self.name!r}: {consequence}")
+        return groups
+
     def _by_shard(self, ids: Sequence[str]) -> dict[int, list[int]]:
         groups: dict[int, list[int]] = {}
         for position, item_id in enumerate(ids):
@@ -331,12 +357,7 @@ class ShardedCollection:
     def delete(self, ids: Sequence[str]) -> int:
         """Delete items by id; an unknown id is an error and deletes nothing."""
         ids = list(dict.fromkeys(ids))
-        groups = self._by_shard(ids)
-        found = self._get([self.actors[s].existing.remote([ids[p] for p in ps]) for s, ps in groups.items()])
-        present = {i for part in found for i in part}
-        missing = [i for i in ids if i not in present]
-        if missing:
-            raise ItemNotFoundError(f"unknown id {missing[0]!r}: nothing was deleted")
+        groups = self._require(ids, "nothing was deleted")
         deleted = int(sum(self._get([self.actors[s].delete.remote([ids[p] for p in ps]) for s, ps in groups.items()])))
         indexed = list(self.lexical.rowids_of(ids))
         if indexed:
@@ -348,6 +369,57 @@ class ShardedCollection:
     def count(self) -> int:
         """Number of items over all shards."""
         return int(sum(self._get([a.count.remote() for a in self.actors])))
+
+    @property
+    def seq(self) -> int:
+        """A change sequence for the whole collection: the sum of the shards' (each only grows)."""
+        return int(sum(self._get([a.seq.remote() for a in self.actors])))
+
+    def matching_vectors(self, where: Any = None) -> tuple[list[str], np.ndarray]:
+        """Ids and vectors of the items matching ``where``, gathered from every shard (shard by shard)."""
+        parts = self._get([a.matching_vectors.remote(where) for a in self.actors])
+        ids = [i for part_ids, _ in parts for i in part_ids]
+        return ids, np.concatenate([v for _, v in parts]) if parts else np.empty((0, self.dim), np.float32)
+
+    def update_metadata(self, updates: Any) -> int:
+        """Merge fields into items' metadata by id; see :meth:`Collection.update_metadata`."""
+        from collections.abc import Mapping
+
+        if not isinstance(updates, Mapping):
+            raise InvalidInputError("updates must be a dict of {id: {field: value}}")
+        ids = list(updates)
+        groups = self._require(ids, "nothing was updated")
+        calls = [
+            self.actors[s].update_metadata.remote({ids[p]: updates[ids[p]] for p in ps}) for s, ps in groups.items()
+        ]
+        updated = int(sum(self._get(calls)))
+        # The shared full-text index filters lexical search by metadata too: keep its copy the same.
+        rowids = self.lexical.rowids_of(ids)
+        if rowids:
+            self.lexical.update_metadata({rowids[i]: dict(updates[i]) for i in rowids})
+        return updated
+
+    def search_batch(
+        self,
+        queries: Any,
+        *,
+        k: int = 10,
+        where: Any = None,
+        ef_search: int | None = None,
+        nprobe: int | None = None,
+    ) -> list[list[Hit]]:
+        """Vector search for many queries (an (n, dim) array or a list of texts), merged over the shards."""
+        from .search import check_k, is_text_batch
+
+        k = check_k(k)
+        vectors = self._prepare(self._encode(list(queries))) if is_text_batch(queries) else self._prepare(queries)
+        return self._knn(vectors, k, where, (), ef_search, nprobe)
+
+    def compact(self, *, progress: ProgressFn | None = None) -> None:
+        """Rebuild every shard's FAISS index from its SQLite file, in parallel."""
+        self._get([a.compact.remote() for a in self.actors])
+        if progress:
+            progress(self.shards, self.shards)
 
     def index_field(self, field: str) -> bool:
         """Index a metadata field on every shard; see :meth:`Collection.index_field`."""
@@ -366,6 +438,12 @@ class ShardedCollection:
             for p, item in zip(positions, items):
                 out[p] = item
         return out  # type: ignore[return-value]
+
+    def thumbnails(self, ids: Sequence[str]) -> dict[str, bytes]:
+        """JPEG thumbnails of image items by id, from their shards."""
+        groups = self._by_shard(list(ids))
+        parts = self._get([self.actors[s].thumbnails.remote([ids[p] for p in ps]) for s, ps in groups.items()])
+        return {item_id: thumb for part in parts for item_id, thumb in part.items()}
 
     def vectors_of(self, ids: Sequence[str]) -> np.ndarray:
         """Stored vectors by id."""

@@ -19,7 +19,7 @@ import numpy as np
 
 from .errors import InvalidInputError
 from .fileio import fsync_replace, remove_stale_temp_files
-from .filters import Filter, compile_filter
+from .filters import Filter
 
 if TYPE_CHECKING:
     from .collection import Collection
@@ -49,13 +49,6 @@ class Projection:
         out = asdict(self)
         out["coords"] = self.coords.tolist()
         return out
-
-
-def _matching_rows(collection: Collection, where: Filter | str | None) -> tuple[np.ndarray, np.ndarray]:
-    """Rowids (sorted) and vectors of the items matching a filter."""
-    sql, params = compile_filter(where)
-    rowids = np.sort(collection.store.rowids_matching(sql, params))
-    return rowids, collection.store.vectors(rowids, collection.dim)
 
 
 def _cache_key(method: str, dim: int, where: Any, sample: int | None, seed: int, params: dict[str, Any]) -> str:
@@ -91,7 +84,7 @@ def project(
         raise InvalidInputError(f"sample must be a whole number >= 1, got {sample!r}")
     key = _cache_key(method, dim, where, sample, seed, params)
     folder = collection.path / CACHE_DIR
-    seq = collection.store.seq
+    seq = collection.seq
     if folder.exists():
         remove_stale_temp_files(folder, ".*.tmp.npz")  # left by a process killed while caching
     if cache:
@@ -99,25 +92,21 @@ def project(
         if cached is not None:
             return cached
     (stage or _quiet)("reading vectors")
-    rowids, vectors = _matching_rows(collection, where)
-    total = len(rowids)
+    ids, vectors = collection.matching_vectors(where)
+    total = len(ids)
     if sample is not None and total > sample:
         keep = np.sort(np.random.default_rng(seed).choice(total, size=sample, replace=False))
-        rowids, vectors = rowids[keep], vectors[keep]
+        ids, vectors = [ids[i] for i in keep], vectors[keep]
     minimum = {"pca": dim + 1, "tsne": 6, "umap": 6}[method]
-    if len(rowids) < minimum:
+    if len(ids) < minimum:
         raise InvalidInputError(
-            f"{method} needs at least {minimum} items, the collection (or filter) has {len(rowids)}: add items "
-            "or use pca"
+            f"{method} needs at least {minimum} items, the collection (or filter) has {len(ids)}: add items or use pca"
         )
-    (stage or _quiet)(f"projecting {len(rowids):,} items with {method}")
+    (stage or _quiet)(f"projecting {len(ids):,} items with {method}")
     coords = _run(method, vectors, dim, seed, params)
     (stage or _quiet)("measuring trustworthiness")
     trust = _trustworthiness(vectors, coords, seed)
-    ids_by_rowid = {r: row["id"] for r, row in collection.store.rows_by_rowid(rowids.tolist()).items()}
-    projection = Projection(
-        [ids_by_rowid[int(r)] for r in rowids], coords.astype(np.float32), method, dim, seed, trust, total, params
-    )
+    projection = Projection(ids, coords.astype(np.float32), method, dim, seed, trust, total, params)
     if cache:
         _write_cache(folder, key, projection, seq)
     return projection
@@ -225,23 +214,23 @@ def cluster(
     with the items nearest its centre. With ``write``, each item's metadata gets ``cluster`` (HDBSCAN's
     noise is -1) and ``cluster_label``.
     """
-    rowids, vectors = _matching_rows(collection, where)
     if n != "auto" and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
         raise InvalidInputError(f"n must be a whole number >= 1 or 'auto', got {n!r}")
-    if n != "auto" and n > len(rowids):
-        raise InvalidInputError(f"cannot make {n} clusters of {len(rowids)} items: lower -n")
-    if len(rowids) < 2:
-        raise InvalidInputError(f"clustering needs at least 2 items, got {len(rowids)}")
+    ids, vectors = collection.matching_vectors(where)
+    if n != "auto" and n > len(ids):
+        raise InvalidInputError(f"cannot make {n} clusters of {len(ids)} items: lower -n")
+    if len(ids) < 2:
+        raise InvalidInputError(f"clustering needs at least 2 items, got {len(ids)}")
     if n == "auto":
         from sklearn.cluster import HDBSCAN
 
-        labels = HDBSCAN(min_cluster_size=max(2, min(15, len(rowids) // 20)), copy=True).fit_predict(vectors)
+        labels = HDBSCAN(min_cluster_size=max(2, min(15, len(ids) // 20)), copy=True).fit_predict(vectors)
     else:
         from sklearn.cluster import KMeans
 
         labels = KMeans(n_clusters=n, random_state=seed, n_init=4).fit_predict(vectors)
-    rows = collection.store.rows_by_rowid(rowids.tolist())
-    texts = [rows[int(r)]["text"] or "" for r in rowids]
+    items = collection.get(ids)
+    texts = [item.text or "" for item in items]
     top_words = class_tfidf_words(texts, labels, words)
     result = []
     for c in sorted(set(labels.tolist()) - {-1}) + ([-1] if -1 in labels else []):
@@ -255,13 +244,13 @@ def cluster(
                 len(members),
                 label,
                 top_words.get(c, []),
-                [{"id": rows[int(rowids[i])]["id"], "text": rows[int(rowids[i])]["text"]} for i in nearest],
+                [{"id": ids[i], "text": items[i].text} for i in nearest],
             )
         )
     if write:
         names = {c.cluster: c.label for c in result}
-        collection.store.update_metadata(
-            {int(r): {"cluster": int(c), "cluster_label": names[int(c)]} for r, c in zip(rowids, labels)}
+        collection.update_metadata(
+            {item_id: {"cluster": int(c), "cluster_label": names[int(c)]} for item_id, c in zip(ids, labels)}
         )
     return sorted(result, key=lambda c: (c.cluster == -1, -c.size))
 
@@ -318,8 +307,6 @@ def interpolate(
 ) -> list[Step]:
     """Walk from item ``start`` to item ``end`` in ``steps`` equal steps (spherical for cosine
     collections) and give the item nearest to each point on the way."""
-    from .search import allowed_rowids, hits_for, knn
-
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
         raise InvalidInputError(f"steps must be a whole number >= 2, got {steps!r}")
     a, b = collection.vectors_of([start, end])
@@ -328,10 +315,51 @@ def interpolate(
     ).astype(np.float32)
     if collection.metric == "cosine":
         points /= np.linalg.norm(points, axis=1, keepdims=True)
-    ranked = knn(collection, points, 1, allowed_rowids(collection, where))
-    out = []
-    for t, best in zip(np.linspace(0, 1, steps), ranked):
-        if best:
-            hit = hits_for(collection, best[:1])[0]
-            out.append(Step(float(t), hit.id, hit.score, hit.text))
-    return out
+    nearest = collection.search_batch(points, k=1, where=where)
+    return [
+        Step(float(t), hits[0].id, hits[0].score, hits[0].text)
+        for t, hits in zip(np.linspace(0, 1, steps), nearest)
+        if hits
+    ]
+
+
+class LatentSpaceMethods:
+    """Projections, clusters and interpolation as methods, for single and sharded collections alike:
+    they need only ``path``, ``seq``, ``metric``, ``matching_vectors``, ``get``, ``vectors_of``,
+    ``search_batch`` and ``update_metadata``."""
+
+    def project(
+        self,
+        method: str = "pca",
+        *,
+        dim: int = 2,
+        where: Filter | str | None = None,
+        sample: int | None = None,
+        seed: int = 0,
+        params: dict[str, Any] | None = None,
+        stage: StageFn | None = None,
+    ) -> Projection:
+        """A 2-D or 3-D projection (``pca``, ``tsne`` or ``umap``) of the items, with its trustworthiness.
+
+        Returns a :class:`latentsearch.latent.Projection` (``ids``, ``coords``, ``trustworthiness``);
+        cached in the collection folder until the collection changes. See :func:`latentsearch.latent.project`.
+        """
+        return project(self, method, dim=dim, where=where, sample=sample, seed=seed, params=params, stage=stage)
+
+    def clusters(
+        self,
+        n: int | str = 8,
+        *,
+        where: Filter | str | None = None,
+        seed: int = 0,
+        words: int = 5,
+        examples: int = 3,
+        write: bool = True,
+    ) -> list[Cluster]:
+        """Cluster the items (k-means, or HDBSCAN with ``n="auto"``), label each cluster with its most
+        distinctive words, and store ``cluster``/``cluster_label`` in the metadata (``write``)."""
+        return cluster(self, n, where=where, seed=seed, words=words, examples=examples, write=write)
+
+    def interpolate(self, start: str, end: str, *, steps: int = 8, where: Filter | str | None = None) -> list[Step]:
+        """The items nearest to ``steps`` evenly spaced points between two items (spherical for cosine)."""
+        return interpolate(self, start, end, steps=steps, where=where)

@@ -33,13 +33,12 @@ PNG_SIZE = (1000, 750)  # pixels
 
 
 def _colour_values(collection: Collection, projection: Projection, color_by: str | None) -> list[Any] | None:
-    rows = collection.store.rows_by_rowid(list(collection.store.rowids_of(projection.ids).values()))
-    by_id = {row["id"]: row for row in rows.values()}
     if color_by is None:
         return None
-    values = [by_id[i]["metadata"].get(color_by) for i in projection.ids]
+    metadata = [item.metadata for item in collection.get(projection.ids)]
+    values = [meta.get(color_by) for meta in metadata]
     if all(v is None for v in values):
-        fields = sorted({key for row in by_id.values() for key in row["metadata"]})
+        fields = sorted({key for meta in metadata for key in meta})
         hint = " (run `latentsearch clusters` first)" if color_by == "cluster" else ""
         hint = " (run `latentsearch outliers --write` first)" if color_by == "outlier_score" else hint
         raise InvalidInputError(f"no item has metadata field {color_by!r}{hint}; fields: {', '.join(fields) or 'none'}")
@@ -55,23 +54,20 @@ def _hover(collection: Collection, ids: list[str]) -> list[list[str]]:
     """Per item: id, text, metadata (hover label) and its thumbnail as a data URI ("" without one)."""
     import base64
 
-    rows = collection.store.rows_by_rowid(list(collection.store.rowids_of(ids).values()))
-    by_id = {row["id"]: row for row in rows.values()}
-    thumbs = collection.store.thumbnails([row["rowid"] for row in rows.values()])
+    thumbs = collection.thumbnails(ids)
     out = []
-    for item_id in ids:
-        row = by_id[item_id]
-        text = " ".join((row["text"] or row["uri"] or "").split())
+    for item in collection.get(ids):
+        text = " ".join((item.text or item.uri or "").split())
         text = text if len(text) <= 240 else text[:239] + "…"
         # key: value pairs, not JSON: plotly shows double quotes in hover labels as &quot;
         meta = ", ".join(
-            f"{k}: {v if isinstance(v, (str, int, float)) else json.dumps(v)}" for k, v in row["metadata"].items()
+            f"{k}: {v if isinstance(v, (str, int, float)) else json.dumps(v)}" for k, v in item.metadata.items()
         )
         meta = meta if len(meta) <= 180 else meta[:179] + "…"
         # plotly hover labels read a little HTML: escape tags, and break long lines to keep labels narrow.
-        thumb = thumbs.get(row["rowid"])
+        thumb = thumbs.get(item.id)
         uri = "data:image/jpeg;base64," + base64.b64encode(thumb).decode() if thumb else ""
-        out.append([_label(item_id), _label(text), _label(meta), uri])
+        out.append([_label(item.id), _label(text), _label(meta), uri])
     return out
 
 

@@ -127,6 +127,11 @@ def search(
     return hits
 
 
+def is_text_batch(queries: Any) -> bool:
+    """A batch of text queries (a non-empty list of strings), as opposed to an array of vectors."""
+    return isinstance(queries, (list, tuple)) and bool(queries) and all(isinstance(q, str) for q in queries)
+
+
 def is_image(value: Any) -> bool:
     """An image query or example: a path object or a PIL image (a plain string is a text)."""
     return isinstance(value, os.PathLike) or type(value).__module__.startswith("PIL.")
@@ -193,10 +198,7 @@ def search_batch(
     """Vector search for many queries at once (one FAISS call, one SQLite read); see
     :meth:`Collection.search_batch`."""
     k = check_k(k)
-    if isinstance(queries, (list, tuple)) and queries and all(isinstance(q, str) for q in queries):
-        vectors = collection.encode(list(queries))
-    else:
-        vectors = collection.prepare_vectors(queries)
+    vectors = collection.encode(list(queries)) if is_text_batch(queries) else collection.prepare_vectors(queries)
     ranked = knn(collection, vectors, k, allowed_rowids(collection, where), ef_search, nprobe)
     rows = collection.store.rows_by_rowid(sorted({r for ranking in ranked for r, _ in ranking}))
     return [

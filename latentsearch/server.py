@@ -457,12 +457,10 @@ def create_app(
 
     @app.get("/api/collections/{name}/thumbnails/{item_id:path}", dependencies=[Depends(reader)])
     def thumbnail(name: str, item_id: str) -> Response:
-        col = registry.get(name)
-        rowid = col.store.rowids_of([item_id]).get(item_id)
-        found = col.store.thumbnails([rowid]) if rowid is not None else {}
-        if not found:
+        found = registry.get(name).thumbnails([item_id])
+        if item_id not in found:
             raise NotFoundError(f"item {item_id!r} has no thumbnail in collection {name!r}")
-        return Response(next(iter(found.values())), media_type="image/jpeg")
+        return Response(found[item_id], media_type="image/jpeg")
 
     @app.get("/api/jobs/{job_id}", dependencies=[Depends(reader)])
     def job_status(job_id: str) -> dict[str, Any]:

@@ -334,6 +334,14 @@ class Store:
             names = conn.execute(sql, (FIELD_INDEX_PREFIX + "%",))
             return sorted(name[len(FIELD_INDEX_PREFIX) :] for (name,) in names)
 
+    def matching_vectors(self, where_sql: str, params: Sequence[Any], dim: int) -> tuple[list[str], np.ndarray]:
+        """Ids and float32 vectors of the items matching a compiled filter, in insertion order."""
+        with self._read() as conn:
+            sql = f"SELECT id, vector FROM items WHERE {where_sql} ORDER BY rowid"
+            rows = conn.execute(sql, list(params)).fetchall()
+        vectors = np.frombuffer(b"".join(blob for _, blob in rows), dtype=np.float32).reshape(len(rows), dim)
+        return [item_id for item_id, _ in rows], vectors.copy()
+
     def rowids_matching(self, where_sql: str, params: Sequence[Any]) -> np.ndarray:
         """Rowids of the items whose metadata matches a compiled filter."""
         with self._read() as conn:

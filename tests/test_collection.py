@@ -133,6 +133,24 @@ def test_a_delete_after_searching_hnsw_is_honoured_by_the_next_search(home):
     col.close()
 
 
+def test_update_metadata_merges_fields_all_or_nothing(home):
+    col = make(home, n=20)
+    assert col.search(random_vectors(20, 16, 0)[3], k=1, where={"reviewed": True}) == []  # caches the filter
+    assert col.update_metadata({"v3": {"reviewed": True}, "v4": {"g": None}}) == 2
+    assert col.get(["v3"])[0].metadata["reviewed"] is True and "g" not in col.get(["v4"])[0].metadata
+    assert [h.id for h in col.search(random_vectors(20, 16, 0)[3], k=5, where={"reviewed": True})] == ["v3"]
+    seq = col.seq
+    with pytest.raises(ls.ItemNotFoundError, match="unknown id 'ghost'.*nothing was updated"):
+        col.update_metadata({"v5": {"reviewed": True}, "ghost": {"reviewed": True}})
+    with pytest.raises(ls.InvalidInputError):
+        col.update_metadata({"v5": {"score": float("nan")}})
+    with pytest.raises(ls.InvalidInputError):
+        col.update_metadata({"v5": ["not", "a", "dict"]})
+    assert col.seq == seq and "reviewed" not in col.get(["v5"])[0].metadata
+    assert col.update_metadata({}) == 0
+    col.close()
+
+
 def test_l2_metric_scores_are_negated_distances(home):
     col = make(home, n=50, metric="l2")
     vectors = random_vectors(50, 16, 0)

@@ -86,6 +86,46 @@ def test_recommendations_equal_one_collection(pair):
         sharded.recommend(["v1"], diversity=0.5)
 
 
+def test_batch_search_and_the_latent_space_equal_one_collection(pair):
+    single, sharded, vectors = pair
+    queries = vectors[:6] + 0.05
+    for where in (None, {"g": 3}):
+        got, expected = sharded.search_batch(queries, k=5, where=where), single.search_batch(queries, k=5, where=where)
+        assert [as_pairs(h) for h in got] == [as_pairs(h) for h in expected]
+    steps = [(s.id, round(s.score, 5)) for s in sharded.interpolate("v1", "v2", steps=6)]
+    assert steps == [(s.id, round(s.score, 5)) for s in single.interpolate("v1", "v2", steps=6)]
+    assert steps[0][0] == "v1" and steps[-1][0] == "v2"
+
+    # PCA is unique up to each axis's sign: the same coordinates per item, in any order.
+    one, many = single.project("pca"), sharded.project("pca")
+    assert sorted(many.ids) == sorted(one.ids) and many.sampled_from == N
+    mine = dict(zip(many.ids, many.coords))
+    theirs = np.stack([mine[i] for i in one.ids])
+    signs = np.sign((theirs * one.coords).sum(0))
+    assert np.allclose(theirs * signs, one.coords, atol=1e-3)
+    assert many.trustworthiness == pytest.approx(one.trustworthiness, abs=1e-6)
+    seq = sharded.seq
+    assert sharded.project("pca").coords.tobytes() == many.coords.tobytes()  # from the cache
+
+    clusters = sharded.clusters(4, seed=0)
+    assert sum(c.size for c in clusters) == N and sharded.seq > seq  # written to every shard's items
+    first = clusters[0]
+    members = sharded.search_batch(vectors[:50], k=N, where={"cluster": first.cluster})
+    assert {h.metadata["cluster_label"] for hits in members for h in hits} == {first.label}
+    assert len({h.id for hits in members for h in hits}) == first.size
+
+    sharded.update_metadata({"v1": {"tag": "x"}, "v7": {"word": None}})
+    assert sharded.get(["v1"])[0].metadata["tag"] == "x" and "word" not in sharded.get(["v7"])[0].metadata
+    assert [h.id for h in sharded.search(vectors[1], k=3, where={"tag": "x"})] == ["v1"]
+    assert [h.id for h in sharded.search("item 1 about token1", k=3, mode="lexical", where={"tag": "x"})] == ["v1"]
+    with pytest.raises(ls.ItemNotFoundError, match="nothing was updated"):
+        sharded.update_metadata({"v2": {"tag": "y"}, "ghost": {"tag": "y"}})
+    assert "tag" not in sharded.get(["v2"])[0].metadata
+    before = as_pairs(sharded.search(vectors[9], k=5))
+    sharded.compact()
+    assert as_pairs(sharded.search(vectors[9], k=5)) == before
+
+
 def test_outlier_neighbours_are_found_across_shards(pair):
     single, sharded, _ = pair
     expected, got = single.outliers("knn", k=5, contamination=0.02), sharded.outliers("knn", k=5, contamination=0.02)
@@ -108,7 +148,7 @@ def test_writes_and_errors(pair):
     with pytest.raises(ls.InvalidInputError, match="wrong vector dimension"):
         sharded.search([1.0, 2.0])
     with pytest.raises(ls.InvalidInputError, match="not available on sharded"):
-        sharded.project("pca")
+        sharded.check(["some text"])
     with pytest.raises(ls.InvalidInputError, match="alpha"):
         sharded.search(like="v1", mode="hybrid", fusion="weighted", alpha=2.0)
 
@@ -188,5 +228,8 @@ def test_text_ingestion_over_encoder_actors_and_the_cli(home, tmp_path):
     assert hybrid[0]["id"] == "astronomy-3"
     listed = json.loads(runner.invoke(app, ["list", "--json"]).stdout)
     assert listed == [{"name": "docs", "count": 20, "encoder": "minilm", "dim": 384, "shards": 2}]
-    bad = runner.invoke(app, ["map", "docs", "--out", str(tmp_path / "m.png")])
+    drawn = runner.invoke(app, ["map", "docs", "--out", str(tmp_path / "m.png")])
+    assert drawn.exit_code == 0, drawn.output
+    assert (tmp_path / "m.png").read_bytes().startswith(b"\x89PNG")
+    bad = runner.invoke(app, ["check", "docs", "a new text"])
     assert bad.exit_code == 1 and "not available on sharded" in bad.stderr
