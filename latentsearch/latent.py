@@ -13,16 +13,13 @@ import os
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from .errors import InvalidInputError
 from .fileio import fsync_replace, remove_stale_temp_files
 from .filters import Filter
-
-if TYPE_CHECKING:
-    from .collection import Collection
 
 PROJECTIONS = ("pca", "tsne", "umap")
 DEFAULT_SAMPLE = {"pca": None, "tsne": 10_000, "umap": 50_000}  # cap for the slow methods
@@ -54,62 +51,6 @@ class Projection:
 def _cache_key(method: str, dim: int, where: Any, sample: int | None, seed: int, params: dict[str, Any]) -> str:
     text = json.dumps([method, dim, where, sample, seed, params], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
-
-
-def project(
-    collection: Collection,
-    method: str = "pca",
-    *,
-    dim: int = 2,
-    where: Filter | str | None = None,
-    sample: int | None = None,
-    seed: int = 0,
-    params: dict[str, Any] | None = None,
-    cache: bool = True,
-    stage: StageFn | None = None,
-) -> Projection:
-    """Project the collection's vectors (or those matching ``where``) to ``dim`` dimensions.
-
-    ``sample`` caps the number of items (seeded by ``seed``); by default t-SNE takes at most 10,000 and
-    UMAP 50,000. ``params`` go to the method (e.g. ``{"perplexity": 50}``, ``{"n_neighbors": 30}``).
-    ``stage(message)`` is called as the work moves on.
-    """
-    if method not in PROJECTIONS:
-        raise InvalidInputError(f"unknown projection {method!r}: use one of {', '.join(PROJECTIONS)}")
-    if dim not in (2, 3):
-        raise InvalidInputError(f"dim must be 2 or 3, got {dim!r}")
-    params = dict(params or {})
-    sample = DEFAULT_SAMPLE[method] if sample is None else sample
-    if sample is not None and (isinstance(sample, bool) or not isinstance(sample, int) or sample < 1):
-        raise InvalidInputError(f"sample must be a whole number >= 1, got {sample!r}")
-    key = _cache_key(method, dim, where, sample, seed, params)
-    folder = collection.path / CACHE_DIR
-    seq = collection.seq
-    if folder.exists():
-        remove_stale_temp_files(folder, ".*.tmp.npz")  # left by a process killed while caching
-    if cache:
-        cached = _read_cache(folder / f"{key}.npz", seq)
-        if cached is not None:
-            return cached
-    (stage or _quiet)("reading vectors")
-    ids, vectors = collection.matching_vectors(where)
-    total = len(ids)
-    if sample is not None and total > sample:
-        keep = np.sort(np.random.default_rng(seed).choice(total, size=sample, replace=False))
-        ids, vectors = [ids[i] for i in keep], vectors[keep]
-    minimum = {"pca": dim + 1, "tsne": 6, "umap": 6}[method]
-    if len(ids) < minimum:
-        raise InvalidInputError(
-            f"{method} needs at least {minimum} items, the collection (or filter) has {len(ids)}: add items or use pca"
-        )
-    (stage or _quiet)(f"projecting {len(ids):,} items with {method}")
-    coords = _run(method, vectors, dim, seed, params)
-    (stage or _quiet)("measuring trustworthiness")
-    trust = _trustworthiness(vectors, coords, seed)
-    projection = Projection(ids, coords.astype(np.float32), method, dim, seed, trust, total, params)
-    if cache:
-        _write_cache(folder, key, projection, seq)
-    return projection
 
 
 def _quiet(_: str) -> None:
@@ -198,63 +139,6 @@ class Cluster:
         return asdict(self)
 
 
-def cluster(
-    collection: Collection,
-    n: int | str = 8,
-    *,
-    where: Filter | str | None = None,
-    seed: int = 0,
-    words: int = 5,
-    examples: int = 3,
-    write: bool = True,
-) -> list[Cluster]:
-    """Cluster the items: k-means with ``n`` clusters, or density clustering (HDBSCAN) with ``n="auto"``.
-
-    Each cluster is labelled by its most distinctive words (class-based TF-IDF over its texts) and shown
-    with the items nearest its centre. With ``write``, each item's metadata gets ``cluster`` (HDBSCAN's
-    noise is -1) and ``cluster_label``.
-    """
-    if n != "auto" and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-        raise InvalidInputError(f"n must be a whole number >= 1 or 'auto', got {n!r}")
-    ids, vectors = collection.matching_vectors(where)
-    if n != "auto" and n > len(ids):
-        raise InvalidInputError(f"cannot make {n} clusters of {len(ids)} items: lower -n")
-    if len(ids) < 2:
-        raise InvalidInputError(f"clustering needs at least 2 items, got {len(ids)}")
-    if n == "auto":
-        from sklearn.cluster import HDBSCAN
-
-        labels = HDBSCAN(min_cluster_size=max(2, min(15, len(ids) // 20)), copy=True).fit_predict(vectors)
-    else:
-        from sklearn.cluster import KMeans
-
-        labels = KMeans(n_clusters=n, random_state=seed, n_init=4).fit_predict(vectors)
-    items = collection.get(ids)
-    texts = [item.text or "" for item in items]
-    top_words = class_tfidf_words(texts, labels, words)
-    result = []
-    for c in sorted(set(labels.tolist()) - {-1}) + ([-1] if -1 in labels else []):
-        members = np.flatnonzero(labels == c)
-        centre = vectors[members].mean(0)
-        nearest = members[np.argsort(np.linalg.norm(vectors[members] - centre, axis=1))[:examples]]
-        label = "noise" if c == -1 else ", ".join(top_words.get(c, [])) or f"cluster {c}"
-        result.append(
-            Cluster(
-                int(c),
-                len(members),
-                label,
-                top_words.get(c, []),
-                [{"id": ids[i], "text": items[i].text} for i in nearest],
-            )
-        )
-    if write:
-        names = {c.cluster: c.label for c in result}
-        collection.update_metadata(
-            {item_id: {"cluster": int(c), "cluster_label": names[int(c)]} for item_id, c in zip(ids, labels)}
-        )
-    return sorted(result, key=lambda c: (c.cluster == -1, -c.size))
-
-
 def class_tfidf_words(texts: list[str], labels: np.ndarray, top: int = 5) -> dict[int, list[str]]:
     """Most distinctive words per cluster by class-based TF-IDF (as BERTopic defines it):
     ``tf(t, c) * log(1 + A / f(t))`` with A the mean number of words per cluster, f(t) the frequency of t
@@ -302,31 +186,10 @@ def slerp(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
     return (np.sin((1 - t) * omega) * a + np.sin(t * omega) * b) / np.sin(omega)
 
 
-def interpolate(
-    collection: Collection, start: str, end: str, *, steps: int = 8, where: Filter | str | None = None
-) -> list[Step]:
-    """Walk from item ``start`` to item ``end`` in ``steps`` equal steps (spherical for cosine
-    collections) and give the item nearest to each point on the way."""
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
-        raise InvalidInputError(f"steps must be a whole number >= 2, got {steps!r}")
-    a, b = collection.vectors_of([start, end])
-    points = np.stack(
-        [slerp(a, b, t) if collection.metric == "cosine" else (1 - t) * a + t * b for t in np.linspace(0, 1, steps)]
-    ).astype(np.float32)
-    if collection.metric == "cosine":
-        points /= np.linalg.norm(points, axis=1, keepdims=True)
-    nearest = collection.search_batch(points, k=1, where=where)
-    return [
-        Step(float(t), hits[0].id, hits[0].score, hits[0].text)
-        for t, hits in zip(np.linspace(0, 1, steps), nearest)
-        if hits
-    ]
-
-
 class LatentSpaceMethods:
-    """Projections, clusters and interpolation as methods, for single and sharded collections alike:
-    they need only ``path``, ``seq``, ``metric``, ``matching_vectors``, ``get``, ``vectors_of``,
-    ``search_batch`` and ``update_metadata``."""
+    """Projections, clusters and interpolation, for single and sharded collections alike: they use
+    only ``path``, ``seq``, ``metric``, ``matching_vectors``, ``get``, ``vectors_of``, ``search_batch``
+    and ``update_metadata``."""
 
     def project(
         self,
@@ -337,14 +200,52 @@ class LatentSpaceMethods:
         sample: int | None = None,
         seed: int = 0,
         params: dict[str, Any] | None = None,
+        cache: bool = True,
         stage: StageFn | None = None,
     ) -> Projection:
-        """A 2-D or 3-D projection (``pca``, ``tsne`` or ``umap``) of the items, with its trustworthiness.
+        """Project the collection's vectors (or those matching ``where``) to ``dim`` dimensions.
 
-        Returns a :class:`latentsearch.latent.Projection` (``ids``, ``coords``, ``trustworthiness``);
-        cached in the collection folder until the collection changes. See :func:`latentsearch.latent.project`.
+        ``sample`` caps the number of items (seeded by ``seed``); by default t-SNE takes at most 10,000 and
+        UMAP 50,000. ``params`` go to the method (e.g. ``{"perplexity": 50}``, ``{"n_neighbors": 30}``).
+        ``stage(message)`` is called as the work moves on.
         """
-        return project(self, method, dim=dim, where=where, sample=sample, seed=seed, params=params, stage=stage)
+        if method not in PROJECTIONS:
+            raise InvalidInputError(f"unknown projection {method!r}: use one of {', '.join(PROJECTIONS)}")
+        if dim not in (2, 3):
+            raise InvalidInputError(f"dim must be 2 or 3, got {dim!r}")
+        params = dict(params or {})
+        sample = DEFAULT_SAMPLE[method] if sample is None else sample
+        if sample is not None and (isinstance(sample, bool) or not isinstance(sample, int) or sample < 1):
+            raise InvalidInputError(f"sample must be a whole number >= 1, got {sample!r}")
+        key = _cache_key(method, dim, where, sample, seed, params)
+        folder = self.path / CACHE_DIR
+        seq = self.seq
+        if folder.exists():
+            remove_stale_temp_files(folder, ".*.tmp.npz")  # left by a process killed while caching
+        if cache:
+            cached = _read_cache(folder / f"{key}.npz", seq)
+            if cached is not None:
+                return cached
+        (stage or _quiet)("reading vectors")
+        ids, vectors = self.matching_vectors(where)
+        total = len(ids)
+        if sample is not None and total > sample:
+            keep = np.sort(np.random.default_rng(seed).choice(total, size=sample, replace=False))
+            ids, vectors = [ids[i] for i in keep], vectors[keep]
+        minimum = {"pca": dim + 1, "tsne": 6, "umap": 6}[method]
+        if len(ids) < minimum:
+            raise InvalidInputError(
+                f"{method} needs at least {minimum} items, the collection (or filter) has {len(ids)}: "
+                "add items or use pca"
+            )
+        (stage or _quiet)(f"projecting {len(ids):,} items with {method}")
+        coords = _run(method, vectors, dim, seed, params)
+        (stage or _quiet)("measuring trustworthiness")
+        trust = _trustworthiness(vectors, coords, seed)
+        projection = Projection(ids, coords.astype(np.float32), method, dim, seed, trust, total, params)
+        if cache:
+            _write_cache(folder, key, projection, seq)
+        return projection
 
     def clusters(
         self,
@@ -356,10 +257,66 @@ class LatentSpaceMethods:
         examples: int = 3,
         write: bool = True,
     ) -> list[Cluster]:
-        """Cluster the items (k-means, or HDBSCAN with ``n="auto"``), label each cluster with its most
-        distinctive words, and store ``cluster``/``cluster_label`` in the metadata (``write``)."""
-        return cluster(self, n, where=where, seed=seed, words=words, examples=examples, write=write)
+        """Cluster the items: k-means with ``n`` clusters, or density clustering (HDBSCAN) with ``n="auto"``.
+
+        Each cluster is labelled by its most distinctive words (class-based TF-IDF over its texts) and shown
+        with the items nearest its centre. With ``write``, each item's metadata gets ``cluster`` (HDBSCAN's
+        noise is -1) and ``cluster_label``.
+        """
+        if n != "auto" and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+            raise InvalidInputError(f"n must be a whole number >= 1 or 'auto', got {n!r}")
+        ids, vectors = self.matching_vectors(where)
+        if n != "auto" and n > len(ids):
+            raise InvalidInputError(f"cannot make {n} clusters of {len(ids)} items: lower -n")
+        if len(ids) < 2:
+            raise InvalidInputError(f"clustering needs at least 2 items, got {len(ids)}")
+        if n == "auto":
+            from sklearn.cluster import HDBSCAN
+
+            labels = HDBSCAN(min_cluster_size=max(2, min(15, len(ids) // 20)), copy=True).fit_predict(vectors)
+        else:
+            from sklearn.cluster import KMeans
+
+            labels = KMeans(n_clusters=n, random_state=seed, n_init=4).fit_predict(vectors)
+        items = self.get(ids)
+        texts = [item.text or "" for item in items]
+        top_words = class_tfidf_words(texts, labels, words)
+        result = []
+        for c in sorted(set(labels.tolist()) - {-1}) + ([-1] if -1 in labels else []):
+            members = np.flatnonzero(labels == c)
+            centre = vectors[members].mean(0)
+            nearest = members[np.argsort(np.linalg.norm(vectors[members] - centre, axis=1))[:examples]]
+            label = "noise" if c == -1 else ", ".join(top_words.get(c, [])) or f"cluster {c}"
+            result.append(
+                Cluster(
+                    int(c),
+                    len(members),
+                    label,
+                    top_words.get(c, []),
+                    [{"id": ids[i], "text": items[i].text} for i in nearest],
+                )
+            )
+        if write:
+            names = {c.cluster: c.label for c in result}
+            self.update_metadata(
+                {item_id: {"cluster": int(c), "cluster_label": names[int(c)]} for item_id, c in zip(ids, labels)}
+            )
+        return sorted(result, key=lambda c: (c.cluster == -1, -c.size))
 
     def interpolate(self, start: str, end: str, *, steps: int = 8, where: Filter | str | None = None) -> list[Step]:
-        """The items nearest to ``steps`` evenly spaced points between two items (spherical for cosine)."""
-        return interpolate(self, start, end, steps=steps, where=where)
+        """Walk from item ``start`` to item ``end`` in ``steps`` equal steps (spherical for cosine
+        collections) and give the item nearest to each point on the way."""
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
+            raise InvalidInputError(f"steps must be a whole number >= 2, got {steps!r}")
+        a, b = self.vectors_of([start, end])
+        points = np.stack(
+            [slerp(a, b, t) if self.metric == "cosine" else (1 - t) * a + t * b for t in np.linspace(0, 1, steps)]
+        ).astype(np.float32)
+        if self.metric == "cosine":
+            points /= np.linalg.norm(points, axis=1, keepdims=True)
+        nearest = self.search_batch(points, k=1, where=where)
+        return [
+            Step(float(t), hits[0].id, hits[0].score, hits[0].text)
+            for t, hits in zip(np.linspace(0, 1, steps), nearest)
+            if hits
+        ]
