@@ -26,13 +26,14 @@ from .errors import (
 from .filters import Filter, compile_filter, field_expression
 from .index import METRICS, ProgressFn, VectorIndex, validate_spec
 from .latent import LatentSpaceMethods
+from .outliers import OutlierMethods
 from .records import Hit, Item
 from .storage import DB_FILE, FORMAT_VERSION, Store
 
 FILTER_CACHE_SIZE = 32  # distinct filters whose matching rowids are kept between searches
 
 
-class Collection(LatentSpaceMethods):
+class Collection(LatentSpaceMethods, OutlierMethods):
     """A named collection of items with vectors, metadata and a FAISS index.
 
     Get one with :func:`create` or :func:`open_collection` (``latentsearch.create`` /
@@ -561,85 +562,6 @@ class Collection(LatentSpaceMethods):
         scorer.fit(self, progress=progress)
         self._scorer_cache = (key, scorer)
         return scorer
-
-    def outliers(
-        self,
-        method: str = "knn",
-        *,
-        k: int = 10,
-        contamination: float | None = None,
-        percentile: float | None = None,
-        fpr: float | None = None,
-        top: int | None = None,
-        flagged_only: bool = True,
-        neighbors: int = 5,
-        write: bool = False,
-        progress: ProgressFn | None = None,
-    ) -> list[Any]:
-        """Score every item; return the flagged ones (or all, ``flagged_only=False``), most anomalous
-        first, each with its score, percentile, p-value and nearest normal neighbours.
-
-        ``write=True`` stores ``outlier_score`` and ``outlier`` (bool) in every item's metadata, so
-        filters can use them (``where="outlier_score > 0.8"``).
-        """
-        from .outliers import report_fitted
-
-        scorer = self.outlier_scorer(
-            method, k=k, contamination=contamination, percentile=percentile, fpr=fpr, progress=progress
-        )
-        scores = scorer.train_scores_
-        if write:
-            rowids = self.store.rowids_of(scorer.ids_)
-            self.store.update_metadata(
-                {
-                    rowids[item]: {"outlier_score": float(score), "outlier": bool(flag)}
-                    for item, score, flag in zip(scorer.ids_, scores, scorer.labels_)
-                }
-            )
-            self._scorer_cache = None
-        rows = self.store.rows_by_rowid(list(self.store.rowids_of(scorer.ids_).values()))
-        return report_fitted(scorer, {r["id"]: r["text"] for r in rows.values()}, top, flagged_only, neighbors)
-
-    def check(
-        self,
-        inputs: Sequence[Any] | np.ndarray,
-        *,
-        method: str = "knn",
-        k: int = 10,
-        contamination: float | None = None,
-        percentile: float | None = None,
-        fpr: float | None = None,
-        neighbors: int = 5,
-    ) -> list[Any]:
-        """Score new texts or vectors against the collection (novelty detection) without adding them.
-
-        Each result says whether the input would be flagged, its score, percentile among the
-        collection's own scores, conformal p-value, and its nearest normal items.
-        """
-        from .outliers import OutlierResult, explain
-        from .search import is_image, query_vector
-
-        if isinstance(inputs, str) or is_image(inputs):
-            inputs = [inputs]
-        texts = None
-        if isinstance(inputs, np.ndarray) or (len(inputs) and not (isinstance(inputs[0], str) or is_image(inputs[0]))):
-            vectors = self.prepare_vectors(inputs)
-        else:
-            inputs = list(inputs)
-            vectors = np.concatenate([query_vector(self, x) for x in inputs]) if inputs else None
-            texts = [x if isinstance(x, str) else str(x) for x in inputs]
-        scorer = self.outlier_scorer(method, k=k, contamination=contamination, percentile=percentile, fpr=fpr)
-        if method == "reconstruction":
-            if texts is None:
-                raise InvalidInputError("reconstruction scores need images (paths or PIL images), not vectors")
-            scores = scorer.images_scores(inputs)
-        else:
-            scores = scorer.score_samples(vectors)
-        details = explain(scorer, scores, vectors, n_neighbors=neighbors)
-        return [
-            OutlierResult(None, float(score), pct, p, flag, near, texts[i] if texts else None)
-            for i, (score, (pct, p, flag, near)) in enumerate(zip(scores, details))
-        ]
 
 
 # --- module-level operations ---------------------------------------------------------------------

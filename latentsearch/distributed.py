@@ -38,6 +38,7 @@ from .errors import (
     LatentSearchError,
 )
 from .latent import LatentSpaceMethods
+from .outliers import OutlierMethods
 from .records import Hit, Item
 from .storage import Store
 
@@ -179,7 +180,7 @@ def _actor_classes(ray: Any) -> tuple[Any, Any]:
     return _SHARD, _ENCODER
 
 
-class ShardedCollection(LatentSpaceMethods):
+class ShardedCollection(LatentSpaceMethods, OutlierMethods):
     """A collection split over shards held by Ray actors; create with :func:`create_sharded`."""
 
     def __init__(self, folder: Path, *, address: str | None = None) -> None:
@@ -194,6 +195,7 @@ class ShardedCollection(LatentSpaceMethods):
         self.shard_names = [f"shard-{i:02d}" for i in range(self.config["shards"])]
         self.actors = [shard_cls.remote(str(self.path), name) for name in self.shard_names]
         self._encoders: list[Any] | None = None
+        self._scorer_cache: tuple[Any, Any] | None = None
         self.manifest = {k: self.config[k] for k in ("encoder", "dim", "metric", "index", "modality")}
         # One full-text index over every shard's texts, beside the shards: BM25's word statistics are then
         # those of the whole collection, so lexical and hybrid results equal one collection's.
@@ -260,13 +262,18 @@ class ShardedCollection(LatentSpaceMethods):
 
     def _query(self, query: Any) -> np.ndarray:
         if isinstance(query, str):
-            return self._prepare(self._encode([query]))
-        return self._prepare(np.asarray(query, dtype=np.float32).reshape(1, -1))
+            return self.encode([query])
+        return self.prepare_vectors(np.asarray(query, dtype=np.float32).reshape(1, -1))
 
-    def _prepare(self, vectors: Any) -> np.ndarray:
+    def prepare_vectors(self, vectors: Any, *, expected: int | None = None) -> np.ndarray:
+        """Check vectors (shape, dimension, finite) and normalise them for cosine collections."""
         from .collection import prepare_vectors
 
-        return prepare_vectors(vectors, dim=self.dim, metric=self.metric, name=self.name)
+        return prepare_vectors(vectors, dim=self.dim, metric=self.metric, name=self.name, expected=expected)
+
+    def encode(self, inputs: Sequence[Any], *, batch_size: int = 64, progress: ProgressFn | None = None) -> np.ndarray:
+        """Encode inputs on the encoder actors, checked like user vectors."""
+        return self.prepare_vectors(self._encode(list(inputs), progress, batch_size), expected=len(inputs))
 
     def _require(self, ids: Sequence[str], consequence: str) -> dict[int, list[int]]:
         """Positions of ``ids`` grouped by shard, once every id is known to exist (else one error)."""
@@ -315,7 +322,7 @@ class ShardedCollection(LatentSpaceMethods):
             if existing:
                 raise ConflictError(f"id {existing[0]!r} already exists ({len(existing)} do): use upsert")
         matrix = (
-            self._prepare(vectors)
+            self.prepare_vectors(vectors)
             if vectors is not None
             else self._encode(list(texts_list or []), progress, batch_size)
         )
@@ -412,7 +419,7 @@ class ShardedCollection(LatentSpaceMethods):
         from .search import check_k, is_text_batch
 
         k = check_k(k)
-        vectors = self._prepare(self._encode(list(queries))) if is_text_batch(queries) else self._prepare(queries)
+        vectors = self.encode(queries) if is_text_batch(queries) else self.prepare_vectors(queries)
         return self._knn(vectors, k, where, (), ef_search, nprobe)
 
     def compact(self, *, progress: ProgressFn | None = None) -> None:
@@ -496,13 +503,11 @@ class ShardedCollection(LatentSpaceMethods):
         ef_search: int | None = None,
         nprobe: int | None = None,
     ) -> list[Hit]:
-        """Search all shards and merge: the same arguments and results as :meth:`Collection.search`
-        (``explain`` is not available on sharded collections)."""
-        from .search import check_fusion, check_k, check_mode, fuse
+        """Search all shards and merge: the same arguments and results as :meth:`Collection.search`."""
+        from .lexical import fts_query
+        from .search import SNIPPET_MARKS, SNIPPET_TOKENS, check_fusion, check_k, check_mode, explain_hits, fuse
 
         k = check_k(k)
-        if explain:
-            raise InvalidInputError("explain is not available on sharded collections")
         check_fusion(fusion, alpha, rrf_k)
         if (query is None) == (like is None):
             raise InvalidInputError("give exactly one of a query (text or vector) or like=ID")
@@ -511,7 +516,7 @@ class ShardedCollection(LatentSpaceMethods):
         text = query if isinstance(query, str) else None
         if like is not None:
             item = self.get([like], with_vectors=True)[0]
-            vector, text = self._prepare(item.vector[None, :]), item.text
+            vector, text = self.prepare_vectors(item.vector[None, :]), item.text
         depth = k if mode != "hybrid" else max(k, 100)
         rankings: dict[str, list[Hit]] = {}
         if mode in ("vector", "hybrid"):
@@ -519,18 +524,19 @@ class ShardedCollection(LatentSpaceMethods):
             rankings["vector"] = self._knn(vector, depth, where, exclude, ef_search, nprobe)[0]
         if mode in ("lexical", "hybrid"):
             rankings["lexical"] = self._lexical(text or "", depth, where, like)
-        if mode != "hybrid":
-            return rankings[mode][:k]
         by_id = {h.id: h for ranking in rankings.values() for h in ranking}
-        index = {i: n for n, i in enumerate(by_id)}
-        fused = fuse(
-            {name: [(index[h.id], h.score) for h in hits] for name, hits in rankings.items()},
-            fusion=fusion,
-            alpha=alpha,
-            rrf_k=rrf_k,
-        )
-        ids = list(by_id)
-        return [Hit(**{**by_id[ids[n]].__dict__, "score": s}) for n, s in fused[:k]]
+        keyed = {name: [(h.id, h.score) for h in hits] for name, hits in rankings.items()}
+        ranked = fuse(keyed, fusion=fusion, alpha=alpha, rrf_k=rrf_k)[:k] if mode == "hybrid" else keyed[mode][:k]
+        hits = [Hit(**{**by_id[item_id].__dict__, "score": score}) for item_id, score in ranked]
+        match = fts_query(text) if text else None
+        if match and hits:  # snippets from the shared full-text index, as one collection gives them
+            rowids = self.lexical.rowids_of([h.id for h in hits])
+            found = self.lexical.snippets(match, list(rowids.values()), SNIPPET_MARKS, SNIPPET_TOKENS)
+            for hit in hits:
+                hit.snippet = found.get(rowids.get(hit.id, -1))
+        if explain:
+            explain_hits(hits, ranked, keyed, mode)
+        return hits
 
     def _lexical(self, text: str, k: int, where: Any, exclude: str | None) -> list[Hit]:
         """BM25 over the shared full-text index (the whole collection's statistics)."""
@@ -581,7 +587,7 @@ class ShardedCollection(LatentSpaceMethods):
         skip = sorted(set(exclude) | set(pos_ids) | set(neg_ids))
         if strategy == "average":
             query = pos.mean(0) - (negative_weight * neg.mean(0) if len(neg) else 0)
-            return self._knn(self._prepare(query[None, :]), k, where, skip)[0]
+            return self._knn(self.prepare_vectors(query[None, :]), k, where, skip)[0]
         pool = {h.id: h for hits in self._knn(pos, max(k * 10, 100), where, skip) for h in hits}
         ids = list(pool)
         vectors = self.vectors_of(ids)
@@ -604,29 +610,32 @@ class ShardedCollection(LatentSpaceMethods):
             elif isinstance(example, dict) and "text" in example:
                 vectors.append(self._query(example["text"])[0])
             else:
-                vectors.append(self._prepare(np.asarray(example, dtype=np.float32).reshape(1, -1))[0])
+                vectors.append(self.prepare_vectors(np.asarray(example, dtype=np.float32).reshape(1, -1))[0])
         return np.stack(vectors), ids
 
-    def outliers(
+    def outlier_scorer(
         self,
         method: str = "knn",
         *,
         k: int = 10,
         contamination: float | None = None,
+        percentile: float | None = None,
         fpr: float | None = None,
-        top: int | None = None,
-        neighbors: int = 5,
-    ) -> list[Any]:
-        """Outlier scores with neighbours searched across all shards (knn or lof)."""
-        from .outliers import FitData, make_scorer, report_fitted
+        progress: ProgressFn | None = None,
+    ) -> Any:
+        """A scorer fitted on every shard's vectors, neighbours searched across all shards (cached until
+        the collection changes); see :meth:`Collection.outlier_scorer`."""
+        from .outliers import FitData, make_scorer
 
-        if method not in ("knn", "lof", "iforest", "ensemble"):
-            raise InvalidInputError(f"unknown outlier method {method!r} for a sharded collection")
-        parts = self._get([a.vectors.remote() for a in self.actors])
-        ids = [i for part_ids, _ in parts for i in part_ids]
+        if method == "reconstruction":
+            raise InvalidInputError("reconstruction scores are not available on sharded collections yet")
+        key = (method, k, contamination, percentile, fpr, self.seq)
+        if self._scorer_cache is not None and self._scorer_cache[0] == key:
+            return self._scorer_cache[1]
+        scorer = make_scorer(method, k=k, contamination=contamination, percentile=percentile, fpr=fpr)
+        ids, vectors = self.matching_vectors()
         if len(ids) < 3:
             raise InvalidInputError(f"{self.name!r} has fewer than 3 items: too few to score outliers")
-        vectors = np.concatenate([v for _, v in parts])
         position = {i: n for n, i in enumerate(ids)}
 
         def search(x: np.ndarray, kk: int) -> tuple[np.ndarray, np.ndarray]:
@@ -639,10 +648,9 @@ class ShardedCollection(LatentSpaceMethods):
                     dists[q, j] = np.sqrt(max(2 - 2 * h.score, 0)) if self.metric == "cosine" else -h.score
             return dists, pos
 
-        scorer = make_scorer(method, k=k, contamination=contamination, fpr=fpr)
-        scorer.fit(FitData(vectors, ids, search))
-        texts = {h.id: h.text for h in self.get(ids)} if neighbors else {}
-        return report_fitted(scorer, texts, top, True, neighbors)
+        scorer.fit(FitData(vectors, ids, search), progress=progress)
+        self._scorer_cache = (key, scorer)
+        return scorer
 
     def resize(self, shards: int, *, progress: ProgressFn | None = None) -> int:
         """Change the number of shards and move every item whose shard changes; returns items moved.

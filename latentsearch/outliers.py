@@ -21,7 +21,7 @@ that normal items like the fitted ones are flagged at that rate).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -439,12 +439,13 @@ def explain(
 
 def report_fitted(
     scorer: OutlierScorer,
-    texts: dict[str, str | None],
+    texts_of: Callable[[list[str]], dict[str, str | None]],
     top: int | None = None,
     flagged_only: bool = True,
     neighbors: int = 5,
 ) -> list[OutlierResult]:
-    """Results for a scorer's fitted items, most anomalous first, with explanations."""
+    """Results for a scorer's fitted items, most anomalous first, with explanations; ``texts_of(ids)``
+    gives the texts of the reported items only."""
     scores = scorer.train_scores_
     order = np.argsort(-scores, kind="stable")
     if flagged_only:
@@ -452,7 +453,85 @@ def report_fitted(
     if top is not None:
         order = order[: max(int(top), 0)]
     details = explain(scorer, scores[order], scorer.data_.vectors[order], n_neighbors=neighbors, self_positions=order)
+    texts = texts_of([scorer.ids_[i] for i in order]) if scorer.ids_ else {}
     return [
         OutlierResult(scorer.ids_[i], float(scores[i]), pct, p, flag, near, texts.get(scorer.ids_[i]))
         for i, (pct, p, flag, near) in zip(order, details)
     ]
+
+
+class OutlierMethods:
+    """``outliers`` and ``check`` for single and sharded collections alike: they use only
+    ``outlier_scorer``, ``get``, ``update_metadata``, ``prepare_vectors``, ``encode`` and ``manifest``."""
+
+    def outliers(
+        self,
+        method: str = "knn",
+        *,
+        k: int = 10,
+        contamination: float | None = None,
+        percentile: float | None = None,
+        fpr: float | None = None,
+        top: int | None = None,
+        flagged_only: bool = True,
+        neighbors: int = 5,
+        write: bool = False,
+        progress: ProgressFn | None = None,
+    ) -> list[OutlierResult]:
+        """Score every item; return the flagged ones (or all, ``flagged_only=False``), most anomalous
+        first, each with its score, percentile, p-value and nearest normal neighbours.
+
+        ``write=True`` stores ``outlier_score`` and ``outlier`` (bool) in every item's metadata, so
+        filters can use them (``where="outlier_score > 0.8"``).
+        """
+        scorer = self.outlier_scorer(
+            method, k=k, contamination=contamination, percentile=percentile, fpr=fpr, progress=progress
+        )
+        if write:
+            self.update_metadata(
+                {
+                    item: {"outlier_score": float(score), "outlier": bool(flag)}
+                    for item, score, flag in zip(scorer.ids_, scorer.train_scores_, scorer.labels_)
+                }
+            )
+        return report_fitted(scorer, lambda ids: {it.id: it.text for it in self.get(ids)}, top, flagged_only, neighbors)
+
+    def check(
+        self,
+        inputs: Sequence[Any] | np.ndarray,
+        *,
+        method: str = "knn",
+        k: int = 10,
+        contamination: float | None = None,
+        percentile: float | None = None,
+        fpr: float | None = None,
+        neighbors: int = 5,
+    ) -> list[OutlierResult]:
+        """Score new texts or vectors against the collection (novelty detection) without adding them.
+
+        Each result says whether the input would be flagged, its score, percentile among the
+        collection's own scores, conformal p-value, and its nearest normal items.
+        """
+        from .search import is_image, query_vector
+
+        if isinstance(inputs, str) or is_image(inputs):
+            inputs = [inputs]
+        texts = None
+        if isinstance(inputs, np.ndarray) or (len(inputs) and not (isinstance(inputs[0], str) or is_image(inputs[0]))):
+            vectors = self.prepare_vectors(inputs)
+        else:
+            inputs = list(inputs)
+            vectors = np.concatenate([query_vector(self, x) for x in inputs]) if inputs else None
+            texts = [x if isinstance(x, str) else str(x) for x in inputs]
+        scorer = self.outlier_scorer(method, k=k, contamination=contamination, percentile=percentile, fpr=fpr)
+        if method == "reconstruction":
+            if texts is None:
+                raise InvalidInputError("reconstruction scores need images (paths or PIL images), not vectors")
+            scores = scorer.images_scores(inputs)
+        else:
+            scores = scorer.score_samples(vectors)
+        details = explain(scorer, scores, vectors, n_neighbors=neighbors)
+        return [
+            OutlierResult(None, float(score), pct, p, flag, near, texts[i] if texts else None)
+            for i, (score, (pct, p, flag, near)) in enumerate(zip(scores, details))
+        ]

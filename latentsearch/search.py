@@ -116,15 +116,24 @@ def search(
         for hit, (rowid, _) in zip(hits, ranked):
             hit.snippet = found.get(rowid)
     if explain:
-        positions = {name: {r: (i + 1, s) for i, (r, s) in enumerate(rank)} for name, rank in rankings.items()}
-        for hit, (rowid, score) in zip(hits, ranked):
-            hit.details = {"mode": mode}
-            for name, table in positions.items():
-                rank, raw = table.get(rowid, (None, None))
-                hit.details[f"{name}_rank"], hit.details[f"{name}_score"] = rank, raw
-            if mode == "hybrid":
-                hit.details["fused_score"] = score
+        explain_hits(hits, ranked, rankings, mode)
     return hits
+
+
+def explain_hits(
+    hits: Sequence[Hit], ranked: Sequence[tuple[Any, float]], rankings: dict[str, list[tuple[Any, float]]], mode: str
+) -> None:
+    """Fill each hit's ``details`` with its rank and score in every mode's ranking (and the fused score).
+    ``ranked`` pairs each hit's key (rowid, or id on shards) with its final score; ``rankings`` holds
+    every mode's ``(key, score)`` list, best first."""
+    positions = {name: {key: (i + 1, s) for i, (key, s) in enumerate(rank)} for name, rank in rankings.items()}
+    for hit, (key, score) in zip(hits, ranked):
+        hit.details = {"mode": mode}
+        for name, table in positions.items():
+            rank, raw = table.get(key, (None, None))
+            hit.details[f"{name}_rank"], hit.details[f"{name}_score"] = rank, raw
+        if mode == "hybrid":
+            hit.details["fused_score"] = score
 
 
 def is_text_batch(queries: Any) -> bool:

@@ -73,6 +73,18 @@ def test_search_filters_and_more_like_this_equal_one_collection(pair):
         expected = as_pairs(single.search(like=item, k=10, mode="hybrid"))
         assert as_pairs(sharded.search(like=item, k=10, mode="hybrid")) == expected
 
+    # Explanations and snippets too (scores rounded: floats summed in another order).
+    def explained(col, **query):
+        hits = col.search(k=8, explain=True, **query)
+        return [
+            (h.id, h.snippet, {k: round(v, 5) if isinstance(v, float) else v for k, v in h.details.items()})
+            for h in hits
+        ]
+
+    for query in ({"query": "token7 item", "mode": "lexical"}, {"like": "v7", "mode": "hybrid"}):
+        many = explained(sharded, **query)
+        assert many == explained(single, **query) and "**token7**" in many[0][1]
+
 
 def test_recommendations_equal_one_collection(pair):
     single, sharded, _ = pair
@@ -127,11 +139,21 @@ def test_batch_search_and_the_latent_space_equal_one_collection(pair):
 
 
 def test_outlier_neighbours_are_found_across_shards(pair):
-    single, sharded, _ = pair
+    single, sharded, vectors = pair
     expected, got = single.outliers("knn", k=5, contamination=0.02), sharded.outliers("knn", k=5, contamination=0.02)
     assert [r.id for r in got] == [r.id for r in expected]
     assert np.allclose([r.score for r in got], [r.score for r in expected], atol=1e-5)
     assert [n["id"] for n in got[0].neighbors] == [n["id"] for n in expected[0].neighbors]
+    # Novelty checks of new vectors, and scores written back, equal one collection's too.
+    new = np.stack([vectors[3] + 0.01, vectors[3] * 40 - 7])
+    one, many = single.check(new, k=5, fpr=0.05), sharded.check(new, k=5, fpr=0.05)
+    assert [(r.flagged, round(r.score, 4), round(r.p_value, 4)) for r in many] == [
+        (r.flagged, round(r.score, 4), round(r.p_value, 4)) for r in one
+    ]
+    assert [n["id"] for n in many[0].neighbors] == [n["id"] for n in one[0].neighbors]
+    flagged = sharded.outliers("lof", k=5, write=True)
+    marked = sharded.search_batch(vectors[:1], k=N, where={"outlier": True})[0]
+    assert sorted(h.id for h in marked) == sorted(r.id for r in flagged)
 
 
 def test_writes_and_errors(pair):
@@ -148,7 +170,7 @@ def test_writes_and_errors(pair):
     with pytest.raises(ls.InvalidInputError, match="wrong vector dimension"):
         sharded.search([1.0, 2.0])
     with pytest.raises(ls.InvalidInputError, match="not available on sharded"):
-        sharded.check(["some text"])
+        sharded.outliers("reconstruction")
     with pytest.raises(ls.InvalidInputError, match="alpha"):
         sharded.search(like="v1", mode="hybrid", fusion="weighted", alpha=2.0)
 
@@ -231,5 +253,9 @@ def test_text_ingestion_over_encoder_actors_and_the_cli(home, tmp_path):
     drawn = runner.invoke(app, ["map", "docs", "--out", str(tmp_path / "m.png")])
     assert drawn.exit_code == 0, drawn.output
     assert (tmp_path / "m.png").read_bytes().startswith(b"\x89PNG")
-    bad = runner.invoke(app, ["check", "docs", "a new text"])
+    checked = json.loads(runner.invoke(app, ["check", "docs", "orbits of distant planets", "--json"]).stdout)
+    assert checked[0]["neighbors"][0]["id"].startswith("astronomy")
+    explained = runner.invoke(app, ["search", "docs", "parallax", "--explain", "--mode", "hybrid", "--json"])
+    assert json.loads(explained.stdout)[0]["details"]["lexical_rank"] == 1
+    bad = runner.invoke(app, ["recommend", "docs", "--like", "astronomy-1", "--diversity", "0.5"])
     assert bad.exit_code == 1 and "not available on sharded" in bad.stderr
