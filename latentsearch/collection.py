@@ -27,13 +27,14 @@ from .filters import Filter, compile_filter, field_expression
 from .index import METRICS, ProgressFn, VectorIndex, validate_spec
 from .latent import LatentSpaceMethods
 from .outliers import OutlierMethods
+from .recommend import RecommendMethods
 from .records import Hit, Item
 from .storage import DB_FILE, FORMAT_VERSION, Store
 
 FILTER_CACHE_SIZE = 32  # distinct filters whose matching rowids are kept between searches
 
 
-class Collection(LatentSpaceMethods, OutlierMethods):
+class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
     """A named collection of items with vectors, metadata and a FAISS index.
 
     Get one with :func:`create` or :func:`open_collection` (``latentsearch.create`` /
@@ -445,89 +446,20 @@ class Collection(LatentSpaceMethods, OutlierMethods):
         *,
         k: int = 10,
         where: Filter | str | None = None,
+        exclude: Sequence[str] = (),
         ef_search: int | None = None,
         nprobe: int | None = None,
     ) -> list[list[Hit]]:
         """Vector search for many queries (an (n, dim) array or a list of texts) in one call: one FAISS
-        search and one SQLite read for all of them. Returns one list of hits per query."""
+        search and one SQLite read for all of them. Returns one list of hits per query; ``exclude``
+        ids never appear."""
         from .search import search_batch
 
-        return search_batch(self, queries, k=k, where=where, ef_search=ef_search, nprobe=nprobe)
+        return search_batch(self, queries, k=k, where=where, exclude=exclude, ef_search=ef_search, nprobe=nprobe)
 
-    # --- recommendations -------------------------------------------------------------------------
-
-    def recommend(
-        self,
-        positive: Sequence[Any] | None = None,
-        negative: Sequence[Any] | None = None,
-        *,
-        user: str | None = None,
-        k: int = 10,
-        strategy: str = "average",
-        negative_weight: float = 0.5,
-        where: Filter | str | None = None,
-        exclude: Sequence[str] = (),
-        diversity: float = 0.0,
-        blend: Collection | None = None,
-        blend_weight: float = 0.5,
-    ) -> list[Hit]:
-        """Items like the ``positive`` examples and unlike the ``negative`` ones, or for a ``user``.
-
-        Examples are item ids, raw vectors, or ``{"text": ...}`` / ``{"vector": ...}`` / ``{"id": ...}``.
-        ``strategy``: ``average`` (search near mean(positives) - negative_weight * mean(negatives)) or
-        ``best_score`` (each candidate scored by its best similarity to a positive, pushed below all
-        others when it is closer to a negative). Examples and ``exclude`` ids are never recommended.
-        ``diversity`` (0..1) re-ranks by maximal marginal relevance. ``user`` serves a user learned by
-        :func:`latentsearch.fit_interactions` (what they saw is left out), optionally blended with a
-        content collection (``blend``, weight ``blend_weight``).
-        """
-        from . import recommend as rec
-
-        if user is not None:
-            if positive is not None or negative is not None:
-                raise InvalidInputError("give either user= or positive/negative examples, not both")
-            return rec.recommend_user(
-                self, user, k=k, where=where, diversity=diversity, blend=blend, blend_weight=blend_weight
-            )
-        return rec.recommend(
-            self,
-            positive,
-            negative,
-            k=k,
-            strategy=strategy,
-            negative_weight=negative_weight,
-            where=where,
-            exclude=exclude,
-            diversity=diversity,
-        )
-
-    def recommend_for(
-        self,
-        history: Sequence[Any],
-        *,
-        k: int = 10,
-        half_life: float | None = None,
-        now: float | None = None,
-        where: Filter | str | None = None,
-        exclude_seen: bool = True,
-        diversity: float = 0.0,
-    ) -> list[Hit]:
-        """Recommend from a history of ids, ``(id, weight)``, ``(id, weight, timestamp)`` or dicts, with
-        recency decay (``half_life`` seconds, default 30 days) when timestamps are given; items in the
-        history are left out. See :func:`latentsearch.recommend.recommend_for`.
-        """
-        from .recommend import recommend_for
-
-        return recommend_for(
-            self,
-            history,
-            k=k,
-            half_life=half_life,
-            now=now,
-            where=where,
-            exclude_seen=exclude_seen,
-            diversity=diversity,
-        )
+    def user_profile(self, user: str) -> tuple[np.ndarray | None, list[tuple[str, float | None]]]:
+        """A learned user's vector and history ``[(item id, timestamp)]`` (``None`` vector: unknown user)."""
+        return self.store.get_user(user)
 
     # --- outliers --------------------------------------------------------------------------------
 

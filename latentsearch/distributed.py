@@ -39,6 +39,7 @@ from .errors import (
 )
 from .latent import LatentSpaceMethods
 from .outliers import OutlierMethods
+from .recommend import RecommendMethods
 from .records import Hit, Item
 from .storage import Store
 
@@ -132,23 +133,9 @@ def _actor_classes(ray: Any) -> tuple[Any, Any]:
             return self.col.index_field(field)
 
         def knn(self, vectors, k, where, exclude, ef_search, nprobe) -> list:
-            from latentsearch.search import allowed_rowids, knn
+            from latentsearch.search import vector_hits
 
-            allowed = allowed_rowids(self.col, where)
-            skip = set(self.col.store.rowids_of(list(exclude)).values()) if exclude else set()
-            if allowed is not None and skip:
-                allowed = allowed[~np.isin(allowed, list(skip))]
-            extra = len(skip) if allowed is None else 0
-            ranked = knn(self.col, np.asarray(vectors, dtype=np.float32), k + extra, allowed, ef_search, nprobe)
-            rows = self.col.store.rows_by_rowid(sorted({r for ranking in ranked for r, _ in ranking}))
-            return [
-                [
-                    (rows[r]["id"], s, rows[r]["text"], rows[r]["uri"], rows[r]["metadata"])
-                    for r, s in ranking
-                    if r not in skip
-                ][:k]
-                for ranking in ranked
-            ]
+            return vector_hits(self.col, vectors, k, where, exclude, ef_search, nprobe)
 
         def vectors(self) -> tuple[list[str], np.ndarray]:
             items = self.col.items()
@@ -180,7 +167,7 @@ def _actor_classes(ray: Any) -> tuple[Any, Any]:
     return _SHARD, _ENCODER
 
 
-class ShardedCollection(LatentSpaceMethods, OutlierMethods):
+class ShardedCollection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
     """A collection split over shards held by Ray actors; create with :func:`create_sharded`."""
 
     def __init__(self, folder: Path, *, address: str | None = None) -> None:
@@ -412,6 +399,7 @@ class ShardedCollection(LatentSpaceMethods, OutlierMethods):
         *,
         k: int = 10,
         where: Any = None,
+        exclude: Sequence[str] = (),
         ef_search: int | None = None,
         nprobe: int | None = None,
     ) -> list[list[Hit]]:
@@ -420,7 +408,7 @@ class ShardedCollection(LatentSpaceMethods, OutlierMethods):
 
         k = check_k(k)
         vectors = self.encode(queries) if is_text_batch(queries) else self.prepare_vectors(queries)
-        return self._knn(vectors, k, where, (), ef_search, nprobe)
+        return self._knn(vectors, k, where, exclude, ef_search, nprobe)
 
     def compact(self, *, progress: ProgressFn | None = None) -> None:
         """Rebuild every shard's FAISS index from its SQLite file, in parallel."""
@@ -483,9 +471,9 @@ class ShardedCollection(LatentSpaceMethods, OutlierMethods):
         parts = self._get([a.knn.remote(vectors, k, where, list(exclude), ef_search, nprobe) for a in self.actors])
         merged = []
         for q in range(len(vectors)):
-            candidates = [row for part in parts for row in part[q]]
-            candidates.sort(key=lambda row: (-row[1], row[0]))
-            merged.append([Hit(id=i, score=float(s), text=t, uri=u, metadata=m) for i, s, t, u, m in candidates[:k]])
+            candidates = [hit for part in parts for hit in part[q]]
+            candidates.sort(key=lambda hit: (-hit.score, hit.id))
+            merged.append(candidates[:k])
         return merged
 
     def search(
@@ -555,63 +543,12 @@ class ShardedCollection(LatentSpaceMethods, OutlierMethods):
             for r, s in ranked
         ]
 
-    def recommend(
-        self,
-        positive: Sequence[Any] | None = None,
-        negative: Sequence[Any] | None = None,
-        *,
-        k: int = 10,
-        strategy: str = "average",
-        negative_weight: float = 0.5,
-        where: Any = None,
-        exclude: Sequence[str] = (),
-        user: str | None = None,
-        diversity: float = 0.0,
-        blend: Any = None,
-        blend_weight: float = 0.5,
-    ) -> list[Hit]:
-        """Recommendations over all shards; the same strategies as :meth:`Collection.recommend`
-        (learned users, diversity and blending are not available on sharded collections yet)."""
-        from .recommend import STRATEGIES, _sigmoid, similarity
-        from .search import check_k
-
-        if user is not None or diversity or blend is not None:
-            raise InvalidInputError("users, diversity and blending are not available on sharded collections yet")
-        k = check_k(k)
-        if strategy not in STRATEGIES:
-            raise InvalidInputError(f"unknown strategy {strategy!r}: use one of {', '.join(STRATEGIES)}")
-        pos, pos_ids = self._examples(positive)
-        neg, neg_ids = self._examples(negative)
-        if len(pos) == 0:
-            raise InvalidInputError("recommend needs at least one positive example")
-        skip = sorted(set(exclude) | set(pos_ids) | set(neg_ids))
-        if strategy == "average":
-            query = pos.mean(0) - (negative_weight * neg.mean(0) if len(neg) else 0)
-            return self._knn(self.prepare_vectors(query[None, :]), k, where, skip)[0]
-        pool = {h.id: h for hits in self._knn(pos, max(k * 10, 100), where, skip) for h in hits}
-        ids = list(pool)
-        vectors = self.vectors_of(ids)
-        best_pos = similarity(self.metric, vectors, pos).max(1)
-        scores = _sigmoid(best_pos)
-        if len(neg):
-            best_neg = similarity(self.metric, vectors, neg).max(1)
-            scores = np.where(best_pos > best_neg, scores, -_sigmoid(best_neg))
-        order = sorted(range(len(ids)), key=lambda n: (-scores[n], ids[n]))[:k]
-        return [Hit(**{**pool[ids[n]].__dict__, "score": float(scores[n])}) for n in order]
-
-    def _examples(self, examples: Sequence[Any] | None) -> tuple[np.ndarray, list[str]]:
-        if not examples:
-            return np.empty((0, self.dim), np.float32), []
-        vectors, ids = [], []
-        for example in examples:
-            if isinstance(example, str):
-                vectors.append(self.vectors_of([example])[0])
-                ids.append(example)
-            elif isinstance(example, dict) and "text" in example:
-                vectors.append(self._query(example["text"])[0])
-            else:
-                vectors.append(self.prepare_vectors(np.asarray(example, dtype=np.float32).reshape(1, -1))[0])
-        return np.stack(vectors), ids
+    def user_profile(self, user: str) -> tuple[np.ndarray | None, list[Any]]:
+        """Learned users live in single-machine collections (``fit-interactions``), not on shards."""
+        raise NotOnShardsError(
+            "learned users are not available on sharded collections yet: fit-interactions writes them into a "
+            "single-machine collection; recommend from examples or a history (recommend_for) here"
+        )
 
     def outlier_scorer(
         self,

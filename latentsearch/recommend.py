@@ -23,7 +23,7 @@ import numpy as np
 from .errors import InvalidInputError, ItemNotFoundError
 from .filters import Filter
 from .records import Hit
-from .search import allowed_rowids, check_k, hits_for, knn, query_vector
+from .search import check_k, query_vector
 
 if TYPE_CHECKING:
     from .collection import Collection
@@ -115,15 +115,14 @@ def recommend(
     pool = _candidates(collection, pos, max(k * POOL_FACTOR, 100), where, skip)
     if not pool:
         return []
-    rowids = np.array(pool, dtype=np.int64)
-    vectors = collection.store.vectors(rowids, collection.dim)
+    vectors = collection.vectors_of([h.id for h in pool])
     best_pos = similarity(collection.metric, vectors, pos).max(1)
     scores = _sigmoid(best_pos)
     if len(neg):
         best_neg = similarity(collection.metric, vectors, neg).max(1)
         scores = np.where(best_pos > best_neg, scores, -_sigmoid(best_neg))
-    ranked = sorted(zip(rowids.tolist(), scores.tolist()), key=lambda pair: -pair[1])
-    return _finish(collection, ranked, k, diversity)
+    order = sorted(range(len(pool)), key=lambda n: (-scores[n], pool[n].id))
+    return _finish(collection, [_rescored(pool[n], scores[n]) for n in order], k, diversity)
 
 
 def recommend_for(
@@ -184,7 +183,7 @@ def recommend_user(
     user's history also builds a content profile there (:func:`recommend_for`), and the two rankings
     are fused on z-scored scores: ``(1 - blend_weight) * collaborative + blend_weight * content``.
     """
-    vector, history = collection.store.get_user(user)
+    vector, history = collection.user_profile(user)
     if vector is None:
         raise ItemNotFoundError(
             f"unknown user {user!r} in collection {collection.name!r}: users come from fit-interactions"
@@ -209,11 +208,9 @@ def recommend_user(
     by_id = {h.id: h for h in content} | {h.id: h for h in collaborative}
     ranked = [Hit(**{**by_id[i].__dict__, "score": s}) for i, s in fused]
     if diversity > 0:  # MMR on the collaborative vectors of the fused candidates
-        rowids = collection.store.rowids_of([h.id for h in ranked])
-        pairs = [(rowids[h.id], h.score) for h in ranked if h.id in rowids]
-        keep = {r for r, _ in mmr(collection, pairs, k, diversity)} if len(pairs) > k else {r for r, _ in pairs}
-        ranked = [h for h in ranked if rowids.get(h.id) in keep]
-    return ranked[:k]
+        known = collection.store.rowids_of([h.id for h in ranked])
+        ranked = [h for h in ranked if h.id in known]
+    return _finish(collection, ranked, k, diversity)
 
 
 def _zscore_fuse(first: dict[str, float], second: dict[str, float], weight: float) -> list[tuple[str, float]]:
@@ -258,12 +255,8 @@ def _seconds(value: Any) -> float:
     raise InvalidInputError(f"timestamp {value!r} is not unix seconds or a datetime")
 
 
-def _allowed_without(collection: Collection, where: Filter | str | None, skip: set[str]) -> tuple[Any, set[int]]:
-    allowed = allowed_rowids(collection, where)
-    skip_rowids = set(collection.store.rowids_of(sorted(skip)).values()) if skip else set()
-    if allowed is not None and skip_rowids:
-        allowed = allowed[~np.isin(allowed, list(skip_rowids))]
-    return allowed, skip_rowids
+def _rescored(hit: Hit, score: float) -> Hit:
+    return Hit(**{**hit.__dict__, "score": float(score)})
 
 
 def _nearest(
@@ -274,51 +267,122 @@ def _nearest(
         if norm == 0 or not np.isfinite(norm):
             raise InvalidInputError("the examples cancel out (their combined vector is zero): change the negatives")
         query = query / norm
-    allowed, skip_rowids = _allowed_without(collection, where, skip)
     depth = max(k * POOL_FACTOR, 100) if diversity > 0 else k
-    extra = len(skip_rowids) if allowed is None else 0
-    ranked = knn(collection, query.astype(np.float32), depth + extra, allowed)[0]
-    ranked = [(r, s) for r, s in ranked if r not in skip_rowids]
-    return _finish(collection, ranked, k, diversity)
+    hits = collection.search_batch(query.astype(np.float32), k=depth, where=where, exclude=sorted(skip))[0]
+    return _finish(collection, hits, k, diversity)
 
 
 def _candidates(
     collection: Collection, positives: np.ndarray, depth: int, where: Filter | str | None, skip: set[str]
-) -> list[int]:
-    allowed, skip_rowids = _allowed_without(collection, where, skip)
-    extra = len(skip_rowids) if allowed is None else 0
-    found: dict[int, None] = {}
-    for ranking in knn(collection, positives, depth + extra, allowed):
-        found.update((r, None) for r, _ in ranking if r not in skip_rowids)
-    return list(found)
+) -> list[Hit]:
+    """The neighbours of every positive example, each once (the first time it is found)."""
+    found: dict[str, Hit] = {}
+    for hits in collection.search_batch(positives, k=depth, where=where, exclude=sorted(skip)):
+        for hit in hits:
+            found.setdefault(hit.id, hit)
+    return list(found.values())
 
 
-def _finish(collection: Collection, ranked: list[tuple[int, float]], k: int, diversity: float) -> list[Hit]:
+def _finish(collection: Collection, ranked: list[Hit], k: int, diversity: float) -> list[Hit]:
     if diversity > 0 and len(ranked) > k:
         ranked = mmr(collection, ranked, k, diversity)
-    return hits_for(collection, ranked[:k])
+    return ranked[:k]
 
 
-def mmr(collection: Collection, ranked: list[tuple[int, float]], k: int, diversity: float) -> list[tuple[int, float]]:
+def mmr(collection: Collection, ranked: list[Hit], k: int, diversity: float) -> list[Hit]:
     """Maximal marginal relevance: pick, one at a time, the candidate maximising
     ``(1 - diversity) * relevance - diversity * max cosine similarity to those already picked``.
 
     Relevance is min-max normalised over the candidates so both terms share a 0..1 scale.
     """
-    rowids = np.array([r for r, _ in ranked], dtype=np.int64)
-    scores = np.array([s for _, s in ranked], dtype=np.float64)
+    scores = np.array([h.score for h in ranked], dtype=np.float64)
     span = scores.max() - scores.min()
     relevance = (scores - scores.min()) / span if span > 0 else np.ones_like(scores)
-    vectors = collection.store.vectors(rowids, collection.dim).astype(np.float64)
+    vectors = collection.vectors_of([h.id for h in ranked]).astype(np.float64)
     vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
     picked: list[int] = []
-    closest = np.full(len(rowids), -np.inf)  # max similarity of each candidate to the picked ones
-    available = np.ones(len(rowids), dtype=bool)
-    for _ in range(min(k, len(rowids))):
+    closest = np.full(len(ranked), -np.inf)  # max similarity of each candidate to the picked ones
+    available = np.ones(len(ranked), dtype=bool)
+    for _ in range(min(k, len(ranked))):
         penalty = np.where(np.isfinite(closest), closest, 0.0)
         value = np.where(available, (1 - diversity) * relevance - diversity * penalty, -np.inf)
         best = int(np.argmax(value))
         picked.append(best)
         available[best] = False
         closest = np.maximum(closest, vectors @ vectors[best])
-    return [(int(rowids[i]), float(scores[i])) for i in picked]
+    return [ranked[i] for i in picked]
+
+
+class RecommendMethods:
+    """``recommend`` and ``recommend_for`` for single and sharded collections alike: they use only
+    ``search_batch`` (with ``exclude``), ``vectors_of``, ``prepare_vectors``, ``encode``, ``metric``,
+    ``dim`` and, for learned users, ``user_profile``."""
+
+    def recommend(
+        self,
+        positive: Sequence[Any] | None = None,
+        negative: Sequence[Any] | None = None,
+        *,
+        user: str | None = None,
+        k: int = 10,
+        strategy: str = "average",
+        negative_weight: float = 0.5,
+        where: Filter | str | None = None,
+        exclude: Sequence[str] = (),
+        diversity: float = 0.0,
+        blend: Any = None,
+        blend_weight: float = 0.5,
+    ) -> list[Hit]:
+        """Items like the ``positive`` examples and unlike the ``negative`` ones, or for a ``user``.
+
+        Examples are item ids, raw vectors, or ``{"text": ...}`` / ``{"vector": ...}`` / ``{"id": ...}``.
+        ``strategy``: ``average`` (search near mean(positives) - negative_weight * mean(negatives)) or
+        ``best_score`` (each candidate scored by its best similarity to a positive, pushed below all
+        others when it is closer to a negative). Examples and ``exclude`` ids are never recommended.
+        ``diversity`` (0..1) re-ranks by maximal marginal relevance. ``user`` serves a user learned by
+        :func:`latentsearch.fit_interactions` (what they saw is left out), optionally blended with a
+        content collection (``blend``, weight ``blend_weight``).
+        """
+        if user is not None:
+            if positive is not None or negative is not None:
+                raise InvalidInputError("give either user= or positive/negative examples, not both")
+            return recommend_user(
+                self, user, k=k, where=where, diversity=diversity, blend=blend, blend_weight=blend_weight
+            )
+        return recommend(
+            self,
+            positive,
+            negative,
+            k=k,
+            strategy=strategy,
+            negative_weight=negative_weight,
+            where=where,
+            exclude=exclude,
+            diversity=diversity,
+        )
+
+    def recommend_for(
+        self,
+        history: Sequence[Any],
+        *,
+        k: int = 10,
+        half_life: float | None = None,
+        now: float | None = None,
+        where: Filter | str | None = None,
+        exclude_seen: bool = True,
+        diversity: float = 0.0,
+    ) -> list[Hit]:
+        """Recommend from a history of ids, ``(id, weight)``, ``(id, weight, timestamp)`` or dicts, with
+        recency decay (``half_life`` seconds, default 30 days) when timestamps are given; items in the
+        history are left out. See :func:`latentsearch.recommend.recommend_for`.
+        """
+        return recommend_for(
+            self,
+            history,
+            k=k,
+            half_life=half_life,
+            now=now,
+            where=where,
+            exclude_seen=exclude_seen,
+            diversity=diversity,
+        )

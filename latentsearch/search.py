@@ -201,6 +201,7 @@ def search_batch(
     *,
     k: int = 10,
     where: Filter | str | None = None,
+    exclude: Sequence[str] = (),
     ef_search: int | None = None,
     nprobe: int | None = None,
 ) -> list[list[Hit]]:
@@ -208,7 +209,26 @@ def search_batch(
     :meth:`Collection.search_batch`."""
     k = check_k(k)
     vectors = collection.encode(list(queries)) if is_text_batch(queries) else collection.prepare_vectors(queries)
-    ranked = knn(collection, vectors, k, allowed_rowids(collection, where), ef_search, nprobe)
+    return vector_hits(collection, vectors, k, where, exclude, ef_search, nprobe)
+
+
+def vector_hits(
+    collection: Collection,
+    vectors: np.ndarray,
+    k: int,
+    where: Filter | str | None = None,
+    exclude: Sequence[str] = (),
+    ef_search: int | None = None,
+    nprobe: int | None = None,
+) -> list[list[Hit]]:
+    """The hits of already prepared query vectors (what shards answer: the driver prepared them once)."""
+    allowed = allowed_rowids(collection, where)
+    skip = set(collection.store.rowids_of(list(exclude)).values()) if exclude else set()
+    if allowed is not None and skip:
+        allowed = allowed[~np.isin(allowed, list(skip))]
+    extra = len(skip) if allowed is None else 0  # excluded items may take places in the unfiltered top k
+    ranked = knn(collection, vectors, k + extra, allowed, ef_search, nprobe)
+    ranked = [[(r, s) for r, s in ranking if r not in skip][:k] for ranking in ranked]
     rows = collection.store.rows_by_rowid(sorted({r for ranking in ranked for r, _ in ranking}))
     return [
         [

@@ -94,8 +94,17 @@ def test_recommendations_equal_one_collection(pair):
         assert as_pairs(got) == as_pairs(expected), strategy
     with pytest.raises(ls.ItemNotFoundError):
         sharded.recommend(["ghost"])
-    with pytest.raises(ls.InvalidInputError, match="not available on sharded"):
-        sharded.recommend(["v1"], diversity=0.5)
+    # Diversity, histories and filters run through the same code as one collection's.
+    for options in ({"diversity": 0.5}, {"where": {"g": 4}, "strategy": "best_score", "diversity": 0.3}):
+        assert as_pairs(sharded.recommend(["v1", "v9"], k=6, **options)) == as_pairs(
+            single.recommend(["v1", "v9"], k=6, **options)
+        ), options
+    history = [("v1", 1.0, 1000.0), ("v2", 2.0, 5000.0)]
+    assert as_pairs(sharded.recommend_for(history, k=5, half_life=3600)) == as_pairs(
+        single.recommend_for(history, k=5, half_life=3600)
+    )
+    with pytest.raises(ls.InvalidInputError, match="learned users are not available on sharded"):
+        sharded.recommend(user="u1")
 
 
 def test_batch_search_and_the_latent_space_equal_one_collection(pair):
@@ -257,5 +266,9 @@ def test_text_ingestion_over_encoder_actors_and_the_cli(home, tmp_path):
     assert checked[0]["neighbors"][0]["id"].startswith("astronomy")
     explained = runner.invoke(app, ["search", "docs", "parallax", "--explain", "--mode", "hybrid", "--json"])
     assert json.loads(explained.stdout)[0]["details"]["lexical_rank"] == 1
-    bad = runner.invoke(app, ["recommend", "docs", "--like", "astronomy-1", "--diversity", "0.5"])
+    varied = json.loads(
+        runner.invoke(app, ["recommend", "docs", "--like", "astronomy-1", "--diversity", "0.5", "--json"]).stdout
+    )
+    assert len(varied) == 10 and "astronomy-1" not in [h["id"] for h in varied]
+    bad = runner.invoke(app, ["recommend", "docs", "--user", "u1"])
     assert bad.exit_code == 1 and "not available on sharded" in bad.stderr
