@@ -314,6 +314,21 @@ def count(name: str, home: HomeOption = None) -> None:
         console.print(str(col.count()))
 
 
+@command("update-metadata")
+def update_metadata(
+    name: str,
+    source: Annotated[Path, typer.Argument(help="JSONL or CSV: one item per line, its id and the fields to set.")],
+    id_field: Annotated[str, typer.Option(help="Field holding each item's id.")] = "id",
+    home: HomeOption = None,
+) -> None:
+    """Merge fields into items' metadata (a JSON null removes a field); all or nothing."""
+    from .ingest import read_metadata_updates
+
+    updates = read_metadata_updates(source, id_field=id_field)
+    with _open(name, home) as col:
+        console.print(f"updated the metadata of {col.update_metadata(updates):,} items in {name}")
+
+
 @command("index-field")
 def index_field(
     name: str,

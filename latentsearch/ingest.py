@@ -82,6 +82,33 @@ def read_input(
     return _records_from_rows(path, rows, text_field, id_field, vector_field, metadata_fields)
 
 
+def read_metadata_updates(path: str | Path, *, id_field: str = "id") -> dict[str, dict[str, Any]]:
+    """Metadata updates from a JSONL or CSV file: each line/row names an item by ``id_field``; its other
+    fields are merged into that item's metadata (JSON ``null`` removes a field)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".ndjson", ".json"):
+        rows = _jsonl_rows(path)
+    elif suffix in (".csv", ".tsv"):
+        rows = [
+            (n, {k: _csv_value(v) for k, v in row.items()})
+            for n, row in _csv_rows(path, "\t" if suffix == ".tsv" else ",")
+        ]
+    else:
+        raise InvalidInputError(f"cannot read {path}: metadata updates come in .jsonl, .csv or .tsv files")
+    updates: dict[str, dict[str, Any]] = {}
+    for lineno, row in rows:
+        if id_field not in row:
+            raise InvalidInputError(f"{path} line {lineno}: no {id_field!r} field; name it with --id-field")
+        item_id = str(row.pop(id_field))
+        if item_id in updates:
+            raise InvalidInputError(f"{path} line {lineno}: id {item_id!r} appears twice")
+        updates[item_id] = row
+    if not updates:
+        raise InvalidInputError(f"{path}: no updates in the file")
+    return updates
+
+
 def open_text(path: Path) -> TextIO:
     """Open a UTF-8 text file, turning OS errors into a one-line input error."""
     try:

@@ -131,6 +131,12 @@ class IdsBody(BaseModel):
     ids: list[str]
 
 
+class MetadataBody(BaseModel):
+    updates: dict[str, dict[str, Any]] = Field(
+        description='Fields to merge into each item\'s metadata by id: {"doc-1": {"reviewed": true}}; null removes one.'
+    )
+
+
 class SearchBody(BaseModel):
     query: str | None = None
     vector: list[float] | None = None
@@ -454,6 +460,11 @@ def create_app(
         check_batch(len(body.ids))
         col = registry.get(name)
         return {"deleted": col.delete(body.ids), "count": col.count()}
+
+    @app.post("/api/collections/{name}/items/metadata", dependencies=[Depends(writer)])
+    def update_metadata(name: str, body: MetadataBody) -> dict[str, Any]:
+        check_batch(len(body.updates))
+        return {"updated": registry.get(name).update_metadata(body.updates)}
 
     @app.get("/api/collections/{name}/thumbnails/{item_id:path}", dependencies=[Depends(reader)])
     def thumbnail(name: str, item_id: str) -> Response:

@@ -80,6 +80,25 @@ def test_upsert_flag_and_numpy_input(home, tmp_path):
     assert hits[0]["id"] == "id4"
 
 
+def test_update_metadata_from_a_file(home, tmp_path):
+    run("create", "vec", "--encoder", "precomputed", "--dim", "8", "--index", "flat")
+    np.save(tmp_path / "v.npy", random_vectors(5, 8))
+    run("add", "vec", tmp_path / "v.npy")
+    (tmp_path / "u.jsonl").write_text('{"id": "v-0", "label": "spam"}\n{"id": "v-3", "label": "ham", "score": 0.5}\n')
+    assert "updated the metadata of 2 items" in run("update-metadata", "vec", tmp_path / "u.jsonl").stdout
+    got = json.loads(run("get", "vec", "v-0", "v-3", "--json").stdout)
+    assert [g["metadata"] for g in got] == [{"label": "spam"}, {"label": "ham", "score": 0.5}]
+    (tmp_path / "u.csv").write_text("key,label\nv-0,\nv-1,eggs\n")
+    run("update-metadata", "vec", tmp_path / "u.csv", "--id-field", "key")
+    assert json.loads(run("get", "vec", "v-1", "--json").stdout)[0]["metadata"] == {"label": "eggs"}
+    (tmp_path / "bad.jsonl").write_text('{"id": "v-2", "label": "x"}\n{"id": "ghost", "label": "x"}\n')
+    bad = run("update-metadata", "vec", tmp_path / "bad.jsonl", ok=False)
+    assert bad.exit_code == 1 and "unknown id 'ghost'" in bad.stderr and "nothing was updated" in bad.stderr
+    assert json.loads(run("get", "vec", "v-2", "--json").stdout)[0]["metadata"] == {}
+    no_id = run("update-metadata", "vec", tmp_path / "u.csv", ok=False)
+    assert no_id.exit_code == 1 and "line 2: no 'id' field" in no_id.stderr
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -56,6 +56,12 @@ def test_items_endpoints(client):
     assert client.post("/api/collections/topics/items/delete", json={"ids": ["n1"]}).status_code == 404
     empty = client.post("/api/collections/topics/items", json={"items": [{"id": "e", "text": "  "}]})
     assert empty.status_code == 400 and "empty" in empty.json()["error"]
+    patched = client.post("/api/collections/topics/items/metadata", json={"updates": {"finance-0": {"hot": True}}})
+    assert patched.json() == {"updated": 1}
+    found = client.post("/api/collections/topics/search", json={"query": "money", "where": "hot = true"}).json()
+    assert [h["id"] for h in found] == ["finance-0"]
+    ghost = client.post("/api/collections/topics/items/metadata", json={"updates": {"ghost": {"hot": True}}})
+    assert ghost.status_code == 404 and "nothing was updated" in ghost.json()["error"]
 
 
 def test_background_add_reports_progress(client):
