@@ -232,9 +232,9 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
         return n
 
     def update_metadata(self, updates: Mapping[str, Mapping[str, Any]]) -> int:
-        """Merge fields into items' metadata by id: ``{"doc-1": {"reviewed": True}}`` (a ``None`` value
-        removes the field). All or nothing: an unknown id or a non-JSON value changes nothing.
-        Returns the number of items updated."""
+        """Merge fields into items' metadata by id: ``{"doc-1": {"reviewed": True}}``, as a JSON merge
+        patch (RFC 7396: nested objects merge too, a ``None`` value removes the field). All or nothing:
+        an unknown id or a non-JSON value changes nothing. Returns the number of items updated."""
         if not isinstance(updates, Mapping):
             raise InvalidInputError("updates must be a dict of {id: {field: value}}")
         ids = _check_ids(list(updates))

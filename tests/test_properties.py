@@ -225,6 +225,60 @@ def test_http_add_bodies_never_give_a_500_and_refusals_change_nothing(http, col,
         assert snapshot(col) == before
 
 
+def restore(collection, saved):
+    """Put back each item's metadata as it was (a merge patch: null every field, then set the old ones)."""
+    current = {it.id: it.metadata for it in collection.items()}
+    collection.update_metadata({i: {key: None for key in current[i]} for i in saved})
+    collection.update_metadata({i: meta for i, meta in saved.items() if meta})
+
+
+update_ids = st.one_of(st.sampled_from(["a", "b", "c"]), st.text(max_size=8), st.integers(), st.none())
+
+
+@fuzz
+@given(updates=st.one_of(st.dictionaries(update_ids, json_values, max_size=3), json_values))
+def test_python_metadata_updates_never_crash_and_refusals_change_nothing(col, updates):
+    tried("python update_metadata")
+    before = snapshot(col)
+    saved = {it.id: it.metadata for it in col.items()}
+    try:
+        col.update_metadata(updates)
+    except ls.LatentSearchError as exc:
+        assert "\n" not in str(exc)
+        assert snapshot(col) == before
+        return
+    after = {it.id: it.metadata for it in col.items()}
+    for item_id, fields in updates.items():
+        for key, value in (fields or {}).items():  # top-level fields as given (JSON merge patch; null removes)
+            if value is None:
+                assert key not in after[item_id]
+            elif not isinstance(value, dict):
+                assert after[item_id][key] == value
+    assert all(after[i] == saved[i] for i in saved if i not in updates)  # nobody else changed
+    restore(col, saved)
+    assert [(i, m) for i, m in snapshot(col)[1]] == before[1]
+
+
+@fuzz
+@given(body=st.one_of(json_values, st.fixed_dictionaries({"updates": json_values})))
+def test_http_metadata_bodies_never_give_a_500_and_refusals_change_nothing(http, col, body):
+    tried("http update_metadata")
+    before = snapshot(col)
+    saved = {it.id: it.metadata for it in col.items()}
+    try:
+        payload = json.dumps(body, allow_nan=False)
+    except ValueError:
+        return
+    response = http.post(
+        "/api/collections/fuzz/items/metadata", content=payload, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code < 500, response.text
+    if response.status_code == 200:
+        restore(col, saved)
+    else:
+        assert "error" in response.json() and snapshot(col) == before
+
+
 @fuzz
 @given(data=st.binary(max_size=400))
 def test_random_bytes_as_images_are_refused_cleanly(tmp_path_factory, data):
