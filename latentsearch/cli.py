@@ -510,6 +510,7 @@ def fit_interactions(
     time: Annotated[str | None, typer.Option(help="Timestamp column (unix seconds), kept for recency.")] = None,
     factors: Annotated[int, typer.Option(help="Latent dimensions.")] = 32,
     replace: Annotated[bool, typer.Option(help="Replace the collection if it exists.")] = False,
+    shards: Annotated[int | None, typer.Option(help="Split the collection over this many Ray shards.")] = None,
     home: HomeOption = None,
 ) -> None:
     """Learn item and user vectors from interactions (truncated SVD) and store them as a collection."""
@@ -527,11 +528,13 @@ def fit_interactions(
             factors=factors,
             replace=replace,
             home=home,
+            shards=shards,
+            ray_address=_RAY_ADDRESS,
             progress=update,
         )
     with col:
         console.print(
-            f"learned {col.dim} factors for {col.count():,} items and {col.store.user_count():,} users in "
+            f"learned {col.dim} factors for {col.count():,} items and {col.user_count():,} users in "
             f"{perf_counter() - start:.1f}s; try: latentsearch recommend {into} --user USER"
         )
 

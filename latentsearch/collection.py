@@ -461,6 +461,18 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
         """A learned user's vector and history ``[(item id, timestamp)]`` (``None`` vector: unknown user)."""
         return self.store.get_user(user)
 
+    def put_users(self, users: Sequence[tuple[str, np.ndarray, list[Any]]], *, replace_all: bool = False) -> None:
+        """Store learned users: ``(user id, vector, history [(item id, timestamp)])`` each."""
+        self.store.put_users(users, replace_all=replace_all)
+
+    def user_count(self) -> int:
+        """Number of learned users."""
+        return self.store.user_count()
+
+    def existing_ids(self, ids: Sequence[str]) -> set[str]:
+        """Which of ``ids`` are in the collection."""
+        return set(self.store.rowids_of(list(ids)))
+
     # --- outliers --------------------------------------------------------------------------------
 
     def outlier_scorer(

@@ -264,13 +264,11 @@ class ShardedCollection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
 
     def _require(self, ids: Sequence[str], consequence: str) -> dict[int, list[int]]:
         """Positions of ``ids`` grouped by shard, once every id is known to exist (else one error)."""
-        groups = self._by_shard(ids)
-        found = self._get([self.actors[s].existing.remote([ids[p] for p in ps]) for s, ps in groups.items()])
-        present = {i for part in found for i in part}
+        present = self.existing_ids(ids)
         missing = [i for i in ids if i not in present]
         if missing:
             raise ItemNotFoundError(f"unknown id {missing[0]!r} in collection {self.name!r}: {consequence}")
-        return groups
+        return self._by_shard(ids)
 
     def _by_shard(self, ids: Sequence[str]) -> dict[int, list[int]]:
         groups: dict[int, list[int]] = {}
@@ -543,12 +541,26 @@ class ShardedCollection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
             for r, s in ranked
         ]
 
+    # Learned users live beside the shards, in the driver's store (with the shared full-text index):
+    # a user's vector is one row, read on each recommendation, not spread over shards.
     def user_profile(self, user: str) -> tuple[np.ndarray | None, list[Any]]:
-        """Learned users live in single-machine collections (``fit-interactions``), not on shards."""
-        raise NotOnShardsError(
-            "learned users are not available on sharded collections yet: fit-interactions writes them into a "
-            "single-machine collection; recommend from examples or a history (recommend_for) here"
-        )
+        """A learned user's vector and history; see :meth:`Collection.user_profile`."""
+        return self.lexical.get_user(user)
+
+    def put_users(self, users: Sequence[tuple[str, np.ndarray, list[Any]]], *, replace_all: bool = False) -> None:
+        """Store learned users (``fit_interactions(..., shards=N)`` does)."""
+        self.lexical.put_users(users, replace_all=replace_all)
+
+    def user_count(self) -> int:
+        """Number of learned users."""
+        return self.lexical.user_count()
+
+    def existing_ids(self, ids: Sequence[str]) -> set[str]:
+        """Which of ``ids`` are in the collection."""
+        ids = list(ids)
+        groups = self._by_shard(ids)
+        found = self._get([self.actors[s].existing.remote([ids[p] for p in ps]) for s, ps in groups.items()])
+        return {i for part in found for i in part}
 
     def outlier_scorer(
         self,

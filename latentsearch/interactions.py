@@ -128,9 +128,12 @@ def fit_interactions(
     index: str = "flat",
     replace: bool = False,
     home: str | os.PathLike[str] | None = None,
+    shards: int | None = None,
+    ray_address: str | None = None,
     progress: ProgressFn | None = None,
 ) -> Collection:
-    """Learn item and user vectors from an interaction file and store them as collection ``into``.
+    """Learn item and user vectors from an interaction file and store them as collection ``into``
+    (split over ``shards`` Ray actors when given).
 
     Items get metadata ``{"interactions": n}``; users are stored with their histories so that
     ``collection.recommend(user=...)`` leaves out what they have already seen.
@@ -144,7 +147,16 @@ def fit_interactions(
     if replace and into in collections.list_collections(home=home):
         collections.drop(into, home=home)
     dim = learned.item_vectors.shape[1]
-    col = collections.create(into, encoder="precomputed", dim=dim, metric="ip", index=index, home=home)
+    col = collections.create(
+        into,
+        encoder="precomputed",
+        dim=dim,
+        metric="ip",
+        index=index,
+        home=home,
+        shards=shards,
+        ray_address=ray_address,
+    )
     counts = dict(zip(*np.unique(interactions.items, return_counts=True)))
     col.add(
         learned.item_ids,
@@ -157,10 +169,5 @@ def fit_interactions(
     for i in order if order is not None else range(len(interactions.users)):
         ts = None if interactions.times is None else float(interactions.times[i])
         histories[str(interactions.users[i])].append([str(interactions.items[i]), ts])
-    col.store.put_users(
-        [(u, v, histories[u]) for u, v in zip(learned.user_ids, learned.user_vectors)], replace_all=True
-    )
-    col.store.write_manifest(
-        {"factors": {"method": "truncated-svd", "explained_variance": learned.explained_variance_ratio}}
-    )
+    col.put_users([(u, v, histories[u]) for u, v in zip(learned.user_ids, learned.user_vectors)], replace_all=True)
     return col

@@ -195,7 +195,7 @@ def recommend_user(
     weight = _check_fraction("blend_weight", blend_weight)
     depth = max(k * POOL_FACTOR, 100)
     collaborative = _nearest(collection, vector[None, :], depth, where, skip, 0.0)
-    known = blend.store.rowids_of([item for item, _ in history])
+    known = blend.existing_ids([item for item, _ in history])
     content_history = [(item, 1.0, ts) for item, ts in history if item in known]
     if any(ts is None for _, _, ts in content_history):
         content_history = [(item, 1.0) for item, _, _ in content_history]
@@ -208,7 +208,7 @@ def recommend_user(
     by_id = {h.id: h for h in content} | {h.id: h for h in collaborative}
     ranked = [Hit(**{**by_id[i].__dict__, "score": s}) for i, s in fused]
     if diversity > 0:  # MMR on the collaborative vectors of the fused candidates
-        known = collection.store.rowids_of([h.id for h in ranked])
+        known = collection.existing_ids([h.id for h in ranked])
         ranked = [h for h in ranked if h.id in known]
     return _finish(collection, ranked, k, diversity)
 

@@ -103,8 +103,33 @@ def test_recommendations_equal_one_collection(pair):
     assert as_pairs(sharded.recommend_for(history, k=5, half_life=3600)) == as_pairs(
         single.recommend_for(history, k=5, half_life=3600)
     )
-    with pytest.raises(ls.InvalidInputError, match="learned users are not available on sharded"):
+    with pytest.raises(ls.ItemNotFoundError, match="unknown user 'u1'"):
         sharded.recommend(user="u1")
+
+
+def test_learned_users_on_shards_equal_one_collection(home, tmp_path):
+    rng = np.random.default_rng(5)
+    rows = ["user_id\titem_id\trating\ttimestamp"]
+    for u in range(30):
+        group = "g" if u % 2 else "h"
+        for t, i in enumerate(rng.choice(15, size=6, replace=False)):
+            rows.append(f"u{u}\t{group}{i}\t{rng.integers(1, 6)}\t{1000 + t}")
+    path = tmp_path / "ratings.tsv"
+    path.write_text("\n".join(rows) + "\n")
+    options = {"rating": "rating", "time": "timestamp", "factors": 6, "home": home}
+    single = ls.fit_interactions(path, into="one", **options)
+    sharded = ls.fit_interactions(path, into="many", shards=3, **options)
+    assert is_sharded("many", home) and sharded.user_count() == single.user_count() == 30
+    for user in ("u1", "u4"):
+        got, expected = sharded.recommend(user=user, k=5), single.recommend(user=user, k=5)
+        assert as_pairs(got) == as_pairs(expected) and len(got) == 5
+        seen = {item for item, _ in sharded.user_profile(user)[1]}
+        assert not seen & {h.id for h in got}
+    assert as_pairs(sharded.recommend(user="u1", k=5, diversity=0.4)) == as_pairs(
+        single.recommend(user="u1", k=5, diversity=0.4)
+    )
+    single.close()
+    sharded.close()
 
 
 def test_batch_search_and_the_latent_space_equal_one_collection(pair):
@@ -270,5 +295,5 @@ def test_text_ingestion_over_encoder_actors_and_the_cli(home, tmp_path):
         runner.invoke(app, ["recommend", "docs", "--like", "astronomy-1", "--diversity", "0.5", "--json"]).stdout
     )
     assert len(varied) == 10 and "astronomy-1" not in [h["id"] for h in varied]
-    bad = runner.invoke(app, ["recommend", "docs", "--user", "u1"])
+    bad = runner.invoke(app, ["outliers", "docs", "--method", "reconstruction"])
     assert bad.exit_code == 1 and "not available on sharded" in bad.stderr

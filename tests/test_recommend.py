@@ -156,8 +156,8 @@ def ratings(tmp_path):
 
 def test_fit_interactions_recommends_from_the_users_taste(home, ratings):
     col = ls.fit_interactions(ratings, into="cf", rating="rating", time="timestamp", factors=4, home=home)
-    assert col.metric == "ip" and col.count() == 20 and col.store.user_count() == 20
-    _, history = col.store.get_user("u3")
+    assert col.metric == "ip" and col.count() == 20 and col.user_count() == 20
+    _, history = col.user_profile("u3")
     assert len(history) == 6 and [t for _, t in history] == sorted(t for _, t in history)
     seen = {item for item, _ in history}
     hits = col.recommend(user="u3", k=4)
@@ -176,7 +176,7 @@ def test_blend_with_a_content_collection(home, ratings):
     assert [h.id for h in pure] == [h.id for h in cf.recommend(user="u3", k=4)]
     blended = cf.recommend(user="u3", k=4, blend=content, blend_weight=0.5)
     assert len(blended) == 4 and all(h.id.startswith("g") for h in blended)
-    _, history = cf.store.get_user("u3")
+    _, history = cf.user_profile("u3")
     assert not {h.id for h in blended} & {item for item, _ in history}
     cf.close()
     content.close()
