@@ -235,12 +235,9 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
         """Merge fields into items' metadata by id: ``{"doc-1": {"reviewed": True}}``, as a JSON merge
         patch (RFC 7396: nested objects merge too, a ``None`` value removes the field). All or nothing:
         an unknown id or a non-JSON value changes nothing. Returns the number of items updated."""
-        if not isinstance(updates, Mapping):
-            raise InvalidInputError("updates must be a dict of {id: {field: value}}")
-        ids = _check_ids(list(updates))
+        ids, fields = check_metadata_updates(updates)
         if not ids:
             return 0
-        fields = _check_metadata([updates[i] for i in ids], len(ids))
         found = self.store.rowids_of(ids)
         missing = [i for i in ids if i not in found]
         if missing:
@@ -690,6 +687,15 @@ def prepare_vectors(vectors: Any, *, dim: int, metric: str, name: str, expected:
 
 
 # --- validation helpers --------------------------------------------------------------------------
+
+
+def check_metadata_updates(updates: Any) -> tuple[list[str], list[dict[str, Any]]]:
+    """The ids and field dicts of ``{id: {field: value}}`` metadata updates, checked before any write
+    (shared by single and sharded collections, so a bad update changes nothing on any shard)."""
+    if not isinstance(updates, Mapping):
+        raise InvalidInputError("updates must be a dict of {id: {field: value}}")
+    ids = _check_ids(list(updates))
+    return ids, _check_metadata([updates[i] for i in ids], len(ids))
 
 
 def _check_ids(ids: Sequence[str], *, allow_duplicates: bool = False) -> list[str]:

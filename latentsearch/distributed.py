@@ -271,6 +271,8 @@ class ShardedCollection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
         return self._by_shard(ids)
 
     def _by_shard(self, ids: Sequence[str]) -> dict[int, list[int]]:
+        if isinstance(ids, str) or not all(isinstance(i, str) and i.strip() for i in ids):
+            raise InvalidInputError("ids must be a list of non-empty strings")
         groups: dict[int, list[int]] = {}
         for position, item_id in enumerate(ids):
             groups.setdefault(shard_of(item_id, self.shards), []).append(position)
@@ -375,20 +377,18 @@ class ShardedCollection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
 
     def update_metadata(self, updates: Any) -> int:
         """Merge fields into items' metadata by id; see :meth:`Collection.update_metadata`."""
-        from collections.abc import Mapping
+        from .collection import check_metadata_updates
 
-        if not isinstance(updates, Mapping):
-            raise InvalidInputError("updates must be a dict of {id: {field: value}}")
-        ids = list(updates)
+        ids, fields = check_metadata_updates(updates)  # every check before the first shard writes
+        if not ids:
+            return 0
         groups = self._require(ids, "nothing was updated")
-        calls = [
-            self.actors[s].update_metadata.remote({ids[p]: updates[ids[p]] for p in ps}) for s, ps in groups.items()
-        ]
+        calls = [self.actors[s].update_metadata.remote({ids[p]: fields[p] for p in ps}) for s, ps in groups.items()]
         updated = int(sum(self._get(calls)))
         # The shared full-text index filters lexical search by metadata too: keep its copy the same.
-        rowids = self.lexical.rowids_of(ids)
+        rowids, by_id = self.lexical.rowids_of(ids), dict(zip(ids, fields))
         if rowids:
-            self.lexical.update_metadata({rowids[i]: dict(updates[i]) for i in rowids})
+            self.lexical.update_metadata({rowids[i]: by_id[i] for i in rowids})
         return updated
 
     def search_batch(

@@ -167,6 +167,12 @@ def test_batch_search_and_the_latent_space_equal_one_collection(pair):
     with pytest.raises(ls.ItemNotFoundError, match="nothing was updated"):
         sharded.update_metadata({"v2": {"tag": "y"}, "ghost": {"tag": "y"}})
     assert "tag" not in sharded.get(["v2"])[0].metadata
+    spread = [f"v{i}" for i in range(10) if shard_of(f"v{i}", 3) != shard_of("v2", 3)][0]
+    with pytest.raises(ls.InvalidInputError):  # checked before any shard writes
+        sharded.update_metadata({"v2": {"tag": "y"}, spread: {"tag": float("nan")}})
+    with pytest.raises(ls.InvalidInputError, match="non-empty strings"):
+        sharded.update_metadata({3: {"tag": "y"}})
+    assert "tag" not in sharded.get(["v2"])[0].metadata
     before = as_pairs(sharded.search(vectors[9], k=5))
     sharded.compact()
     assert as_pairs(sharded.search(vectors[9], k=5)) == before
