@@ -22,6 +22,7 @@ import numpy as np
 
 from . import paths
 from .errors import CollectionNotFoundError, FilterError
+from .fileio import fsync_replace, process_alive
 from .filters import field_expression
 from .storage import DB_FILE, FIELD_INDEX_PREFIX
 
@@ -58,6 +59,9 @@ class Report:
         return {"collection": self.collection, "healthy": self.healthy, "findings": [f.__dict__ for f in self.findings]}
 
 
+SALVAGE_PREFIX = ".salvage-"  # + the repairing process's id
+
+
 def doctor(name: str, *, home: str | os.PathLike[str] | None = None, repair: bool = False) -> Report:
     """Check collection ``name``; with ``repair``, fix what can be fixed. Returns a report."""
     folder = paths.collection_dir(name, home)
@@ -75,13 +79,20 @@ def doctor(name: str, *, home: str | os.PathLike[str] | None = None, repair: boo
 
 def _check_temp_files(folder: Path, report: Report, repair: bool) -> None:
     leftovers = [p for p in folder.rglob(".*.tmp*") if p.is_file()]
+    # A repair's work folder whose process is gone: a killed repair (its damaged original is kept).
+    leftovers += [p for p in folder.glob(f"{SALVAGE_PREFIX}*") if p.is_dir() and _salvage_owner_gone(p)]
     if not leftovers:
         report.add("temp files", True, "none left over")
         return
     if repair:
         for p in leftovers:
-            p.unlink(missing_ok=True)
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
     report.add("temp files", False, f"{len(leftovers)} left over by interrupted writes", repaired=repair)
+
+
+def _salvage_owner_gone(folder: Path) -> bool:
+    pid = folder.name[len(SALVAGE_PREFIX) :]
+    return not pid.isdigit() or int(pid) == os.getpid() or not process_alive(int(pid))
 
 
 def _check_sqlite(db: Path, report: Report, repair: bool) -> bool:
@@ -126,7 +137,7 @@ def salvage(db: Path) -> tuple[int | None, int]:
         ).fetchall()
     except sqlite3.DatabaseError:
         return None, 0
-    fresh_dir = db.parent / f".salvage-{os.getpid()}"
+    fresh_dir = db.parent / f"{SALVAGE_PREFIX}{os.getpid()}"
     shutil.rmtree(fresh_dir, ignore_errors=True)
     fresh_dir.mkdir()
     store = Store(fresh_dir, create=True)
@@ -155,15 +166,31 @@ def salvage(db: Path) -> tuple[int | None, int]:
             store.create_field_index(field_name, field_expression(field_name))
     store.close()
     old.close()
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    os.replace(db, db.with_name(f"{db.name}.damaged-{stamp}"))
-    for suffix in ("-wal", "-shm"):
-        Path(str(db) + suffix).unlink(missing_ok=True)
-    os.replace(fresh_dir / DB_FILE, db)
-    shutil.rmtree(fresh_dir, ignore_errors=True)
-    for stale in ("index.faiss", "index.checkpoint.json"):  # rebuilt from the salvaged rows on open
+    # Every step below leaves a collection.sqlite in place, so a crash between two of them loses
+    # nothing: the index files go first (they are rebuilt from SQLite on open), the damaged file is
+    # kept under a second name (a hard link), its write-ahead log is set aside (never replayed into
+    # the new file), and one rename swaps the salvaged file in.
+    for stale in ("index.faiss", "index.checkpoint.json"):
         (db.parent / stale).unlink(missing_ok=True)
+    damaged = db.with_name(f"{db.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+    _keep_as(db, damaged)
+    wal = Path(f"{db}-wal")
+    if wal.exists():
+        _keep_as(wal, Path(f"{damaged}-wal"))
+    for suffix in ("-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    fsync_replace(fresh_dir / DB_FILE, db)
+    shutil.rmtree(fresh_dir, ignore_errors=True)
     return saved, lost
+
+
+def _keep_as(path: Path, name: Path) -> None:
+    """A second name for ``path`` (a hard link; a copy where links are not possible)."""
+    name.unlink(missing_ok=True)  # a leftover of an earlier attempt in the same second
+    try:
+        os.link(path, name)
+    except OSError:
+        shutil.copy2(path, name)
 
 
 def _check_contents(db: Path, report: Report, repair: bool) -> None:

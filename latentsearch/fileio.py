@@ -38,14 +38,14 @@ def remove_stale_temp_files(folder: Path, pattern: str) -> int:
     for path in Path(folder).glob(pattern):
         parts = path.name.split(".")
         pid = int(parts[parts.index("tmp") - 1]) if "tmp" in parts and parts[parts.index("tmp") - 1].isdigit() else None
-        if pid is not None and pid != os.getpid() and _alive(pid):
+        if pid is not None and pid != os.getpid() and process_alive(pid):
             continue  # another live process is still writing it
         path.unlink(missing_ok=True)
         removed += 1
     return removed
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

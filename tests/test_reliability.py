@@ -130,6 +130,75 @@ def test_one_damaged_collection_does_not_hide_the_others(home):
     assert [row["name"] for row in rows] == ["bad", "good"] and "problem" in rows[0] and rows[1]["count"] == 0
 
 
+KILL_AT_FILE_OPERATION = textwrap.dedent(
+    """
+    import os, signal, sys
+    from latentsearch.doctor import doctor
+
+    home, stop_at = sys.argv[1], int(sys.argv[2])
+    calls = [0]
+
+    def killing(fn):
+        def wrapped(*args, **kwargs):
+            calls[0] += 1
+            if calls[0] == stop_at:
+                os.kill(os.getpid(), signal.SIGKILL)  # a crash just before this file operation
+            return fn(*args, **kwargs)
+        return wrapped
+
+    for name in ("replace", "rename", "link", "unlink", "rmdir"):
+        setattr(os, name, killing(getattr(os, name)))
+    doctor("broken", home=home, repair=True)
+    print("finished")
+    """
+)
+
+
+def damaged_collection(home, name="broken", n=3000):
+    col = ls.create(name, encoder="precomputed", dim=16, home=home)
+    vectors = np.random.default_rng(0).normal(size=(n, 16)).astype("float32")
+    col.add([f"v{i}" for i in range(n)], vectors=vectors, metadata=[{"pad": "x" * 50}] * n)
+    col.close()
+    db = home / name / "collection.sqlite"
+    data = bytearray(db.read_bytes())
+    data[200_000:260_000] = b"Z" * 60_000
+    db.write_bytes(bytes(data))
+    return db
+
+
+def test_a_repair_killed_at_any_file_operation_never_loses_the_collection(home, tmp_path):
+    """Crash-point enumeration: kill ``doctor --repair`` before each of its file operations in turn;
+    the collection must still be there, and a second repair must end with what one repair gives."""
+    import shutil
+
+    damaged_collection(home)
+    pristine = tmp_path / "pristine"
+    shutil.copytree(home / "broken", pristine)
+    reference = tmp_path / "reference"
+    shutil.copytree(pristine, reference / "broken")
+    assert doctor("broken", home=reference, repair=True).healthy
+    expected = ls.open("broken", home=reference).count()
+    script = tmp_path / "repair.py"
+    script.write_text(KILL_AT_FILE_OPERATION)
+    for stop_at in range(1, 40):
+        shutil.rmtree(home / "broken")
+        shutil.copytree(pristine, home / "broken")
+        proc = subprocess.run([sys.executable, str(script), str(home), str(stop_at)], capture_output=True, text=True)
+        if proc.returncode == 0:
+            assert "finished" in proc.stdout
+            break  # every operation of a whole repair has had its crash
+        assert proc.returncode == -9, proc.stderr
+        assert (home / "broken" / "collection.sqlite").exists(), f"killed before file operation {stop_at}"
+        assert doctor("broken", home=home, repair=True).healthy, stop_at
+        col = ls.open("broken", home=home)
+        assert col.count() == expected, stop_at
+        col.close()
+        assert not list((home / "broken").glob(".salvage-*")), stop_at  # nothing half-made is left
+    else:
+        raise AssertionError("the repair never finished")
+    assert stop_at > 3  # the enumeration really crashed it at several points
+
+
 def test_damaged_sqlite_gives_a_clear_error_and_doctor_salvages(home):
     col = ls.create("broken", encoder="precomputed", dim=16, home=home)
     vectors = np.random.default_rng(0).normal(size=(3000, 16)).astype("float32")
