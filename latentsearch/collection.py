@@ -23,6 +23,7 @@ from .errors import (
     ItemNotFoundError,
     LatentSearchError,
 )
+from .fileio import process_alive
 from .filters import Filter, compile_filter, field_expression
 from .index import METRICS, ProgressFn, VectorIndex, validate_spec
 from .latent import LatentSpaceMethods
@@ -557,6 +558,7 @@ def create(
             raise InvalidInputError(f"encoder {encoder!r} makes {enc.dim}-d vectors, not {dim}")
         dim, weights_hash, normalize = enc.dim, enc.weights_hash, metric == "cosine"
     folder.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_work_folders(folder)
     # Build in a temp folder and rename, so a crash never leaves a half-made collection behind.
     tmp = folder.with_name(f".{name}.creating-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -656,6 +658,17 @@ def drop(name: str, *, home: str | os.PathLike[str] | None = None) -> None:
     trash = folder.with_name(f".{name}.dropping-{os.getpid()}")
     os.rename(folder, trash)
     shutil.rmtree(trash)
+    _remove_stale_work_folders(folder)
+
+
+def _remove_stale_work_folders(folder: Path) -> None:
+    """Remove what a killed create or drop of this name left (``.NAME.creating-PID``,
+    ``.NAME.dropping-PID``), once its process is gone: hidden folders no listing shows."""
+    for path in folder.parent.glob(f".{folder.name}.*-*"):
+        stem, _, pid = path.name.rpartition("-")
+        ours = stem in (f".{folder.name}.creating", f".{folder.name}.dropping") and pid.isdigit()
+        if ours and path.is_dir() and (int(pid) == os.getpid() or not process_alive(int(pid))):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def prepare_vectors(vectors: Any, *, dim: int, metric: str, name: str, expected: int | None = None) -> np.ndarray:

@@ -166,3 +166,54 @@ def run_trial(home: Path, seed: int, *, index: str, kill_after: float, before: d
     finally:
         col.close()
     return {"seed": seed, "acked": len(acked), "in_flight": in_flight, "problems": problems, "state": state}
+
+
+# --- crash-point enumeration -----------------------------------------------------------------------
+
+CRASH_POINT_RUNNER = textwrap.dedent(
+    """
+    import os, signal, sys
+
+    stop_at, prelude, action = int(sys.argv[1]), open(sys.argv[2]).read(), open(sys.argv[3]).read()
+    scope = {}
+    exec(prelude, scope)  # imports and set-up run before any crash is armed
+    calls = [0]
+
+    def killing(fn):
+        def wrapped(*args, **kwargs):
+            calls[0] += 1
+            if calls[0] == stop_at:
+                os.kill(os.getpid(), signal.SIGKILL)  # a crash just before this file operation
+            return fn(*args, **kwargs)
+        return wrapped
+
+    for name in ("replace", "rename", "link", "unlink", "rmdir", "mkdir", "fsync"):
+        setattr(os, name, killing(getattr(os, name)))
+    exec(action, scope)
+    print("finished", calls[0])
+    """
+)
+
+
+def crash_points(workdir: Path, prelude: str, action: str, reset, check, limit: int = 80) -> int:
+    """Kill a process running ``action`` just before its 1st, 2nd, ... file operation (rename, unlink,
+    fsync, mkdir...), calling ``reset()`` before and ``check(point)`` after each crash, until a run
+    finishes. Returns the number of crash points tried. Tests use it to show that a crash anywhere in
+    an operation leaves a state the next process handles."""
+    runner, prelude_file, action_file = workdir / "runner.py", workdir / "prelude.py", workdir / "action.py"
+    runner.write_text(CRASH_POINT_RUNNER)
+    prelude_file.write_text(textwrap.dedent(prelude))
+    action_file.write_text(textwrap.dedent(action))
+    for point in range(1, limit + 1):
+        reset()
+        proc = subprocess.run(
+            [sys.executable, str(runner), str(point), str(prelude_file), str(action_file)],
+            capture_output=True,
+            text=True,
+        )
+        if proc.returncode == 0:
+            return point - 1
+        if proc.returncode != -signal.SIGKILL:
+            raise AssertionError(f"crash point {point}: the action failed by itself: {proc.stderr.strip()[-800:]}")
+        check(point)
+    raise AssertionError(f"the action still had file operations after {limit} crash points")

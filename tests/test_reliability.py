@@ -11,7 +11,7 @@ import pytest
 import latentsearch as ls
 from latentsearch.doctor import doctor
 
-from .faults import DIM, run_trial
+from .faults import DIM, crash_points, run_trial
 
 
 @pytest.mark.parametrize("index", ["flat", "hnsw", "ivf"])
@@ -130,30 +130,6 @@ def test_one_damaged_collection_does_not_hide_the_others(home):
     assert [row["name"] for row in rows] == ["bad", "good"] and "problem" in rows[0] and rows[1]["count"] == 0
 
 
-KILL_AT_FILE_OPERATION = textwrap.dedent(
-    """
-    import os, signal, sys
-    from latentsearch.doctor import doctor
-
-    home, stop_at = sys.argv[1], int(sys.argv[2])
-    calls = [0]
-
-    def killing(fn):
-        def wrapped(*args, **kwargs):
-            calls[0] += 1
-            if calls[0] == stop_at:
-                os.kill(os.getpid(), signal.SIGKILL)  # a crash just before this file operation
-            return fn(*args, **kwargs)
-        return wrapped
-
-    for name in ("replace", "rename", "link", "unlink", "rmdir"):
-        setattr(os, name, killing(getattr(os, name)))
-    doctor("broken", home=home, repair=True)
-    print("finished")
-    """
-)
-
-
 def damaged_collection(home, name="broken", n=3000):
     col = ls.create(name, encoder="precomputed", dim=16, home=home)
     vectors = np.random.default_rng(0).normal(size=(n, 16)).astype("float32")
@@ -178,25 +154,21 @@ def test_a_repair_killed_at_any_file_operation_never_loses_the_collection(home, 
     shutil.copytree(pristine, reference / "broken")
     assert doctor("broken", home=reference, repair=True).healthy
     expected = ls.open("broken", home=reference).count()
-    script = tmp_path / "repair.py"
-    script.write_text(KILL_AT_FILE_OPERATION)
-    for stop_at in range(1, 40):
+
+    def reset():
         shutil.rmtree(home / "broken")
         shutil.copytree(pristine, home / "broken")
-        proc = subprocess.run([sys.executable, str(script), str(home), str(stop_at)], capture_output=True, text=True)
-        if proc.returncode == 0:
-            assert "finished" in proc.stdout
-            break  # every operation of a whole repair has had its crash
-        assert proc.returncode == -9, proc.stderr
-        assert (home / "broken" / "collection.sqlite").exists(), f"killed before file operation {stop_at}"
-        assert doctor("broken", home=home, repair=True).healthy, stop_at
+
+    def check(point):
+        assert (home / "broken" / "collection.sqlite").exists(), f"killed before file operation {point}"
+        assert doctor("broken", home=home, repair=True).healthy, point
         col = ls.open("broken", home=home)
-        assert col.count() == expected, stop_at
+        assert col.count() == expected, point
         col.close()
-        assert not list((home / "broken").glob(".salvage-*")), stop_at  # nothing half-made is left
-    else:
-        raise AssertionError("the repair never finished")
-    assert stop_at > 3  # the enumeration really crashed it at several points
+        assert not list((home / "broken").glob(".salvage-*")), point  # nothing half-made is left
+
+    prelude = f"from latentsearch.doctor import doctor\nHOME = {str(home)!r}"
+    assert crash_points(tmp_path, prelude, "doctor('broken', home=HOME, repair=True)", reset, check) > 3
 
 
 def test_damaged_sqlite_gives_a_clear_error_and_doctor_salvages(home):
