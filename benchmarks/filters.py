@@ -157,7 +157,12 @@ def main() -> None:
             for r in rows
         ],
     )
-    report.update_readme("filters", f"On {n:,} items (`python -m benchmarks.filters`):\n\n{table}\n")
+    machine = report.machine()
+    report.update_readme(
+        "filters",
+        f"{n:,} items with synthetic metadata; first use is the median of 5 runs.\n\n{table}\n\n"
+        f"`python -m benchmarks.filters`; {machine['cpu_count']} CPU cores, {machine['date']}.\n",
+    )
     print(f"saved {path}")
 
 
