@@ -225,6 +225,24 @@ def test_http_add_bodies_never_give_a_500_and_refusals_change_nothing(http, col,
         assert snapshot(col) == before
 
 
+@fuzz
+@given(field=st.one_of(st.text(max_size=30), INJECTIONS, st.from_regex(r"[a-z]{1,5}(\.[a-z]{1,5})?", fullmatch=True)))
+def test_field_indexes_take_only_field_names(col, field):
+    tried("field index")
+    before = snapshot(col)
+    try:
+        created = col.index_field(field)
+    except ls.LatentSearchError as exc:
+        assert "\n" not in str(exc)
+    else:
+        assert field in col.store.field_indexes()
+        assert col.search(np.eye(4, dtype=np.float32)[0], k=3, where={field: 1}) is not None
+        if created:
+            col.drop_field_index(field)
+    assert snapshot(col) == before and col.store.field_indexes() == []
+    assert col.store.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
 def restore(collection, saved):
     """Put back each item's metadata as it was (a merge patch: null every field, then set the old ones)."""
     current = {it.id: it.metadata for it in collection.items()}
