@@ -452,6 +452,7 @@ class ShardedCollection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
             "shards": self.shards,
             "count": sum(i["count"] for i in infos),
             "shard_counts": [i["count"] for i in infos],
+            "field_indexes": infos[0]["field_indexes"],
         }
 
     # --- search ------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from . import paths
+from .distributed import SHARDED_FILE
 from .errors import (
     ConflictError,
     EncoderMismatchError,
@@ -39,6 +40,7 @@ from .errors import (
     LockTimeoutError,
     NotFoundError,
 )
+from .storage import DB_FILE
 
 WEB = Path(__file__).with_name("web")
 DEFAULT_MAX_BODY = 32 * 1024 * 1024
@@ -240,8 +242,10 @@ class Registry:
         paths.validate_name(name)
         with self._lock:
             col = self._open.get(name)
-            if col is not None and not (col.path / "collection.sqlite").exists():
+            if col is not None and not any((col.path / marker).exists() for marker in (DB_FILE, SHARDED_FILE)):
                 self._open.pop(name, None)  # dropped by someone else
+                with contextlib.suppress(Exception):  # its files are gone: release what it holds
+                    col.close()
                 col = None
             if col is None:
                 col = self._open[name] = ls.open(name, home=self.home)

@@ -259,6 +259,21 @@ def test_a_killed_shard_is_retried_or_reported(pair):
         sharded.search(vectors[10], k=5)
 
 
+def test_the_server_keeps_one_handle_per_sharded_collection(pair, home):
+    from fastapi.testclient import TestClient
+
+    from latentsearch.server import Registry, create_app
+
+    registry = Registry(home)
+    first = registry.get("sharded")
+    assert registry.get("sharded") is first  # not reopened (new actors) on every request
+    registry.close()
+    _, sharded, vectors = pair
+    with TestClient(create_app(home)) as client:
+        found = client.post("/api/collections/sharded/search", json={"vector": vectors[5].tolist(), "k": 3}).json()
+    assert [h["id"] for h in found] == [h.id for h in sharded.search(vectors[5], k=3)]
+
+
 def test_resize_rebalances(pair):
     single, sharded, vectors = pair
     moved = sharded.resize(4)
