@@ -214,14 +214,12 @@ def align_collection(
     )
     aligned = AlignedEncoder(folder)
     target = collections.create(into, encoder=f"align:{folder.resolve()}", index=source.manifest["index"], home=home)
-    rows = source.store.rows_by_rowid(list(source.store.rowids_of(ids).values()))
-    by_id = {row["id"]: row for row in rows.values()}
-    thumbs = source.store.thumbnails([by_id[i]["rowid"] for i in ids])
+    items, thumbs = source.get(ids), source.thumbnails(ids)
     target.add(
         ids,
         vectors=aligned.project(vectors),
-        uris=[by_id[i]["uri"] for i in ids],
-        metadata=[by_id[i]["metadata"] for i in ids],
-        thumbnails=[thumbs.get(by_id[i]["rowid"]) for i in ids],
+        uris=[item.uri for item in items],
+        metadata=[item.metadata for item in items],
+        thumbnails=[thumbs.get(i) for i in ids],
     )
     return target, losses

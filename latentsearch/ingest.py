@@ -321,10 +321,11 @@ def ingest(
         dup = next(i for i in records.ids if i in seen or seen.add(i))
         raise InvalidInputError(f"{records.source}: duplicate id {dup!r} in the input")
     if not upsert:
-        existing = collection.store.rowids_of(records.ids)
+        existing = collection.existing_ids(records.ids)
         if existing:
+            first = next(i for i in records.ids if i in existing)
             raise ConflictError(
-                f"{len(existing)} ids from {records.source} already exist (first: {next(iter(existing))!r}): "
+                f"{len(existing)} ids from {records.source} already exist (first: {first!r}): "
                 "use --upsert to replace them"
             )
     if records.vectors is not None:

@@ -561,12 +561,11 @@ def create_app(
     ) -> dict[str, Any]:
         col = registry.get(name)
         projection = col.project(method, dim=dim, sample=sample, seed=seed)
-        rows = col.store.rows_by_rowid(list(col.store.rowids_of(projection.ids).values()))
-        by_id = {row["id"]: row for row in rows.values()}
+        items = col.get(projection.ids)
         return {
             **projection.to_dict(),
-            "texts": [(by_id[i]["text"] or by_id[i]["uri"] or "")[:200] for i in projection.ids],
-            "metadata": [by_id[i]["metadata"] for i in projection.ids],
+            "texts": [(item.text or item.uri or "")[:200] for item in items],
+            "metadata": [item.metadata for item in items],
         }
 
     @app.post("/api/collections/{name}/clusters", dependencies=[Depends(writer)])

@@ -271,7 +271,9 @@ def test_the_server_keeps_one_handle_per_sharded_collection(pair, home):
     _, sharded, vectors = pair
     with TestClient(create_app(home)) as client:
         found = client.post("/api/collections/sharded/search", json={"vector": vectors[5].tolist(), "k": 3}).json()
+        drawn = client.get("/api/collections/sharded/map").json()
     assert [h["id"] for h in found] == [h.id for h in sharded.search(vectors[5], k=3)]
+    assert len(drawn["ids"]) == N and drawn["texts"][0].startswith("item ")
 
 
 def test_resize_rebalances(pair):
