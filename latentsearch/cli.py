@@ -888,6 +888,7 @@ def serve(
         max_body=max_body_mb * 1024 * 1024,
         max_batch=max_batch,
         cors_origins=cors_origin,
+        ray_address=_RAY_ADDRESS,
     )
 
 

@@ -229,10 +229,12 @@ class Jobs:
 
 
 class Registry:
-    """Open collections, one shared object per name (models and indexes load once per process)."""
+    """Open collections, one shared object per name (models and indexes load once per process).
+    Sharded collections join the Ray cluster at ``ray_address`` (else a local Ray)."""
 
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, ray_address: str | None = None) -> None:
         self.home = home
+        self.ray_address = ray_address
         self._open: dict[str, Any] = {}
         self._lock = threading.Lock()
 
@@ -248,7 +250,7 @@ class Registry:
                     col.close()
                 col = None
             if col is None:
-                col = self._open[name] = ls.open(name, home=self.home)
+                col = self._open[name] = ls.open(name, home=self.home, ray_address=self.ray_address)
             return col
 
     def forget(self, name: str) -> None:
@@ -306,9 +308,11 @@ def create_app(
     max_body: int = DEFAULT_MAX_BODY,
     max_batch: int = DEFAULT_MAX_BATCH,
     cors_origins: list[str] | None = None,
+    ray_address: str | None = None,
 ) -> FastAPI:
     """The FastAPI app over the collections in ``home``. ``keys`` maps API keys to ``ro``/``rw``; with
-    none, every request is allowed (start such a server on loopback only: :func:`serve` enforces it)."""
+    none, every request is allowed (start such a server on loopback only: :func:`serve` enforces it).
+    ``ray_address`` is the Ray cluster of sharded collections."""
     from fastapi_offline import FastAPIOffline  # Swagger UI assets served locally: /docs works offline
 
     import latentsearch as ls
@@ -316,7 +320,7 @@ def create_app(
 
     root = paths.resolve_home(home)
     keys = dict(keys or {})
-    registry, jobs = Registry(root), Jobs()
+    registry, jobs = Registry(root, ray_address), Jobs()
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI):  # noqa: ANN202 - FastAPI's lifespan protocol
@@ -629,6 +633,7 @@ def serve(
     max_body: int = DEFAULT_MAX_BODY,
     max_batch: int = DEFAULT_MAX_BATCH,
     cors_origins: list[str] | None = None,
+    ray_address: str | None = None,
 ) -> None:
     """Run the server under uvicorn; refuses a non-loopback address unless API keys are configured."""
     import uvicorn
@@ -639,5 +644,7 @@ def serve(
             f"refusing to serve on {host} without an API key: set LATENTSEARCH_API_KEY (or --keys-file), "
             "or bind to 127.0.0.1"
         )
-    app = create_app(home, keys=keys, max_body=max_body, max_batch=max_batch, cors_origins=cors_origins)
+    app = create_app(
+        home, keys=keys, max_body=max_body, max_batch=max_batch, cors_origins=cors_origins, ray_address=ray_address
+    )
     uvicorn.run(app, host=host, port=port, log_level="info")

@@ -276,6 +276,36 @@ def test_the_server_keeps_one_handle_per_sharded_collection(pair, home):
     assert len(drawn["ids"]) == N and drawn["texts"][0].startswith("item ")
 
 
+def test_every_http_endpoint_serves_a_sharded_collection(pair, home):
+    from fastapi.testclient import TestClient
+
+    from latentsearch.server import create_app
+
+    _, sharded, vectors = pair
+    calls = [
+        ("get", "/api/collections", None),
+        ("get", "/api/collections/sharded", None),
+        ("post", "/api/collections/sharded/items", {"items": [{"id": "new", "vector": vectors[1].tolist()}]}),
+        ("get", "/api/collections/sharded/items?ids=v1&ids=new", None),
+        ("post", "/api/collections/sharded/items/metadata", {"updates": {"v1": {"seen": True}}}),
+        ("post", "/api/collections/sharded/search", {"query": "token3 item", "mode": "lexical", "k": 3}),
+        ("post", "/api/collections/sharded/search", {"like": "v2", "mode": "hybrid", "explain": True}),
+        ("post", "/api/collections/sharded/recommend", {"positive": ["v1"], "diversity": 0.3}),
+        ("post", "/api/collections/sharded/recommend/history", {"history": ["v1", "v2"]}),
+        ("get", "/api/collections/sharded/outliers?k=5", None),
+        ("post", "/api/collections/sharded/check", {"vectors": [vectors[3].tolist()], "k": 5}),
+        ("post", "/api/collections/sharded/clusters", {"n": 3}),
+        ("get", "/api/collections/sharded/interpolate?start=v1&end=v2&steps=4", None),
+        ("post", "/api/collections/sharded/items/delete", {"ids": ["new"]}),
+    ]
+    with TestClient(create_app(home)) as client:
+        for method, url, body in calls:
+            response = getattr(client, method)(url, **({"json": body} if body is not None else {}))
+            assert response.status_code in (200, 201), (url, response.text)
+        assert client.get("/api/collections/sharded/thumbnails/v1").status_code == 404
+        assert client.get("/api/collections/sharded").json()["count"] == N
+
+
 def test_resize_rebalances(pair):
     single, sharded, vectors = pair
     moved = sharded.resize(4)

@@ -298,3 +298,20 @@ def test_non_json_numbers_give_422_not_500(client):
         "/api/collections/topics/search", content='{"query": Infinity}', headers={"Content-Type": "application/json"}
     )
     assert response.status_code == 422 and response.json()["error"].startswith("malformed request: body.query")
+
+
+def test_sharded_collections_are_opened_on_the_given_ray_cluster(home, monkeypatch):
+    from typer.testing import CliRunner
+
+    import latentsearch.server as server
+    from latentsearch.cli import app
+    from latentsearch.server import Registry
+
+    opened = {}
+    monkeypatch.setattr(ls, "open", lambda name, **options: opened.update(options, name=name) or object())
+    Registry(home, ray_address="ray://head:10001").get("big")
+    assert opened == {"name": "big", "home": home, "ray_address": "ray://head:10001"}
+    served = {}
+    monkeypatch.setattr(server, "serve", lambda home, **options: served.update(options))
+    assert CliRunner().invoke(app, ["--ray", "head:6379", "serve", "--port", "8123"]).exit_code == 0
+    assert served["ray_address"] == "head:6379" and served["port"] == 8123
