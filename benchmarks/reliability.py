@@ -6,6 +6,8 @@
   whole operation in flight), store the written vectors, and search like a clean rebuild
   (tests/faults.py).
 - Concurrency: the tests' several-writers-and-readers run, repeated.
+- Crash points: tests/test_crash_points.py and the repair test kill checkpoint, compaction, projection
+  caching, create, drop and ``doctor --repair`` just before each of their file operations in turn.
 - Bad input: the property-based suite (tests/test_properties.py) with 1,000 examples per property.
 
     python -m benchmarks.reliability [--trials 200]
@@ -88,6 +90,19 @@ def main() -> None:
         concurrency_ok += ok
         print(f"concurrency run {run + 1}: {line}")
     with tempfile.NamedTemporaryFile(suffix=".txt", delete=False) as handle:
+        points_file = handle.name
+    points_ok, line = pytest_run(
+        [
+            "tests/test_crash_points.py",
+            "tests/test_reliability.py::test_a_repair_killed_at_any_file_operation_never_loses_the_collection",
+        ],
+        {"LATENTSEARCH_CRASH_POINTS_FILE": points_file},
+    )
+    operations = dict(row.split("\t") for row in Path(points_file).read_text().splitlines())
+    os.unlink(points_file)
+    points = sum(int(n) for n in operations.values())
+    print(f"crash points: {points} over {len(operations)} operations, suite {'passed' if points_ok else 'FAILED'}")
+    with tempfile.NamedTemporaryFile(suffix=".txt", delete=False) as handle:
         count_file = handle.name
     ok, line = pytest_run(
         ["tests/test_properties.py"],
@@ -99,6 +114,7 @@ def main() -> None:
     print(f"bad inputs: {len(tried):,} tried, suite {'passed' if ok else 'FAILED'}: {line}")
     data = {
         "crash": crashes,
+        "crash_points": {"points": points, "operations": operations, "passed": points_ok},
         "concurrency": {"runs": args.concurrency_runs, "passed": concurrency_ok},
         "bad_inputs": {"tried": len(tried), "by_kind": by_kind, "passed": ok, "pytest": line},
     }
@@ -119,6 +135,13 @@ def main() -> None:
             "0" if crashes["problems"] == 0 else "?",
         ],
         [
+            "crash points (a kill before each file operation)",
+            points,
+            f"{len(operations)} operations",
+            0 if points_ok else "failed",
+            "0" if points_ok else "see pytest",
+        ],
+        [
             "concurrency runs (3 writer + 2 reader processes)",
             args.concurrency_runs,
             "",
@@ -135,7 +158,7 @@ def main() -> None:
     )
     updated = report.update_readme("reliability", table + note)
     print(f"saved {path}" + ("; README table updated" if updated else ""))
-    if crashes["problems"] or not ok or concurrency_ok < args.concurrency_runs:
+    if crashes["problems"] or not ok or not points_ok or concurrency_ok < args.concurrency_runs:
         sys.exit(1)
 
 

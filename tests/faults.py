@@ -212,6 +212,10 @@ def crash_points(workdir: Path, prelude: str, action: str, reset, check, limit: 
             text=True,
         )
         if proc.returncode == 0:
+            tally = os.environ.get("LATENTSEARCH_CRASH_POINTS_FILE")  # the soak run's count
+            if tally:
+                with open(tally, "a") as handle:
+                    handle.write(f"{action.strip().splitlines()[-1]}\t{point - 1}\n")
             return point - 1
         if proc.returncode != -signal.SIGKILL:
             raise AssertionError(f"crash point {point}: the action failed by itself: {proc.stderr.strip()[-800:]}")
