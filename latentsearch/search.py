@@ -228,18 +228,21 @@ def vector_hits(
         allowed = allowed[~np.isin(allowed, list(skip))]
     extra = len(skip) if allowed is None else 0  # excluded items may take places in the unfiltered top k
     ranked = knn(collection, vectors, k + extra, allowed, ef_search, nprobe)
-    ranked = [[(r, s) for r, s in ranking if r not in skip][:k] for ranking in ranked]
+    if skip:
+        ranked = [[(r, s) for r, s in ranking if r not in skip][:k] for ranking in ranked]
     rows = collection.store.rows_by_rowid(sorted({r for ranking in ranked for r, _ in ranking}))
-    return [
-        [
-            Hit(
-                id=rows[r]["id"], score=float(s), text=rows[r]["text"], uri=rows[r]["uri"], metadata=rows[r]["metadata"]
-            )
-            for r, s in ranking
-            if r in rows
-        ]
-        for ranking in ranked
-    ]
+    return [_hits(rows, ranking) for ranking in ranked]
+
+
+def _hits(rows: dict[int, dict[str, Any]], ranking: Sequence[tuple[int, float]]) -> list[Hit]:
+    """Hits for ``(rowid, score)`` pairs from rows read by rowid, in ranking order; a row deleted
+    between the index search and the read is skipped. (Hot: one lookup per row and field.)"""
+    out = []
+    for rowid, score in ranking:
+        row = rows.get(rowid)
+        if row is not None:
+            out.append(Hit(row["id"], float(score), row["text"], row["uri"], row["metadata"]))
+    return out
 
 
 def allowed_rowids(collection: Collection, where: Filter | str | None) -> np.ndarray | None:
@@ -307,9 +310,4 @@ def exact_knn(collection: Collection, queries: np.ndarray, k: int, rowids: np.nd
 
 def hits_for(collection: Collection, ranked: Sequence[tuple[int, float]]) -> list[Hit]:
     """Load the items behind ``(rowid, score)`` pairs and make hits, keeping the order."""
-    rows = collection.store.rows_by_rowid([r for r, _ in ranked])
-    return [
-        Hit(id=rows[r]["id"], score=float(s), text=rows[r]["text"], uri=rows[r]["uri"], metadata=rows[r]["metadata"])
-        for r, s in ranked
-        if r in rows  # a row deleted between the index search and this read is skipped
-    ]
+    return _hits(collection.store.rows_by_rowid([r for r, _ in ranked]), ranked)
