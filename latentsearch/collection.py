@@ -315,6 +315,11 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
         """The change sequence: it grows with every write, from any process (caches are keyed on it)."""
         return self.store.seq
 
+    @property
+    def vectors_seq(self) -> int:
+        """Like :attr:`seq`, but only adds, upserts and deletes move it, not metadata updates."""
+        return self.store.vectors_seq()
+
     def get(self, ids: Sequence[str], *, with_vectors: bool = False) -> list[Item]:
         """Items by id, in the order given; an unknown id is an error."""
         ids = _check_ids(ids, allow_duplicates=True)

@@ -111,8 +111,8 @@ def _actor_classes(ray: Any) -> tuple[Any, Any]:
         def count(self) -> int:
             return self.col.count()
 
-        def seq(self) -> int:
-            return self.col.seq
+        def seq(self, vectors_only) -> int:
+            return self.col.vectors_seq if vectors_only else self.col.seq
 
         def thumbnails(self, ids) -> dict:
             return self.col.thumbnails(ids)
@@ -367,7 +367,12 @@ class ShardedCollection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
     @property
     def seq(self) -> int:
         """A change sequence for the whole collection: the sum of the shards' (each only grows)."""
-        return int(sum(self._get([a.seq.remote() for a in self.actors])))
+        return int(sum(self._get([a.seq.remote(False) for a in self.actors])))
+
+    @property
+    def vectors_seq(self) -> int:
+        """Like :attr:`seq`, moved only by writes of vectors (the sum of the shards')."""
+        return int(sum(self._get([a.seq.remote(True) for a in self.actors])))
 
     def matching_vectors(self, where: Any = None) -> tuple[list[str], np.ndarray]:
         """Ids and vectors of the items matching ``where``, gathered from every shard (shard by shard)."""

@@ -24,6 +24,7 @@ from . import paths
 from .errors import CollectionNotFoundError, FilterError
 from .fileio import fsync_replace, process_alive
 from .filters import field_expression
+from .latent import CACHE_DIR
 from .storage import DB_FILE, FIELD_INDEX_PREFIX
 
 SALVAGE_CHUNK = 256
@@ -172,6 +173,7 @@ def salvage(db: Path) -> tuple[int | None, int]:
     # the new file), and one rename swaps the salvaged file in.
     for stale in ("index.faiss", "index.checkpoint.json"):
         (db.parent / stale).unlink(missing_ok=True)
+    shutil.rmtree(db.parent / CACHE_DIR, ignore_errors=True)  # cached maps may show lost items
     damaged = db.with_name(f"{db.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
     _keep_as(db, damaged)
     wal = Path(f"{db}-wal")

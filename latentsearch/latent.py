@@ -188,7 +188,7 @@ def slerp(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
 
 class LatentSpaceMethods:
     """Projections, clusters and interpolation, for single and sharded collections alike: they use
-    only ``path``, ``seq``, ``metric``, ``matching_vectors``, ``get``, ``vectors_of``, ``search_batch``
+    only ``path``, ``seq``, ``vectors_seq``, ``metric``, ``matching_vectors``, ``get``, ``vectors_of``, ``search_batch``
     and ``update_metadata``."""
 
     def project(
@@ -219,7 +219,9 @@ class LatentSpaceMethods:
             raise InvalidInputError(f"sample must be a whole number >= 1, got {sample!r}")
         key = _cache_key(method, dim, where, sample, seed, params)
         folder = self.path / CACHE_DIR
-        seq = self.seq
+        # Without a filter only the vectors matter: metadata updates (clusters, outlier scores) keep the
+        # cached projection, so `clusters` then `map --color-by cluster` does not project twice.
+        seq = self.vectors_seq if where is None else self.seq
         if folder.exists():
             remove_stale_temp_files(folder, ".*.tmp.npz")  # left by a process killed while caching
         if cache:

@@ -385,6 +385,13 @@ class Store:
             yield rowids, vectors
             last = rows[-1][0]
 
+    def vectors_seq(self) -> int:
+        """The change sequence of the last write that added or removed a vector (metadata updates do not
+        count): what caches of the vectors alone are keyed on."""
+        with self._read() as conn:
+            sql = "SELECT max(coalesce((SELECT max(seq) FROM items), 0), coalesce((SELECT max(seq) FROM deletions), 0))"
+            return int(conn.execute(sql).fetchone()[0])
+
     def count_after(self, seq: int, upto_seq: int | None = None) -> int:
         """Number of items written after change sequence ``seq`` (up to ``upto_seq``)."""
         upto = _MAX_SEQ if upto_seq is None else upto_seq

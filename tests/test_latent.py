@@ -47,6 +47,24 @@ def test_projection_cache_is_invalidated_by_changes(home):
     col.add(["new"], vectors=random_vectors(1, 8, 9))
     changed = col.project("umap")
     assert "new" in changed.ids and len(changed.ids) == 51
+    col.delete(["v3"])
+    assert "v3" not in col.project("umap").ids
+    col.close()
+
+
+def test_metadata_updates_keep_unfiltered_projections(home, monkeypatch):
+    import latentsearch.latent as latent
+
+    col = ls.create("p", encoder="precomputed", dim=8, home=home)
+    col.add([f"v{i}" for i in range(30)], vectors=random_vectors(30, 8), metadata=[{"g": i % 2} for i in range(30)])
+    whole, evens = col.project("pca"), col.project("pca", where={"g": 0})
+    col.clusters(3)  # writes cluster labels into the metadata
+    col.update_metadata({"v1": {"g": 0}})
+    projected = []
+    monkeypatch.setattr(latent, "_run", lambda *args: projected.append(args) or np.zeros((len(args[1]), 2)))
+    assert col.project("pca").ids == whole.ids and not projected  # the vectors did not change
+    assert "v1" in col.project("pca", where={"g": 0}).ids and len(projected) == 1  # the filter's matches did
+    assert len(evens.ids) == 15
     col.close()
 
 
