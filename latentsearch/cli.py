@@ -203,7 +203,8 @@ def info(name: str, home: HomeOption = None, as_json: JsonOption = False) -> Non
         return
     table = Table("setting", "value", show_header=False)
     for key, value in data.items():
-        table.add_row(key, str(value))
+        shown = ", ".join(map(str, value)) or "none" if isinstance(value, list) else str(value)
+        table.add_row(key, shown)
     console.print(table)
 
 
