@@ -302,16 +302,20 @@ class ShardedCollection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
         texts_list = _check_length("texts", texts, len(ids))
         meta = _check_metadata(metadata, len(ids))
         uris_list = _check_length("uris", uris, len(ids))
+        if vectors is None and texts_list is None:
+            raise InvalidInputError(
+                f"sharded collection {self.name!r} takes texts or vectors; images are not available on shards yet"
+            )
         groups = self._by_shard(ids)
         if not upsert:
-            found = self._get([self.actors[s].existing.remote([ids[p] for p in ps]) for s, ps in groups.items()])
-            existing = [i for part in found for i in part]
+            present = self.existing_ids(ids)
+            existing = [i for i in ids if i in present]
             if existing:
                 raise ConflictError(f"id {existing[0]!r} already exists ({len(existing)} do): use upsert")
         matrix = (
             self.prepare_vectors(vectors)
             if vectors is not None
-            else self._encode(list(texts_list or []), progress, batch_size)
+            else self._encode(list(texts_list), progress, batch_size)
         )
         if len(matrix) != len(ids):
             raise InvalidInputError(f"got {len(matrix)} vectors for {len(ids)} items")
@@ -497,13 +501,9 @@ class ShardedCollection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
     ) -> list[Hit]:
         """Search all shards and merge: the same arguments and results as :meth:`Collection.search`."""
         from .lexical import fts_query
-        from .search import SNIPPET_MARKS, SNIPPET_TOKENS, check_fusion, check_k, check_mode, explain_hits, fuse
+        from .search import SNIPPET_MARKS, SNIPPET_TOKENS, check_request, explain_hits, fuse
 
-        k = check_k(k)
-        check_fusion(fusion, alpha, rrf_k)
-        if (query is None) == (like is None):
-            raise InvalidInputError("give exactly one of a query (text or vector) or like=ID")
-        mode = check_mode(mode, query, like)
+        k, mode = check_request(query, like, k, mode, fusion, alpha, rrf_k)
         exclude = [like] if like else []
         text = query if isinstance(query, str) else None
         if like is not None:

@@ -53,6 +53,18 @@ def check_mode(mode: str, query: Any, like: str | None) -> str:
     return mode
 
 
+def check_request(
+    query: Any, like: str | None, k: int, mode: str, fusion: str, alpha: float, rrf_k: int
+) -> tuple[int, str]:
+    """Validate a search's arguments (shared by single and sharded collections); returns ``(k, mode)``."""
+    k = check_k(k)
+    if (query is None) == (like is None):
+        raise InvalidInputError("give exactly one of a query (text or vector) or like=ID")
+    mode = check_mode(mode, query, like)
+    check_fusion(fusion, alpha, rrf_k)
+    return k, mode
+
+
 def check_fusion(fusion: str, alpha: float, rrf_k: int) -> None:
     """Validate hybrid fusion options (shared by single and sharded collections)."""
     if fusion not in FUSIONS:
@@ -79,11 +91,7 @@ def search(
     nprobe: int | None = None,
 ) -> list[Hit]:
     """Search; see :meth:`Collection.search`."""
-    k = check_k(k)
-    if (query is None) == (like is None):
-        raise InvalidInputError("give exactly one of a query (text or vector) or like=ID")
-    mode = check_mode(mode, query, like)
-    check_fusion(fusion, alpha, rrf_k)
+    k, mode = check_request(query, like, k, mode, fusion, alpha, rrf_k)
     if mode != "vector" and is_image(query):
         raise InvalidInputError(f"{mode} search needs a text query; an image searches by vector")
     exclude, text = None, query if isinstance(query, str) else None

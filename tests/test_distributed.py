@@ -211,6 +211,8 @@ def test_writes_and_errors(pair):
         sharded.search([1.0, 2.0])
     with pytest.raises(ls.InvalidInputError, match="not available on sharded"):
         sharded.outliers("reconstruction")
+    with pytest.raises(ls.InvalidInputError, match="images are not available on shards"):
+        sharded.add(["photo"], uris=["photo.jpg"])
     with pytest.raises(ls.InvalidInputError, match="alpha"):
         sharded.search(like="v1", mode="hybrid", fusion="weighted", alpha=2.0)
 
