@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -109,6 +110,35 @@ def _open(name: str, home: Path | None) -> Any:
     import latentsearch as ls
 
     return ls.open(name, home=home, ray_address=_RAY_ADDRESS)
+
+
+LOADING_NOTE_AFTER = 0.5  # seconds: a model that loads faster than this is not worth a status line
+
+
+@contextmanager
+def _model_loading(col: Any, needed: bool = True) -> Iterator[None]:
+    """Load the collection's model in the background while the command goes on (opening the index
+    overlaps it); if it is still loading after a moment, say so in one line on stderr."""
+    thread = col.load_encoder(background=True) if needed else None
+    timer = None
+    if thread is not None:
+
+        def note() -> None:
+            if thread.is_alive():
+                from .encoders import get_encoder
+
+                encoder = get_encoder(col.encoder_name)
+                message = getattr(encoder, "loading_message", None) or f"loading model {col.encoder_name}…"
+                err.print(f"[dim]{message}[/]")
+
+        timer = threading.Timer(LOADING_NOTE_AFTER, note)
+        timer.daemon = True
+        timer.start()
+    try:
+        yield
+    finally:
+        if timer is not None:
+            timer.cancel()
 
 
 def _load_npy(path: Path, what: str) -> Any:
@@ -264,7 +294,7 @@ def add(
             more = f" and {len(records.skipped) - 5} more" if len(records.skipped) > 5 else ""
             err.print(f"[yellow]skipped {len(records.skipped)} files that are not readable images:[/] {shown}{more}")
         start = perf_counter()
-        with progress_bar(f"adding to {name}") as update:
+        with _model_loading(col, records.vectors is None), progress_bar(f"adding to {name}") as update:
             done = ingest(col, records, upsert=upsert, batch_size=batch_size, progress=update)
         elapsed = perf_counter() - start
         total = col.count()
@@ -391,7 +421,8 @@ def search(
     if sum(given) != 1:
         raise InvalidInputError("give exactly one of QUERY, --like ID, --image FILE or --vector FILE.npy")
     q: Any = _load_npy(vector, "query vector") if vector is not None else image if image is not None else query
-    with _open(name, home) as col:
+    encodes = (query is not None and mode != "lexical") or image is not None
+    with _open(name, home) as col, _model_loading(col, encodes):
         hits = col.search(
             q,
             k=k,
@@ -617,7 +648,7 @@ def check(
     if bool(texts) == (vectors is not None):
         raise InvalidInputError("give texts to check, or --vectors FILE.npy")
     inputs: Any = _load_npy(vectors, "vectors") if vectors is not None else texts
-    with _open(name, home) as col:
+    with _open(name, home) as col, _model_loading(col, vectors is None):
         if texts and col.manifest.get("modality") == "image":
             inputs = [Path(t) for t in texts]  # an image collection checks image files
         results = col.check(inputs, method=method, k=k, contamination=contamination, fpr=fpr)

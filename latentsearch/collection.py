@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -95,6 +96,31 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
                 )
             self._encoder = encoder
         return self._encoder
+
+    def load_encoder(self, *, background: bool = False) -> threading.Thread | None:
+        """Load the collection's model now rather than on the first encode (the first time on a
+        machine, ``minilm`` also exports its ONNX graph). With ``background``, load it in a daemon
+        thread while the caller goes on, for example opening the index, and return the thread; an
+        error there is left for the first call that needs the model, which raises it."""
+        if self.encoder_name == "precomputed":
+            return None
+
+        def load() -> None:
+            loader = getattr(self.encoder, "load", None)  # optional in the Encoder protocol
+            if loader is not None:
+                loader()
+
+        if not background:
+            load()
+            return None
+
+        def quietly() -> None:
+            with contextlib.suppress(Exception):  # raised again, in the caller's thread, on first use
+                load()
+
+        thread = threading.Thread(target=quietly, name=f"load-encoder-{self.name}", daemon=True)
+        thread.start()
+        return thread
 
     @property
     def index(self) -> VectorIndex:

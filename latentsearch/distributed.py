@@ -160,6 +160,11 @@ def _actor_classes(ray: Any) -> tuple[Any, Any]:
 
             self.encoder = get_encoder(spec)
 
+        def load(self) -> None:
+            loader = getattr(self.encoder, "load", None)  # optional in the Encoder protocol
+            if loader is not None:
+                loader()
+
         def encode(self, batch) -> np.ndarray:
             return self.encoder.encode(batch)
 
@@ -228,11 +233,8 @@ class ShardedCollection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
 
         if self.encoder_name == "precomputed":
             raise InvalidInputError("this collection stores precomputed vectors: pass vectors")
-        if self._encoders is None:
-            _, encoder_cls = _actor_classes(self.ray)
-            self._encoders = [encoder_cls.remote(self.encoder_name) for _ in range(ENCODER_ACTORS)]
         batches = [inputs[i : i + batch_size] for i in range(0, len(inputs), batch_size)]
-        pool = ActorPool(self._encoders)
+        pool = ActorPool(self._encoder_actors())
         out, done = [], 0
         try:
             for vectors in pool.map(lambda actor, batch: actor.encode.remote(batch), batches):
@@ -246,6 +248,20 @@ class ShardedCollection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
                 raise type(cause)(*cause.args) from None
             raise
         return np.concatenate(out) if out else np.empty((0, self.dim), np.float32)
+
+    def load_encoder(self, *, background: bool = False) -> None:
+        """Start the encoder actors now (each loads the model once); with ``background``, do not wait."""
+        if self.encoder_name == "precomputed":
+            return
+        loads = [actor.load.remote() for actor in self._encoder_actors()]
+        if not background:
+            self._get(loads)
+
+    def _encoder_actors(self) -> list[Any]:
+        if self._encoders is None:
+            _, encoder_cls = _actor_classes(self.ray)
+            self._encoders = [encoder_cls.remote(self.encoder_name) for _ in range(ENCODER_ACTORS)]
+        return self._encoders
 
     def _query(self, query: Any) -> np.ndarray:
         if isinstance(query, str):

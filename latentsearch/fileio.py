@@ -16,19 +16,20 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def fsync_replace(tmp: Path, final: Path) -> None:
-    """Make ``tmp`` durable, rename it over ``final`` and make the rename durable (fsync the folder)."""
-    fd = os.open(tmp, os.O_RDONLY)
+def fsync_path(path: Path) -> None:
+    """Flush a file's (or a folder's entries') data to disk."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def fsync_replace(tmp: Path, final: Path) -> None:
+    """Make ``tmp`` durable, rename it over ``final`` and make the rename durable (fsync the folder)."""
+    fsync_path(tmp)
     os.replace(tmp, final)
-    dir_fd = os.open(final.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_path(final.parent)
 
 
 def remove_stale_temp_files(folder: Path, pattern: str) -> int:

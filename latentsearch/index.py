@@ -30,6 +30,7 @@ import numpy as np
 from .errors import InvalidInputError
 from .fileio import file_sha256, fsync_replace, remove_stale_temp_files
 from .storage import Store
+from .usercache import remember_sha256, verified_sha256
 
 log = logging.getLogger("latentsearch")
 
@@ -242,7 +243,7 @@ class VectorIndex:
         if ckpt.dim != self.dim or ckpt.metric != self.metric:
             return "it was built with another dimension or metric"
         size = path.stat().st_size
-        if size != ckpt.size or file_sha256(path) != ckpt.sha256:
+        if size != ckpt.size or verified_sha256(path) != ckpt.sha256:
             return "index.faiss does not match its checksum (truncated or corrupt)"
         try:
             index = faiss.read_index(str(path))
@@ -277,6 +278,7 @@ class VectorIndex:
             ckpt_tmp.write_text(json.dumps(ckpt.__dict__))
             fsync_replace(tmp, path)
             fsync_replace(ckpt_tmp, ckpt_path)
+            remember_sha256(path, ckpt.sha256)  # so the next open need not hash it again
         self.dirty = False
 
     # --- changes ---------------------------------------------------------------------------------

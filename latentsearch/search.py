@@ -104,6 +104,7 @@ def search(
     depth = k if mode != "hybrid" else max(k, HYBRID_DEPTH)
     rankings: dict[str, list[tuple[int, float]]] = {}
     if mode in ("vector", "hybrid"):
+        collection.index  # noqa: B018 - opened first, while a model loading in the background (load_encoder) finishes
         vectors = item.vector[None, :] if like is not None else query_vector(collection, query)
         allowed = allowed_rowids(collection, where)
         if allowed is not None and exclude is not None:

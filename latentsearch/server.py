@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import hmac
 import ipaddress
+import logging
 import os
 import shutil
 import tempfile
@@ -41,6 +42,9 @@ from .errors import (
     NotFoundError,
 )
 from .storage import DB_FILE
+
+# uvicorn's own logger for general messages: its lines show beside "Application startup complete".
+log = logging.getLogger("uvicorn.error")
 
 WEB = Path(__file__).with_name("web")
 DEFAULT_MAX_BODY = 32 * 1024 * 1024
@@ -253,6 +257,32 @@ class Registry:
                 col = self._open[name] = ls.open(name, home=self.home, ray_address=self.ray_address)
             return col
 
+    def load_encoders(self) -> None:
+        """Open every collection and load the models they use (each model once), so that the first
+        request is as fast as the rest; logs one line per model with the time it took."""
+        from latentsearch.collection import list_collections
+
+        by_encoder: dict[str, list[Any]] = {}
+        for name in list_collections(home=self.home):
+            try:
+                col = self.get(name)
+            except LatentSearchError as exc:  # a damaged collection is reported by its own requests
+                log.warning("not preloading the model of %s: %s", name, exc)
+                continue
+            by_encoder.setdefault(col.encoder_name, []).append(col)
+        for encoder, cols in by_encoder.items():
+            if encoder == "precomputed":
+                continue
+            start = time.perf_counter()
+            try:
+                for col in cols:
+                    col.load_encoder()
+            except LatentSearchError as exc:
+                log.warning("cannot preload encoder %s: %s", encoder, exc)
+                continue
+            names = ", ".join(col.name for col in cols)
+            log.info("loaded encoder %s for %s in %.2fs", encoder, names, time.perf_counter() - start)
+
     def forget(self, name: str) -> None:
         with self._lock:
             col = self._open.pop(name, None)
@@ -309,10 +339,12 @@ def create_app(
     max_batch: int = DEFAULT_MAX_BATCH,
     cors_origins: list[str] | None = None,
     ray_address: str | None = None,
+    preload: bool = True,
 ) -> FastAPI:
     """The FastAPI app over the collections in ``home``. ``keys`` maps API keys to ``ro``/``rw``; with
     none, every request is allowed (start such a server on loopback only: :func:`serve` enforces it).
-    ``ray_address`` is the Ray cluster of sharded collections."""
+    ``ray_address`` is the Ray cluster of sharded collections. With ``preload``, the models of the
+    collections in ``home`` load when the server starts, not on the first request that needs them."""
     from fastapi_offline import FastAPIOffline  # Swagger UI assets served locally: /docs works offline
 
     import latentsearch as ls
@@ -324,6 +356,8 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI):  # noqa: ANN202 - FastAPI's lifespan protocol
+        if preload:
+            registry.load_encoders()
         yield
         registry.close()  # checkpoint every open index on shutdown
 

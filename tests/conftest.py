@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import numpy as np
 import pytest
 
 import latentsearch as ls
+
+# One model cache for the whole test session (subprocesses inherit it): the ONNX graph of MiniLM is
+# exported once per run, and tests never touch the user's own ~/.cache.
+os.environ.setdefault("LATENTSEARCH_CACHE", tempfile.mkdtemp(prefix="latentsearch-test-cache-"))
 
 # Four clear topics; every topic has English and German items so filters have something to do.
 TOPIC_DOCS = {

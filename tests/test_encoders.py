@@ -6,21 +6,21 @@ import numpy as np
 import pytest
 
 import latentsearch as ls
-from latentsearch.encoders import available_encoders, get_encoder, text
+from latentsearch.encoders import available_encoders, get_encoder, minilm
 
 
 def test_minilm_is_hash_checked_and_384_d():
     encoder = get_encoder("minilm")
     assert encoder.dim == 384
-    assert encoder.weights_hash == text.MINILM_SHA256
+    assert encoder.weights_hash == minilm.MINILM_SHA256
     vectors = encoder.encode(["a sentence", "another one"])
     assert vectors.shape == (2, 384) and vectors.dtype == np.float32
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
 
 
 def test_minilm_with_wrong_weights_refuses_to_load(monkeypatch):
-    monkeypatch.setattr(text, "MINILM_SHA256", "0" * 64)
-    encoder = text.MiniLMEncoder()  # a fresh instance, not the cached one
+    monkeypatch.setattr(minilm, "MINILM_SHA256", "0" * 64)
+    encoder = minilm.MiniLMEncoder()  # a fresh instance, not the cached one
     with pytest.raises(ls.CorruptCollectionError, match="sha256 mismatch"):
         encoder.encode(["x"])
 
@@ -90,8 +90,6 @@ def test_minilm_int8_agrees_with_the_pytorch_model(home):
 
 
 def test_minilm_int8_with_wrong_weights_refuses_to_run(monkeypatch):
-    from latentsearch.encoders import onnx
-
-    monkeypatch.setattr(onnx, "INT8_SHA256", "0" * 64)
+    monkeypatch.setattr(minilm, "INT8_SHA256", "0" * 64)
     with pytest.raises(ls.CorruptCollectionError, match="sha256 mismatch"):
-        onnx.MiniLMInt8Encoder().encode(["x"])
+        minilm.MiniLMInt8Encoder().encode(["x"])

