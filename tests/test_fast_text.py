@@ -82,7 +82,7 @@ def test_the_export_is_recorded_with_its_measured_error(onnx_minilm):
     folder = graphs.graph_folder(onnx_minilm.graph_name)
     record = json.loads((folder / graphs.CHECKSUMS_FILE).read_text())
     assert set(record["files"]) == {"model.onnx", "model.data"}
-    assert 0 <= record["max_abs_diff"] <= 1e-5 and record["probe_texts"] >= 10
+    assert 0 <= record["max_abs_diff"] <= 1e-5 and record["probes"] >= 10
 
 
 def test_an_existing_minilm_collection_keeps_working(home, onnx_minilm):
@@ -200,11 +200,11 @@ def test_an_export_that_does_not_reproduce_the_model_is_refused(tmp_path, monkey
     from latentsearch.encoders import export
 
     monkeypatch.setenv(usercache.CACHE_ENV, str(tmp_path))
-    monkeypatch.setattr(export, "TOLERANCE", -1.0)  # no graph can pass: the check must refuse it
+    monkeypatch.setattr(export, "TEXT_TOLERANCE", -1.0)  # no graph can pass: the check must refuse it
     with caplog.at_level(logging.WARNING, logger="latentsearch"):
         encoder = MiniLMEncoder()
         assert encoder.backend_in_use == "torch"
-    assert "differs from sentence-transformers" in caplog.text
+    assert "differs from its PyTorch model" in caplog.text
     assert not graphs.graph_folder(encoder.graph_name).exists()
     assert not list((tmp_path / "onnx").glob(".*.tmp"))  # nothing half-made left behind
 
@@ -276,3 +276,22 @@ def test_the_server_loads_models_at_start_up(home, caplog, onnx_minilm):
         assert not any("vecs" in line for line in lines)  # nothing to load for precomputed vectors
         registry = client.app.state.registry
         assert registry.get("docs")._encoder is not None  # the model is there before any request
+
+
+def test_efficientnet_runs_on_onnx_with_the_features_of_pytorch(tmp_path):
+    from PIL import Image
+
+    from latentsearch.encoders.image import EfficientNetLite0Encoder
+
+    rng = np.random.default_rng(0)
+    files = []
+    for i in range(6):
+        pixels = (rng.random((80 + 20 * i, 120, 3)) * 255).astype(np.uint8)
+        pixels[:, : 10 * i] = [255, 0, 0]
+        files.append(tmp_path / f"{i}.png")
+        Image.fromarray(pixels).save(files[-1])
+    fast = get_encoder("efficientnet-lite0")
+    assert fast.backend_in_use == "onnx"
+    slow = EfficientNetLite0Encoder(backend="torch")
+    assert slow.backend_in_use == "torch"
+    assert float(np.abs(fast.encode(files) - slow.encode(files)).max()) <= 1e-4

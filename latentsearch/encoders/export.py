@@ -1,15 +1,21 @@
-"""Export a sentence-transformers BERT-style model to ONNX, verified against the model itself.
+"""Export PyTorch models to ONNX, verified against the models themselves.
 
-This is the one place the fast text path needs PyTorch: once per machine and model, the
-transformer is traced by ``torch.onnx.export`` (the TorchScript exporter, which works offline),
-optimised by onnxruntime, and its vectors are compared with sentence-transformers' own on a fixed
-set of probe texts (short and long, past the model's window, several languages, odd white space).
-A graph whose vectors differ by more than ``TOLERANCE`` is refused.
+This is the one place the fast paths need PyTorch: once per machine and model, a module is traced
+by ``torch.onnx.export`` (the TorchScript exporter, which works offline), optimised by onnxruntime
+(``onnx.inference_session``), and its outputs are compared with the PyTorch model's own on fixed
+probe inputs. A graph whose outputs differ by more than the model's tolerance is refused.
+
+- ``minilm``: probe texts short and long (past the model's window), in several scripts, with odd
+  white space; compared with sentence-transformers' ``encode``; tolerance 1e-5 (measured ~2e-7).
+- ``efficientnet-lite0``: probe images (gradients, noise, a photo); tolerance 1e-4 (measured ~1e-5).
 """
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
+import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +24,8 @@ import numpy as np
 from ..errors import LatentSearchError
 from .onnx import OnnxTextModel, inference_session
 
-TOLERANCE = 1e-5  # max |difference| of any vector component; the export measures about 2e-7
+TEXT_TOLERANCE = 1e-5
+IMAGE_TOLERANCE = 1e-4
 PROBE_TEXTS = [
     "How do I reset my password?",
     "Invoices are sent on the first day of each month by email.",
@@ -37,11 +44,56 @@ PROBE_TEXTS = [
 
 
 class ExportError(LatentSearchError):
-    """The exported graph does not reproduce the model's vectors (or could not be exported)."""
+    """The exported graph does not reproduce the model's outputs (or could not be exported)."""
+
+
+def export_module(
+    module: Any, example: tuple[Any, ...], names: Sequence[str], output: str, folder: Path, axes: dict[str, dict]
+) -> Path:
+    """Trace ``module`` (inputs ``names``, one output ``output``, dynamic ``axes``) into
+    ``folder/model.onnx``, optimised by onnxruntime with its weights in ``model.data``."""
+    import torch
+
+    out = folder / "model.onnx"
+    with tempfile.TemporaryDirectory(dir=folder) as tmp:
+        raw = Path(tmp) / "raw.onnx"
+        try:
+            with warnings.catch_warnings(), torch.inference_mode():
+                warnings.simplefilter("ignore")  # the tracer's notes on Python control flow it froze
+                torch.onnx.export(
+                    module.eval(),
+                    example,
+                    str(raw),
+                    dynamo=False,
+                    opset_version=17,
+                    input_names=list(names),
+                    output_names=[output],
+                    dynamic_axes=axes,
+                )
+        except Exception as exc:  # the exporter raises many kinds; all mean "no graph"
+            raise ExportError(
+                f"cannot export {type(module).__name__} to ONNX: {str(exc).splitlines()[0][:200]}"
+            ) from None
+        inference_session(raw, optimized_copy=out)
+    return out
+
+
+def verified(what: str, ours: np.ndarray, reference: np.ndarray, tolerance: float, count: int) -> dict[str, Any]:
+    """What the export measured, or ExportError when the graph's outputs are off by more than ``tolerance``."""
+    import onnxruntime
+    import torch
+
+    diff = float(np.abs(ours - reference).max())
+    if not diff <= tolerance:
+        raise ExportError(
+            f"the ONNX export of {what} differs from its PyTorch model by {diff:.2g} (> {tolerance}) "
+            "on the probe inputs: it is not used"
+        )
+    return {"max_abs_diff": diff, "probes": count, "onnxruntime": onnxruntime.__version__, "torch": torch.__version__}
 
 
 def _last_hidden_state(model: Any) -> Any:
-    """The transformers model as a module taking positional inputs and returning one tensor, to trace."""
+    """A transformers model as a module taking positional inputs and returning one tensor, to trace."""
     import torch
 
     class LastHiddenState(torch.nn.Module):
@@ -54,53 +106,57 @@ def _last_hidden_state(model: Any) -> Any:
             out = self.inner(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
             return out.last_hidden_state
 
-    return LastHiddenState().eval()
+    return LastHiddenState()
 
 
 def export_sentence_transformer(model_dir: Path, folder: Path, *, dim: int, max_tokens: int) -> dict[str, Any]:
-    """Export the sentence-transformers model in ``model_dir`` to an optimised, portable ONNX graph
-    in ``folder`` (``model.onnx`` and its ``model.data``) and verify it against the model; returns
-    what was measured (``max_abs_diff`` on the probe texts)."""
-    import warnings
-
-    import onnxruntime
+    """Export the BERT-style sentence-transformers model in ``model_dir`` into ``folder`` and verify
+    its mean-pooled vectors against sentence-transformers' own on the probe texts."""
     import torch
 
     from .text import SentenceTransformerEncoder
 
     reference = SentenceTransformerEncoder(model_dir)
-    names = ["input_ids", "attention_mask", "token_type_ids"]
-    axes = {name: {0: "batch", 1: "tokens"} for name in [*names, "last_hidden_state"]}
     example = torch.ones(2, 8, dtype=torch.long)
-    out = folder / "model.onnx"
-    with tempfile.TemporaryDirectory(dir=folder) as tmp:
-        raw = Path(tmp) / "raw.onnx"
-        try:
-            with warnings.catch_warnings(), torch.inference_mode():
-                warnings.simplefilter("ignore")  # the tracer's notes on Python control flow it froze
-                torch.onnx.export(
-                    _last_hidden_state(reference.model[0].auto_model),
-                    (example, torch.ones_like(example), torch.zeros_like(example)),
-                    str(raw),
-                    dynamo=False,
-                    opset_version=17,
-                    input_names=names,
-                    output_names=["last_hidden_state"],
-                    dynamic_axes=axes,
-                )
-        except Exception as exc:  # the exporter raises many kinds; all mean "no graph"
-            raise ExportError(f"cannot export {model_dir} to ONNX: {str(exc).splitlines()[0][:200]}") from None
-        inference_session(raw, optimized_copy=out)
-    graph = OnnxTextModel(out, model_dir / "tokenizer.json", dim=dim, max_tokens=max_tokens)
-    diff = float(np.abs(graph.encode(PROBE_TEXTS) - reference.encode(PROBE_TEXTS)).max())
-    if not diff <= TOLERANCE:
-        raise ExportError(
-            f"the ONNX export of {model_dir} differs from sentence-transformers by {diff:.2g} (> {TOLERANCE}) "
-            "on the probe texts: it is not used"
-        )
-    return {
-        "max_abs_diff": diff,
-        "probe_texts": len(PROBE_TEXTS),
-        "onnxruntime": onnxruntime.__version__,
-        "torch": torch.__version__,
-    }
+    graph = export_module(
+        _last_hidden_state(reference.model[0].auto_model),
+        (example, torch.ones_like(example), torch.zeros_like(example)),
+        names := ["input_ids", "attention_mask", "token_type_ids"],
+        "last_hidden_state",
+        folder,
+        {name: {0: "batch", 1: "tokens"} for name in [*names, "last_hidden_state"]},
+    )
+    ours = OnnxTextModel(graph, model_dir / "tokenizer.json", dim=dim, max_tokens=max_tokens).encode(PROBE_TEXTS)
+    return verified(model_dir.name, ours, reference.encode(PROBE_TEXTS), TEXT_TOLERANCE, len(PROBE_TEXTS))
+
+
+def probe_images(size: int = 224) -> np.ndarray:
+    """Fixed preprocessed-looking inputs (n, 3, size, size): gradients, noise, flat colours, a photo."""
+    rng = np.random.default_rng(0)
+    ramp = np.linspace(-1, 1, size, dtype=np.float32)
+    images = [
+        np.stack([np.tile(ramp, (size, 1)), np.tile(ramp[:, None], (1, size)), np.zeros((size, size), np.float32)]),
+        rng.uniform(-1, 1, (3, size, size)).astype(np.float32),
+        np.full((3, size, size), 0.5, np.float32),
+        np.full((3, size, size), -0.9, np.float32),
+    ]
+    with contextlib.suppress(Exception):  # scikit-learn ships two photos; use one if present
+        from sklearn.datasets import load_sample_image
+
+        photo = load_sample_image("china.jpg")[:size, :size].astype(np.float32)
+        images.append(((photo - 127.0) / 128.0).transpose(2, 0, 1))
+    return np.ascontiguousarray(np.stack(images))
+
+
+def export_image_features(
+    module: Any, folder: Path, reference: Callable[[np.ndarray], np.ndarray], what: str, size: int = 224
+) -> dict[str, Any]:
+    """Export an image feature extractor (``pixels (n, 3, size, size) -> features (n, d)``) into
+    ``folder`` and verify it against ``reference`` on the probe images."""
+    import torch
+
+    axes = {"pixels": {0: "batch"}, "features": {0: "batch"}}
+    graph = export_module(module, (torch.zeros(2, 3, size, size),), ["pixels"], "features", folder, axes)
+    probes = probe_images(size)
+    ours = inference_session(graph).run(["features"], {"pixels": probes})[0]
+    return verified(what, ours, reference(probes), IMAGE_TOLERANCE, len(probes))

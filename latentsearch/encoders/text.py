@@ -25,11 +25,14 @@ def _offline() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def check_texts(texts: Sequence[Any]) -> list[str]:
-    """Validate a batch of texts: strings with something other than white space."""
+def check_texts(texts: Sequence[Any], *, encoder: str | None = None) -> list[str]:
+    """Validate a batch of texts: strings with something other than white space. With ``encoder``
+    (a text-only encoder's name), an image among them gets an error saying this encoder reads text."""
     out = []
     for i, text in enumerate(texts):
         if not isinstance(text, str):
+            if encoder is not None and (isinstance(text, os.PathLike) or type(text).__module__.startswith("PIL.")):
+                raise InvalidInputError(f"encoder {encoder!r} encodes text only, not images: use a CLIP-style model")
             raise InvalidInputError(f"text #{i} is a {type(text).__name__}, not a string")
         if not text.strip():
             raise InvalidInputError(f"text #{i} is empty: give every item some text (or pass vectors)")
