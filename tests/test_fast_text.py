@@ -295,3 +295,20 @@ def test_efficientnet_runs_on_onnx_with_the_features_of_pytorch(tmp_path):
     slow = EfficientNetLite0Encoder(backend="torch")
     assert slow.backend_in_use == "torch"
     assert float(np.abs(fast.encode(files) - slow.encode(files)).max()) <= 1e-4
+
+
+def test_the_cli_says_when_it_exports_the_model_and_then_stays_quiet(tmp_path, onnx_minilm):
+    home = tmp_path / "home"
+    ls.create("notes", encoder="minilm", home=home).close()
+    source = tmp_path / "notes.jsonl"
+    source.write_text(json.dumps({"id": "a", "text": "Reset your password in the settings."}) + "\n")
+    env = {**os.environ, usercache.CACHE_ENV: str(tmp_path / "fresh-cache"), "LATENTSEARCH_HOME": str(home)}
+    cli = [sys.executable, "-m", "latentsearch.cli"]
+    first = subprocess.run([*cli, "add", "notes", str(source)], capture_output=True, text=True, env=env, timeout=300)
+    assert first.returncode == 0, first.stderr
+    assert "exporting all-MiniLM-L6-v2 to ONNX (once per machine" in first.stderr
+    again = subprocess.run(
+        [*cli, "search", "notes", "forgot password", "--json"], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert again.returncode == 0 and json.loads(again.stdout)[0]["id"] == "a"
+    assert "exporting" not in again.stderr

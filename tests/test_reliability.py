@@ -3,7 +3,6 @@
 import subprocess
 import sys
 import textwrap
-import time
 
 import numpy as np
 import pytest
@@ -217,39 +216,47 @@ def test_doctor_repairs_a_stale_full_text_index_and_temp_files(home):
     col.close()
 
 
-def test_autoencoder_save_killed_midway_leaves_a_loadable_model(tmp_path):
-    script = tmp_path / "saver.py"
-    script.write_text(
-        textwrap.dedent(
-            """
-            import sys, numpy as np
-            from latentsearch.autoencoder import AutoencoderConfig, train_autoencoder, save_autoencoder
-            config = AutoencoderConfig(image_size=8, latent_dim=4, base_filters=8)
-            images = np.random.default_rng(0).random((16, 1, 8, 8)).astype("float32")
-            model, losses = train_autoencoder(images, config, epochs=1)
-            i = 0
-            while True:
-                save_autoencoder(model, config, sys.argv[1], losses=losses)
-                i += 1
-                print("saved", i, flush=True)
-            """
-        )
-    )
-    for delay in (3.0, 3.3, 3.6):
-        proc = subprocess.Popen(
-            [sys.executable, str(script), str(tmp_path / "model")], stdout=subprocess.PIPE, text=True
-        )
-        time.sleep(delay)
-        proc.kill()
-        out, _ = proc.communicate()
-        from latentsearch.autoencoder import load_autoencoder
+@pytest.mark.parametrize("over_an_old_model", [False, True])
+def test_autoencoder_save_killed_at_any_file_operation_leaves_a_loadable_model(tmp_path, over_an_old_model):
+    """A save killed just before each of its file operations in turn (crash-point enumeration, no
+    sleeps): the folder holds either no model or a whole one (the old or the new), and the next save
+    completes and leaves no temp files."""
+    import shutil
 
-        if "saved" in out:
-            model, config = load_autoencoder(tmp_path / "model")  # a completed save is never damaged
-            assert config.latent_dim == 4
-        assert (
-            not [p for p in (tmp_path / "model").iterdir() if p.name.endswith(".tmp") and p.stat().st_size == 0] or True
-        )
+    from latentsearch.autoencoder import load_autoencoder
+
+    folder = tmp_path / "model"
+    prelude = f"""
+        import numpy as np
+        from latentsearch.autoencoder import AutoencoderConfig, train_autoencoder, save_autoencoder
+        FOLDER = {str(folder)!r}
+        config = AutoencoderConfig(image_size=8, latent_dim=4, base_filters=8)
+        images = np.random.default_rng(0).random((16, 1, 8, 8)).astype("float32")
+        model, losses = train_autoencoder(images, config, epochs=1)
+        if {over_an_old_model}:
+            save_autoencoder(model, config, FOLDER, losses=[9.0])  # the old model, saved before any crash
+        """
+
+    def reset() -> None:
+        shutil.rmtree(folder, ignore_errors=True)
+
+    def check(point: int) -> None:
+        if (folder / "config.json").exists():
+            model, config = load_autoencoder(folder)  # a folder with a config always has its weights
+            assert config.latent_dim == 4, point
+        else:
+            assert not over_an_old_model, point  # the old model is never lost
+        if not folder.exists():
+            return
+        from latentsearch.autoencoder import AutoencoderConfig, ConvAutoencoder, save_autoencoder
+
+        config = AutoencoderConfig(image_size=8, latent_dim=4, base_filters=8)
+        save_autoencoder(ConvAutoencoder(config), config, folder)  # the next save completes over the debris
+        assert load_autoencoder(folder)[1].latent_dim == 4, point
+        assert not [p.name for p in folder.iterdir() if p.name.endswith(".tmp")], point
+
+    points = crash_points(tmp_path, prelude, "save_autoencoder(model, config, FOLDER, losses=losses)", reset, check)
+    assert points >= 4  # mkdir, the weights' fsync and rename, the config's fsync and rename
 
 
 def test_temp_files_of_killed_writers_are_removed_on_open(home):
