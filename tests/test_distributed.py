@@ -149,7 +149,9 @@ def test_batch_search_and_the_latent_space_equal_one_collection(pair):
     theirs = np.stack([mine[i] for i in one.ids])
     signs = np.sign((theirs * one.coords).sum(0))
     assert np.allclose(theirs * signs, one.coords, atol=1e-3)
-    assert many.trustworthiness == pytest.approx(one.trustworthiness, abs=1e-6)
+    # The shards return the vectors in another order: PCA sums them in another order too, so the
+    # coordinates agree to float noise (1e-3 above) and near-tied neighbour ranks may swap.
+    assert many.trustworthiness == pytest.approx(one.trustworthiness, abs=1e-3)
     seq = sharded.seq
     assert sharded.project("pca").coords.tobytes() == many.coords.tobytes()  # from the cache
 
@@ -319,6 +321,7 @@ def test_resize_rebalances(pair):
     assert json.loads((sharded.path / "sharded.json").read_text())["shards"] == 4
 
 
+@pytest.mark.slow  # about a minute: Ray encoder actors each load the model
 def test_text_ingestion_over_encoder_actors_and_the_cli(home, tmp_path):
     from typer.testing import CliRunner
 

@@ -216,6 +216,7 @@ def test_doctor_repairs_a_stale_full_text_index_and_temp_files(home):
     col.close()
 
 
+@pytest.mark.slow  # each crash point starts a process that imports PyTorch and trains
 @pytest.mark.parametrize("over_an_old_model", [False, True])
 def test_autoencoder_save_killed_at_any_file_operation_leaves_a_loadable_model(tmp_path, over_an_old_model):
     """A save killed just before each of its file operations in turn (crash-point enumeration, no
