@@ -950,7 +950,7 @@ def demo(
             source="python docs",
         )
         start = perf_counter()
-        with progress_bar("encoding with all-MiniLM-L6-v2") as update:
+        with _model_loading(col), progress_bar("encoding with all-MiniLM-L6-v2") as update:
             ingest(col, records, progress=update)
         elapsed = perf_counter() - start
         console.print(

@@ -207,6 +207,14 @@ def test_an_export_that_does_not_reproduce_the_model_is_refused(tmp_path, monkey
     assert "differs from its PyTorch model" in caplog.text
     assert not graphs.graph_folder(encoder.graph_name).exists()
     assert not list((tmp_path / "onnx").glob(".*.tmp"))  # nothing half-made left behind
+    caplog.clear()
+    from latentsearch.encoders import minilm
+
+    monkeypatch.setattr(minilm, "export_sentence_transformer", lambda *a, **k: pytest.fail("export retried"))
+    with caplog.at_level(logging.WARNING, logger="latentsearch"):
+        assert MiniLMEncoder().backend_in_use == "torch"  # the failure is remembered, not retried
+    assert "delete it to retry" in caplog.text
+    graphs.failure_path(encoder.graph_name).unlink()
 
 
 def test_unknown_backend_is_a_clear_error():

@@ -122,19 +122,35 @@ def build_graph(name: str, export: Callable[[Path], dict]) -> Path:
     return final / GRAPH_FILE
 
 
+def failure_path(name: str) -> Path:
+    """Where a failed export of graph ``name`` is recorded, so that later processes do not retry it."""
+    return cache_dir() / "onnx" / f"{name}.failed.json"
+
+
 def open_cached_graph(
     name: str, export: Callable[[Path], dict], open_graph: Callable[[Path], Model], what: str
 ) -> Model | None:
     """``open_graph(model.onnx)`` of cached graph ``name``, exported first when the cache has none
     (or a damaged one); ``None`` after one warning line when no graph can be had (the cache cannot
     be written, PyTorch cannot export, the export fails its verification), so that the caller falls
-    back to PyTorch. A graph onnxruntime refuses to open is rebuilt once."""
+    back to PyTorch. A graph onnxruntime refuses to open is rebuilt once. A failed export is
+    recorded in the cache and not retried (seconds of PyTorch on every call) until that record is
+    deleted."""
     from .export import ExportError
 
+    failed = read_json(failure_path(name)).get("reason")
+    if isinstance(failed, str):
+        log.warning("%s (recorded in %s; delete it to retry): %s runs on PyTorch", failed, failure_path(name), what)
+        return None
     for _ in range(2):
         try:
             graph = cached_graph(name) or build_graph(name, export)
-        except (CacheUnavailableError, ImportError, ExportError) as exc:
+        except (ImportError, ExportError) as exc:
+            with contextlib.suppress(OSError):
+                write_json(failure_path(name), {"reason": str(exc)})
+            log.warning("%s: %s runs on the slower PyTorch path", exc, what)
+            return None
+        except CacheUnavailableError as exc:
             log.warning("%s: %s runs on the slower PyTorch path", exc, what)
             return None
         try:
