@@ -14,7 +14,6 @@ become tombstones excluded at search time through an ``IDSelector``, and :meth:`
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -28,7 +27,7 @@ import faiss
 import numpy as np
 
 from .errors import InvalidInputError
-from .fileio import file_sha256, fsync_replace, remove_stale_temp_files
+from .fileio import exclusive_lock, file_sha256, fsync_replace, remove_stale_temp_files
 from .storage import Store
 from .usercache import remember_sha256, verified_sha256
 
@@ -126,22 +125,6 @@ class Checkpoint:
             return cls(**json.loads(path.read_text()))
         except (OSError, ValueError, TypeError):
             return None
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path):
-    """Serialise index writers of one folder across processes (POSIX advisory lock)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows: the checksum still catches a mixed pair
-        yield
-        return
-    with open(path, "a+") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 class VectorIndex:
@@ -261,7 +244,7 @@ class VectorIndex:
         if self.index is None or not self.dirty:
             return
         path, ckpt_path = self.folder / INDEX_FILE, self.folder / CHECKPOINT_FILE
-        with _file_lock(self.folder / LOCK_FILE):
+        with exclusive_lock(self.folder / LOCK_FILE):
             tmp = path.with_name(f".{INDEX_FILE}.{os.getpid()}.tmp")
             faiss.write_index(self.index, str(tmp))
             ckpt = Checkpoint(

@@ -15,12 +15,12 @@ import contextlib
 import logging
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
 from ..errors import CorruptCollectionError
-from ..fileio import file_sha256, fsync_path
+from ..fileio import exclusive_lock, file_sha256, fsync_path
 from ..usercache import (
     CacheUnavailableError,
     cache_dir,
@@ -44,19 +44,6 @@ def checked_sha256(path: Path, expected: str, reinstall: str) -> str:
             f"pip install --force-reinstall {reinstall}"
         )
     return expected
-
-
-@contextlib.contextmanager
-def _exclusive(lock_path: Path) -> Iterator[None]:
-    """An advisory lock, so two processes do not export the same graph at once."""
-    import fcntl
-
-    with open(lock_path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def graph_folder(name: str) -> Path:
@@ -94,7 +81,7 @@ def build_graph(name: str, export: Callable[[Path], dict]) -> Path:
     place. Raises ``CacheUnavailableError`` when the cache cannot be written."""
     parent = writable_cache_dir("onnx")
     final = graph_folder(name)
-    with _exclusive(parent / f".{name}.lock"):
+    with exclusive_lock(parent / f".{name}.lock"):
         existing = cached_graph(name)  # another process may have built it while we waited
         if existing is not None:
             return existing

@@ -149,7 +149,7 @@ class EfficientNetLite0Encoder:
                 return
             self.weights_hash  # noqa: B018
             if self.backend == "onnx":
-                self._session = open_cached_graph(self.graph_name, self._export, inference_session, self.name)
+                self._session = open_cached_graph(self.graph_name, self._export, _preoptimized_session, self.name)
             if self._session is None:
                 self.model  # noqa: B018
             self._loaded = True
@@ -192,6 +192,10 @@ class EfficientNetLite0Encoder:
             return self._session.run(["features"], {"pixels": batch})[0].astype(np.float32, copy=False)
         with self._lock:  # torch modules are not safe to call from several threads at once
             return self._torch_features(batch)
+
+
+def _preoptimized_session(graph: Path) -> Any:
+    return inference_session(graph, preoptimized=True)
 
 
 def _pooled_features(model: Any) -> Any:

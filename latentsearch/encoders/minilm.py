@@ -108,7 +108,8 @@ class MiniLMEncoder:
 
     def _onnx(self) -> OnnxTextModel | None:
         def open_graph(graph: Path) -> OnnxTextModel:
-            model = OnnxTextModel(graph, self.path / "tokenizer.json", dim=MINILM_DIM, max_tokens=MAX_TOKENS)
+            tokenizer = self.path / "tokenizer.json"
+            model = OnnxTextModel(graph, tokenizer, dim=MINILM_DIM, max_tokens=MAX_TOKENS, preoptimized=True)
             model.load()
             return model
 

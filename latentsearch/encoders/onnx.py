@@ -31,25 +31,27 @@ def cpu_threads() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def inference_session(path: Path, *, optimized_copy: Path | None = None) -> Any:
-    """An onnxruntime CPU session for ``path``, one thread per core.
+def inference_session(path: Path, *, preoptimized: bool = False, optimized_copy: Path | None = None) -> Any:
+    """An onnxruntime CPU session for ``path``, one thread per core, with every graph optimisation
+    (only the basic ones for a ``preoptimized`` graph, whose load they would slow for nothing).
 
     With ``optimized_copy``, the graph is optimised at the portable ("extended") level and saved
-    there, its weights in a ``model.data`` file beside it; later sessions load that copy with only
-    basic optimisations left to do, and map its weights instead of parsing them."""
+    there, its weights in a ``model.data`` file beside it; later sessions open that copy as
+    ``preoptimized`` and map its weights instead of parsing them."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = cpu_threads()
     options.log_severity_level = 3  # errors only
+    levels = ort.GraphOptimizationLevel
     if optimized_copy is not None:
         # Level "all" adds layout transforms tied to this CPU; "extended" graphs run anywhere.
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        options.graph_optimization_level = levels.ORT_ENABLE_EXTENDED
         options.optimized_model_filepath = str(optimized_copy)
         options.add_session_config_entry("session.optimized_model_external_initializers_file_name", DATA_FILE)
         options.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
     else:
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        options.graph_optimization_level = levels.ORT_ENABLE_BASIC if preoptimized else levels.ORT_ENABLE_ALL
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
@@ -57,8 +59,9 @@ class OnnxTextModel:
     """A BERT-style ONNX graph (inputs ``input_ids``, ``attention_mask``, ``token_type_ids``; output
     ``last_hidden_state``) with its tokenizer, encoding texts into mean-pooled, L2-normalised vectors."""
 
-    def __init__(self, graph: Path, tokenizer: Path, *, dim: int, max_tokens: int) -> None:
+    def __init__(self, graph: Path, tokenizer: Path, *, dim: int, max_tokens: int, preoptimized: bool = False) -> None:
         self.graph = Path(graph)
+        self.preoptimized = preoptimized
         self.tokenizer_path = Path(tokenizer)
         self.dim = dim
         self.max_tokens = max_tokens
@@ -79,7 +82,7 @@ class OnnxTextModel:
     @cached_property
     def session(self) -> Any:
         """The onnxruntime session, created on first use."""
-        return inference_session(self.graph)
+        return inference_session(self.graph, preoptimized=self.preoptimized)
 
     def load(self) -> None:
         """Create the session and the tokenizer now rather than on the first encode."""
