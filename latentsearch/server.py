@@ -30,7 +30,7 @@ from typing import Any, Literal
 from fastapi import Depends, FastAPI, File, Form, Header, HTTPException, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
@@ -121,7 +121,14 @@ class ErrorBody(BaseModel):
 # --- request bodies ------------------------------------------------------------------------------------
 
 
-class CreateBody(BaseModel):
+class Body(BaseModel):
+    """A JSON request body, validated strictly: a value of the wrong JSON type is refused (422), never
+    coerced (``"background": 0`` is not false, ``"seed": false`` is not 0), as the schema says."""
+
+    model_config = ConfigDict(strict=True)
+
+
+class CreateBody(Body):
     name: str
     encoder: str = "minilm"
     index: str = "auto"
@@ -129,7 +136,7 @@ class CreateBody(BaseModel):
     dim: int | None = None
 
 
-class ItemBody(BaseModel):
+class ItemBody(Body):
     id: str
     text: str | None = None
     uri: str | None = None
@@ -137,23 +144,23 @@ class ItemBody(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
-class AddBody(BaseModel):
+class AddBody(Body):
     items: list[ItemBody]
     upsert: bool = False
     background: bool = Field(False, description="Run as a job: returns a job id to poll at /api/jobs/{id}.")
 
 
-class IdsBody(BaseModel):
+class IdsBody(Body):
     ids: list[str]
 
 
-class MetadataBody(BaseModel):
+class MetadataBody(Body):
     updates: dict[str, dict[str, Any]] = Field(
         description='Fields to merge into each item\'s metadata by id: {"doc-1": {"reviewed": true}}; null removes one.'
     )
 
 
-class SearchBody(BaseModel):
+class SearchBody(Body):
     query: str | None = None
     vector: list[float] | None = None
     like: str | None = None
@@ -168,7 +175,7 @@ class SearchBody(BaseModel):
     nprobe: int | None = None
 
 
-class RecommendBody(BaseModel):
+class RecommendBody(Body):
     positive: list[Any] | None = None
     negative: list[Any] | None = None
     user: str | None = None
@@ -179,7 +186,7 @@ class RecommendBody(BaseModel):
     exclude: list[str] = Field(default_factory=list)
 
 
-class HistoryBody(BaseModel):
+class HistoryBody(Body):
     history: list[Any]
     k: int = 10
     half_life: float | None = None
@@ -187,7 +194,7 @@ class HistoryBody(BaseModel):
     diversity: float = 0.0
 
 
-class CheckBody(BaseModel):
+class CheckBody(Body):
     texts: list[str] | None = None
     vectors: list[list[float]] | None = None
     method: str = "knn"
@@ -196,7 +203,12 @@ class CheckBody(BaseModel):
     fpr: float | None = None
 
 
-class ClustersBody(BaseModel):
+class JobStarted(BaseModel):
+    job: str = Field(description="The job id.")
+    status: str = Field(description="Where to poll the job's progress: /api/jobs/{job}.")
+
+
+class ClustersBody(Body):
     n: int | Literal["auto"] = 8
     where: dict[str, Any] | str | None = None
     write: bool = True
@@ -510,7 +522,11 @@ def create_app(
             progress=progress,
         )
 
-    @app.post("/api/collections/{name}/items", dependencies=[Depends(writer)])
+    @app.post(
+        "/api/collections/{name}/items",
+        dependencies=[Depends(writer)],
+        responses={202: {"model": JobStarted, "description": "With background: the job started; poll its status"}},
+    )
     def add_items(name: str, body: AddBody) -> Any:
         check_batch(len(body.items))
         col = registry.get(name)
