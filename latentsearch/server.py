@@ -37,6 +37,7 @@ from starlette.routing import Match
 from . import paths
 from .distributed import SHARDED_FILE
 from .errors import (
+    ClusterUnavailableError,
     ConflictError,
     EncoderMismatchError,
     InvalidInputError,
@@ -67,7 +68,7 @@ def status_of(exc: LatentSearchError) -> int:
         return 404
     if isinstance(exc, (ConflictError, EncoderMismatchError)):
         return 409
-    if isinstance(exc, LockTimeoutError):
+    if isinstance(exc, (LockTimeoutError, ClusterUnavailableError)):
         return 503
     if isinstance(exc, InvalidInputError):
         return 400
