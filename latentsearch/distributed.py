@@ -31,6 +31,7 @@ import numpy as np
 
 from . import paths
 from .errors import (
+    ClusterUnavailableError,
     CollectionNotFoundError,
     ConflictError,
     InvalidInputError,
@@ -73,10 +74,18 @@ def _ray(address: str | None) -> Any:
     except ImportError:
         raise InvalidInputError('sharded collections need Ray: pip install "latentsearch[distributed]"') from None
     if not ray.is_initialized():
-        if address:
-            ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
-        else:
-            ray.init(ignore_reinit_error=True, log_to_driver=False, include_dashboard=False)
+        # Without an address, Ray reads RAY_ADDRESS, else starts a local instance in this process.
+        where = address or os.environ.get("RAY_ADDRESS")
+        try:
+            if address:
+                ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+            else:
+                ray.init(ignore_reinit_error=True, log_to_driver=False, include_dashboard=False)
+        except ConnectionError:  # "auto" with nothing running, or a cluster that is not there
+            raise ClusterUnavailableError(
+                f"cannot reach a Ray cluster at {where!r}: start one with `ray start --head` (then --ray auto "
+                "finds it on this machine), or give no Ray address to run on a local Ray started for this process"
+            ) from None
     return ray
 
 
@@ -731,6 +740,7 @@ def create_sharded(
     folder = paths.collection_dir(name, home)
     if folder.exists():
         raise ConflictError(f"collection {name!r} already exists in {folder.parent}")
+    _ray(address)  # a cluster that cannot be reached is refused before anything is written
     folder.mkdir(parents=True)
     first = None
     for i in range(shards):

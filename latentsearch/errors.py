@@ -48,3 +48,7 @@ class CorruptCollectionError(LatentSearchError):
 
 class LockTimeoutError(LatentSearchError):
     """Another process held the collection's write lock for too long."""
+
+
+class ClusterUnavailableError(LatentSearchError):
+    """The Ray cluster a sharded collection needs cannot be reached."""

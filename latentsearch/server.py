@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import hmac
 import ipaddress
+import json
 import logging
 import os
 import shutil
@@ -29,11 +30,14 @@ from typing import Any, Literal
 from fastapi import Depends, FastAPI, File, Form, Header, HTTPException, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from . import paths
 from .distributed import SHARDED_FILE
 from .errors import (
+    ClusterUnavailableError,
     ConflictError,
     EncoderMismatchError,
     InvalidInputError,
@@ -64,7 +68,7 @@ def status_of(exc: LatentSearchError) -> int:
         return 404
     if isinstance(exc, (ConflictError, EncoderMismatchError)):
         return 409
-    if isinstance(exc, LockTimeoutError):
+    if isinstance(exc, (LockTimeoutError, ClusterUnavailableError)):
         return 503
     if isinstance(exc, InvalidInputError):
         return 400
@@ -108,10 +112,24 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+class ErrorBody(BaseModel):
+    """The body of every error answer."""
+
+    error: str = Field(description="What was wrong, where, and what to do, in one line.")
+    type: str | None = Field(None, description="The library's exception class, for errors the engine raised.")
+
+
 # --- request bodies ------------------------------------------------------------------------------------
 
 
-class CreateBody(BaseModel):
+class Body(BaseModel):
+    """A JSON request body, validated strictly: a value of the wrong JSON type is refused (422), never
+    coerced (``"background": 0`` is not false, ``"seed": false`` is not 0), as the schema says."""
+
+    model_config = ConfigDict(strict=True)
+
+
+class CreateBody(Body):
     name: str
     encoder: str = "minilm"
     index: str = "auto"
@@ -119,7 +137,7 @@ class CreateBody(BaseModel):
     dim: int | None = None
 
 
-class ItemBody(BaseModel):
+class ItemBody(Body):
     id: str
     text: str | None = None
     uri: str | None = None
@@ -127,23 +145,23 @@ class ItemBody(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
-class AddBody(BaseModel):
+class AddBody(Body):
     items: list[ItemBody]
     upsert: bool = False
     background: bool = Field(False, description="Run as a job: returns a job id to poll at /api/jobs/{id}.")
 
 
-class IdsBody(BaseModel):
+class IdsBody(Body):
     ids: list[str]
 
 
-class MetadataBody(BaseModel):
+class MetadataBody(Body):
     updates: dict[str, dict[str, Any]] = Field(
         description='Fields to merge into each item\'s metadata by id: {"doc-1": {"reviewed": true}}; null removes one.'
     )
 
 
-class SearchBody(BaseModel):
+class SearchBody(Body):
     query: str | None = None
     vector: list[float] | None = None
     like: str | None = None
@@ -158,7 +176,7 @@ class SearchBody(BaseModel):
     nprobe: int | None = None
 
 
-class RecommendBody(BaseModel):
+class RecommendBody(Body):
     positive: list[Any] | None = None
     negative: list[Any] | None = None
     user: str | None = None
@@ -169,7 +187,7 @@ class RecommendBody(BaseModel):
     exclude: list[str] = Field(default_factory=list)
 
 
-class HistoryBody(BaseModel):
+class HistoryBody(Body):
     history: list[Any]
     k: int = 10
     half_life: float | None = None
@@ -177,7 +195,7 @@ class HistoryBody(BaseModel):
     diversity: float = 0.0
 
 
-class CheckBody(BaseModel):
+class CheckBody(Body):
     texts: list[str] | None = None
     vectors: list[list[float]] | None = None
     method: str = "knn"
@@ -186,7 +204,12 @@ class CheckBody(BaseModel):
     fpr: float | None = None
 
 
-class ClustersBody(BaseModel):
+class JobStarted(BaseModel):
+    job: str = Field(description="The job id.")
+    status: str = Field(description="Where to poll the job's progress: /api/jobs/{job}.")
+
+
+class ClustersBody(Body):
     n: int | Literal["auto"] = 8
     where: dict[str, Any] | str | None = None
     write: bool = True
@@ -296,6 +319,15 @@ class Registry:
             col.close()
 
 
+class BodyTooLarge(StarletteHTTPException):
+    """A request body over the server's byte limit, noticed while it streams in (chunked uploads have
+    no Content-Length). An HTTPException, so FastAPI's body parsing passes it on instead of answering
+    400 "There was an error parsing the body"; the app's handler gives it the ``{"error": ...}`` shape."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body over the {limit:,}-byte limit: send smaller batches")
+
+
 class BodyLimit:
     """ASGI middleware: refuse request bodies over ``limit`` bytes (declared or streamed) with 413."""
 
@@ -310,23 +342,30 @@ class BodyLimit:
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             await self._refuse(send)
             return
-        seen = 0
+        seen, started = 0, False
 
         async def counting_receive() -> dict:
             nonlocal seen
             message = await receive()
             seen += len(message.get("body", b""))
             if seen > self.limit:
-                raise TooLargeError(f"request body over the {self.limit:,}-byte limit")
+                raise BodyTooLarge(self.limit)
             return message
 
+        async def watching_send(message: dict) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
         try:
-            await self.app(scope, counting_receive, send)
-        except TooLargeError:
+            await self.app(scope, counting_receive, watching_send)
+        except BodyTooLarge:  # read outside a route (the routes' own handler answers inside them)
+            if started:
+                raise
             await self._refuse(send)
 
     async def _refuse(self, send: Callable) -> None:
-        body = f'{{"error": "request body over the {self.limit:,}-byte limit: send smaller batches"}}'.encode()
+        body = json.dumps({"error": BodyTooLarge(self.limit).detail}).encode()
         await send({"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"application/json")]})
         await send({"type": "http.response.body", "body": body})
 
@@ -363,6 +402,8 @@ def create_app(
 
     app = FastAPIOffline(
         lifespan=lifespan,
+        # Every error answer has one shape; the schema says so (clients and schemathesis check against it).
+        responses={"4XX": {"model": ErrorBody, "description": "Bad request: the one-line error says what to do"}},
         title="latentsearch",
         version=ls.__version__,
         description="Semantic search, recommendations, outliers and maps over SQLite + FAISS collections.",
@@ -403,12 +444,34 @@ def create_app(
     @app.exception_handler(RequestValidationError)
     def malformed(_: Request, exc: RequestValidationError) -> JSONResponse:
         # One line like every other error; FastAPI's default echoes the input, which fails for NaN.
-        parts = [f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', 'invalid')}" for e in exc.errors()]
+        def describe(e: dict[str, Any]) -> str:
+            if e.get("type") == "json_invalid":  # loc is ("body", character offset)
+                return f"body is not valid JSON at character {e['loc'][-1]}: {e.get('ctx', {}).get('error', '')}"
+            return f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', 'invalid')}"
+
+        parts = [describe(e) for e in exc.errors()]
         return JSONResponse({"error": "malformed request: " + "; ".join(parts[:5])}, status_code=422)
 
-    @app.exception_handler(HTTPException)
-    def http_error(_: Request, exc: HTTPException) -> JSONResponse:
-        return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+    @app.exception_handler(StarletteHTTPException)  # Starlette's: routing's 404/405 too, and FastAPI's subclass
+    def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        where, headers = f"{request.method} {request.url.path}", exc.headers
+        if exc.status_code == 404 and exc.detail == "Not Found":
+            message = f"no such endpoint: {where} (the API is listed at /docs)"
+        elif exc.status_code == 405 and exc.detail == "Method Not Allowed":
+            # Starlette's Allow names the methods of the first route on the path only: gather them all.
+            allowed = sorted(
+                {m for r in app.routes if r.matches(request.scope)[0] != Match.NONE for m in getattr(r, "methods", ())}
+            )
+            headers = {**(exc.headers or {}), "Allow": ", ".join(allowed)}
+            message = f"method not allowed: {where} (allowed: {headers['Allow']})"
+        else:
+            message = str(exc.detail)
+        return JSONResponse({"error": message}, status_code=exc.status_code, headers=headers)
+
+    @app.exception_handler(Exception)
+    def internal_error(_: Request, exc: Exception) -> JSONResponse:
+        # A bug: still one line in the API's shape (uvicorn logs the traceback).
+        return JSONResponse({"error": f"internal error: {type(exc).__name__}: {exc}"}, status_code=500)
 
     def check_batch(n: int) -> None:
         if n > max_batch:
@@ -460,7 +523,11 @@ def create_app(
             progress=progress,
         )
 
-    @app.post("/api/collections/{name}/items", dependencies=[Depends(writer)])
+    @app.post(
+        "/api/collections/{name}/items",
+        dependencies=[Depends(writer)],
+        responses={202: {"model": JobStarted, "description": "With background: the job started; poll its status"}},
+    )
     def add_items(name: str, body: AddBody) -> Any:
         check_batch(len(body.items))
         col = registry.get(name)

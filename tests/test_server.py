@@ -1,15 +1,18 @@
 """The HTTP API (FastAPI TestClient), its keys and limits, and the web page in a real browser."""
 
 import io
+import json
 import threading
 import time
+from collections.abc import Iterator
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
 import latentsearch as ls
-from latentsearch.server import create_app, load_keys, serve
+from latentsearch.server import create_app, load_keys, running, serve
 
 from .browser import browser
 from .conftest import random_vectors, topic_items
@@ -150,6 +153,82 @@ def test_limits(home):
         assert small.get("/api/collections/vecs").json()["count"] == 0
 
 
+def chunks(data: bytes, size: int = 500) -> Iterator[bytes]:
+    """``data`` as a generator, so that httpx sends it with Transfer-Encoding: chunked (no Content-Length)."""
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+
+
+def multipart(name: str, filename: str, content: bytes, boundary: str = "b0undary") -> tuple[bytes, str]:
+    """A multipart/form-data body of one file, and its content type."""
+    head = f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
+    body = (head + "Content-Type: image/png\r\n\r\n").encode() + content + f"\r\n--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+def test_chunked_bodies_over_the_limit_get_413_in_the_error_shape(home):
+    ls.create("vecs", encoder="precomputed", dim=2, home=home).close()
+    ls.create("pics", encoder="efficientnet-lite0", home=home).close()
+    items = {"items": [{"id": f"i{i}", "vector": [1.0, float(i)]} for i in range(100)]}
+    big_json = json.dumps(items).encode()
+    upload, upload_type = multipart("files", "a.png", b"\x89PNG" + b"0" * 5_000)
+    query, query_type = multipart("file", "q.png", b"\x89PNG" + b"0" * 5_000)
+    refused = {"error": "request body over the 2,000-byte limit: send smaller batches"}
+    with running(create_app(home, max_body=2_000, preload=False)) as url:  # real uvicorn, chunks on the wire
+        for path, body, content_type in [
+            ("/api/collections/vecs/items", big_json, "application/json"),
+            ("/api/collections/vecs/search", json.dumps({"vector": [0.5] * 2_000}).encode(), "application/json"),
+            ("/api/collections/pics/images", upload, upload_type),
+            ("/api/collections/pics/search/image", query, query_type),
+        ]:
+            answer = httpx.post(url + path, content=chunks(body), headers={"Content-Type": content_type})
+            assert answer.request.headers["transfer-encoding"] == "chunked"
+            assert (answer.status_code, answer.json()) == (413, refused), path
+        assert httpx.get(url + "/api/collections/vecs").json()["count"] == 0
+        assert not list((home / "pics").glob("uploads/*"))  # nothing of the refused upload was kept
+        # Under the limit, a chunked body is read as usual.
+        small = json.dumps({"items": items["items"][:3]}).encode()
+        added = httpx.post(
+            url + "/api/collections/vecs/items", content=chunks(small, 50), headers={"Content-Type": "application/json"}
+        )
+        assert added.json() == {"added": 3, "count": 3}
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "content", "status", "message"),
+    [
+        ("get", "/api/nothing-here", None, 404, "no such endpoint: GET /api/nothing-here (the API is listed at /docs)"),
+        ("put", "/api/collections", None, 405, "method not allowed: PUT /api/collections (allowed: GET, POST)"),
+        ("delete", "/api/collections/topics/search", None, 405, "method not allowed: DELETE"),
+        (
+            "post",
+            "/api/collections/topics/search",
+            b'{"query": ',
+            422,
+            "malformed request: body is not valid JSON at character 10: Expecting value",
+        ),
+        ("post", "/api/collections/topics/search", b"[1, 2]", 422, "malformed request: body: Input should be"),
+        ("post", "/api/collections/topics/search", b"\xff\xfe", 422, "malformed request"),
+    ],
+)
+def test_framework_errors_have_the_error_shape(client, method, url, content, status, message):
+    response = client.request(method.upper(), url, content=content, headers={"Content-Type": "application/json"})
+    assert response.status_code == status
+    body = response.json()
+    assert list(body) == ["error"] and body["error"].startswith(message) and "\n" not in body["error"]
+
+
+def test_the_schema_documents_the_error_shape(client):
+    schema = client.get("/openapi.json").json()
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            assert operation["responses"]["4XX"]["content"]["application/json"]["schema"] == {
+                "$ref": "#/components/schemas/ErrorBody"
+            }, f"{method} {path}"
+            assert "422" not in operation["responses"]  # FastAPI's default {"detail": [...]} is never sent
+    assert schema["components"]["schemas"]["ErrorBody"]["required"] == ["error"]
+
+
 def test_keys(home, tmp_path, monkeypatch):
     ls.create("vecs", encoder="precomputed", dim=2, home=home).close()
     keys_file = tmp_path / "keys"
@@ -253,8 +332,6 @@ def test_concurrent_readers_while_one_writer_adds(home):
 @pytest.fixture
 def live_server(home, topic_vectors):
     """The app under a real uvicorn on a free loopback port."""
-    from latentsearch.server import running
-
     ids, texts, metadata = topic_items()
     col = ls.create("topics", home=home)
     col.add(ids, texts, vectors=topic_vectors, metadata=metadata)
