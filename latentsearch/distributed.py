@@ -310,14 +310,14 @@ class ShardedCollection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
     ) -> int:
         """Add items (encoded in parallel), each to its shard; every id is checked first, so a duplicate
         changes nothing. Each shard writes its part in one transaction."""
-        from .collection import _check_ids, _check_length, _check_metadata
+        from .collection import _check_ids, _check_metadata, _check_texts
 
-        ids = _check_ids(ids)
+        ids = _check_ids(ids)  # every check of a single collection's add, before any shard writes
         if not ids:
             return 0
-        texts_list = _check_length("texts", texts, len(ids))
+        texts_list = _check_texts("texts", texts, len(ids))
         meta = _check_metadata(metadata, len(ids))
-        uris_list = _check_length("uris", uris, len(ids))
+        uris_list = _check_texts("uris", uris, len(ids))
         if vectors is None and texts_list is None:
             raise InvalidInputError(
                 f"sharded collection {self.name!r} takes texts or vectors; images are not available on shards yet"
@@ -492,6 +492,9 @@ class ShardedCollection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
         nprobe: int | None = None,
     ) -> list[list[Hit]]:
         """Global top k per query: every shard's top k, merged by score."""
+        from .search import check_tuning
+
+        ef_search, nprobe = check_tuning(ef_search, nprobe)  # refused here, not in every shard
         parts = self._get([a.knn.remote(vectors, k, where, list(exclude), ef_search, nprobe) for a in self.actors])
         merged = []
         for q in range(len(vectors)):
@@ -724,13 +727,14 @@ def create_sharded(
     address: str | None = None,
 ) -> ShardedCollection:
     """Create a collection split into ``shards`` normal collections held by Ray actors."""
-    from .collection import create
+    from .collection import check_settings, create
+    from .limits import MAX_SHARDS, check_int
 
-    if isinstance(shards, bool) or not isinstance(shards, int) or shards < 1:
-        raise InvalidInputError(f"shards must be a whole number >= 1, got {shards!r}")
+    shards = check_int("shards", shards, 1, MAX_SHARDS)
     folder = paths.collection_dir(name, home)
     if folder.exists():
         raise ConflictError(f"collection {name!r} already exists in {folder.parent}")
+    check_settings(encoder=encoder, index=index, metric=metric, dim=dim)  # before the folder exists
     folder.mkdir(parents=True)
     first = None
     for i in range(shards):
