@@ -485,10 +485,18 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
 
     def user_profile(self, user: str) -> tuple[np.ndarray | None, list[tuple[str, float | None]]]:
         """A learned user's vector and history ``[(item id, timestamp)]`` (``None`` vector: unknown user)."""
-        return self.store.get_user(user)
+        if not isinstance(user, str):
+            raise InvalidInputError(f"user must be a user id (a string), got {type(user).__name__}")
+        return self.store.get_user(check_text(user, "the user id"))
 
     def put_users(self, users: Sequence[tuple[str, np.ndarray, list[Any]]], *, replace_all: bool = False) -> None:
         """Store learned users: ``(user id, vector, history [(item id, timestamp)])`` each."""
+        for i, user in enumerate(users):
+            if not isinstance(user[0], str) or not user[0]:
+                raise InvalidInputError(f"user #{i} has id {user[0]!r}: user ids are non-empty strings")
+            check_text(user[0], f"user #{i}'s id")
+            for item_id, _ in user[2]:
+                check_text(str(item_id), f"an item id in user {user[0]!r}'s history")
         self.store.put_users(users, replace_all=replace_all)
 
     def user_count(self) -> int:

@@ -19,8 +19,8 @@ import numpy as np
 
 from .errors import InvalidInputError
 from .fileio import fsync_replace, remove_stale_temp_files
-from .filters import Filter
-from .limits import MAX_CLUSTERS, MAX_SAMPLE, MAX_STEPS, check_int
+from .filters import Filter, compile_filter
+from .limits import MAX_CLUSTERS, MAX_SAMPLE, MAX_SEED, MAX_STEPS, check_int
 
 PROJECTIONS = ("pca", "tsne", "umap")
 DEFAULT_SAMPLE = {"pca": None, "tsne": 10_000, "umap": 50_000}  # cap for the slow methods
@@ -218,6 +218,8 @@ class LatentSpaceMethods:
         sample = DEFAULT_SAMPLE[method] if sample is None else sample
         if sample is not None:
             sample = check_int("sample", sample, 1, MAX_SAMPLE)
+        seed = check_int("seed", seed, 0, MAX_SEED)
+        compile_filter(where)  # a bad filter is refused before it is hashed into the cache key
         key = _cache_key(method, dim, where, sample, seed, params)
         folder = self.path / CACHE_DIR
         # Without a filter only the vectors matter: metadata updates (clusters, outlier scores) keep the
@@ -268,6 +270,7 @@ class LatentSpaceMethods:
         """
         if n != "auto":
             n = check_int("n (clusters)", n, 1, MAX_CLUSTERS, hint=", or 'auto'")
+        seed = check_int("seed", seed, 0, MAX_SEED)
         ids, vectors = self.matching_vectors(where)
         if n != "auto" and n > len(ids):
             raise InvalidInputError(f"cannot make {n} clusters of {len(ids)} items: lower -n")

@@ -23,9 +23,11 @@ MAX_NPROBE = 65_536  # IVF lists visited per query
 MAX_SAMPLE = 10_000_000  # items sampled for a map (projection)
 MAX_CLUSTERS = 10_000  # k-means clusters
 MAX_RRF_K = 1_000_000  # reciprocal rank fusion constant
+MAX_SEED = 2**32 - 1  # seeds of sampling, projections and k-means (NumPy's legacy seed range)
 MAX_DIM = 65_536  # vector dimension of a collection
 MAX_SHARDS = 1_024  # shards of a sharded collection
 MAX_IMAGE_SIZE = 512  # side of an autoencoder's square images, in pixels
+MAX_THUMBNAIL_SIZE = 1_024  # side of the JPEG thumbnails kept for image items, in pixels
 MAX_GENERATED = 1_000  # images decoded at once by an autoencoder (samples)
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # integers SQLite (and so metadata and filters) can hold
 
@@ -84,7 +86,7 @@ def check_json_value(
                 )
         elif isinstance(node, float):
             if not math.isfinite(node):
-                raise error(f"{_at(where, path)} is {node}, which cannot be stored as JSON: use a finite number or null")
+                raise error(f"{_at(where, path)} is {node}, which cannot be stored as JSON: use a number or null")
         elif isinstance(node, (Mapping, list, tuple)):
             if depth > max_depth:
                 shown = f" (at {path})" if len(path) <= 60 else ""
