@@ -30,6 +30,7 @@ from fastapi import Depends, FastAPI, File, Form, Header, HTTPException, Query, 
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import limits, paths
 from .distributed import SHARDED_FILE
@@ -415,9 +416,12 @@ def create_app(
         parts = [f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', 'invalid')}" for e in exc.errors()]
         return JSONResponse({"error": "malformed request: " + "; ".join(parts[:5])}, status_code=422)
 
-    @app.exception_handler(HTTPException)
-    def http_error(_: Request, exc: HTTPException) -> JSONResponse:
-        return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+    @app.exception_handler(StarletteHTTPException)  # FastAPI's own HTTPException is a subclass
+    def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = exc.detail
+        if isinstance(exc.__cause__, RecursionError):  # the JSON decoder recursed through the body
+            detail = f"request body nested too deeply: metadata and filters nest at most {limits.MAX_NESTING} levels"
+        return JSONResponse({"error": detail}, status_code=exc.status_code, headers=exc.headers)
 
     def check_batch(n: int) -> None:
         if n > max_batch:
