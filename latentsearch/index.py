@@ -210,7 +210,15 @@ class VectorIndex:
         if not index.is_trained:
             sample = self._training_sample(store, n)
             log.info("training %s on %d vectors", factory, len(sample))
-            index.train(sample)
+            try:
+                index.train(sample)
+            except RuntimeError as exc:
+                if not self.spec.startswith("faiss:"):
+                    raise
+                # A raw factory string says nothing of how much data it needs (IVF lists, PQ codebooks):
+                # until training succeeds, serve exact search; needs_rebuild tries again as items come.
+                log.info("%s cannot train on %d vectors yet, exact search meanwhile: %s", factory, len(sample), exc)
+                factory, index = "Flat", self._new_index("Flat")
         done = 0
         for rowids, vectors in store.iter_vectors(self.dim, upto_seq=seq):
             index.add_with_ids(vectors, rowids)

@@ -1,10 +1,10 @@
 """The documented limits on input, and the checks every entry point (Python, CLI, HTTP) shares.
 
 Every number a caller chooses has a range, every nested value a depth, and every string must be valid
-Unicode (encodable as UTF-8: no lone UTF-16 surrogates such as ``"\\ud800"``), so that whatever a write
-accepts can be read back through every interface. A value outside them is refused with a one-line
-:class:`InvalidInputError` before anything is written. The server's request models take their bounds
-from here too.
+Unicode (encodable as UTF-8: no lone UTF-16 surrogates such as ``"\\ud800"``) without NUL characters,
+so that whatever a write accepts can be read back (and filtered on) through every interface. A value
+outside them is refused with a one-line :class:`InvalidInputError` before anything is written. The
+server's request models take their bounds from here too.
 """
 
 from __future__ import annotations
@@ -47,8 +47,9 @@ def check_optional_int(name: str, value: Any, low: int, high: int) -> int | None
 
 
 def check_text(value: str, where: str, error: type[InvalidInputError] = InvalidInputError) -> str:
-    """``value`` if it is encodable as UTF-8, else a one-line error naming ``where`` and the position of
-    the first lone surrogate (text that SQLite, JSON and HTTP could not give back)."""
+    """``value`` if it is valid Unicode without NUL characters, else a one-line error naming ``where``
+    and the position: a lone surrogate cannot be encoded as UTF-8 (SQLite, JSON and HTTP could not give
+    it back), and SQLite's JSON functions cut text at a NUL (a filter could never match it)."""
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as exc:
@@ -56,6 +57,8 @@ def check_text(value: str, where: str, error: type[InvalidInputError] = InvalidI
             f"{where} is not valid Unicode: a lone surrogate {value[exc.start]!r} at character {exc.start + 1}; "
             "fix the text's encoding"
         ) from None
+    if "\x00" in value:
+        raise error(f"{where} contains a NUL character (U+0000) at character {value.index(chr(0)) + 1}: remove it")
     return value
 
 

@@ -483,6 +483,8 @@ class OutlierMethods:
         ``write=True`` stores ``outlier_score`` and ``outlier`` (bool) in every item's metadata, so
         filters can use them (``where="outlier_score > 0.8"``).
         """
+        if top is not None:
+            top = check_int("top", top, 0, MAX_K)  # before fitting, and before anything is written
         scorer = self.outlier_scorer(
             method, k=k, contamination=contamination, percentile=percentile, fpr=fpr, progress=progress
         )
