@@ -396,6 +396,9 @@ class ShardedCollection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
 
     def matching_vectors(self, where: Any = None) -> tuple[list[str], np.ndarray]:
         """Ids and vectors of the items matching ``where``, gathered from every shard (shard by shard)."""
+        from .filters import compile_filter
+
+        compile_filter(where)  # checked once here, before it is sent to every shard
         parts = self._get([a.matching_vectors.remote(where) for a in self.actors])
         ids = [i for part_ids, _ in parts for i in part_ids]
         return ids, np.concatenate([v for _, v in parts]) if parts else np.empty((0, self.dim), np.float32)
@@ -492,9 +495,11 @@ class ShardedCollection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
         nprobe: int | None = None,
     ) -> list[list[Hit]]:
         """Global top k per query: every shard's top k, merged by score."""
+        from .filters import compile_filter
         from .search import check_tuning
 
         ef_search, nprobe = check_tuning(ef_search, nprobe)  # refused here, not in every shard
+        compile_filter(where)  # and a bad filter too: one too deep could not even be sent to them
         parts = self._get([a.knn.remote(vectors, k, where, list(exclude), ef_search, nprobe) for a in self.actors])
         merged = []
         for q in range(len(vectors)):

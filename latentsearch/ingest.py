@@ -136,7 +136,8 @@ def _jsonl_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
                 if not isinstance(row, dict):
                     raise InvalidInputError(f"{path} line {lineno}: expected a JSON object, got {type(row).__name__}")
                 # Escapes such as "\ud800" decode to text no interface could give back; 64-bit integers.
-                check_json_value(row, f"{path} line {lineno}")
+                # (NaN is left to the vector and metadata checks, which say which it is.)
+                check_json_value(row, f"{path} line {lineno}", floats=False)
                 rows.append((lineno, row))
     except UnicodeDecodeError as exc:
         raise InvalidInputError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None

@@ -269,7 +269,7 @@ class LatentSpaceMethods:
         noise is -1) and ``cluster_label``.
         """
         if n != "auto":
-            n = check_int("n (clusters)", n, 1, MAX_CLUSTERS, hint=", or 'auto'")
+            n = check_int("n", n, 1, MAX_CLUSTERS, hint=" (or 'auto' for density clustering)")
         seed = check_int("seed", seed, 0, MAX_SEED)
         ids, vectors = self.matching_vectors(where)
         if n != "auto" and n > len(ids):

@@ -69,11 +69,13 @@ def check_json_value(
     *,
     max_depth: int = MAX_NESTING,
     too_deep: str | None = None,
+    floats: bool = True,
 ) -> None:
     """Check a JSON-like value (metadata, a filter) without recursion: objects and arrays nested at
     most ``max_depth`` levels, every string and key valid Unicode, every integer within 64 bits, every
     float finite. Types JSON cannot hold are left to the caller's own check (``json.dumps``).
-    ``too_deep`` replaces the message of a value nested too deeply."""
+    ``too_deep`` replaces the message of a value nested too deeply; ``floats=False`` leaves floats
+    to a later, more specific check (a vector's NaN)."""
     stack: list[tuple[Any, str, int]] = [(value, "", 1)]
     while stack:
         node, path, depth = stack.pop()
@@ -88,7 +90,7 @@ def check_json_value(
                     f"({INT64_MIN:,} to {INT64_MAX:,}): store it as a string or a float"
                 )
         elif isinstance(node, float):
-            if not math.isfinite(node):
+            if floats and not math.isfinite(node):
                 raise error(f"{_at(where, path)} is {node}, which cannot be stored as JSON: use a number or null")
         elif isinstance(node, (Mapping, list, tuple)):
             if depth > max_depth:

@@ -213,7 +213,7 @@ BIG = 10**30
         # Checked before the ids are even looked up: a huge path is refused at once.
         (lambda c: c.interpolate("ghost", "ghost", steps=10**9), "steps must be from 2 to 1,000"),
         (lambda c: c.interpolate("a", "b", steps=1), "steps must be from"),
-        (lambda c: c.clusters(BIG), "n (clusters) must be from 1 to 10,000"),
+        (lambda c: c.clusters(BIG), "n must be from 1 to 10,000"),
         (lambda c: c.clusters(2, seed=2**40), "seed must be from"),
         (lambda c: c.project("pca", sample=BIG), "sample must be from"),
         (lambda c: c.project("pca", seed=-1), "seed must be from"),
@@ -378,7 +378,7 @@ def test_bounds_through_the_cli(vecs, tmp_path):
         (("search", "vecs", "--like", "a", "--where", "not " * 5_000 + "n = 1"), "nested deeper than 32"),
         (("search", "vecs", "--like", "a", "--where", "(" * 5_000 + "n = 1" + ")" * 5_000), "nested deeper"),
         (("interpolate", "vecs", "a", "b", "--steps", 10**9), "steps must be from 2 to 1,000"),
-        (("clusters", "vecs", "-n", 10**6), "n (clusters) must be from"),
+        (("clusters", "vecs", "-n", 10**6), "n must be from"),
         (("map", "vecs", "--out", tmp_path / "m.html", "--method", "pca", "--sample", 0), "sample must be from"),
         (("outliers", "vecs", "-k", BIG), "k must be from"),
         (("add", "vecs", deep), "nested deeper than 32"),
