@@ -38,6 +38,7 @@ from .errors import (
     LatentSearchError,
 )
 from .latent import LatentSpaceMethods
+from .limits import MAX_EF_SEARCH
 from .outliers import OutlierMethods
 from .recommend import RecommendMethods
 from .records import Hit, Item
@@ -618,7 +619,7 @@ class ShardedCollection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
         position = {i: n for n, i in enumerate(ids)}
 
         def search(x: np.ndarray, kk: int) -> tuple[np.ndarray, np.ndarray]:
-            hits = self._knn(np.asarray(x, dtype=np.float32), kk, ef_search=max(128, 2 * kk))
+            hits = self._knn(np.asarray(x, dtype=np.float32), kk, ef_search=min(max(128, 2 * kk), MAX_EF_SEARCH))
             dists = np.full((len(x), kk), np.inf, dtype=np.float32)
             pos = np.full((len(x), kk), -1, dtype=np.int64)
             for q, row in enumerate(hits):

@@ -22,7 +22,7 @@ import numpy as np
 
 from .errors import InvalidInputError, ItemNotFoundError
 from .filters import Filter
-from .limits import check_text
+from .limits import MAX_K, check_text
 from .records import Hit
 from .search import check_k, query_vector
 
@@ -113,7 +113,7 @@ def recommend(
     if strategy == "average":
         query = pos.mean(0) - (negative_weight * neg.mean(0) if len(neg) else 0)
         return _nearest(collection, query[None, :], k, where, skip, diversity)
-    pool = _candidates(collection, pos, max(k * POOL_FACTOR, 100), where, skip)
+    pool = _candidates(collection, pos, _pool(k), where, skip)
     if not pool:
         return []
     vectors = collection.vectors_of([h.id for h in pool])
@@ -194,7 +194,7 @@ def recommend_user(
     if blend is None:
         return _nearest(collection, vector[None, :], k, where, skip, diversity)
     weight = _check_fraction("blend_weight", blend_weight)
-    depth = max(k * POOL_FACTOR, 100)
+    depth = _pool(k)
     collaborative = _nearest(collection, vector[None, :], depth, where, skip, 0.0)
     known = blend.existing_ids([item for item, _ in history])
     content_history = [(item, 1.0, ts) for item, ts in history if item in known]
@@ -285,9 +285,14 @@ def _nearest(
         if norm == 0 or not np.isfinite(norm):
             raise InvalidInputError("the examples cancel out (their combined vector is zero): change the negatives")
         query = query / norm
-    depth = max(k * POOL_FACTOR, 100) if diversity > 0 else k
+    depth = _pool(k) if diversity > 0 else k
     hits = collection.search_batch(query.astype(np.float32), k=depth, where=where, exclude=sorted(skip))[0]
     return _finish(collection, hits, k, diversity)
+
+
+def _pool(k: int) -> int:
+    """Candidates re-ranked for ``k`` results: ``k * POOL_FACTOR`` (at least 100), within the search limit."""
+    return min(max(k * POOL_FACTOR, 100), MAX_K)
 
 
 def _candidates(

@@ -280,6 +280,9 @@ def test_values_at_the_limits_are_accepted_and_read_back(vecs):
     assert len(vecs.search(VECTORS[0], k=limits.MAX_K, ef_search=limits.MAX_EF_SEARCH)) == 5
     assert len(vecs.search(VECTORS[0], k=limits.MAX_K, nprobe=limits.MAX_NPROBE)) == 5
     assert len(vecs.interpolate("a", "b", steps=limits.MAX_STEPS)) == limits.MAX_STEPS
+    # Internal candidate pools (k * 10) stay within the limit the public k is checked against.
+    assert len(vecs.recommend(["a"], k=limits.MAX_K, diversity=0.5)) == 4
+    assert len(vecs.recommend(["a"], k=limits.MAX_K, strategy="best_score")) == 4
 
 
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
