@@ -27,6 +27,7 @@ from torch import nn
 from .encoders.image import IMAGE_SUFFIXES, MAX_PIXELS  # the same file types and size limit as image folders
 from .errors import InvalidInputError
 from .fileio import file_sha256, fsync_replace
+from .limits import MAX_GENERATED, MAX_IMAGE_SIZE, MAX_STEPS, check_int
 
 FORMAT = "latentsearch-autoencoder"
 FORMAT_VERSION = 1
@@ -67,8 +68,10 @@ class AutoencoderConfig:
                 f"image_size {self.image_size} must be a multiple of 4 (the encoder halves it twice): "
                 f"use e.g. {lower} or {upper}"
             )
-        if self.image_size > 512:
-            raise InvalidInputError(f"image_size {self.image_size} is too large for this small model: use 512 or less")
+        if self.image_size > MAX_IMAGE_SIZE:
+            raise InvalidInputError(
+                f"image_size {self.image_size} is too large for this small model: use {MAX_IMAGE_SIZE} or less"
+            )
         if self.channels not in (1, 3):
             raise InvalidInputError(f"channels must be 1 (grayscale) or 3 (RGB), got {self.channels}")
         if not 1 <= self.latent_dim <= 4096:
@@ -637,8 +640,7 @@ class AutoencoderEncoder:
 
         ``a`` and ``b`` are image paths or PIL images; returns float32 ``(steps, channels, s, s)``.
         """
-        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 2:
-            raise InvalidInputError(f"steps must be a whole number >= 2, got {steps!r}")
+        steps = check_int("steps", steps, 2, MAX_STEPS)
         for label, item in (("a", a), ("b", b)):
             if isinstance(item, np.ndarray) or not self._is_single(item):
                 raise InvalidInputError(f"{label} must be one image path or PIL image, got {type(item).__name__}")
@@ -658,8 +660,7 @@ class AutoencoderEncoder:
         Meaningful mainly for a VAE, whose training pulls the latents towards N(0, I); a plain
         autoencoder's latent space has no such shape, so its samples are often not image-like.
         """
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
-            raise InvalidInputError(f"n must be a whole number >= 0, got {n!r}")
+        n = check_int("n (images)", n, 0, MAX_GENERATED)
         z = np.random.default_rng(seed).standard_normal((int(n), self.dim)).astype(np.float32)
         return self.decode(z) if n else np.empty((0, *self.config.shape), dtype=np.float32)
 

@@ -100,7 +100,11 @@ def progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
             elapsed = max(perf_counter() - start, 1e-9)
             bar.update(task, completed=done, total=total, rate=f"{done / elapsed:,.0f} items/s")
 
-        yield update
+        try:
+            yield update
+        except LatentSearchError:
+            bar.live.transient = True  # the error's one line is all that stays on stderr
+            raise
 
 
 _RAY_ADDRESS: str | None = None  # set by the --ray option

@@ -28,6 +28,7 @@ from .fileio import process_alive
 from .filters import Filter, compile_filter, field_expression
 from .index import METRICS, ProgressFn, VectorIndex, validate_spec
 from .latent import LatentSpaceMethods
+from .limits import MAX_DIM, check_int, check_json_value, check_text
 from .outliers import OutlierMethods
 from .recommend import RecommendMethods
 from .records import Hit, Item
@@ -213,8 +214,8 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
         n = len(ids)
         if n == 0:
             return 0
-        texts_list = _check_length("texts", texts, n)
-        uris_list = _check_length("uris", uris, n)
+        texts_list = _check_texts("texts", texts, n)
+        uris_list = _check_texts("uris", uris, n)
         meta_list = _check_metadata(metadata, n)
         images = uris_list is not None and texts_list is None and self.manifest.get("modality") in ("image", "joint")
         if vectors is None:
@@ -227,10 +228,6 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
                 raise InvalidInputError("nothing to encode: pass texts, image uris, or vectors for the items")
         else:
             matrix = self.prepare_vectors(vectors, expected=n)
-            if texts_list is not None:  # kept for display and lexical search; must be strings
-                for i, text in enumerate(texts_list):
-                    if text is not None and not isinstance(text, str):
-                        raise InvalidInputError(f"text #{i} is a {type(text).__name__}, not a string")
         kind = "text" if texts_list is not None else "image" if images else "uri" if uris_list else "vector"
         if kind == "image" and thumbnails is None:
             from .encoders.image import thumbnail_bytes
@@ -488,10 +485,18 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
 
     def user_profile(self, user: str) -> tuple[np.ndarray | None, list[tuple[str, float | None]]]:
         """A learned user's vector and history ``[(item id, timestamp)]`` (``None`` vector: unknown user)."""
-        return self.store.get_user(user)
+        if not isinstance(user, str):
+            raise InvalidInputError(f"user must be a user id (a string), got {type(user).__name__}")
+        return self.store.get_user(check_text(user, "the user id"))
 
     def put_users(self, users: Sequence[tuple[str, np.ndarray, list[Any]]], *, replace_all: bool = False) -> None:
         """Store learned users: ``(user id, vector, history [(item id, timestamp)])`` each."""
+        for i, user in enumerate(users):
+            if not isinstance(user[0], str) or not user[0]:
+                raise InvalidInputError(f"user #{i} has id {user[0]!r}: user ids are non-empty strings")
+            check_text(user[0], f"user #{i}'s id")
+            for item_id, _ in user[2]:
+                check_text(str(item_id), f"an item id in user {user[0]!r}'s history")
         self.store.put_users(users, replace_all=replace_all)
 
     def user_count(self) -> int:
@@ -579,15 +584,9 @@ def create(
                 f"{collection.metric!r}: drop it to change them"
             )
         return collection
-    enc = get_encoder(encoder)
-    if encoder == "precomputed":
-        if dim is None or int(dim) < 1:
-            raise InvalidInputError("the precomputed encoder needs the vector dimension: pass dim (CLI: --dim)")
-        dim, weights_hash, normalize = int(dim), None, metric == "cosine"
-    else:
-        if dim is not None and int(dim) != enc.dim:
-            raise InvalidInputError(f"encoder {encoder!r} makes {enc.dim}-d vectors, not {dim}")
-        dim, weights_hash, normalize = enc.dim, enc.weights_hash, metric == "cosine"
+    enc, dim = check_settings(encoder=encoder, index=index, metric=metric, dim=dim)
+    weights_hash = None if encoder == "precomputed" else enc.weights_hash
+    normalize = metric == "cosine"
     folder.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_work_folders(folder)
     # Build in a temp folder and rename, so a crash never leaves a half-made collection behind.
@@ -615,6 +614,31 @@ def create(
         shutil.rmtree(tmp, ignore_errors=True)
         raise ConflictError(f"collection {name!r} was created by another process meanwhile: open it") from None
     return Collection(folder)
+
+
+def check_settings(*, encoder: str, index: str, metric: str, dim: int | None) -> tuple[Encoder, int]:
+    """Check a new collection's settings before anything is written (shared by single and sharded
+    collections): a known encoder, a dimension it makes (or, for ``precomputed``, one from 1 to
+    :data:`~latentsearch.limits.MAX_DIM`), a known metric, and an index FAISS can build for them.
+    Returns the encoder and the dimension."""
+    from .index import check_index
+
+    if not isinstance(encoder, str):
+        raise InvalidInputError(f"encoder must be a name such as 'minilm', got {encoder!r}")
+    if metric not in METRICS:
+        raise InvalidInputError(f"unknown metric {metric!r}: use one of {', '.join(METRICS)}")
+    validate_spec(index)
+    enc = get_encoder(encoder)
+    if encoder == "precomputed":
+        if dim is None:
+            raise InvalidInputError("the precomputed encoder needs the vector dimension: pass dim (CLI: --dim)")
+        dim = check_int("dim", dim, 1, MAX_DIM)
+    elif dim is not None and (isinstance(dim, bool) or dim != enc.dim):
+        raise InvalidInputError(f"encoder {encoder!r} makes {enc.dim}-d vectors, not {dim}")
+    else:
+        dim = enc.dim
+    check_index(index, dim, metric)
+    return enc, int(dim)
 
 
 def open_collection(
@@ -750,6 +774,7 @@ def _check_ids(ids: Sequence[str], *, allow_duplicates: bool = False) -> list[st
     for i, item_id in enumerate(out):
         if not isinstance(item_id, str) or not item_id.strip():
             raise InvalidInputError(f"id #{i} is {item_id!r}: ids must be non-empty strings")
+        check_text(item_id, f"id #{i}")
         if not allow_duplicates and item_id in seen:
             raise InvalidInputError(f"duplicate id {item_id!r} in the input: ids must be unique")
         seen.add(item_id)
@@ -767,6 +792,20 @@ def _check_length(what: str, values: Sequence[Any] | None, n: int) -> list[Any] 
     return values
 
 
+def _check_texts(what: str, values: Sequence[Any] | None, n: int) -> list[Any] | None:
+    """Texts or uris (paths allowed): one per id, each a valid-Unicode string or None."""
+    out = _check_length(what, values, n)
+    for i, value in enumerate(out or ()):
+        if value is None:
+            continue
+        if what == "uris" and isinstance(value, os.PathLike):
+            value = out[i] = os.fspath(value)
+        if not isinstance(value, str):
+            raise InvalidInputError(f"{what[:-1]} #{i} is a {type(value).__name__}, not a string")
+        check_text(value, f"{what[:-1]} #{i}")
+    return out
+
+
 def _check_metadata(metadata: Sequence[Mapping[str, Any] | None] | None, n: int) -> list[dict[str, Any]]:
     if metadata is None:
         return [{} for _ in range(n)]
@@ -781,6 +820,7 @@ def _check_metadata(metadata: Sequence[Mapping[str, Any] | None] | None, n: int)
             meta = {}
         if not isinstance(meta, Mapping):
             raise InvalidInputError(f"metadata #{i} is a {type(meta).__name__}, not a dict")
+        check_json_value(meta, f"metadata #{i}")  # depth, Unicode, 64-bit integers; before json.dumps recurses
         try:
             json.dumps(meta, allow_nan=False)
         except (TypeError, ValueError) as exc:

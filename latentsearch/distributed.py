@@ -39,6 +39,7 @@ from .errors import (
     LatentSearchError,
 )
 from .latent import LatentSpaceMethods
+from .limits import MAX_EF_SEARCH
 from .outliers import OutlierMethods
 from .recommend import RecommendMethods
 from .records import Hit, Item
@@ -319,14 +320,14 @@ class ShardedCollection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
     ) -> int:
         """Add items (encoded in parallel), each to its shard; every id is checked first, so a duplicate
         changes nothing. Each shard writes its part in one transaction."""
-        from .collection import _check_ids, _check_length, _check_metadata
+        from .collection import _check_ids, _check_metadata, _check_texts
 
-        ids = _check_ids(ids)
+        ids = _check_ids(ids)  # every check of a single collection's add, before any shard writes
         if not ids:
             return 0
-        texts_list = _check_length("texts", texts, len(ids))
+        texts_list = _check_texts("texts", texts, len(ids))
         meta = _check_metadata(metadata, len(ids))
-        uris_list = _check_length("uris", uris, len(ids))
+        uris_list = _check_texts("uris", uris, len(ids))
         if vectors is None and texts_list is None:
             raise InvalidInputError(
                 f"sharded collection {self.name!r} takes texts or vectors; images are not available on shards yet"
@@ -405,6 +406,9 @@ class ShardedCollection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
 
     def matching_vectors(self, where: Any = None) -> tuple[list[str], np.ndarray]:
         """Ids and vectors of the items matching ``where``, gathered from every shard (shard by shard)."""
+        from .filters import compile_filter
+
+        compile_filter(where)  # checked once here, before it is sent to every shard
         parts = self._get([a.matching_vectors.remote(where) for a in self.actors])
         ids = [i for part_ids, _ in parts for i in part_ids]
         return ids, np.concatenate([v for _, v in parts]) if parts else np.empty((0, self.dim), np.float32)
@@ -501,6 +505,11 @@ class ShardedCollection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
         nprobe: int | None = None,
     ) -> list[list[Hit]]:
         """Global top k per query: every shard's top k, merged by score."""
+        from .filters import compile_filter
+        from .search import check_tuning
+
+        ef_search, nprobe = check_tuning(ef_search, nprobe)  # refused here, not in every shard
+        compile_filter(where)  # and a bad filter too: one too deep could not even be sent to them
         parts = self._get([a.knn.remote(vectors, k, where, list(exclude), ef_search, nprobe) for a in self.actors])
         merged = []
         for q in range(len(vectors)):
@@ -619,7 +628,7 @@ class ShardedCollection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
         position = {i: n for n, i in enumerate(ids)}
 
         def search(x: np.ndarray, kk: int) -> tuple[np.ndarray, np.ndarray]:
-            hits = self._knn(np.asarray(x, dtype=np.float32), kk, ef_search=max(128, 2 * kk))
+            hits = self._knn(np.asarray(x, dtype=np.float32), kk, ef_search=min(max(128, 2 * kk), MAX_EF_SEARCH))
             dists = np.full((len(x), kk), np.inf, dtype=np.float32)
             pos = np.full((len(x), kk), -1, dtype=np.int64)
             for q, row in enumerate(hits):
@@ -733,13 +742,14 @@ def create_sharded(
     address: str | None = None,
 ) -> ShardedCollection:
     """Create a collection split into ``shards`` normal collections held by Ray actors."""
-    from .collection import create
+    from .collection import check_settings, create
+    from .limits import MAX_SHARDS, check_int
 
-    if isinstance(shards, bool) or not isinstance(shards, int) or shards < 1:
-        raise InvalidInputError(f"shards must be a whole number >= 1, got {shards!r}")
+    shards = check_int("shards", shards, 1, MAX_SHARDS)
     folder = paths.collection_dir(name, home)
     if folder.exists():
         raise ConflictError(f"collection {name!r} already exists in {folder.parent}")
+    check_settings(encoder=encoder, index=index, metric=metric, dim=dim)  # before the folder exists
     _ray(address)  # a cluster that cannot be reached is refused before anything is written
     folder.mkdir(parents=True)
     first = None

@@ -20,11 +20,14 @@ import re
 from typing import Any
 
 from .errors import FilterError
+from .limits import INT64_MAX, INT64_MIN, MAX_NESTING, check_json_value, check_text
 
 Filter = dict[str, Any]
 
-_FIELD_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z_][A-Za-z0-9_-]*)*$")
+# Matched whole (fullmatch): "$" would let a trailing newline through.
+_FIELD_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z_][A-Za-z0-9_-]*)*")
 _COMPARISONS = {"$eq": "=", "$ne": "!=", "$lt": "<", "$lte": "<=", "$gt": ">", "$gte": ">="}
+_TOO_DEEP = f"filter nested deeper than {MAX_NESTING} levels of $and/$or/$not: flatten it"
 _SCALARS = (str, int, float, bool, type(None))
 
 
@@ -40,8 +43,12 @@ def compile_filter(where: Filter | str | None) -> tuple[str, list[Any]]:
         where = parse_expression(where)
     if not isinstance(where, dict):
         raise FilterError(f"filter must be a dict or an expression string, got {type(where).__name__}")
+    # Unicode, 64-bit integers and a first bound on depth, without recursion (a JSON body can nest
+    # thousands deep); _compile_node then bounds the logical depth ($and/$or/$not) it recurses into.
+    # Each logical level is an object and a list ({"$and": [...]}); a condition adds two more.
+    check_json_value(where, "the filter", FilterError, max_depth=2 * MAX_NESTING + 2, too_deep=_TOO_DEEP)
     params: list[Any] = []
-    sql = _compile_node(where, params)
+    sql = _compile_node(where, params, 1)
     return sql, params
 
 
@@ -49,7 +56,7 @@ def field_expression(field: str) -> str:
     """The SQL expression of a (validated) metadata field. The JSON path is written into the SQL, not
     bound as a parameter, so that SQLite can answer it from an expression index on the same text
     (:meth:`Collection.index_field`); the field-name pattern leaves no room for quotes or SQL."""
-    if not isinstance(field, str) or not _FIELD_RE.match(field):
+    if not isinstance(field, str) or not _FIELD_RE.fullmatch(field):
         raise FilterError(f"invalid field name {field!r}: use letters, digits, '_' and '-', with '.' for nested fields")
     path = "$." + ".".join(f'"{part}"' for part in field.split("."))
     return f"json_extract(metadata, '{path}')"
@@ -62,10 +69,16 @@ def _scalar(value: Any, where: str) -> Any:
         )
     if isinstance(value, float) and value != value:
         raise FilterError(f"filter value for {where} is NaN, which matches nothing; use a number")
+    if isinstance(value, int) and not isinstance(value, bool) and not INT64_MIN <= value <= INT64_MAX:
+        raise FilterError(f"filter value for {where} is outside 64-bit integers: compare with a float instead")
+    if isinstance(value, str):
+        check_text(value, f"filter value for {where}", FilterError)
     return value
 
 
-def _compile_node(node: Filter, params: list[Any]) -> str:
+def _compile_node(node: Filter, params: list[Any], depth: int) -> str:
+    if depth > MAX_NESTING:
+        raise FilterError(_TOO_DEEP)
     if not node:
         return "1"
     parts = []
@@ -74,11 +87,11 @@ def _compile_node(node: Filter, params: list[Any]) -> str:
             if not isinstance(value, list) or not value or not all(isinstance(v, dict) for v in value):
                 raise FilterError(f"{key} takes a non-empty list of filters")
             joiner = " AND " if key == "$and" else " OR "
-            parts.append("(" + joiner.join(_compile_node(v, params) for v in value) + ")")
+            parts.append("(" + joiner.join(_compile_node(v, params, depth + 1) for v in value) + ")")
         elif key == "$not":
             if not isinstance(value, dict):
                 raise FilterError("$not takes a filter")
-            parts.append(f"NOT ({_compile_node(value, params)})")
+            parts.append(f"NOT ({_compile_node(value, params, depth + 1)})")
         elif key.startswith("$"):
             raise FilterError(f"unknown filter operator {key!r}: use $and, $or, $not at the top level")
         elif isinstance(value, dict):
@@ -165,6 +178,12 @@ class _Parser:
         self.text = text
         self.tokens = _tokenize(text)
         self.pos = 0
+        self.depth = 0  # parentheses and 'not's open: bounded, so a hostile filter cannot exhaust the stack
+
+    def nest(self) -> None:
+        self.depth += 1
+        if self.depth > MAX_NESTING:
+            raise self.error(f"nested deeper than {MAX_NESTING} levels of parentheses and 'not'")
 
     def error(self, message: str) -> FilterError:
         where = self.tokens[self.pos][2] + 1 if self.pos < len(self.tokens) else len(self.text) + 1
@@ -209,13 +228,18 @@ class _Parser:
 
     def parse_not(self) -> Filter:
         if self.accept("keyword", "not"):
-            return {"$not": self.parse_not()}
+            self.nest()
+            node = {"$not": self.parse_not()}
+            self.depth -= 1
+            return node
         return self.parse_atom()
 
     def parse_atom(self) -> Filter:
         if self.accept("punct", "("):
+            self.nest()
             node = self.parse_or()
             self.expect("punct", ")", "')'")
+            self.depth -= 1
             return node
         field = self.expect("word", what="a field name")
         negate = self.accept("keyword", "not")
@@ -247,4 +271,5 @@ class _Parser:
 
 def parse_expression(text: str) -> Filter:
     """Parse a CLI filter expression such as ``lang = "en" and year >= 2000`` into the dict form."""
+    check_text(text, "the filter", FilterError)
     return _Parser(text).parse()

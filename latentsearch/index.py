@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,9 +52,35 @@ ProgressFn = Callable[[int, int], None]
 
 def validate_spec(spec: str) -> str:
     """Return a valid index spec (a kind name, or ``faiss:FACTORY`` for a raw factory string)."""
-    if spec in INDEX_KINDS or (spec.startswith("faiss:") and len(spec) > 6):
+    if isinstance(spec, str) and (spec in INDEX_KINDS or (spec.startswith("faiss:") and len(spec) > 6)):
         return spec
     raise InvalidInputError(f"unknown index {spec!r}: use one of {', '.join(INDEX_KINDS)} or faiss:FACTORY_STRING")
+
+
+def check_index(spec: str, dim: int, metric: str) -> str:
+    """Refuse, before a collection is created, an index that could never work for ``dim``-d ``metric``
+    vectors: an unknown kind, or a FAISS factory string FAISS cannot build (or, for an index that needs
+    no training, cannot add to and search). Returns the spec."""
+    validate_spec(spec)
+    if not spec.startswith("faiss:"):
+        return spec
+    factory = spec[len("faiss:") :]
+    probe = VectorIndex(Path(os.devnull), dim=dim, metric=metric, spec=spec)
+    try:
+        index = probe._new_index(factory)
+        if index.is_trained:  # a trained-on-demand index (IVF, PQ) can only be tried with data
+            vectors = np.random.default_rng(0).standard_normal((2, dim)).astype(np.float32)
+            index.add_with_ids(vectors, np.array([1, 2], dtype=np.int64))
+            index.search(vectors[:1], 1)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        # FAISS messages start with the C++ function and file: keep what comes after the line number.
+        reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+        reason = re.sub(r"^.*?\.(?:cpp|h):\d+: ", "", reason)
+        raise InvalidInputError(
+            f"index {spec!r} cannot index {dim}-d {metric} vectors ({reason}): use one of "
+            f"{', '.join(INDEX_KINDS)} or a FAISS factory string that works for this dimension"
+        ) from None
+    return spec
 
 
 def factory_for(spec: str, dim: int, n: int) -> str:
@@ -166,7 +193,15 @@ class VectorIndex:
         if not index.is_trained:
             sample = self._training_sample(store, n)
             log.info("training %s on %d vectors", factory, len(sample))
-            index.train(sample)
+            try:
+                index.train(sample)
+            except RuntimeError as exc:
+                if not self.spec.startswith("faiss:"):
+                    raise
+                # A raw factory string says nothing of how much data it needs (IVF lists, PQ codebooks):
+                # until training succeeds, serve exact search; needs_rebuild tries again as items come.
+                log.info("%s cannot train on %d vectors yet, exact search meanwhile: %s", factory, len(sample), exc)
+                factory, index = "Flat", self._new_index("Flat")
         done = 0
         for rowids, vectors in store.iter_vectors(self.dim, upto_seq=seq):
             index.add_with_ids(vectors, rowids)

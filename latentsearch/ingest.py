@@ -14,6 +14,7 @@ import numpy as np
 
 from .errors import ConflictError, InvalidInputError
 from .index import ProgressFn
+from .limits import INT64_MAX, INT64_MIN, MAX_NESTING, check_json_value
 
 if TYPE_CHECKING:
     from .collection import Collection
@@ -128,8 +129,15 @@ def _jsonl_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
                     row = json.loads(line)
                 except json.JSONDecodeError as exc:
                     raise InvalidInputError(f"{path} line {lineno}: invalid JSON ({exc.msg})") from None
+                except RecursionError:  # the decoder recurses per level: thousands of levels exhaust it
+                    raise InvalidInputError(
+                        f"{path} line {lineno}: nested deeper than {MAX_NESTING} levels: flatten it"
+                    ) from None
                 if not isinstance(row, dict):
                     raise InvalidInputError(f"{path} line {lineno}: expected a JSON object, got {type(row).__name__}")
+                # Escapes such as "\ud800" decode to text no interface could give back; 64-bit integers.
+                # (NaN is left to the vector and metadata checks, which say which it is.)
+                check_json_value(row, f"{path} line {lineno}", floats=False)
                 rows.append((lineno, row))
     except UnicodeDecodeError as exc:
         raise InvalidInputError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
@@ -143,7 +151,9 @@ def _csv_value(value: str) -> Any:
             number = cast(value)
         except ValueError:
             continue
-        return number if cast is int or np.isfinite(number) else value
+        if cast is int:  # a whole number beyond 64 bits stays text, as SQLite could not hold it
+            return number if INT64_MIN <= number <= INT64_MAX else value
+        return number if np.isfinite(number) else value
     return value
 
 
@@ -320,6 +330,13 @@ def ingest(
         seen: set[str] = set()
         dup = next(i for i in records.ids if i in seen or seen.add(i))
         raise InvalidInputError(f"{records.source}: duplicate id {dup!r} in the input")
+    from .collection import _check_ids, _check_metadata, _check_texts
+
+    # The checks each chunk's add runs, over every record before the first chunk is written.
+    _check_ids(records.ids)
+    _check_texts("texts", records.texts, n)
+    _check_texts("uris", records.uris, n)
+    _check_metadata(records.metadata, n)
     if not upsert:
         existing = collection.existing_ids(records.ids)
         if existing:

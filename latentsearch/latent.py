@@ -19,7 +19,8 @@ import numpy as np
 
 from .errors import InvalidInputError
 from .fileio import fsync_replace, remove_stale_temp_files
-from .filters import Filter
+from .filters import Filter, compile_filter
+from .limits import MAX_CLUSTERS, MAX_SAMPLE, MAX_SEED, MAX_STEPS, check_int
 
 PROJECTIONS = ("pca", "tsne", "umap")
 DEFAULT_SAMPLE = {"pca": None, "tsne": 10_000, "umap": 50_000}  # cap for the slow methods
@@ -215,8 +216,10 @@ class LatentSpaceMethods:
             raise InvalidInputError(f"dim must be 2 or 3, got {dim!r}")
         params = dict(params or {})
         sample = DEFAULT_SAMPLE[method] if sample is None else sample
-        if sample is not None and (isinstance(sample, bool) or not isinstance(sample, int) or sample < 1):
-            raise InvalidInputError(f"sample must be a whole number >= 1, got {sample!r}")
+        if sample is not None:
+            sample = check_int("sample", sample, 1, MAX_SAMPLE)
+        seed = check_int("seed", seed, 0, MAX_SEED)
+        compile_filter(where)  # a bad filter is refused before it is hashed into the cache key
         key = _cache_key(method, dim, where, sample, seed, params)
         folder = self.path / CACHE_DIR
         # Without a filter only the vectors matter: metadata updates (clusters, outlier scores) keep the
@@ -265,8 +268,9 @@ class LatentSpaceMethods:
         with the items nearest its centre. With ``write``, each item's metadata gets ``cluster`` (HDBSCAN's
         noise is -1) and ``cluster_label``.
         """
-        if n != "auto" and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-            raise InvalidInputError(f"n must be a whole number >= 1 or 'auto', got {n!r}")
+        if n != "auto":
+            n = check_int("n", n, 1, MAX_CLUSTERS, hint=" (or 'auto' for density clustering)")
+        seed = check_int("seed", seed, 0, MAX_SEED)
         ids, vectors = self.matching_vectors(where)
         if n != "auto" and n > len(ids):
             raise InvalidInputError(f"cannot make {n} clusters of {len(ids)} items: lower -n")
@@ -308,8 +312,7 @@ class LatentSpaceMethods:
     def interpolate(self, start: str, end: str, *, steps: int = 8, where: Filter | str | None = None) -> list[Step]:
         """Walk from item ``start`` to item ``end`` in ``steps`` equal steps (spherical for cosine
         collections) and give the item nearest to each point on the way."""
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
-            raise InvalidInputError(f"steps must be a whole number >= 2, got {steps!r}")
+        steps = check_int("steps", steps, 2, MAX_STEPS)  # before any work: a huge path is refused at once
         a, b = self.vectors_of([start, end])
         points = np.stack(
             [slerp(a, b, t) if self.metric == "cosine" else (1 - t) * a + t * b for t in np.linspace(0, 1, steps)]

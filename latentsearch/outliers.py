@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .errors import InvalidInputError
+from .limits import MAX_K, check_int
 
 if TYPE_CHECKING:
     from .collection import Collection
@@ -379,9 +380,7 @@ def make_scorer(method: str = "knn", *, k: int = 10, **threshold: Any) -> Outlie
 
 
 def _check_k(k: int) -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise InvalidInputError(f"k must be a whole number >= 1, got {k!r}")
-    return int(k)
+    return check_int("k", k, 1, MAX_K)
 
 
 def _check_enough(data: FitData, k: int) -> None:
@@ -451,7 +450,7 @@ def report_fitted(
     if flagged_only:
         order = order[scorer.labels_[order] == 1]
     if top is not None:
-        order = order[: max(int(top), 0)]
+        order = order[: check_int("top", top, 0, MAX_K)]
     details = explain(scorer, scores[order], scorer.data_.vectors[order], n_neighbors=neighbors, self_positions=order)
     texts = texts_of([scorer.ids_[i] for i in order]) if scorer.ids_ else {}
     return [
@@ -484,6 +483,8 @@ class OutlierMethods:
         ``write=True`` stores ``outlier_score`` and ``outlier`` (bool) in every item's metadata, so
         filters can use them (``where="outlier_score > 0.8"``).
         """
+        if top is not None:
+            top = check_int("top", top, 0, MAX_K)  # before fitting, and before anything is written
         scorer = self.outlier_scorer(
             method, k=k, contamination=contamination, percentile=percentile, fpr=fpr, progress=progress
         )

@@ -10,8 +10,9 @@ from .errors import InvalidInputError
 
 HOME_ENV = "LATENTSEARCH_HOME"
 DEFAULT_HOME = "indexes"
-# Names become folder names: letters, digits, '_', '-', '.', never a path or a dot-file.
-_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# Names become folder names: letters, digits, '_', '-', '.', never a path or a dot-file. Matched whole
+# (fullmatch): with match and "$", a trailing newline would pass.
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 def resolve_home(home: str | os.PathLike[str] | None = None) -> Path:
@@ -22,7 +23,7 @@ def resolve_home(home: str | os.PathLike[str] | None = None) -> Path:
 
 def validate_name(name: str) -> str:
     """Return ``name`` if it is a valid collection name, else raise a clear error."""
-    if not isinstance(name, str) or not _NAME_RE.match(name) or ".." in name:
+    if not isinstance(name, str) or not _NAME_RE.fullmatch(name) or ".." in name:
         raise InvalidInputError(
             f"invalid collection name {name!r}: use 1-64 letters, digits, '_', '-' or '.', "
             "starting with a letter or digit (no paths)"

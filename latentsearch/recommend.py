@@ -22,6 +22,7 @@ import numpy as np
 
 from .errors import InvalidInputError, ItemNotFoundError
 from .filters import Filter
+from .limits import MAX_K, check_text
 from .records import Hit
 from .search import check_k, query_vector
 
@@ -112,7 +113,7 @@ def recommend(
     if strategy == "average":
         query = pos.mean(0) - (negative_weight * neg.mean(0) if len(neg) else 0)
         return _nearest(collection, query[None, :], k, where, skip, diversity)
-    pool = _candidates(collection, pos, max(k * POOL_FACTOR, 100), where, skip)
+    pool = _candidates(collection, pos, _pool(k), where, skip)
     if not pool:
         return []
     vectors = collection.vectors_of([h.id for h in pool])
@@ -153,7 +154,7 @@ def recommend_for(
         seconds = np.array([_seconds(t) for t in stamps])
         reference = _seconds(now) if now is not None else seconds.max()
         life = half_life.total_seconds() if isinstance(half_life, dt.timedelta) else half_life or DEFAULT_HALF_LIFE
-        if life <= 0:
+        if isinstance(life, bool) or not isinstance(life, (int, float)) or not 0 < life < 1e15:
             raise InvalidInputError(f"half_life must be positive, got {half_life!r}")
         weights = weights * np.power(0.5, np.maximum(reference - seconds, 0) / life)
     if weights.sum() <= 0:
@@ -193,7 +194,7 @@ def recommend_user(
     if blend is None:
         return _nearest(collection, vector[None, :], k, where, skip, diversity)
     weight = _check_fraction("blend_weight", blend_weight)
-    depth = max(k * POOL_FACTOR, 100)
+    depth = _pool(k)
     collaborative = _nearest(collection, vector[None, :], depth, where, skip, 0.0)
     known = blend.existing_ids([item for item, _ in history])
     content_history = [(item, 1.0, ts) for item, ts in history if item in known]
@@ -233,26 +234,43 @@ def _parse_history(history: Sequence[Any]) -> list[tuple[str, float, Any]]:
     if isinstance(history, (str, Mapping)) or not history:
         raise InvalidInputError("history must be a non-empty list of item ids, (id, weight[, timestamp]) or dicts")
     entries = []
+    shape = "is not an id, (id, weight[, timestamp]) or {'id', 'weight', 'timestamp'} dict"
     for i, entry in enumerate(history):
         if isinstance(entry, str):
-            entries.append((entry, 1.0, None))
-        elif isinstance(entry, Mapping) and "id" in entry:
-            entries.append((entry["id"], float(entry.get("weight", 1.0)), entry.get("timestamp")))
-        elif isinstance(entry, (tuple, list)) and len(entry) in (2, 3) and isinstance(entry[0], str):
-            entries.append((entry[0], float(entry[1]), entry[2] if len(entry) == 3 else None))
+            item, weight, timestamp = entry, 1.0, None
+        elif isinstance(entry, Mapping) and "id" in entry and set(entry) <= {"id", "weight", "timestamp"}:
+            item, weight, timestamp = entry["id"], entry.get("weight", 1.0), entry.get("timestamp")
+        elif isinstance(entry, (tuple, list)) and len(entry) in (2, 3):
+            item, weight, timestamp = entry[0], entry[1], entry[2] if len(entry) == 3 else None
         else:
-            raise InvalidInputError(f"history entry #{i} ({entry!r}) is not an id, (id, weight[, timestamp]) or dict")
-        if not math.isfinite(entries[-1][1]) or entries[-1][1] < 0:
-            raise InvalidInputError(f"history entry #{i} has weight {entries[-1][1]}: use a finite number >= 0")
+            raise InvalidInputError(f"history entry #{i} ({_shown(entry)}) {shape}")
+        if not isinstance(item, str) or not item:
+            raise InvalidInputError(f"history entry #{i} has id {_shown(item)}: ids are non-empty strings")
+        check_text(item, f"the id of history entry #{i}")
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)):
+            raise InvalidInputError(f"history entry #{i} has weight {_shown(weight)}: use a finite number >= 0")
+        try:
+            weight = float(weight)
+        except OverflowError:  # an int too large for a float
+            weight = math.inf
+        if not math.isfinite(weight) or weight < 0:
+            raise InvalidInputError(f"history entry #{i} has weight {_shown(weight)}: use a finite number >= 0")
+        entries.append((item, weight, timestamp))
     return entries
+
+
+def _shown(value: Any) -> str:
+    """A value for an error message, cut short (a history entry can be any JSON)."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _seconds(value: Any) -> float:
     if isinstance(value, dt.datetime):
         return value.timestamp()
-    if isinstance(value, (int, float)) and math.isfinite(value):
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) < 1e15:  # unix seconds
         return float(value)
-    raise InvalidInputError(f"timestamp {value!r} is not unix seconds or a datetime")
+    raise InvalidInputError(f"timestamp {_shown(value)} is not unix seconds (a finite number) or a datetime")
 
 
 def _rescored(hit: Hit, score: float) -> Hit:
@@ -267,9 +285,14 @@ def _nearest(
         if norm == 0 or not np.isfinite(norm):
             raise InvalidInputError("the examples cancel out (their combined vector is zero): change the negatives")
         query = query / norm
-    depth = max(k * POOL_FACTOR, 100) if diversity > 0 else k
+    depth = _pool(k) if diversity > 0 else k
     hits = collection.search_batch(query.astype(np.float32), k=depth, where=where, exclude=sorted(skip))[0]
     return _finish(collection, hits, k, diversity)
+
+
+def _pool(k: int) -> int:
+    """Candidates re-ranked for ``k`` results: ``k * POOL_FACTOR`` (at least 100), within the search limit."""
+    return min(max(k * POOL_FACTOR, 100), MAX_K)
 
 
 def _candidates(

@@ -20,6 +20,7 @@ from .errors import InvalidInputError
 from .filters import Filter, compile_filter
 from .index import faiss_metric, is_compressed, to_scores
 from .lexical import fts_query
+from .limits import MAX_EF_SEARCH, MAX_K, MAX_NPROBE, MAX_RRF_K, check_int, check_optional_int, check_text
 from .records import Hit
 
 if TYPE_CHECKING:
@@ -38,16 +39,23 @@ SNIPPET_MARKS = ("**", "**")
 
 
 def check_k(k: int) -> int:
-    """Validate the number of results asked for."""
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise InvalidInputError(f"k must be a positive whole number, got {k!r}")
-    return int(k)
+    """Validate the number of results asked for (1 to :data:`~latentsearch.limits.MAX_K`)."""
+    return check_int("k", k, 1, MAX_K)
+
+
+def check_tuning(ef_search: int | None, nprobe: int | None) -> tuple[int | None, int | None]:
+    """Validate the per-query index options (``None``: the index's default)."""
+    return check_optional_int("ef_search", ef_search, 1, MAX_EF_SEARCH), check_optional_int(
+        "nprobe", nprobe, 1, MAX_NPROBE
+    )
 
 
 def check_mode(mode: str, query: Any, like: str | None) -> str:
     """Validate the search mode; lexical and hybrid need a text query (or an item's text via like=ID)."""
     if mode not in MODES:
         raise InvalidInputError(f"unknown search mode {mode!r}: use one of {', '.join(MODES)}")
+    if isinstance(query, str):
+        check_text(query, "the query")
     if mode != "vector" and not (isinstance(query, str) or like is not None):
         raise InvalidInputError(f"{mode} search needs a text query (or like=ID); a vector query searches by vector")
     return mode
@@ -71,8 +79,7 @@ def check_fusion(fusion: str, alpha: float, rrf_k: int) -> None:
         raise InvalidInputError(f"unknown fusion {fusion!r}: use one of {', '.join(FUSIONS)}")
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
         raise InvalidInputError(f"alpha is the vector weight in weighted fusion, between 0 and 1; got {alpha!r}")
-    if isinstance(rrf_k, bool) or not isinstance(rrf_k, int) or rrf_k < 0:
-        raise InvalidInputError(f"rrf_k must be a whole number >= 0, got {rrf_k!r}")
+    check_int("rrf_k", rrf_k, 0, MAX_RRF_K)
 
 
 def search(
@@ -275,6 +282,7 @@ def knn(
     nprobe: int | None = None,
 ) -> list[list[tuple[int, float]]]:
     """k nearest rowids and scores for each query row, best first, optionally within ``allowed``."""
+    ef_search, nprobe = check_tuning(ef_search, nprobe)  # every vector search of a collection passes here
     index = collection.index
     if allowed is not None:
         if len(allowed) == 0:

@@ -25,7 +25,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, File, Form, Header, HTTPException, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from . import paths
+from . import limits, paths
 from .distributed import SHARDED_FILE
 from .errors import (
     ClusterUnavailableError,
@@ -122,6 +122,15 @@ class ErrorBody(BaseModel):
 # --- request bodies ------------------------------------------------------------------------------------
 
 
+# Bounds from latentsearch.limits, so the schema (and /docs) states what the library enforces.
+def _k() -> Any:
+    return Field(10, ge=1, le=limits.MAX_K, description=f"Number of results, 1 to {limits.MAX_K:,}.")
+
+
+def _seed() -> Any:
+    return Field(0, ge=0, le=limits.MAX_SEED)
+
+
 class Body(BaseModel):
     """A JSON request body, validated strictly: a value of the wrong JSON type is refused (422), never
     coerced (``"background": 0`` is not false, ``"seed": false`` is not 0), as the schema says."""
@@ -134,7 +143,7 @@ class CreateBody(Body):
     encoder: str = "minilm"
     index: str = "auto"
     metric: str = "cosine"
-    dim: int | None = None
+    dim: int | None = Field(None, ge=1, le=limits.MAX_DIM)
 
 
 class ItemBody(Body):
@@ -165,22 +174,22 @@ class SearchBody(Body):
     query: str | None = None
     vector: list[float] | None = None
     like: str | None = None
-    k: int = 10
+    k: int = _k()
     where: dict[str, Any] | str | None = None
     mode: str = "vector"
     fusion: str = "rrf"
-    alpha: float = 0.5
-    rrf_k: int = 60
+    alpha: float = Field(0.5, ge=0.0, le=1.0)
+    rrf_k: int = Field(60, ge=0, le=limits.MAX_RRF_K)
     explain: bool = False
-    ef_search: int | None = None
-    nprobe: int | None = None
+    ef_search: int | None = Field(None, ge=1, le=limits.MAX_EF_SEARCH)
+    nprobe: int | None = Field(None, ge=1, le=limits.MAX_NPROBE)
 
 
 class RecommendBody(Body):
     positive: list[Any] | None = None
     negative: list[Any] | None = None
     user: str | None = None
-    k: int = 10
+    k: int = _k()
     strategy: str = "average"
     diversity: float = 0.0
     where: dict[str, Any] | str | None = None
@@ -189,7 +198,7 @@ class RecommendBody(Body):
 
 class HistoryBody(Body):
     history: list[Any]
-    k: int = 10
+    k: int = _k()
     half_life: float | None = None
     where: dict[str, Any] | str | None = None
     diversity: float = 0.0
@@ -199,7 +208,7 @@ class CheckBody(Body):
     texts: list[str] | None = None
     vectors: list[list[float]] | None = None
     method: str = "knn"
-    k: int = 10
+    k: int = _k()
     contamination: float | None = None
     fpr: float | None = None
 
@@ -210,10 +219,10 @@ class JobStarted(BaseModel):
 
 
 class ClustersBody(Body):
-    n: int | Literal["auto"] = 8
+    n: Annotated[int, Field(ge=1, le=limits.MAX_CLUSTERS)] | Literal["auto"] = 8
     where: dict[str, Any] | str | None = None
     write: bool = True
-    seed: int = 0
+    seed: int = _seed()
 
 
 # --- the app -------------------------------------------------------------------------------------------
@@ -464,6 +473,8 @@ def create_app(
             )
             headers = {**(exc.headers or {}), "Allow": ", ".join(allowed)}
             message = f"method not allowed: {where} (allowed: {headers['Allow']})"
+        elif isinstance(exc.__cause__, RecursionError):  # the JSON decoder recursed through the body
+            message = f"request body nested too deeply: metadata and filters nest at most {limits.MAX_NESTING} levels"
         else:
             message = str(exc.detail)
         return JSONResponse({"error": message}, status_code=exc.status_code, headers=headers)
@@ -609,7 +620,9 @@ def create_app(
         return [hit.to_dict() for hit in hits]
 
     @app.post("/api/collections/{name}/search/image", dependencies=[Depends(reader)])
-    def search_image(name: str, file: UploadFile = File(...), k: int = Form(10)) -> list[dict[str, Any]]:
+    def search_image(
+        name: str, file: UploadFile = File(...), k: int = Form(10, ge=1, le=limits.MAX_K)
+    ) -> list[dict[str, Any]]:
         with tempfile.NamedTemporaryFile(suffix=Path(file.filename or "q.jpg").suffix) as handle:
             shutil.copyfileobj(file.file, handle)
             handle.flush()
@@ -641,10 +654,10 @@ def create_app(
     def outliers(
         name: str,
         method: str = "knn",
-        k: int = 10,
+        k: int = Query(10, ge=1, le=limits.MAX_K),
         contamination: float | None = None,
         fpr: float | None = None,
-        top: int = 20,
+        top: int = Query(20, ge=0, le=limits.MAX_K),
     ) -> list[dict[str, Any]]:
         found = registry.get(name).outliers(method, k=k, contamination=contamination, fpr=fpr, top=top)
         return [r.to_dict() for r in found]
@@ -662,7 +675,11 @@ def create_app(
 
     @app.get("/api/collections/{name}/map", dependencies=[Depends(reader)])
     def map_data(
-        name: str, method: str = "pca", dim: int = 2, sample: int | None = None, seed: int = 0
+        name: str,
+        method: str = "pca",
+        dim: int = Query(2, ge=2, le=3),
+        sample: int | None = Query(None, ge=1, le=limits.MAX_SAMPLE),
+        seed: int = Query(0, ge=0, le=limits.MAX_SEED),
     ) -> dict[str, Any]:
         col = registry.get(name)
         projection = col.project(method, dim=dim, sample=sample, seed=seed)
@@ -679,7 +696,9 @@ def create_app(
         return [c.to_dict() for c in found]
 
     @app.get("/api/collections/{name}/interpolate", dependencies=[Depends(reader)])
-    def interpolate(name: str, start: str, end: str, steps: int = 8) -> list[dict[str, Any]]:
+    def interpolate(
+        name: str, start: str, end: str, steps: int = Query(8, ge=2, le=limits.MAX_STEPS)
+    ) -> list[dict[str, Any]]:
         return [s.to_dict() for s in registry.get(name).interpolate(start, end, steps=steps)]
 
     # --- the web page ----------------------------------------------------------------------------------

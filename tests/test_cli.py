@@ -111,7 +111,7 @@ def test_update_metadata_from_a_file(home, tmp_path):
         (("search", "vecs", "--vector", "nowhere.npy"), "cannot read query vector"),
         (("search", "vecs", "--like", "ghost"), "unknown id 'ghost'"),
         (("search", "vecs", "--like", "a0", "--where", "x = "), "malformed filter"),
-        (("search", "vecs", "--like", "a0", "-k", "0"), "k must be a positive"),
+        (("search", "vecs", "--like", "a0", "-k", "0"), "k must be from 1"),
         (("search", "vecs", "text", "--like", "a0"), "exactly one of"),
         (("search", "vecs", "some text"), "precomputed vectors"),
         (("delete", "vecs", "a0", "ghost"), "unknown id 'ghost'"),

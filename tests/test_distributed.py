@@ -355,3 +355,28 @@ def test_text_ingestion_over_encoder_actors_and_the_cli(home, tmp_path):
     assert len(varied) == 10 and "astronomy-1" not in [h["id"] for h in varied]
     bad = runner.invoke(app, ["outliers", "docs", "--method", "reconstruction"])
     assert bad.exit_code == 1 and "not available on sharded" in bad.stderr
+
+
+def test_bad_text_numbers_and_nesting_are_refused_before_any_shard_writes(pair):
+    """Issue #15 items 1-2 on shards: the driver checks, so no shard writes and nothing deep is sent."""
+    _, sharded, vectors = pair
+    before = (sharded.count(), sharded.seq)
+    deep: dict = {"g": 1}
+    for _ in range(5_000):
+        deep = {"$not": deep}
+    for call, message in (
+        (lambda: sharded.add(["new", "\ud800"], vectors=vectors[:2]), "not valid Unicode"),
+        (lambda: sharded.add(["new"], ["x\udfff"], vectors=vectors[:1]), "not valid Unicode"),
+        (lambda: sharded.add(["new"], vectors=vectors[:1], metadata=[{"k": "\ud800"}]), "not valid Unicode"),
+        (lambda: sharded.add(["new"], vectors=vectors[:1], metadata=[{"big": 2**64}]), "64-bit"),
+        (lambda: sharded.update_metadata({"v1": {"k": "\udfff"}}), "not valid Unicode"),
+        (lambda: sharded.search(vectors[0], where=deep), "nested deeper than 32"),
+        (lambda: sharded.search_batch(vectors[:2], where={"g": 2**70}), "64-bit"),
+        (lambda: sharded.matching_vectors(deep), "nested deeper than 32"),
+        (lambda: sharded.search(vectors[0], k=10**6), "k must be from"),
+        (lambda: sharded.search(vectors[0], ef_search=0), "ef_search must be from"),
+        (lambda: sharded.interpolate("ghost", "ghost", steps=10**9), "steps must be from"),
+    ):
+        with pytest.raises(ls.InvalidInputError, match=message):
+            call()
+    assert (sharded.count(), sharded.seq) == before

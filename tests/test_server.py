@@ -121,7 +121,7 @@ def test_search_recommend_outliers_and_maps(client):
     ("method", "url", "body", "status", "message"),
     [
         ("post", "/api/collections/topics/search", {"query": "x", "where": "lang ="}, 400, "malformed filter"),
-        ("post", "/api/collections/topics/search", {"query": "x", "k": 0}, 400, "k must be"),
+        ("post", "/api/collections/topics/search", {"query": "x", "k": 0}, 422, "body.k: Input should be greater"),
         ("post", "/api/collections/topics/search", {"query": "x", "like": "cooking-0"}, 400, "exactly one"),
         ("post", "/api/collections/topics/search", {"vector": [1.0, 2.0]}, 400, "wrong vector dimension"),
         ("post", "/api/collections/topics/search", {"like": "ghost"}, 404, "unknown id"),

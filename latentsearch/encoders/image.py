@@ -59,7 +59,10 @@ def open_image(source: Any) -> Any:
 
 
 def thumbnail_bytes(source: Any, size: int = THUMBNAIL_SIZE) -> bytes:
-    """A small JPEG of an image, for maps and result lists."""
+    """A small JPEG of an image, for maps and result lists (``size`` pixels at most on each side)."""
+    from ..limits import MAX_THUMBNAIL_SIZE, check_int
+
+    size = check_int("thumbnail size", size, 8, MAX_THUMBNAIL_SIZE)
     image = open_image(source).copy()
     image.thumbnail((size, size))
     buffer = io.BytesIO()
