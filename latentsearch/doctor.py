@@ -220,34 +220,33 @@ def _check_contents(db: Path, report: Report, repair: bool) -> None:
 
 
 def _check_index(name: str, home: Any, report: Report, repair: bool) -> None:
-    import faiss
-
     from .collection import open_collection
-    from .fileio import file_sha256
-    from .index import CHECKPOINT_FILE, INDEX_FILE, Checkpoint
 
     col = open_collection(name, home=home)
     try:
-        folder = col.path
-        ckpt = Checkpoint.read(folder / CHECKPOINT_FILE)
-        path = folder / INDEX_FILE
-        if ckpt is None or not path.exists():
-            report.add("faiss index", False, "missing (rebuilt from SQLite on open)", repaired=repair)
-        elif path.stat().st_size != ckpt.size or file_sha256(path) != ckpt.sha256:
-            report.add("faiss index", False, "does not match its checksum", repaired=repair)
+        # Read the checkpoint as opening would, but without its automatic rebuild, so that a damaged
+        # or foreign index is reported (and rebuilt only with --repair).
+        probe = col.new_index()
+        reason = probe._load_checkpoint(col.store)
+        if reason is not None:
+            report.add("faiss index", False, f"cannot be used: {reason} (rebuilt from SQLite)", repaired=repair)
+            if not repair:
+                return
+            col.compact()
+            probe = col.index
         else:
-            report.add("faiss index", True, f"checksum matches ({ckpt.factory}, change {ckpt.seq})")
-        index = col.index  # loads, catches up or rebuilds
-        live = set(col.store.rowids_matching("1", []).tolist())
-        if hasattr(index.index, "id_map"):
-            held = set(faiss.vector_to_array(index.index.id_map).tolist()) - index.tombstones
-        else:  # IVF: ids live in the inverted lists
-            held = None
-        consistent = held is None or held == live
-        detail = f"{index.ntotal - len(index.tombstones)} vectors for {len(live)} items"
+            report.add("faiss index", True, f"checksum and identity match ({probe.factory}, change {probe.seq})")
+            probe.catch_up(col.store)
+        # Contents, for every index kind (IVF ids live in its inverted lists): exactly the live rowids.
+        live = np.sort(col.store.rowids_matching("1", []))
+        served = np.sort(probe.live_rowids())
+        consistent = np.array_equal(live, served)
+        detail = f"{len(served)} vectors for {len(live)} items"
         if not consistent and repair:
             col.compact()
         report.add("index matches SQLite", consistent, detail, repaired=not consistent and repair)
+        if repair and col._index is None and probe.dirty:
+            col._index = probe  # caught up: checkpoint it below
         if repair:
             col.save()
     finally:

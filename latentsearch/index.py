@@ -15,6 +15,7 @@ become tombstones excluded at search time through an ``IDSelector``, and :meth:`
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import math
@@ -119,6 +120,11 @@ class Checkpoint:
     tombstones: list[int]
     size: int
     sha256: str
+    # Identity (older checkpoints lack it, and are rebuilt once): the collection the index belongs to,
+    # and the sorted live rowids it holds (sha256 of their int64 bytes, and the largest of them).
+    collection_id: str = ""
+    rowids_sha256: str = ""
+    max_rowid: int = 0
 
     @classmethod
     def read(cls, path: Path) -> Checkpoint | None:
@@ -126,6 +132,11 @@ class Checkpoint:
             return cls(**json.loads(path.read_text()))
         except (OSError, ValueError, TypeError):
             return None
+
+
+def rowids_digest(rowids: np.ndarray) -> str:
+    """sha256 of a set of rowids (sorted int64 bytes): what a checkpoint binds its index's contents with."""
+    return hashlib.sha256(np.sort(np.asarray(rowids, dtype=np.int64)).astype("<i8").tobytes()).hexdigest()
 
 
 @contextlib.contextmanager
@@ -147,8 +158,9 @@ def _file_lock(path: Path):
 class VectorIndex:
     """The FAISS side of one collection."""
 
-    def __init__(self, folder: Path, *, dim: int, metric: str, spec: str) -> None:
+    def __init__(self, folder: Path, *, dim: int, metric: str, spec: str, collection_id: str = "") -> None:
         self.folder = Path(folder)
+        self.collection_id = collection_id  # written into checkpoints; a checkpoint of another id is foreign
         self.dim = dim
         self.metric = metric
         self.spec = validate_spec(spec)
@@ -221,9 +233,7 @@ class VectorIndex:
     def load(self, store: Store, *, progress: ProgressFn | None = None) -> None:
         """Load the checkpointed index, rebuilding or catching up from ``store`` as needed."""
         remove_stale_temp_files(self.folder, ".index.*.tmp")  # left by a writer killed mid-checkpoint
-        reason = self._load_checkpoint()
-        if reason is None and self.seq > store.seq:
-            reason = "it is newer than the SQLite store (was the store restored from a backup?)"
+        reason = self._load_checkpoint(store)
         if reason is not None:
             if (self.folder / INDEX_FILE).exists() or (self.folder / CHECKPOINT_FILE).exists():
                 log.warning("rebuilding the index of %s: %s", self.folder.name, reason)
@@ -232,8 +242,12 @@ class VectorIndex:
             return
         self.catch_up(store, progress=progress)
 
-    def _load_checkpoint(self) -> str | None:
-        """Read index + checkpoint; return why they cannot be used, or None when loaded."""
+    def _load_checkpoint(self, store: Store) -> str | None:
+        """Read index + checkpoint; return why they cannot be used, or None when loaded.
+
+        Besides the file's checksum, the checkpoint must name this collection and list the rowids
+        SQLite held at its change sequence: an index copied in from another collection, or one that
+        does not hold what SQLite says, is refused (and rebuilt) rather than served."""
         path, ckpt_path = self.folder / INDEX_FILE, self.folder / CHECKPOINT_FILE
         if not path.exists():
             return "index.faiss is missing"
@@ -242,6 +256,14 @@ class VectorIndex:
             return "its checkpoint is missing or unreadable"
         if ckpt.dim != self.dim or ckpt.metric != self.metric:
             return "it was built with another dimension or metric"
+        if not ckpt.collection_id or not ckpt.rowids_sha256:
+            return "its checkpoint predates the identity check"
+        if self.collection_id and ckpt.collection_id != self.collection_id:
+            return "it belongs to another collection (copied in from elsewhere?)"
+        if ckpt.seq > store.seq:
+            return "it is newer than the SQLite store (was the store restored from a backup?)"
+        if rowids_digest(store.rowids_at(ckpt.seq, ckpt.max_rowid)) != ckpt.rowids_sha256:
+            return "it does not hold the items SQLite had at its change sequence"
         size = path.stat().st_size
         if size != ckpt.size or verified_sha256(path) != ckpt.sha256:
             return "index.faiss does not match its checksum (truncated or corrupt)"
@@ -263,6 +285,7 @@ class VectorIndex:
         path, ckpt_path = self.folder / INDEX_FILE, self.folder / CHECKPOINT_FILE
         with _file_lock(self.folder / LOCK_FILE):
             tmp = path.with_name(f".{INDEX_FILE}.{os.getpid()}.tmp")
+            live = self.live_rowids()
             faiss.write_index(self.index, str(tmp))
             ckpt = Checkpoint(
                 seq=self.seq,
@@ -273,6 +296,9 @@ class VectorIndex:
                 tombstones=sorted(self.tombstones),
                 size=tmp.stat().st_size,
                 sha256=file_sha256(tmp),
+                collection_id=self.collection_id,
+                rowids_sha256=rowids_digest(live),
+                max_rowid=int(live.max()) if len(live) else 0,
             )
             ckpt_tmp = ckpt_path.with_name(f".{CHECKPOINT_FILE}.{os.getpid()}.tmp")
             ckpt_tmp.write_text(json.dumps(ckpt.__dict__))
@@ -327,6 +353,29 @@ class VectorIndex:
         if seq is not None:
             self.seq = seq
         self.dirty = True
+
+    def held_rowids(self) -> np.ndarray:
+        """Every rowid the FAISS index holds, tombstones included, for every index kind (IVF indexes
+        keep theirs in the inverted lists)."""
+        if self.index is None:
+            return np.empty(0, np.int64)
+        if hasattr(self.index, "id_map"):
+            return faiss.vector_to_array(self.index.id_map).astype(np.int64)
+        ivf = faiss.extract_index_ivf(self.index)
+        lists = ivf.invlists
+        parts = [
+            faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy()
+            for i in range(ivf.nlist)
+            if lists.list_size(i)
+        ]
+        return np.concatenate(parts).astype(np.int64) if parts else np.empty(0, np.int64)
+
+    def live_rowids(self) -> np.ndarray:
+        """The rowids the index serves: those it holds minus the HNSW tombstones."""
+        held = self.held_rowids()
+        if self.tombstones:
+            held = held[~np.isin(held, np.fromiter(self.tombstones, dtype=np.int64))]
+        return held
 
     @property
     def _is_hnsw(self) -> bool:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -391,6 +392,36 @@ class Store:
         with self._read() as conn:
             sql = "SELECT max(coalesce((SELECT max(seq) FROM items), 0), coalesce((SELECT max(seq) FROM deletions), 0))"
             return int(conn.execute(sql).fetchone()[0])
+
+    def rowids_at(self, seq: int, max_rowid: int) -> np.ndarray:
+        """The rowids that were live at change sequence ``seq``: those written at or before it and still
+        here, plus those deleted since that existed then (rowids only grow, so they are the ones up to
+        ``max_rowid``, the largest live rowid at ``seq``). One statement, so one snapshot; it reads
+        the small ``items_seq`` index, not the rows."""
+        sql = (
+            "SELECT rowid FROM items INDEXED BY items_seq WHERE seq <= ? "
+            "UNION ALL SELECT rowid FROM deletions WHERE seq > ? AND rowid <= ?"
+        )
+        with self._read() as conn:
+            rows = conn.execute(sql, (seq, seq, max_rowid)).fetchall()
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def ensure_collection_id(self) -> str:
+        """The collection's id (a random UUID in the manifest), given one now if it predates ids. The
+        id is set in one transaction that does not move the change sequence, so a crash leaves either
+        no id (the next open makes one) or one that every later open reads."""
+        with self._lock:
+            try:
+                row = self.conn.execute("SELECT value FROM manifest WHERE key = 'collection_id'").fetchone()
+                if row is not None:
+                    return str(json.loads(row[0]))
+                self.conn.execute(
+                    "INSERT OR IGNORE INTO manifest VALUES ('collection_id', ?)", (json.dumps(uuid.uuid4().hex),)
+                )
+                row = self.conn.execute("SELECT value FROM manifest WHERE key = 'collection_id'").fetchone()
+            except sqlite3.DatabaseError as exc:
+                raise self._database_error(exc) from None
+            return str(json.loads(row[0]))
 
     def count_after(self, seq: int, upto_seq: int | None = None) -> int:
         """Number of items written after change sequence ``seq`` (up to ``upto_seq``)."""
