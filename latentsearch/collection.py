@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import threading
@@ -33,6 +34,8 @@ from .outliers import OutlierMethods
 from .recommend import RecommendMethods
 from .records import Hit, Item
 from .storage import DB_FILE, FORMAT_VERSION, Store
+
+log = logging.getLogger("latentsearch")
 
 FILTER_CACHE_SIZE = 32  # distinct filters whose matching rowids are kept between searches
 
@@ -318,9 +321,14 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
                 self._index.save()
 
     def close(self) -> None:
-        """Checkpoint the index and close the store."""
-        self.save()
-        self.store.close()
+        """Checkpoint the index and close the store. A checkpoint that cannot be written (a full disk)
+        is logged, not raised: SQLite holds every acknowledged write and the next open catches up."""
+        try:
+            self.save()
+        except LatentSearchError as exc:
+            log.warning("%s (the index is caught up from SQLite on the next open)", exc)
+        finally:
+            self.store.close()
 
     # --- metadata field indexes ----------------------------------------------------------------
 

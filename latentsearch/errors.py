@@ -48,3 +48,11 @@ class CorruptCollectionError(LatentSearchError):
 
 class LockTimeoutError(LatentSearchError):
     """Another process held the collection's write lock for too long."""
+
+
+class DiskFullError(LatentSearchError, OSError):
+    """A write failed for want of space: nothing acknowledged is lost, the write did not happen."""
+
+
+class ReadOnlyError(LatentSearchError, PermissionError):
+    """A write to a collection whose files may be read but not written (a read-only mount or folder)."""

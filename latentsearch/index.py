@@ -29,7 +29,7 @@ import faiss
 import numpy as np
 
 from .errors import InvalidInputError
-from .fileio import file_sha256, fsync_replace, remove_stale_temp_files
+from .fileio import file_sha256, fsync_replace, remove_stale_temp_files, writing
 from .storage import Store
 from .usercache import remember_sha256, verified_sha256
 
@@ -283,8 +283,12 @@ class VectorIndex:
         if self.index is None or not self.dirty:
             return
         path, ckpt_path = self.folder / INDEX_FILE, self.folder / CHECKPOINT_FILE
-        with _file_lock(self.folder / LOCK_FILE):
-            tmp = path.with_name(f".{INDEX_FILE}.{os.getpid()}.tmp")
+        tmp = path.with_name(f".{INDEX_FILE}.{os.getpid()}.tmp")
+        ckpt_tmp = ckpt_path.with_name(f".{CHECKPOINT_FILE}.{os.getpid()}.tmp")
+        # A failure (a full disk) removes both temp files and keeps the old pair in place: the index
+        # is replaced first, so at worst a new index.faiss sits beside the old checkpoint, which its
+        # checksum refuses (rebuilt from SQLite on open). The in-memory index stays dirty.
+        with writing(self.folder.name, self.folder, tmp, ckpt_tmp), _file_lock(self.folder / LOCK_FILE):
             live = self.live_rowids()
             faiss.write_index(self.index, str(tmp))
             ckpt = Checkpoint(
@@ -300,7 +304,6 @@ class VectorIndex:
                 rowids_sha256=rowids_digest(live),
                 max_rowid=int(live.max()) if len(live) else 0,
             )
-            ckpt_tmp = ckpt_path.with_name(f".{CHECKPOINT_FILE}.{os.getpid()}.tmp")
             ckpt_tmp.write_text(json.dumps(ckpt.__dict__))
             fsync_replace(tmp, path)
             fsync_replace(ckpt_tmp, ckpt_path)

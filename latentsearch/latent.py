@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import warnings
 from collections.abc import Callable
@@ -17,13 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InvalidInputError
-from .fileio import fsync_replace, remove_stale_temp_files
+from .errors import InvalidInputError, LatentSearchError
+from .fileio import fsync_replace, remove_stale_temp_files, writing
 from .filters import Filter
 
 PROJECTIONS = ("pca", "tsne", "umap")
 DEFAULT_SAMPLE = {"pca": None, "tsne": 10_000, "umap": 50_000}  # cap for the slow methods
 TRUST_SAMPLE = 2_000  # trustworthiness is O(n²): measured on a seeded sample
+log = logging.getLogger("latentsearch")
 CACHE_DIR = "projections"
 StageFn = Callable[[str], None]
 
@@ -114,11 +116,13 @@ def _write_cache(folder: os.PathLike[str], key: str, projection: Projection, seq
     from pathlib import Path
 
     folder = Path(folder)
-    folder.mkdir(exist_ok=True)
     meta = {k: v for k, v in asdict(projection).items() if k not in ("ids", "coords")} | {"seq": seq}
     tmp = folder / f".{key}.{os.getpid()}.tmp.npz"
-    np.savez(tmp, ids=np.array(projection.ids, dtype=str), coords=projection.coords, meta=np.array(json.dumps(meta)))
-    fsync_replace(tmp, folder / f"{key}.npz")
+    with writing(folder.parent.name, folder, tmp):
+        folder.mkdir(exist_ok=True)
+        ids = np.array(projection.ids, dtype=str)
+        np.savez(tmp, ids=ids, coords=projection.coords, meta=np.array(json.dumps(meta)))
+        fsync_replace(tmp, folder / f"{key}.npz")
 
 
 # --- clusters --------------------------------------------------------------------------------------
@@ -246,7 +250,10 @@ class LatentSpaceMethods:
         trust = _trustworthiness(vectors, coords, seed)
         projection = Projection(ids, coords.astype(np.float32), method, dim, seed, trust, total, params)
         if cache:
-            _write_cache(folder, key, projection, seq)
+            try:
+                _write_cache(folder, key, projection, seq)
+            except LatentSearchError as exc:  # a full disk or a read-only folder: the result stands
+                log.warning("%s (projection not cached)", exc)
         return projection
 
     def clusters(

@@ -17,13 +17,14 @@ import sqlite3
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .errors import ConflictError, CorruptCollectionError, ItemNotFoundError, LockTimeoutError
+from .fileio import disk_full_error, is_disk_full, nearly_full, read_only_error
 
 FORMAT_VERSION = 1
 DB_FILE = "collection.sqlite"
@@ -88,6 +89,13 @@ class Store:
 
     def _database_error(self, exc: sqlite3.Error) -> Exception:
         message = str(exc)
+        name = self.path.parent.name
+        if is_disk_full(exc) or (
+            ("disk I/O error" in message or "unable to open" in message) and nearly_full(self.path.parent)
+        ):
+            return disk_full_error(name)
+        if "readonly" in message or "read-only" in message:
+            return read_only_error(name, self.path.parent)
         if "locked" in message or "busy" in message:
             return LockTimeoutError(
                 f"{self.path} is locked by another writer (waited {self.timeout:g}s): retry later or raise the timeout"
@@ -126,7 +134,11 @@ class Store:
                 self.conn.execute("INSERT OR REPLACE INTO manifest VALUES ('seq', ?)", (str(seq),))
                 self.conn.execute("COMMIT")
             except BaseException as exc:
-                self.conn.execute("ROLLBACK")
+                # SQLite rolls back by itself on some errors (a full disk): rolling back again would
+                # replace the real cause with "cannot rollback - no transaction is active".
+                if self.conn.in_transaction:
+                    with suppress(sqlite3.Error):
+                        self.conn.execute("ROLLBACK")
                 if isinstance(exc, sqlite3.DatabaseError):
                     raise self._database_error(exc) from None
                 raise
