@@ -143,7 +143,12 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
     def new_index(self) -> VectorIndex:
         """An empty (not yet loaded) FAISS side of this collection."""
         return VectorIndex(
-            self.path, dim=self.dim, metric=self.metric, spec=self.manifest["index"], collection_id=self.collection_id
+            self.path,
+            dim=self.dim,
+            metric=self.metric,
+            spec=self.manifest["index"],
+            collection_id=self.collection_id,
+            read_only=self.store.read_only,
         )
 
     def filter_cache(self, sql: str, params: list[Any]) -> np.ndarray:
@@ -308,6 +313,7 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
 
     def compact(self, *, progress: ProgressFn | None = None) -> None:
         """Rebuild the index from SQLite (drops HNSW tombstones, retrains IVF/PQ) and checkpoint it."""
+        self.store.check_writable()
         with self._lock:
             index = self._index or self.new_index()
             index.build(self.store, progress=progress)

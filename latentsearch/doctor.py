@@ -22,7 +22,7 @@ import numpy as np
 
 from . import paths
 from .errors import CollectionNotFoundError, FilterError
-from .fileio import fsync_replace, process_alive
+from .fileio import folder_writable, fsync_replace, process_alive, read_only_error
 from .filters import field_expression
 from .latent import CACHE_DIR
 from .storage import DB_FILE, FIELD_INDEX_PREFIX
@@ -69,6 +69,8 @@ def doctor(name: str, *, home: str | os.PathLike[str] | None = None, repair: boo
     db = folder / DB_FILE
     if not db.exists():
         raise CollectionNotFoundError(f"collection {name!r} not found in {folder.parent}")
+    if repair and not folder_writable(folder):
+        raise read_only_error(name, folder)
     report = Report(name)
     _check_temp_files(folder, report, repair)
     if not _check_sqlite(db, report, repair):
@@ -98,7 +100,7 @@ def _salvage_owner_gone(folder: Path) -> bool:
 
 def _check_sqlite(db: Path, report: Report, repair: bool) -> bool:
     try:
-        conn = sqlite3.connect(db)
+        conn = _connect(db)
         try:
             result = conn.execute("PRAGMA integrity_check").fetchall()
         finally:
@@ -195,8 +197,19 @@ def _keep_as(path: Path, name: Path) -> None:
         shutil.copy2(path, name)
 
 
+def _connect(db: Path) -> sqlite3.Connection:
+    """A connection to check ``db`` through: read-only (as the collection opens it) when its folder
+    cannot be written, so a read-only mount is checked, not reported as damaged."""
+    from .storage import Store
+
+    if folder_writable(db.parent):
+        return sqlite3.connect(db)
+    store = Store(db.parent)
+    return store.conn
+
+
 def _check_contents(db: Path, report: Report, repair: bool) -> None:
-    conn = sqlite3.connect(db)
+    conn = _connect(db)
     try:
         manifest = dict(conn.execute("SELECT key, value FROM manifest").fetchall())
         dim = int(manifest.get("dim", "0"))
@@ -211,6 +224,9 @@ def _check_contents(db: Path, report: Report, repair: bool) -> None:
             conn.execute("INSERT INTO items_fts(items_fts, rank) VALUES ('integrity-check', 1)")
             report.add("full-text index", True, "consistent with the items")
         except sqlite3.DatabaseError as exc:
+            if "readonly" in str(exc):  # SQLite runs the check as a write statement
+                report.add("full-text index", True, "not checked: the collection is read-only")
+                return
             if repair:
                 conn.execute("INSERT INTO items_fts(items_fts) VALUES ('rebuild')")
                 conn.commit()
@@ -228,7 +244,10 @@ def _check_index(name: str, home: Any, report: Report, repair: bool) -> None:
         # or foreign index is reported (and rebuilt only with --repair).
         probe = col.new_index()
         reason = probe._load_checkpoint(col.store)
-        if reason is not None:
+        if reason is not None and col.store.read_only:  # nothing to repair: a cache it cannot write
+            report.add("faiss index", True, f"not usable ({reason}): rebuilt in memory on each open (read-only)")
+            probe = col.index
+        elif reason is not None:
             report.add("faiss index", False, f"cannot be used: {reason} (rebuilt from SQLite)", repaired=repair)
             if not repair:
                 return

@@ -158,8 +158,11 @@ def _file_lock(path: Path):
 class VectorIndex:
     """The FAISS side of one collection."""
 
-    def __init__(self, folder: Path, *, dim: int, metric: str, spec: str, collection_id: str = "") -> None:
+    def __init__(
+        self, folder: Path, *, dim: int, metric: str, spec: str, collection_id: str = "", read_only: bool = False
+    ) -> None:
         self.folder = Path(folder)
+        self.read_only = read_only  # a folder that cannot be written: the index lives in memory only
         self.collection_id = collection_id  # written into checkpoints; a checkpoint of another id is foreign
         self.dim = dim
         self.metric = metric
@@ -232,11 +235,13 @@ class VectorIndex:
 
     def load(self, store: Store, *, progress: ProgressFn | None = None) -> None:
         """Load the checkpointed index, rebuilding or catching up from ``store`` as needed."""
-        remove_stale_temp_files(self.folder, ".index.*.tmp")  # left by a writer killed mid-checkpoint
+        if not self.read_only:
+            remove_stale_temp_files(self.folder, ".index.*.tmp")  # left by a writer killed mid-checkpoint
         reason = self._load_checkpoint(store)
         if reason is not None:
             if (self.folder / INDEX_FILE).exists() or (self.folder / CHECKPOINT_FILE).exists():
-                log.warning("rebuilding the index of %s: %s", self.folder.name, reason)
+                where = " in memory (the collection is read-only)" if self.read_only else ""
+                log.warning("rebuilding the index of %s%s: %s", self.folder.name, where, reason)
             self.build(store, progress=progress)
             self.save()
             return
@@ -279,8 +284,9 @@ class VectorIndex:
         return None
 
     def save(self) -> None:
-        """Checkpoint the index atomically (temp file, fsync, rename), if it changed."""
-        if self.index is None or not self.dirty:
+        """Checkpoint the index atomically (temp file, fsync, rename), if it changed (and the folder
+        can be written: a read-only collection keeps a rebuilt or caught-up index in memory)."""
+        if self.index is None or not self.dirty or self.read_only:
             return
         path, ckpt_path = self.folder / INDEX_FILE, self.folder / CHECKPOINT_FILE
         tmp = path.with_name(f".{INDEX_FILE}.{os.getpid()}.tmp")

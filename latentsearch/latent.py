@@ -226,7 +226,8 @@ class LatentSpaceMethods:
         # Without a filter only the vectors matter: metadata updates (clusters, outlier scores) keep the
         # cached projection, so `clusters` then `map --color-by cluster` does not project twice.
         seq = self.vectors_seq if where is None else self.seq
-        if folder.exists():
+        writable = not self.store.read_only  # a read-only collection reads cached maps, writes none
+        if folder.exists() and writable:
             remove_stale_temp_files(folder, ".*.tmp.npz")  # left by a process killed while caching
         if cache:
             cached = _read_cache(folder / f"{key}.npz", seq)
@@ -249,7 +250,7 @@ class LatentSpaceMethods:
         (stage or _quiet)("measuring trustworthiness")
         trust = _trustworthiness(vectors, coords, seed)
         projection = Projection(ids, coords.astype(np.float32), method, dim, seed, trust, total, params)
-        if cache:
+        if cache and writable:
             try:
                 _write_cache(folder, key, projection, seq)
             except LatentSearchError as exc:  # a full disk or a read-only folder: the result stands

@@ -35,11 +35,13 @@ from . import paths
 from .distributed import SHARDED_FILE
 from .errors import (
     ConflictError,
+    DiskFullError,
     EncoderMismatchError,
     InvalidInputError,
     LatentSearchError,
     LockTimeoutError,
     NotFoundError,
+    ReadOnlyError,
 )
 from .storage import DB_FILE
 
@@ -66,6 +68,10 @@ def status_of(exc: LatentSearchError) -> int:
         return 409
     if isinstance(exc, LockTimeoutError):
         return 503
+    if isinstance(exc, DiskFullError):
+        return 507  # Insufficient Storage
+    if isinstance(exc, ReadOnlyError):
+        return 409
     if isinstance(exc, InvalidInputError):
         return 400
     return 500

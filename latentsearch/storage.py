@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ConflictError, CorruptCollectionError, ItemNotFoundError, LockTimeoutError
-from .fileio import disk_full_error, is_disk_full, nearly_full, read_only_error
+from .fileio import disk_full_error, folder_writable, is_disk_full, nearly_full, read_only_error
 
 FORMAT_VERSION = 1
 DB_FILE = "collection.sqlite"
@@ -70,12 +70,18 @@ class Store:
         self.timeout = timeout
         if not create and not self.path.exists():
             raise CorruptCollectionError(f"{self.path} is missing: the collection folder is incomplete")
+        # A folder that may be read but not written (a read-only mount, another user's files) is
+        # opened read-only: every read works, every write is refused with one line, nothing is
+        # called damaged. SQLite needs to write its -shm file even to read a WAL database; where
+        # that is impossible and none exists, nobody is writing, so the file is opened as immutable.
+        self.read_only = not create and not folder_writable(self.path.parent)
         # One connection per Store, shared by threads under a lock (the server's readers included).
         self._lock = threading.RLock()
         try:
-            self.conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None, check_same_thread=False)
-            self.conn.execute("PRAGMA journal_mode=WAL")
-            self.conn.execute("PRAGMA synchronous=FULL")
+            self.conn = self._connect(timeout)
+            if not self.read_only:
+                self.conn.execute("PRAGMA journal_mode=WAL")
+                self.conn.execute("PRAGMA synchronous=FULL")
             # SQLite's default 2 MiB page cache makes every search re-read its hits' pages through the OS;
             # a larger cache (filled only as pages are read) cut hit reads by a third on a 190 MB file.
             # Not mmap: a file truncated under a mapping kills the process (SIGBUS) instead of raising.
@@ -86,6 +92,20 @@ class Store:
                 self.conn.execute("SELECT count(*) FROM manifest").fetchone()
         except sqlite3.DatabaseError as exc:
             raise self._database_error(exc) from None
+
+    def _connect(self, timeout: float) -> sqlite3.Connection:
+        def connect(target: str | Path, uri: bool = False) -> sqlite3.Connection:
+            return sqlite3.connect(target, timeout=timeout, isolation_level=None, check_same_thread=False, uri=uri)
+
+        if not self.read_only:
+            return connect(self.path)
+        base = f"{self.path.resolve().as_uri()}?mode=ro"
+        try:
+            conn = connect(base, uri=True)
+            conn.execute("SELECT count(*) FROM manifest").fetchone()
+            return conn
+        except sqlite3.OperationalError:
+            return connect(base + "&immutable=1", uri=True)
 
     def _database_error(self, exc: sqlite3.Error) -> Exception:
         message = str(exc)
@@ -120,9 +140,15 @@ class Store:
             except sqlite3.DatabaseError as exc:
                 raise self._database_error(exc) from None
 
+    def check_writable(self) -> None:
+        """Raise the one-line read-only error when this store was opened read-only."""
+        if self.read_only:
+            raise read_only_error(self.path.parent.name, self.path.parent)
+
     @contextmanager
     def write(self) -> Iterator[tuple[sqlite3.Connection, int]]:
         """Run one write transaction; yields the connection and the batch's new change sequence."""
+        self.check_writable()
         with self._lock:
             try:
                 self.conn.execute("BEGIN IMMEDIATE")
@@ -331,6 +357,7 @@ class Store:
 
     def _change_field_index(self, field: str, sql: str, *, exists: bool) -> bool:
         """Run ``sql`` when the field's index ``exists`` as required; False (and nothing done) otherwise."""
+        self.check_writable()
         with self._lock:
             if (field in self.field_indexes()) != exists:
                 return False
@@ -427,6 +454,8 @@ class Store:
                 row = self.conn.execute("SELECT value FROM manifest WHERE key = 'collection_id'").fetchone()
                 if row is not None:
                     return str(json.loads(row[0]))
+                if self.read_only:
+                    return ""  # given one by the first writable open; the rowid digest still binds the index
                 self.conn.execute(
                     "INSERT OR IGNORE INTO manifest VALUES ('collection_id', ?)", (json.dumps(uuid.uuid4().hex),)
                 )

@@ -21,7 +21,7 @@ import latentsearch as ls
 from latentsearch import fileio
 from latentsearch.cli import app
 from latentsearch.doctor import doctor
-from latentsearch.errors import DiskFullError
+from latentsearch.errors import DiskFullError, ReadOnlyError
 from latentsearch.fileio import file_sha256
 
 DIM = 32
@@ -209,3 +209,139 @@ def test_projection_cache_on_a_full_disk_still_answers(tmp_path, monkeypatch, ca
     assert any("projection not cached" in r.getMessage() for r in caplog.records)
     assert temp_files(home) == []
     col.close()
+
+
+# --- read-only data --------------------------------------------------------------------------------
+
+READ_ONLY_WORDS = ("damaged", "--repair", "corrupt")
+
+
+def make_readable(home: Path, *, drop_index: bool = False) -> None:
+    """A collection with texts (for lexical search), metadata and a cached PCA map."""
+    col = ls.create("c", encoder="precomputed", dim=DIM, index="hnsw", home=home)
+    texts = [f"item number {i} about {'cats' if i % 2 else 'dogs'}" for i in range(200)]
+    col.add([f"v{i}" for i in range(200)], texts, vectors=vectors(200, 0), metadata=[{"g": i % 3} for i in range(200)])
+    col.delete(["v0"])
+    col.project("pca")
+    col.close()
+    if drop_index:
+        (home / "c" / "index.faiss").unlink()
+
+
+def check_reads(home: Path, monkeypatch) -> None:
+    import latentsearch.latent as latent
+
+    col = ls.open("c", home=home)
+    assert col.store.read_only
+    assert col.count() == 199 and col.info()["count"] == 199
+    assert col.get(["v3"])[0].text == "item number 3 about cats"
+    probe = vectors(200, 0)[3]
+    assert col.search(probe, k=1)[0].id == "v3"
+    lexical = col.search("cats", mode="lexical", k=5)
+    assert len(lexical) == 5 and all("cats" in h.text for h in lexical)
+    for mode in ("hybrid", "vector"):
+        hits = col.search(mode=mode, like="v3", k=3)
+        assert len(hits) == 3 and "v3" not in {h.id for h in hits}
+    assert all(h.metadata["g"] == 1 for h in col.search(probe, k=10, where={"g": 1}))
+    with monkeypatch.context() as patch:  # the cached map is read, not recomputed
+        patch.setattr(latent, "_run", lambda *a: (_ for _ in ()).throw(AssertionError("recomputed")))
+        assert len(col.project("pca").ids) == 199
+    for write in (
+        lambda: col.add(["new"], vectors=vectors(1, 4)),
+        lambda: col.delete(["v1"]),
+        lambda: col.update_metadata({"v1": {"g": 7}}),
+        lambda: col.index_field("g"),
+        lambda: col.compact(),
+    ):
+        with pytest.raises(ReadOnlyError) as caught:
+            write()
+        assert "read-only" in str(caught.value) and "\n" not in str(caught.value)
+        assert not any(word in str(caught.value) for word in READ_ONLY_WORDS)
+    col.close()
+    report = doctor("c", home=home)
+    assert report.healthy, report.findings
+    with pytest.raises(ReadOnlyError):
+        doctor("c", home=home, repair=True)
+
+
+def check_cli_reads(home: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    out = tmp_path / "map.html"
+    reads = [
+        ["count", "c"],
+        ["info", "c", "--json"],
+        ["get", "c", "v3"],
+        ["search", "c", "cats", "--mode", "lexical", "--json"],
+        ["map", "c", "--method", "pca", "--out", str(out)],
+        ["doctor", "c"],
+    ]
+    for args in reads:
+        result = runner.invoke(app, [*args, "--home", str(home)])
+        assert result.exit_code == 0, (args, result.output)
+        assert not any(word in result.output for word in READ_ONLY_WORDS), (args, result.output)
+    assert out.exists()
+    source = tmp_path / "one.jsonl"
+    source.write_text('{"id": "n1", "text": "x", "vector": [' + ",".join(["0.5"] * DIM) + "]}\n")
+    for args in (["add", "c", str(source), "--vector-field", "vector"], ["delete", "c", "v1"], ["compact", "c"]):
+        result = runner.invoke(app, [*args, "--home", str(home)])
+        assert result.exit_code == 1, (args, result.output)
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and "read-only" in errors[0] and "Traceback" not in result.output, result.stderr
+        assert not any(word in result.stderr for word in READ_ONLY_WORDS)
+
+
+@pytest.mark.parametrize("drop_index", [False, True])
+def test_a_read_only_mount_serves_every_read(tmp_path, monkeypatch, drop_index):
+    with tmpfs(tmp_path / "disk", "16m") as disk:
+        home = disk / "home"
+        make_readable(home, drop_index=drop_index)
+        before = sorted(p.name for p in (home / "c").iterdir())
+        remount(disk, "ro")
+        check_reads(home, monkeypatch)
+        check_cli_reads(home, tmp_path)
+        assert sorted(p.name for p in (home / "c").iterdir()) == before
+        remount(disk, "rw")
+        col = ls.open("c", home=home)  # writable again: it writes as before
+        col.add(["later"], vectors=vectors(1, 8))
+        assert col.count() == 200
+        col.close()
+
+
+def test_read_only_bind_mount_of_a_collection_being_written(tmp_path, monkeypatch):
+    """Another user's files: the owner writes through the real folder while a reader has a read-only
+    view of it (SQLite's write-ahead log and shared memory files exist, and are only read)."""
+    source, view = tmp_path / "source", tmp_path / "view"
+    make_readable(source)
+    writer = ls.open("c", home=source)
+    writer.add(["fresh"], vectors=vectors(1, 11))  # in the WAL, not checkpointed into the file
+    view.mkdir()
+    done = subprocess.run(["mount", "--bind", str(source), str(view)], capture_output=True)
+    if done.returncode != 0:
+        writer.close()
+        pytest.skip(f"cannot bind-mount here ({done.stderr.decode().strip()}): needs root")
+    try:
+        remount(view, "bind,ro")
+        col = ls.open("c", home=view)
+        assert col.store.read_only and col.count() == 200
+        assert col.search(vectors(1, 11)[0], k=1)[0].id == "fresh"
+        writer.add(["fresher"], vectors=vectors(1, 12))
+        assert col.count() == 201 and col.search(vectors(1, 12)[0], k=1)[0].id == "fresher"
+        with pytest.raises(ReadOnlyError):
+            col.add(["no"], vectors=vectors(1, 13))
+        col.close()
+    finally:
+        subprocess.run(["umount", "-l", str(view)], check=False)
+        writer.close()
+
+
+def test_read_only_folder_simulated(tmp_path, monkeypatch):
+    """Where no mount is permitted: the folder reports itself unwritable (as to a user without write
+    permission) and SQLite is opened with mode=ro; the same reads and refusals."""
+    home = tmp_path / "home"
+    make_readable(home)
+    import latentsearch.doctor as doctor_module
+    import latentsearch.storage as storage
+
+    monkeypatch.setattr(storage, "folder_writable", lambda folder: False)
+    monkeypatch.setattr(doctor_module, "folder_writable", lambda folder: False)
+    check_reads(home, monkeypatch)
