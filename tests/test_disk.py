@@ -345,3 +345,34 @@ def test_read_only_folder_simulated(tmp_path, monkeypatch):
     monkeypatch.setattr(storage, "folder_writable", lambda folder: False)
     monkeypatch.setattr(doctor_module, "folder_writable", lambda folder: False)
     check_reads(home, monkeypatch)
+
+
+def test_http_on_read_only_and_full_data(tmp_path, monkeypatch):
+    """HTTP: reads answer 200, writes 409 (read-only) or 507 (disk full) in the error shape, never 500."""
+    from fastapi.testclient import TestClient
+
+    import latentsearch.storage as storage
+    from latentsearch.server import create_app
+
+    home = tmp_path / "home"
+    make_readable(home)
+    item = {"id": "n", "vector": [0.5] * DIM}
+    with monkeypatch.context() as patch:
+        patch.setattr(storage, "folder_writable", lambda folder: False)
+        with TestClient(create_app(home)) as client:
+            assert client.get("/api/collections/c").json()["count"] == 199
+            found = client.post("/api/collections/c/search", json={"query": "cats", "mode": "lexical", "k": 3})
+            assert found.status_code == 200 and len(found.json()) == 3, found.text
+            refused = client.post("/api/collections/c/items", json={"items": [item]})
+            assert refused.status_code == 409 and "read-only" in refused.json()["error"], refused.text
+    with TestClient(create_app(home)) as client:
+        assert client.get("/api/collections/c").status_code == 200
+        import sqlite3
+
+        def full(self, *args, **kwargs):
+            raise sqlite3.OperationalError("database or disk is full")
+
+        monkeypatch.setattr(storage.Store, "_seq", staticmethod(lambda conn: full(None)))
+        answer = client.post("/api/collections/c/items", json={"items": [item]})
+        assert answer.status_code == 507, answer.text
+        assert answer.json()["error"] == "no space left on device while writing c; free space and retry"
