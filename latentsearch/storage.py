@@ -432,18 +432,19 @@ class Store:
             sql = "SELECT max(coalesce((SELECT max(seq) FROM items), 0), coalesce((SELECT max(seq) FROM deletions), 0))"
             return int(conn.execute(sql).fetchone()[0])
 
-    def rowids_at(self, seq: int, max_rowid: int) -> np.ndarray:
-        """The rowids that were live at change sequence ``seq``: those written at or before it and still
-        here, plus those deleted since that existed then (rowids only grow, so they are the ones up to
-        ``max_rowid``, the largest live rowid at ``seq``). One statement, so one snapshot; it reads
-        the small ``items_seq`` index, not the rows."""
+    def rowids_digest_at(self, seq: int, max_rowid: int, prime: int) -> str:
+        """:func:`latentsearch.index.rowids_digest` of the rowids that were live at change sequence
+        ``seq``: those written at or before it and still here, plus those deleted since that existed
+        then (rowids only grow, so they are the ones up to ``max_rowid``, the largest live rowid at
+        ``seq``). One statement, so one snapshot, over the small ``items_seq`` index, not the rows."""
         sql = (
-            "SELECT rowid FROM items INDEXED BY items_seq WHERE seq <= ? "
-            "UNION ALL SELECT rowid FROM deletions WHERE seq > ? AND rowid <= ?"
+            "SELECT count(*), coalesce(sum(r), 0), coalesce(sum(r2), 0), coalesce(sum(r2 * r % ?1), 0) FROM "
+            "(SELECT r, r * r % ?1 AS r2 FROM (SELECT rowid % ?1 AS r FROM items INDEXED BY items_seq WHERE seq <= ?2 "
+            "UNION ALL SELECT rowid % ?1 FROM deletions WHERE seq > ?2 AND rowid <= ?3))"
         )
         with self._read() as conn:
-            rows = conn.execute(sql, (seq, seq, max_rowid)).fetchall()
-        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+            row = conn.execute(sql, (prime, seq, max_rowid)).fetchone()
+        return ":".join(str(int(v)) for v in row)
 
     def ensure_collection_id(self) -> str:
         """The collection's id (a random UUID in the manifest), given one now if it predates ids. The

@@ -37,7 +37,7 @@ def test_foreign_index_is_reported_by_doctor_and_repaired(tmp_path, kind):
     home = tmp_path / "home"
     twins(home, kind, N[kind])
     mine, other = Checkpoint.read(home / "mine" / CHECKPOINT_FILE), Checkpoint.read(home / "other" / CHECKPOINT_FILE)
-    assert (mine.seq, mine.factory, mine.rowids_sha256) == (other.seq, other.factory, other.rowids_sha256)
+    assert (mine.seq, mine.factory, mine.rowids_digest) == (other.seq, other.factory, other.rowids_digest)
     assert mine.collection_id != other.collection_id
     copy_index(home)
 
