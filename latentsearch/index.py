@@ -301,7 +301,12 @@ class VectorIndex:
         # checksum refuses (rebuilt from SQLite on open). The in-memory index stays dirty.
         with writing(self.folder.name, self.folder, tmp, ckpt_tmp), _file_lock(self.folder / LOCK_FILE):
             live = self.live_rowids()
-            faiss.write_index(self.index, str(tmp))
+            with open(tmp, "wb") as handle:
+                # Through Python's file object, so a write error is an OSError with its errno (FAISS's
+                # own writer prints "close error" on stderr and raises a RuntimeError with the text).
+                writer = faiss.PyCallbackIOWriter(handle.write)
+                faiss.write_index(self.index, writer)
+                del writer
             ckpt = Checkpoint(
                 seq=self.seq,
                 factory=self.factory,

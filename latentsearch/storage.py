@@ -91,6 +91,8 @@ class Store:
             else:
                 self.conn.execute("SELECT count(*) FROM manifest").fetchone()
         except sqlite3.DatabaseError as exc:
+            if hasattr(self, "conn"):  # not left open (it would keep a deleted file, a mount, busy)
+                self.conn.close()
             raise self._database_error(exc) from None
 
     def _connect(self, timeout: float) -> sqlite3.Connection:
@@ -100,11 +102,12 @@ class Store:
         if not self.read_only:
             return connect(self.path)
         base = f"{self.path.resolve().as_uri()}?mode=ro"
+        conn = connect(base, uri=True)
         try:
-            conn = connect(base, uri=True)
             conn.execute("SELECT count(*) FROM manifest").fetchone()
             return conn
         except sqlite3.OperationalError:
+            conn.close()
             return connect(base + "&immutable=1", uri=True)
 
     def _database_error(self, exc: sqlite3.Error) -> Exception:
