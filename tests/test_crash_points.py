@@ -133,7 +133,8 @@ def assert_fitted(home, point) -> None:
     assert doctor("cf", home=home).healthy, point
 
 
-@pytest.mark.parametrize("replace", [False, pytest.param(True, marks=pytest.mark.slow)])  # 3 min each
+@pytest.mark.slow  # 2-4 min each: every crash point starts a process importing scikit-learn
+@pytest.mark.parametrize("replace", [False, True])
 def test_fit_interactions(tmp_path, pristine, replace):
     """A crash anywhere leaves no collection under the name, the old one (replace) or the whole new one,
     never one without users; rerunning works and leaves nothing behind."""
