@@ -84,6 +84,11 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
         return str(self.manifest["metric"])
 
     @property
+    def read_only(self) -> bool:
+        """True when the collection's folder cannot be written: reads work, writes raise ReadOnlyError."""
+        return self.store.read_only
+
+    @property
     def encoder_name(self) -> str:
         """The encoder pinned in the manifest."""
         return str(self.manifest["encoder"])

@@ -153,32 +153,28 @@ def fit_interactions(
     interactions = read_interactions(path, user=user, item=item, rating=rating, time=time)
     learned = fit_factors(interactions, factors=factors)
     dim = learned.item_vectors.shape[1]
-    if shards is not None:  # sharded: built in place, step by step (see the README's limits)
-        if replace and into in collections.list_collections(home=home):
-            collections.drop(into, home=home)
-        col = collections.create(
-            into,
-            encoder="precomputed",
-            dim=dim,
-            metric="ip",
-            index=index,
-            home=home,
-            shards=shards,
-            ray_address=ray_address,
-        )
-        _fill(col, learned, interactions, progress)
-        return col
     # Built whole in a hidden work folder and renamed into place: a crash at any point leaves either
     # nothing new under the name (the next run cleans the work folder) or the whole result.
-    tmp = collections.new_collection_folder(into, encoder="precomputed", dim=dim, metric="ip", index=index, home=home)
+    settings = {"encoder": "precomputed", "dim": dim, "metric": "ip", "index": index, "home": home}
+    if shards is None:
+        tmp = collections.new_collection_folder(into, **settings)
+        opener = collections.Collection
+    else:
+        from .distributed import ShardedCollection, new_sharded_folder
+
+        tmp = new_sharded_folder(into, shards=shards, replacing=replace, **settings)
+
+        def opener(path: Path) -> ShardedCollection:
+            return ShardedCollection(path, address=ray_address)
+
     try:
-        with collections.Collection(tmp) as col:
+        with opener(tmp) as col:
             _fill(col, learned, interactions, progress)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     collections.publish(tmp, folder, replace=replace)
-    return collections.Collection(folder)
+    return opener(folder)
 
 
 def _fill(col: Collection, learned: Factors, interactions: Interactions, progress: ProgressFn | None) -> None:

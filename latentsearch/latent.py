@@ -226,7 +226,7 @@ class LatentSpaceMethods:
         # Without a filter only the vectors matter: metadata updates (clusters, outlier scores) keep the
         # cached projection, so `clusters` then `map --color-by cluster` does not project twice.
         seq = self.vectors_seq if where is None else self.seq
-        writable = not self.store.read_only  # a read-only collection reads cached maps, writes none
+        writable = not self.read_only  # a read-only collection reads cached maps, writes none
         if folder.exists() and writable:
             remove_stale_temp_files(folder, ".*.tmp.npz")  # left by a process killed while caching
         if cache:
