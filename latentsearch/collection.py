@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,7 @@ from .errors import (
     ItemNotFoundError,
     LatentSearchError,
 )
-from .fileio import process_alive
+from .fileio import fsync_path, process_alive
 from .filters import Filter, compile_filter, field_expression
 from .index import METRICS, ProgressFn, VectorIndex, validate_spec
 from .latent import LatentSpaceMethods
@@ -33,6 +35,8 @@ from .outliers import OutlierMethods
 from .recommend import RecommendMethods
 from .records import Hit, Item
 from .storage import DB_FILE, FORMAT_VERSION, Store
+
+log = logging.getLogger("latentsearch")
 
 FILTER_CACHE_SIZE = 32  # distinct filters whose matching rowids are kept between searches
 
@@ -60,6 +64,8 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
                 f"collection {self.name!r} was built with encoder {self.manifest['encoder']!r}, not "
                 f"{encoder!r}: open it without an encoder, or create a new collection for {encoder!r}"
             )
+        # Binds the index files to this collection (a copied-in foreign index is rebuilt, not served).
+        self.collection_id = self.store.ensure_collection_id()
         self._encoder: Encoder | None = None
         self._index: VectorIndex | None = None
         self._lock = threading.RLock()
@@ -77,6 +83,11 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
     def metric(self) -> str:
         """``cosine`` (vectors L2-normalised, inner product) or ``l2``."""
         return str(self.manifest["metric"])
+
+    @property
+    def read_only(self) -> bool:
+        """True when the collection's folder cannot be written: reads work, writes raise ReadOnlyError."""
+        return self.store.read_only
 
     @property
     def encoder_name(self) -> str:
@@ -128,12 +139,23 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
         """The FAISS index, loaded (or rebuilt) on first use and caught up with SQLite on each use."""
         with self._lock:
             if self._index is None:
-                index = VectorIndex(self.path, dim=self.dim, metric=self.metric, spec=self.manifest["index"])
+                index = self.new_index()
                 index.load(self.store)
                 self._index = index
             elif self._index.seq != self.store.seq:  # another process wrote
                 self._index.catch_up(self.store)
             return self._index
+
+    def new_index(self) -> VectorIndex:
+        """An empty (not yet loaded) FAISS side of this collection."""
+        return VectorIndex(
+            self.path,
+            dim=self.dim,
+            metric=self.metric,
+            spec=self.manifest["index"],
+            collection_id=self.collection_id,
+            read_only=self.store.read_only,
+        )
 
     def filter_cache(self, sql: str, params: list[Any]) -> np.ndarray:
         """Rowids matching a compiled filter, cached until the collection's change sequence moves."""
@@ -293,8 +315,9 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
 
     def compact(self, *, progress: ProgressFn | None = None) -> None:
         """Rebuild the index from SQLite (drops HNSW tombstones, retrains IVF/PQ) and checkpoint it."""
+        self.store.check_writable()
         with self._lock:
-            index = self._index or VectorIndex(self.path, dim=self.dim, metric=self.metric, spec=self.manifest["index"])
+            index = self._index or self.new_index()
             index.build(self.store, progress=progress)
             index.save()
             self._index = index
@@ -306,9 +329,14 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
                 self._index.save()
 
     def close(self) -> None:
-        """Checkpoint the index and close the store."""
-        self.save()
-        self.store.close()
+        """Checkpoint the index and close the store. A checkpoint that cannot be written (a full disk)
+        is logged, not raised: SQLite holds every acknowledged write and the next open catches up."""
+        try:
+            self.save()
+        except LatentSearchError as exc:
+            log.warning("%s (the index is caught up from SQLite on the next open)", exc)
+        finally:
+            self.store.close()
 
     # --- metadata field indexes ----------------------------------------------------------------
 
@@ -584,12 +612,30 @@ def create(
                 f"{collection.metric!r}: drop it to change them"
             )
         return collection
+    tmp = new_collection_folder(name, encoder=encoder, index=index, metric=metric, dim=dim, home=home)
+    publish(tmp, folder)
+    return Collection(folder)
+
+
+def new_collection_folder(
+    name: str,
+    *,
+    encoder: str = "minilm",
+    index: str = "auto",
+    metric: str = "cosine",
+    dim: int | None = None,
+    home: str | os.PathLike[str] | None = None,
+) -> Path:
+    """Check the settings and make an empty collection in a hidden work folder of the data directory
+    (``.NAME.creating-PID``); :func:`publish` renames it into place. Operations that fill a new
+    collection in several steps (``fit_interactions``) fill it there first, so a crash leaves either
+    nothing under the name or the whole result; the next create of the name removes the leftover."""
+    folder = paths.collection_dir(name, home)
     enc, dim = check_settings(encoder=encoder, index=index, metric=metric, dim=dim)
     weights_hash = None if encoder == "precomputed" else enc.weights_hash
     normalize = metric == "cosine"
     folder.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_work_folders(folder)
-    # Build in a temp folder and rename, so a crash never leaves a half-made collection behind.
     tmp = folder.with_name(f".{name}.creating-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
@@ -604,16 +650,33 @@ def create(
             "metric": metric,
             "normalize": normalize,
             "index": index,
+            "collection_id": uuid.uuid4().hex,
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
     )
     store.close()
+    return tmp
+
+
+def publish(tmp: Path, folder: Path, *, replace: bool = False) -> None:
+    """Rename a work folder made by :func:`new_collection_folder` into place as ``folder`` (one rename:
+    the collection appears whole or not at all). With ``replace`` an existing collection of that name
+    is first moved aside and deleted after the rename."""
+    trash = None
+    if replace and folder.exists():
+        trash = folder.with_name(f".{folder.name}.dropping-{os.getpid()}")
+        os.rename(folder, trash)
     try:
         os.rename(tmp, folder)
     except OSError:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise ConflictError(f"collection {name!r} was created by another process meanwhile: open it") from None
-    return Collection(folder)
+        raise ConflictError(
+            f"collection {folder.name!r} already exists in {folder.parent} (created by another process "
+            "meanwhile?): open it, or drop it first"
+        ) from None
+    fsync_path(folder.parent)
+    if trash is not None:
+        shutil.rmtree(trash, ignore_errors=True)
 
 
 def check_settings(*, encoder: str, index: str, metric: str, dim: int | None) -> tuple[Encoder, int]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import zlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -184,6 +185,8 @@ def _actor_classes(ray: Any) -> tuple[Any, Any]:
 
 class ShardedCollection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
     """A collection split over shards held by Ray actors; create with :func:`create_sharded`."""
+
+    read_only = False  # its shards may be read-only; the projection cache beside them is written
 
     def __init__(self, folder: Path, *, address: str | None = None) -> None:
         self.path = Path(folder)
@@ -742,32 +745,67 @@ def create_sharded(
     address: str | None = None,
 ) -> ShardedCollection:
     """Create a collection split into ``shards`` normal collections held by Ray actors."""
-    from .collection import check_settings, create
+    from .collection import publish
+
+    tmp = new_sharded_folder(name, shards=shards, encoder=encoder, index=index, metric=metric, dim=dim, home=home)
+    try:
+        _ray(address)  # a cluster that cannot be reached is refused before the collection appears
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    folder = paths.collection_dir(name, home)
+    publish(tmp, folder)
+    return ShardedCollection(folder, address=address)
+
+
+def new_sharded_folder(
+    name: str,
+    *,
+    shards: int,
+    encoder: str = "minilm",
+    index: str = "auto",
+    metric: str = "cosine",
+    dim: int | None = None,
+    home: str | os.PathLike[str] | None = None,
+    replacing: bool = False,
+) -> Path:
+    """Make an empty sharded collection (its shards and ``sharded.json``) in a hidden work folder of the
+    data directory, ``.NAME.creating-PID``, for :func:`latentsearch.collection.publish` to rename into
+    place: a crash while creating (or filling, for ``fit_interactions``) leaves nothing under the name.
+    ``replacing``: the name may exist (the caller publishes with ``replace``)."""
+    from .collection import _remove_stale_work_folders, check_settings, create
     from .limits import MAX_SHARDS, check_int
 
     shards = check_int("shards", shards, 1, MAX_SHARDS)
     folder = paths.collection_dir(name, home)
-    if folder.exists():
+    if folder.exists() and not replacing:
         raise ConflictError(f"collection {name!r} already exists in {folder.parent}")
-    check_settings(encoder=encoder, index=index, metric=metric, dim=dim)  # before the folder exists
-    _ray(address)  # a cluster that cannot be reached is refused before anything is written
-    folder.mkdir(parents=True)
-    first = None
-    for i in range(shards):
-        col = create(f"shard-{i:02d}", encoder=encoder, index=index, metric=metric, dim=dim, home=folder)
-        first = first or {"dim": col.dim, "modality": col.manifest.get("modality")}
-        col.close()
-    config = {
-        "format": "latentsearch-sharded",
-        "version": 1,
-        "shards": shards,
-        "encoder": encoder,
-        "index": index,
-        "metric": metric,
-        **first,
-    }
-    (folder / SHARDED_FILE).write_text(json.dumps(config, indent=2))
-    return ShardedCollection(folder, address=address)
+    check_settings(encoder=encoder, index=index, metric=metric, dim=dim)  # before any folder exists
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_work_folders(folder)
+    tmp = folder.with_name(f".{name}.creating-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        first: dict[str, Any] = {}
+        for i in range(shards):
+            col = create(f"shard-{i:02d}", encoder=encoder, index=index, metric=metric, dim=dim, home=tmp)
+            first = first or {"dim": col.dim, "modality": col.manifest.get("modality")}
+            col.close()
+        config = {
+            "format": "latentsearch-sharded",
+            "version": 1,
+            "shards": shards,
+            "encoder": encoder,
+            "index": index,
+            "metric": metric,
+            **first,
+        }
+        (tmp / SHARDED_FILE).write_text(json.dumps(config, indent=2))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # a killed process leaves it to the next create
+        raise
+    return tmp
 
 
 def open_sharded(

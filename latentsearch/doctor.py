@@ -22,7 +22,7 @@ import numpy as np
 
 from . import paths
 from .errors import CollectionNotFoundError, FilterError
-from .fileio import fsync_replace, process_alive
+from .fileio import folder_writable, fsync_replace, process_alive, read_only_error
 from .filters import field_expression
 from .latent import CACHE_DIR
 from .storage import DB_FILE, FIELD_INDEX_PREFIX
@@ -69,6 +69,8 @@ def doctor(name: str, *, home: str | os.PathLike[str] | None = None, repair: boo
     db = folder / DB_FILE
     if not db.exists():
         raise CollectionNotFoundError(f"collection {name!r} not found in {folder.parent}")
+    if repair and not folder_writable(folder):
+        raise read_only_error(name, folder)
     report = Report(name)
     _check_temp_files(folder, report, repair)
     if not _check_sqlite(db, report, repair):
@@ -98,7 +100,7 @@ def _salvage_owner_gone(folder: Path) -> bool:
 
 def _check_sqlite(db: Path, report: Report, repair: bool) -> bool:
     try:
-        conn = sqlite3.connect(db)
+        conn = _connect(db)
         try:
             result = conn.execute("PRAGMA integrity_check").fetchall()
         finally:
@@ -195,8 +197,19 @@ def _keep_as(path: Path, name: Path) -> None:
         shutil.copy2(path, name)
 
 
+def _connect(db: Path) -> sqlite3.Connection:
+    """A connection to check ``db`` through: read-only (as the collection opens it) when its folder
+    cannot be written, so a read-only mount is checked, not reported as damaged."""
+    from .storage import Store
+
+    if folder_writable(db.parent):
+        return sqlite3.connect(db)
+    store = Store(db.parent)
+    return store.conn
+
+
 def _check_contents(db: Path, report: Report, repair: bool) -> None:
-    conn = sqlite3.connect(db)
+    conn = _connect(db)
     try:
         manifest = dict(conn.execute("SELECT key, value FROM manifest").fetchall())
         dim = int(manifest.get("dim", "0"))
@@ -211,6 +224,9 @@ def _check_contents(db: Path, report: Report, repair: bool) -> None:
             conn.execute("INSERT INTO items_fts(items_fts, rank) VALUES ('integrity-check', 1)")
             report.add("full-text index", True, "consistent with the items")
         except sqlite3.DatabaseError as exc:
+            if "readonly" in str(exc):  # SQLite runs the check as a write statement
+                report.add("full-text index", True, "not checked: the collection is read-only")
+                return
             if repair:
                 conn.execute("INSERT INTO items_fts(items_fts) VALUES ('rebuild')")
                 conn.commit()
@@ -220,34 +236,36 @@ def _check_contents(db: Path, report: Report, repair: bool) -> None:
 
 
 def _check_index(name: str, home: Any, report: Report, repair: bool) -> None:
-    import faiss
-
     from .collection import open_collection
-    from .fileio import file_sha256
-    from .index import CHECKPOINT_FILE, INDEX_FILE, Checkpoint
 
     col = open_collection(name, home=home)
     try:
-        folder = col.path
-        ckpt = Checkpoint.read(folder / CHECKPOINT_FILE)
-        path = folder / INDEX_FILE
-        if ckpt is None or not path.exists():
-            report.add("faiss index", False, "missing (rebuilt from SQLite on open)", repaired=repair)
-        elif path.stat().st_size != ckpt.size or file_sha256(path) != ckpt.sha256:
-            report.add("faiss index", False, "does not match its checksum", repaired=repair)
+        # Read the checkpoint as opening would, but without its automatic rebuild, so that a damaged
+        # or foreign index is reported (and rebuilt only with --repair).
+        probe = col.new_index()
+        reason = probe._load_checkpoint(col.store)
+        if reason is not None and col.store.read_only:  # nothing to repair: a cache it cannot write
+            report.add("faiss index", True, f"not usable ({reason}): rebuilt in memory on each open (read-only)")
+            probe = col.index
+        elif reason is not None:
+            report.add("faiss index", False, f"cannot be used: {reason} (rebuilt from SQLite)", repaired=repair)
+            if not repair:
+                return
+            col.compact()
+            probe = col.index
         else:
-            report.add("faiss index", True, f"checksum matches ({ckpt.factory}, change {ckpt.seq})")
-        index = col.index  # loads, catches up or rebuilds
-        live = set(col.store.rowids_matching("1", []).tolist())
-        if hasattr(index.index, "id_map"):
-            held = set(faiss.vector_to_array(index.index.id_map).tolist()) - index.tombstones
-        else:  # IVF: ids live in the inverted lists
-            held = None
-        consistent = held is None or held == live
-        detail = f"{index.ntotal - len(index.tombstones)} vectors for {len(live)} items"
+            report.add("faiss index", True, f"checksum and identity match ({probe.factory}, change {probe.seq})")
+            probe.catch_up(col.store)
+        # Contents, for every index kind (IVF ids live in its inverted lists): exactly the live rowids.
+        live = np.sort(col.store.rowids_matching("1", []))
+        served = np.sort(probe.live_rowids())
+        consistent = np.array_equal(live, served)
+        detail = f"{len(served)} vectors for {len(live)} items"
         if not consistent and repair:
             col.compact()
         report.add("index matches SQLite", consistent, detail, repaired=not consistent and repair)
+        if repair and col._index is None and probe.dirty:
+            col._index = probe  # caught up: checkpoint it below
         if repair:
             col.save()
     finally:

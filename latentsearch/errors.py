@@ -52,3 +52,11 @@ class LockTimeoutError(LatentSearchError):
 
 class ClusterUnavailableError(LatentSearchError):
     """The Ray cluster a sharded collection needs cannot be reached."""
+
+
+class DiskFullError(LatentSearchError, OSError):
+    """A write failed for want of space: nothing acknowledged is lost, the write did not happen."""
+
+
+class ReadOnlyError(LatentSearchError, PermissionError):
+    """A write to a collection whose files may be read but not written (a read-only mount or folder)."""

@@ -28,7 +28,7 @@ import faiss
 import numpy as np
 
 from .errors import InvalidInputError
-from .fileio import exclusive_lock, file_sha256, fsync_replace, remove_stale_temp_files
+from .fileio import exclusive_lock, file_sha256, fsync_replace, remove_stale_temp_files, writing
 from .storage import Store
 from .usercache import remember_sha256, verified_sha256
 
@@ -45,6 +45,7 @@ HNSW_EF_CONSTRUCTION = 80
 DEFAULT_EF_SEARCH = 64
 AUTO_FLAT_LIMIT = 50_000  # below this, exact search is fast enough and needs no tuning
 COMPACT_TOMBSTONE_FRACTION = 0.3  # HNSW rebuilds once this share of its vectors are deleted
+DIGEST_PRIME = 2**31 - 1  # rowid fingerprints: squares stay below 2**62, sums of 2**31 terms in int64
 PQ_TRAIN_MIN = 39 * 256  # FAISS wants 39 training points per centroid; PQ codebooks have 256
 
 ProgressFn = Callable[[int, int], None]
@@ -145,6 +146,11 @@ class Checkpoint:
     tombstones: list[int]
     size: int
     sha256: str
+    # Identity (older checkpoints lack it, and are rebuilt once): the collection the index belongs to,
+    # a fingerprint of the live rowids it holds (see rowids_digest) and the largest of them.
+    collection_id: str = ""
+    rowids_digest: str = ""
+    max_rowid: int = 0
 
     @classmethod
     def read(cls, path: Path) -> Checkpoint | None:
@@ -154,11 +160,25 @@ class Checkpoint:
             return None
 
 
+def rowids_digest(rowids: np.ndarray) -> str:
+    """Fingerprint of a set of rowids, what a checkpoint binds its index's contents with: the count and
+    the first three power sums of the rowids modulo a prime. SQLite computes the same in one aggregate
+    over a small index (:meth:`Store.rowids_digest_at`, 20x faster than fetching the rowids to hash
+    them), and a set that differs by any rowid added, missing or swapped changes it."""
+    r = np.asarray(rowids, dtype=np.int64) % DIGEST_PRIME
+    r2 = r * r % DIGEST_PRIME
+    return f"{len(r)}:{int(r.sum())}:{int(r2.sum())}:{int((r2 * r % DIGEST_PRIME).sum())}"
+
+
 class VectorIndex:
     """The FAISS side of one collection."""
 
-    def __init__(self, folder: Path, *, dim: int, metric: str, spec: str) -> None:
+    def __init__(
+        self, folder: Path, *, dim: int, metric: str, spec: str, collection_id: str = "", read_only: bool = False
+    ) -> None:
         self.folder = Path(folder)
+        self.read_only = read_only  # a folder that cannot be written: the index lives in memory only
+        self.collection_id = collection_id  # written into checkpoints; a checkpoint of another id is foreign
         self.dim = dim
         self.metric = metric
         self.spec = validate_spec(spec)
@@ -238,20 +258,24 @@ class VectorIndex:
 
     def load(self, store: Store, *, progress: ProgressFn | None = None) -> None:
         """Load the checkpointed index, rebuilding or catching up from ``store`` as needed."""
-        remove_stale_temp_files(self.folder, ".index.*.tmp")  # left by a writer killed mid-checkpoint
-        reason = self._load_checkpoint()
-        if reason is None and self.seq > store.seq:
-            reason = "it is newer than the SQLite store (was the store restored from a backup?)"
+        if not self.read_only:
+            remove_stale_temp_files(self.folder, ".index.*.tmp")  # left by a writer killed mid-checkpoint
+        reason = self._load_checkpoint(store)
         if reason is not None:
             if (self.folder / INDEX_FILE).exists() or (self.folder / CHECKPOINT_FILE).exists():
-                log.warning("rebuilding the index of %s: %s", self.folder.name, reason)
+                where = " in memory (the collection is read-only)" if self.read_only else ""
+                log.warning("rebuilding the index of %s%s: %s", self.folder.name, where, reason)
             self.build(store, progress=progress)
             self.save()
             return
         self.catch_up(store, progress=progress)
 
-    def _load_checkpoint(self) -> str | None:
-        """Read index + checkpoint; return why they cannot be used, or None when loaded."""
+    def _load_checkpoint(self, store: Store) -> str | None:
+        """Read index + checkpoint; return why they cannot be used, or None when loaded.
+
+        Besides the file's checksum, the checkpoint must name this collection and list the rowids
+        SQLite held at its change sequence: an index copied in from another collection, or one that
+        does not hold what SQLite says, is refused (and rebuilt) rather than served."""
         path, ckpt_path = self.folder / INDEX_FILE, self.folder / CHECKPOINT_FILE
         if not path.exists():
             return "index.faiss is missing"
@@ -260,6 +284,14 @@ class VectorIndex:
             return "its checkpoint is missing or unreadable"
         if ckpt.dim != self.dim or ckpt.metric != self.metric:
             return "it was built with another dimension or metric"
+        if not ckpt.collection_id or not ckpt.rowids_digest:
+            return "its checkpoint predates the identity check"
+        if self.collection_id and ckpt.collection_id != self.collection_id:
+            return "it belongs to another collection (copied in from elsewhere?)"
+        if ckpt.seq > store.seq:
+            return "it is newer than the SQLite store (was the store restored from a backup?)"
+        if store.rowids_digest_at(ckpt.seq, ckpt.max_rowid, DIGEST_PRIME) != ckpt.rowids_digest:
+            return "it does not hold the items SQLite had at its change sequence"
         size = path.stat().st_size
         if size != ckpt.size or verified_sha256(path) != ckpt.sha256:
             return "index.faiss does not match its checksum (truncated or corrupt)"
@@ -275,13 +307,24 @@ class VectorIndex:
         return None
 
     def save(self) -> None:
-        """Checkpoint the index atomically (temp file, fsync, rename), if it changed."""
-        if self.index is None or not self.dirty:
+        """Checkpoint the index atomically (temp file, fsync, rename), if it changed (and the folder
+        can be written: a read-only collection keeps a rebuilt or caught-up index in memory)."""
+        if self.index is None or not self.dirty or self.read_only:
             return
         path, ckpt_path = self.folder / INDEX_FILE, self.folder / CHECKPOINT_FILE
-        with exclusive_lock(self.folder / LOCK_FILE):
-            tmp = path.with_name(f".{INDEX_FILE}.{os.getpid()}.tmp")
-            faiss.write_index(self.index, str(tmp))
+        tmp = path.with_name(f".{INDEX_FILE}.{os.getpid()}.tmp")
+        ckpt_tmp = ckpt_path.with_name(f".{CHECKPOINT_FILE}.{os.getpid()}.tmp")
+        # A failure (a full disk) removes both temp files and keeps the old pair in place: the index
+        # is replaced first, so at worst a new index.faiss sits beside the old checkpoint, which its
+        # checksum refuses (rebuilt from SQLite on open). The in-memory index stays dirty.
+        with writing(self.folder.name, self.folder, tmp, ckpt_tmp), exclusive_lock(self.folder / LOCK_FILE):
+            live = self.live_rowids()
+            with open(tmp, "wb") as handle:
+                # Through Python's file object, so a write error is an OSError with its errno (FAISS's
+                # own writer prints "close error" on stderr and raises a RuntimeError with the text).
+                writer = faiss.PyCallbackIOWriter(handle.write)
+                faiss.write_index(self.index, writer)
+                del writer
             ckpt = Checkpoint(
                 seq=self.seq,
                 factory=self.factory,
@@ -291,8 +334,10 @@ class VectorIndex:
                 tombstones=sorted(self.tombstones),
                 size=tmp.stat().st_size,
                 sha256=file_sha256(tmp),
+                collection_id=self.collection_id,
+                rowids_digest=rowids_digest(live),
+                max_rowid=int(live.max()) if len(live) else 0,
             )
-            ckpt_tmp = ckpt_path.with_name(f".{CHECKPOINT_FILE}.{os.getpid()}.tmp")
             ckpt_tmp.write_text(json.dumps(ckpt.__dict__))
             fsync_replace(tmp, path)
             fsync_replace(ckpt_tmp, ckpt_path)
@@ -345,6 +390,29 @@ class VectorIndex:
         if seq is not None:
             self.seq = seq
         self.dirty = True
+
+    def held_rowids(self) -> np.ndarray:
+        """Every rowid the FAISS index holds, tombstones included, for every index kind (IVF indexes
+        keep theirs in the inverted lists)."""
+        if self.index is None:
+            return np.empty(0, np.int64)
+        if hasattr(self.index, "id_map"):
+            return faiss.vector_to_array(self.index.id_map).astype(np.int64)
+        ivf = faiss.extract_index_ivf(self.index)
+        lists = ivf.invlists
+        parts = [
+            faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy()
+            for i in range(ivf.nlist)
+            if lists.list_size(i)
+        ]
+        return np.concatenate(parts).astype(np.int64) if parts else np.empty(0, np.int64)
+
+    def live_rowids(self) -> np.ndarray:
+        """The rowids the index serves: those it holds minus the HNSW tombstones."""
+        held = self.held_rowids()
+        if self.tombstones:
+            held = held[~np.isin(held, np.fromiter(self.tombstones, dtype=np.int64))]
+        return held
 
     @property
     def _is_hnsw(self) -> bool:

@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .errors import InvalidInputError
+from .errors import ConflictError, InvalidInputError
 from .index import ProgressFn
 from .ingest import open_text
+from .paths import collection_dir
+from .storage import DB_FILE
 
 if TYPE_CHECKING:
     from .collection import Collection
@@ -142,21 +145,40 @@ def fit_interactions(
 
     if isinstance(factors, bool) or not isinstance(factors, int) or factors < 1:
         raise InvalidInputError(f"factors must be a whole number >= 1, got {factors!r}")
+    folder = collection_dir(into, home)
+    if not replace and ((folder / DB_FILE).exists() or (folder / "sharded.json").exists()):
+        raise ConflictError(
+            f"collection {into!r} already exists in {folder.parent}: pass replace (CLI: --replace) to rebuild it"
+        )
     interactions = read_interactions(path, user=user, item=item, rating=rating, time=time)
     learned = fit_factors(interactions, factors=factors)
-    if replace and into in collections.list_collections(home=home):
-        collections.drop(into, home=home)
     dim = learned.item_vectors.shape[1]
-    col = collections.create(
-        into,
-        encoder="precomputed",
-        dim=dim,
-        metric="ip",
-        index=index,
-        home=home,
-        shards=shards,
-        ray_address=ray_address,
-    )
+    # Built whole in a hidden work folder and renamed into place: a crash at any point leaves either
+    # nothing new under the name (the next run cleans the work folder) or the whole result.
+    settings = {"encoder": "precomputed", "dim": dim, "metric": "ip", "index": index, "home": home}
+    if shards is None:
+        tmp = collections.new_collection_folder(into, **settings)
+        opener = collections.Collection
+    else:
+        from .distributed import ShardedCollection, new_sharded_folder
+
+        tmp = new_sharded_folder(into, shards=shards, replacing=replace, **settings)
+
+        def opener(path: Path) -> ShardedCollection:
+            return ShardedCollection(path, address=ray_address)
+
+    try:
+        with opener(tmp) as col:
+            _fill(col, learned, interactions, progress)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    collections.publish(tmp, folder, replace=replace)
+    return opener(folder)
+
+
+def _fill(col: Collection, learned: Factors, interactions: Interactions, progress: ProgressFn | None) -> None:
+    """Store the learned item vectors (with their interaction counts) and users in a new collection."""
     counts = dict(zip(*np.unique(interactions.items, return_counts=True)))
     col.add(
         learned.item_ids,
@@ -170,4 +192,3 @@ def fit_interactions(
         ts = None if interactions.times is None else float(interactions.times[i])
         histories[str(interactions.users[i])].append([str(interactions.items[i]), ts])
     col.put_users([(u, v, histories[u]) for u, v in zip(learned.user_ids, learned.user_vectors)], replace_all=True)
-    return col

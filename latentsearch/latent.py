@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import warnings
 from collections.abc import Callable
@@ -17,14 +18,15 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InvalidInputError
-from .fileio import fsync_replace, remove_stale_temp_files
+from .errors import InvalidInputError, LatentSearchError
+from .fileio import fsync_replace, remove_stale_temp_files, writing
 from .filters import Filter, compile_filter
 from .limits import MAX_CLUSTERS, MAX_SAMPLE, MAX_SEED, MAX_STEPS, check_int
 
 PROJECTIONS = ("pca", "tsne", "umap")
 DEFAULT_SAMPLE = {"pca": None, "tsne": 10_000, "umap": 50_000}  # cap for the slow methods
 TRUST_SAMPLE = 2_000  # trustworthiness is O(n²): measured on a seeded sample
+log = logging.getLogger("latentsearch")
 CACHE_DIR = "projections"
 StageFn = Callable[[str], None]
 
@@ -115,11 +117,13 @@ def _write_cache(folder: os.PathLike[str], key: str, projection: Projection, seq
     from pathlib import Path
 
     folder = Path(folder)
-    folder.mkdir(exist_ok=True)
     meta = {k: v for k, v in asdict(projection).items() if k not in ("ids", "coords")} | {"seq": seq}
     tmp = folder / f".{key}.{os.getpid()}.tmp.npz"
-    np.savez(tmp, ids=np.array(projection.ids, dtype=str), coords=projection.coords, meta=np.array(json.dumps(meta)))
-    fsync_replace(tmp, folder / f"{key}.npz")
+    with writing(folder.parent.name, folder, tmp):
+        folder.mkdir(exist_ok=True)
+        ids = np.array(projection.ids, dtype=str)
+        np.savez(tmp, ids=ids, coords=projection.coords, meta=np.array(json.dumps(meta)))
+        fsync_replace(tmp, folder / f"{key}.npz")
 
 
 # --- clusters --------------------------------------------------------------------------------------
@@ -225,7 +229,8 @@ class LatentSpaceMethods:
         # Without a filter only the vectors matter: metadata updates (clusters, outlier scores) keep the
         # cached projection, so `clusters` then `map --color-by cluster` does not project twice.
         seq = self.vectors_seq if where is None else self.seq
-        if folder.exists():
+        writable = not self.read_only  # a read-only collection reads cached maps, writes none
+        if folder.exists() and writable:
             remove_stale_temp_files(folder, ".*.tmp.npz")  # left by a process killed while caching
         if cache:
             cached = _read_cache(folder / f"{key}.npz", seq)
@@ -248,8 +253,11 @@ class LatentSpaceMethods:
         (stage or _quiet)("measuring trustworthiness")
         trust = _trustworthiness(vectors, coords, seed)
         projection = Projection(ids, coords.astype(np.float32), method, dim, seed, trust, total, params)
-        if cache:
-            _write_cache(folder, key, projection, seq)
+        if cache and writable:
+            try:
+                _write_cache(folder, key, projection, seq)
+            except LatentSearchError as exc:  # a full disk or a read-only folder: the result stands
+                log.warning("%s (projection not cached)", exc)
         return projection
 
     def clusters(

@@ -39,11 +39,13 @@ from .distributed import SHARDED_FILE
 from .errors import (
     ClusterUnavailableError,
     ConflictError,
+    DiskFullError,
     EncoderMismatchError,
     InvalidInputError,
     LatentSearchError,
     LockTimeoutError,
     NotFoundError,
+    ReadOnlyError,
 )
 from .storage import DB_FILE
 
@@ -70,6 +72,10 @@ def status_of(exc: LatentSearchError) -> int:
         return 409
     if isinstance(exc, (LockTimeoutError, ClusterUnavailableError)):
         return 503
+    if isinstance(exc, DiskFullError):
+        return 507  # Insufficient Storage
+    if isinstance(exc, ReadOnlyError):
+        return 409
     if isinstance(exc, InvalidInputError):
         return 400
     return 500

@@ -15,14 +15,16 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import uuid
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .errors import ConflictError, CorruptCollectionError, ItemNotFoundError, LockTimeoutError
+from .fileio import disk_full_error, folder_writable, is_disk_full, nearly_full, read_only_error
 
 FORMAT_VERSION = 1
 DB_FILE = "collection.sqlite"
@@ -68,12 +70,18 @@ class Store:
         self.timeout = timeout
         if not create and not self.path.exists():
             raise CorruptCollectionError(f"{self.path} is missing: the collection folder is incomplete")
+        # A folder that may be read but not written (a read-only mount, another user's files) is
+        # opened read-only: every read works, every write is refused with one line, nothing is
+        # called damaged. SQLite needs to write its -shm file even to read a WAL database; where
+        # that is impossible and none exists, nobody is writing, so the file is opened as immutable.
+        self.read_only = not create and not folder_writable(self.path.parent)
         # One connection per Store, shared by threads under a lock (the server's readers included).
         self._lock = threading.RLock()
         try:
-            self.conn = sqlite3.connect(self.path, timeout=timeout, isolation_level=None, check_same_thread=False)
-            self.conn.execute("PRAGMA journal_mode=WAL")
-            self.conn.execute("PRAGMA synchronous=FULL")
+            self.conn = self._connect(timeout)
+            if not self.read_only:
+                self.conn.execute("PRAGMA journal_mode=WAL")
+                self.conn.execute("PRAGMA synchronous=FULL")
             # SQLite's default 2 MiB page cache makes every search re-read its hits' pages through the OS;
             # a larger cache (filled only as pages are read) cut hit reads by a third on a 190 MB file.
             # Not mmap: a file truncated under a mapping kills the process (SIGBUS) instead of raising.
@@ -83,10 +91,34 @@ class Store:
             else:
                 self.conn.execute("SELECT count(*) FROM manifest").fetchone()
         except sqlite3.DatabaseError as exc:
+            if hasattr(self, "conn"):  # not left open (it would keep a deleted file, a mount, busy)
+                self.conn.close()
             raise self._database_error(exc) from None
+
+    def _connect(self, timeout: float) -> sqlite3.Connection:
+        def connect(target: str | Path, uri: bool = False) -> sqlite3.Connection:
+            return sqlite3.connect(target, timeout=timeout, isolation_level=None, check_same_thread=False, uri=uri)
+
+        if not self.read_only:
+            return connect(self.path)
+        base = f"{self.path.resolve().as_uri()}?mode=ro"
+        conn = connect(base, uri=True)
+        try:
+            conn.execute("SELECT count(*) FROM manifest").fetchone()
+            return conn
+        except sqlite3.OperationalError:
+            conn.close()
+            return connect(base + "&immutable=1", uri=True)
 
     def _database_error(self, exc: sqlite3.Error) -> Exception:
         message = str(exc)
+        name = self.path.parent.name
+        if is_disk_full(exc) or (
+            ("disk I/O error" in message or "unable to open" in message) and nearly_full(self.path.parent)
+        ):
+            return disk_full_error(name)
+        if "readonly" in message or "read-only" in message:
+            return read_only_error(name, self.path.parent)
         if "locked" in message or "busy" in message:
             return LockTimeoutError(
                 f"{self.path} is locked by another writer (waited {self.timeout:g}s): retry later or raise the timeout"
@@ -111,9 +143,15 @@ class Store:
             except sqlite3.DatabaseError as exc:
                 raise self._database_error(exc) from None
 
+    def check_writable(self) -> None:
+        """Raise the one-line read-only error when this store was opened read-only."""
+        if self.read_only:
+            raise read_only_error(self.path.parent.name, self.path.parent)
+
     @contextmanager
     def write(self) -> Iterator[tuple[sqlite3.Connection, int]]:
         """Run one write transaction; yields the connection and the batch's new change sequence."""
+        self.check_writable()
         with self._lock:
             try:
                 self.conn.execute("BEGIN IMMEDIATE")
@@ -125,7 +163,11 @@ class Store:
                 self.conn.execute("INSERT OR REPLACE INTO manifest VALUES ('seq', ?)", (str(seq),))
                 self.conn.execute("COMMIT")
             except BaseException as exc:
-                self.conn.execute("ROLLBACK")
+                # SQLite rolls back by itself on some errors (a full disk): rolling back again would
+                # replace the real cause with "cannot rollback - no transaction is active".
+                if self.conn.in_transaction:
+                    with suppress(sqlite3.Error):
+                        self.conn.execute("ROLLBACK")
                 if isinstance(exc, sqlite3.DatabaseError):
                     raise self._database_error(exc) from None
                 raise
@@ -318,6 +360,7 @@ class Store:
 
     def _change_field_index(self, field: str, sql: str, *, exists: bool) -> bool:
         """Run ``sql`` when the field's index ``exists`` as required; False (and nothing done) otherwise."""
+        self.check_writable()
         with self._lock:
             if (field in self.field_indexes()) != exists:
                 return False
@@ -391,6 +434,39 @@ class Store:
         with self._read() as conn:
             sql = "SELECT max(coalesce((SELECT max(seq) FROM items), 0), coalesce((SELECT max(seq) FROM deletions), 0))"
             return int(conn.execute(sql).fetchone()[0])
+
+    def rowids_digest_at(self, seq: int, max_rowid: int, prime: int) -> str:
+        """:func:`latentsearch.index.rowids_digest` of the rowids that were live at change sequence
+        ``seq``: those written at or before it and still here, plus those deleted since that existed
+        then (rowids only grow, so they are the ones up to ``max_rowid``, the largest live rowid at
+        ``seq``). One statement, so one snapshot, over the small ``items_seq`` index, not the rows."""
+        sql = (
+            "SELECT count(*), coalesce(sum(r), 0), coalesce(sum(r2), 0), coalesce(sum(r2 * r % ?1), 0) FROM "
+            "(SELECT r, r * r % ?1 AS r2 FROM (SELECT rowid % ?1 AS r FROM items INDEXED BY items_seq WHERE seq <= ?2 "
+            "UNION ALL SELECT rowid % ?1 FROM deletions WHERE seq > ?2 AND rowid <= ?3))"
+        )
+        with self._read() as conn:
+            row = conn.execute(sql, (prime, seq, max_rowid)).fetchone()
+        return ":".join(str(int(v)) for v in row)
+
+    def ensure_collection_id(self) -> str:
+        """The collection's id (a random UUID in the manifest), given one now if it predates ids. The
+        id is set in one transaction that does not move the change sequence, so a crash leaves either
+        no id (the next open makes one) or one that every later open reads."""
+        with self._lock:
+            try:
+                row = self.conn.execute("SELECT value FROM manifest WHERE key = 'collection_id'").fetchone()
+                if row is not None:
+                    return str(json.loads(row[0]))
+                if self.read_only:
+                    return ""  # given one by the first writable open; the rowid digest still binds the index
+                self.conn.execute(
+                    "INSERT OR IGNORE INTO manifest VALUES ('collection_id', ?)", (json.dumps(uuid.uuid4().hex),)
+                )
+                row = self.conn.execute("SELECT value FROM manifest WHERE key = 'collection_id'").fetchone()
+            except sqlite3.DatabaseError as exc:
+                raise self._database_error(exc) from None
+            return str(json.loads(row[0]))
 
     def count_after(self, seq: int, upto_seq: int | None = None) -> int:
         """Number of items written after change sequence ``seq`` (up to ``upto_seq``)."""

@@ -112,3 +112,44 @@ def test_drop(tmp_path, pristine):
         assert not leftovers(home), point  # what a killed drop left goes with the next create
 
     assert run(tmp_path, pristine, "", "ls.drop('c', home=HOME)", check) >= 2
+
+
+RATINGS = "user_id,item_id,rating\n" + "".join(
+    f"u{u},i{(u * 7 + j) % 12},{1 + (u + j) % 5}\n" for u in range(15) for j in range(4)
+)
+
+
+def interactions_file(tmp_path):
+    path = tmp_path / "ratings.csv"
+    path.write_text(RATINGS)
+    return path
+
+
+def assert_fitted(home, point) -> None:
+    col = ls.open("cf", home=home)
+    assert (col.count(), col.user_count()) == (12, 15), point
+    assert len(col.recommend(user="u1", k=3)) == 3, point
+    col.close()
+    assert doctor("cf", home=home).healthy, point
+
+
+@pytest.mark.slow  # 2-4 min each: every crash point starts a process importing scikit-learn
+@pytest.mark.parametrize("replace", [False, True])
+def test_fit_interactions(tmp_path, pristine, replace):
+    """A crash anywhere leaves no collection under the name, the old one (replace) or the whole new one,
+    never one without users; rerunning works and leaves nothing behind."""
+    ratings = interactions_file(tmp_path)
+    if replace:
+        ls.fit_interactions(ratings, into="cf", factors=2, home=pristine).close()
+
+    def check(home, point):
+        if "cf" in ls.list_collections(home=home):
+            assert_fitted(home, point)
+        ls.fit_interactions(ratings, into="cf", factors=3, home=home, replace=True).close()
+        assert_fitted(home, point)
+        assert ls.open("cf", home=home).dim == 3, point
+        assert not leftovers(home), point
+
+    prelude = "import scipy.sparse, sklearn.decomposition"
+    action = f"ls.fit_interactions({str(ratings)!r}, into='cf', factors=3, home=HOME, replace={replace}).close()"
+    assert run(tmp_path, pristine, prelude, action, check) >= 4

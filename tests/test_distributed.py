@@ -132,6 +132,47 @@ def test_learned_users_on_shards_equal_one_collection(home, tmp_path):
     sharded.close()
 
 
+def test_sharded_fit_interactions_and_create_are_atomic(home, tmp_path, monkeypatch):
+    """Sharded collections are built in a hidden work folder too: a failure while storing the users
+    (or while creating the shards) leaves nothing under the name, and a rerun builds it whole."""
+    from latentsearch.distributed import ShardedCollection
+
+    path = tmp_path / "ratings.csv"
+    path.write_text("user_id,item_id\n" + "".join(f"u{u},i{(u + j) % 9}\n" for u in range(12) for j in range(3)))
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("killed while storing users")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ShardedCollection, "put_users", fail)
+        with pytest.raises(RuntimeError, match="killed"):
+            ls.fit_interactions(path, into="cf", factors=3, shards=2, home=home)
+    import latentsearch.collection
+
+    real_create, made = latentsearch.collection.create, []
+
+    def second_shard_fails(name, **kwargs):
+        if name.startswith("shard-"):
+            if made:
+                fail()
+            made.append(name)
+        return real_create(name, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(latentsearch.collection, "create", second_shard_fails)
+        with pytest.raises(RuntimeError, match="killed"):
+            ls.create("big", encoder="precomputed", dim=4, shards=2, home=home)
+    assert made == ["shard-00"]
+    assert ls.list_collections(home=home) == [] and list(home.iterdir()) == []
+    col = ls.fit_interactions(path, into="cf", factors=3, shards=2, home=home)
+    assert col.user_count() == 12 and col.count() == 9 and len(col.recommend(user="u1", k=2)) == 2
+    col.close()
+    again = ls.fit_interactions(path, into="cf", factors=2, shards=2, home=home, replace=True)
+    assert again.dim == 2 and again.user_count() == 12
+    again.close()
+    assert sorted(p.name for p in home.iterdir()) == ["cf"]
+
+
 def test_batch_search_and_the_latent_space_equal_one_collection(pair):
     single, sharded, vectors = pair
     queries = vectors[:6] + 0.05

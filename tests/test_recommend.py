@@ -201,3 +201,24 @@ def test_cli_recommend_and_fit_interactions(home, ratings, clusters):
     assert bad.exit_code == 1 and "give --like" in bad.stderr
     missing = runner.invoke(app, ["fit-interactions", str(ratings), "--into", "x", "--user", "customer"])
     assert missing.exit_code == 1 and "no column 'customer'" in missing.stderr
+
+
+@pytest.mark.parametrize("step", ["add", "put_users"])
+def test_fit_interactions_that_fails_midway_leaves_nothing_and_reruns(home, ratings, monkeypatch, step):
+    """The steps of fit_interactions happen in a hidden work folder: a failure in any of them leaves no
+    collection under the name (and no work folder), so a rerun builds it. (tests/test_crash_points.py
+    kills it before each file operation, in the slow suite.)"""
+    from latentsearch.collection import Collection
+
+    def fail(*args, **kwargs):
+        raise RuntimeError(f"killed in {step}")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Collection, step, fail)
+        with pytest.raises(RuntimeError, match=f"killed in {step}"):
+            ls.fit_interactions(ratings, into="cf", factors=4, home=home)
+    assert "cf" not in ls.list_collections(home=home)
+    assert [p.name for p in home.iterdir() if p.name.startswith(".")] == []
+    col = ls.fit_interactions(ratings, into="cf", factors=4, home=home)
+    assert col.user_count() == 20 and col.count() == 20 and len(col.recommend(user="u1", k=3)) == 3
+    col.close()

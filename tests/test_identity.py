@@ -1,0 +1,121 @@
+"""Index identity: an index.faiss + checkpoint copied in from another collection (same dimension,
+count and change sequence) is detected on open, warned about and rebuilt, and ``doctor`` reports it
+for every index kind."""
+
+import logging
+import shutil
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import latentsearch as ls
+from latentsearch.cli import app
+from latentsearch.doctor import doctor
+from latentsearch.index import CHECKPOINT_FILE, INDEX_FILE, Checkpoint
+
+DIM = 8
+N = {"flat": 300, "hnsw": 300, "sq8": 300, "ivf": 800, "ivfpq": 39 * 256 + 50}
+
+
+def twins(home, kind: str, n: int) -> None:
+    """Two collections built by the same calls (so the same rowids, count and sequence), other vectors."""
+    for name, seed in (("mine", 0), ("other", 1)):
+        col = ls.create(name, encoder="precomputed", dim=DIM, index=kind, home=home)
+        vectors = np.random.default_rng(seed).normal(size=(n, DIM)).astype(np.float32)
+        col.add([f"v{i}" for i in range(n)], vectors=vectors)
+        col.close()
+
+
+def copy_index(home) -> None:
+    for file in (INDEX_FILE, CHECKPOINT_FILE):
+        shutil.copy(home / "other" / file, home / "mine" / file)
+
+
+@pytest.mark.parametrize("kind", list(N))
+def test_foreign_index_is_reported_by_doctor_and_repaired(tmp_path, kind):
+    home = tmp_path / "home"
+    twins(home, kind, N[kind])
+    mine, other = Checkpoint.read(home / "mine" / CHECKPOINT_FILE), Checkpoint.read(home / "other" / CHECKPOINT_FILE)
+    assert (mine.seq, mine.factory, mine.rowids_digest) == (other.seq, other.factory, other.rowids_digest)
+    assert mine.collection_id != other.collection_id
+    copy_index(home)
+
+    report = doctor("mine", home=home)
+    assert not report.healthy
+    finding = next(f for f in report.findings if f.check == "faiss index")
+    assert "another collection" in finding.detail
+    assert Checkpoint.read(home / "mine" / CHECKPOINT_FILE).collection_id == other.collection_id  # untouched
+
+    repaired = doctor("mine", home=home, repair=True)
+    assert repaired.healthy
+    assert doctor("mine", home=home).healthy
+    assert Checkpoint.read(home / "mine" / CHECKPOINT_FILE).collection_id == mine.collection_id
+
+
+def test_foreign_index_is_rebuilt_on_open_with_a_warning(tmp_path, caplog):
+    home = tmp_path / "home"
+    twins(home, "flat", 200)
+    copy_index(home)
+    col = ls.open("mine", home=home)
+    probe = col.vectors_of(["v5"])[0]
+    with caplog.at_level(logging.WARNING, logger="latentsearch"):
+        hits = col.search(probe, k=1)
+    assert hits[0].id == "v5" and hits[0].score == pytest.approx(1.0, abs=1e-5)
+    assert any("another collection" in r.getMessage() for r in caplog.records)
+    col.close()
+    assert doctor("mine", home=home).healthy
+
+
+def test_index_of_other_contents_is_rebuilt(tmp_path, caplog):
+    """Same collection id (a folder copied), other rowids: the digest catches it."""
+    home = tmp_path / "home"
+    col = ls.create("a", encoder="precomputed", dim=DIM, home=home)
+    col.add([f"v{i}" for i in range(50)], vectors=np.random.default_rng(0).normal(size=(50, DIM)))
+    col.close()
+    shutil.copytree(home / "a", home / "b")
+    for name, victim in (("a", "v1"), ("b", "v2")):  # same sequence and count, other rowids
+        col = ls.open(name, home=home)
+        col.delete([victim])
+        col.close()
+    copy_index_from, into = home / "b", home / "a"
+    for file in (INDEX_FILE, CHECKPOINT_FILE):
+        shutil.copy(copy_index_from / file, into / file)
+    report = doctor("a", home=home)
+    assert "does not hold the items" in next(f for f in report.findings if f.check == "faiss index").detail
+    col = ls.open("a", home=home)
+    assert "v1" not in {h.id for h in col.search(col.vectors_of(["v3"])[0], k=50)}
+    assert col.index.ntotal == 49
+    col.close()
+
+
+def test_collections_without_an_id_get_one(tmp_path):
+    home = tmp_path / "home"
+    col = ls.create("old", encoder="precomputed", dim=DIM, home=home)
+    col.add(["x", "y"], vectors=np.eye(2, DIM))
+    col.close()
+    import sqlite3
+
+    conn = sqlite3.connect(home / "old" / "collection.sqlite")
+    conn.execute("DELETE FROM manifest WHERE key = 'collection_id'")
+    conn.commit()
+    conn.close()
+    col = ls.open("old", home=home)
+    first = col.collection_id
+    assert len(first) == 32 and col.search(np.eye(1, DIM)[0], k=1)[0].id == "x"
+    col.close()
+    col = ls.open("old", home=home)
+    assert col.collection_id == first
+    col.close()
+
+
+def test_cli_doctor_reports_and_repairs_a_foreign_index(tmp_path):
+    home = tmp_path / "home"
+    twins(home, "hnsw", 200)
+    copy_index(home)
+    runner = CliRunner()
+    found = runner.invoke(app, ["doctor", "mine", "--json", "--home", str(home)])
+    assert found.exit_code == 2 and "another collection" in found.output, found.output
+    fixed = runner.invoke(app, ["doctor", "mine", "--repair", "--home", str(home)])
+    assert fixed.exit_code == 0, fixed.output
+    assert runner.invoke(app, ["doctor", "mine", "--home", str(home)]).exit_code == 0
