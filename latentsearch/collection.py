@@ -523,8 +523,10 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
             if not isinstance(user[0], str) or not user[0]:
                 raise InvalidInputError(f"user #{i} has id {user[0]!r}: user ids are non-empty strings")
             check_text(user[0], f"user #{i}'s id")
-            for item_id, _ in user[2]:
-                check_text(str(item_id), f"an item id in user {user[0]!r}'s history")
+            for entry in user[2]:
+                item_id = entry[0] if isinstance(entry, (tuple, list)) and entry else entry
+                if isinstance(item_id, str):
+                    check_text(item_id, f"an item id in user {user[0]!r}'s history")
         self.store.put_users(users, replace_all=replace_all)
 
     def user_count(self) -> int:
