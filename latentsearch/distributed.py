@@ -78,17 +78,40 @@ def _ray(address: str | None) -> Any:
     if not ray.is_initialized():
         # Without an address, Ray reads RAY_ADDRESS, else starts a local instance in this process.
         where = address or os.environ.get("RAY_ADDRESS")
+        _check_reachable(where)
         try:
             if address:
                 ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
             else:
                 ray.init(ignore_reinit_error=True, log_to_driver=False, include_dashboard=False)
         except ConnectionError:  # "auto" with nothing running, or a cluster that is not there
-            raise ClusterUnavailableError(
-                f"cannot reach a Ray cluster at {where!r}: start one with `ray start --head` (then --ray auto "
-                "finds it on this machine), or give no Ray address to run on a local Ray started for this process"
-            ) from None
+            raise ClusterUnavailableError(_unreachable(where)) from None
+        except ValueError as exc:  # an address Ray cannot use, e.g. ray:// without ray[client] installed
+            raise ClusterUnavailableError(f"cannot use Ray address {where!r}: {str(exc).splitlines()[0]}") from None
     return ray
+
+
+def _unreachable(where: str | None, reason: str = "") -> str:
+    return (
+        f"cannot reach a Ray cluster at {where!r}{reason}: start one with `ray start --head` (then --ray auto "
+        "finds it on this machine), or give no Ray address to run on a local Ray started for this process"
+    )
+
+
+def _check_reachable(address: str | None, timeout: float = 5.0) -> None:
+    """Fail at once when a HOST:PORT (or ray://HOST:PORT) address does not answer: Ray itself retries
+    such an address for minutes before giving up."""
+    import socket
+
+    if not address or address == "auto":
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return  # not HOST:PORT: Ray decides
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise ClusterUnavailableError(_unreachable(address, f" ({exc.strerror or exc})")) from None
 
 
 def _actor_classes(ray: Any) -> tuple[Any, Any]:

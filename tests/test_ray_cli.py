@@ -4,6 +4,7 @@ gives one line that says how to start a cluster, exits 1 and creates nothing."""
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 
@@ -58,6 +59,12 @@ def test_ray_auto_without_a_running_cluster_says_how_to_start_one(home, tmp_path
     for command in (["add", "big", "./corpus.jsonl"], ["search", "big", "reset my password", "-k", "10"]):
         assert one_line_error(latentsearch("--ray", "auto", *command, home=home, cwd=tmp_path)) == refused
     assert distributed.is_sharded("big", home=home)  # untouched
+    # HOST:PORT where nothing listens: at once (Ray would retry for minutes), in one line.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{probe.getsockname()[1]}"  # free once closed
+    nobody = one_line_error(latentsearch("--ray", address, "add", "big", "./corpus.jsonl", home=home, cwd=tmp_path))
+    assert nobody.startswith(f"error: cannot reach a Ray cluster at '{address}' (Connection refused): start one")
 
 
 def test_the_server_answers_503_in_one_line_when_the_cluster_is_not_there(home, monkeypatch):
