@@ -284,13 +284,15 @@ class VectorIndex:
             return "its checkpoint is missing or unreadable"
         if ckpt.dim != self.dim or ckpt.metric != self.metric:
             return "it was built with another dimension or metric"
-        if not ckpt.collection_id or not ckpt.rowids_digest:
-            return "its checkpoint predates the identity check"
-        if self.collection_id and ckpt.collection_id != self.collection_id:
+        # A checkpoint written before indexes were bound to their collection (no id, no digest) is
+        # adopted when the index it describes holds exactly SQLite's rowids at its sequence, rather
+        # than rebuilt (minutes for a large HNSW): that check is made below, on the loaded index.
+        adopting = not ckpt.collection_id or not ckpt.rowids_digest
+        if not adopting and self.collection_id and ckpt.collection_id != self.collection_id:
             return "it belongs to another collection (copied in from elsewhere?)"
         if ckpt.seq > store.seq:
             return "it is newer than the SQLite store (was the store restored from a backup?)"
-        if store.rowids_digest_at(ckpt.seq, ckpt.max_rowid, DIGEST_PRIME) != ckpt.rowids_digest:
+        if not adopting and store.rowids_digest_at(ckpt.seq, ckpt.max_rowid, DIGEST_PRIME) != ckpt.rowids_digest:
             return "it does not hold the items SQLite had at its change sequence"
         size = path.stat().st_size
         if size != ckpt.size or verified_sha256(path) != ckpt.sha256:
@@ -304,6 +306,13 @@ class VectorIndex:
         self.index, self.factory, self.seq, self._ids = index, ckpt.factory, ckpt.seq, None
         self.trained_n, self.tombstones, self._params = ckpt.trained_n, set(ckpt.tombstones), {}
         self.dirty = False
+        if adopting:
+            live = self.live_rowids()
+            max_rowid = int(live.max()) if len(live) else 0
+            if store.rowids_digest_at(ckpt.seq, max_rowid, DIGEST_PRIME) != rowids_digest(live):
+                self.index = None
+                return "it does not hold the items SQLite had at its change sequence"
+            self.dirty = True  # the next checkpoint records the collection's id and the digest
         return None
 
     def save(self) -> None:

@@ -119,3 +119,55 @@ def test_cli_doctor_reports_and_repairs_a_foreign_index(tmp_path):
     fixed = runner.invoke(app, ["doctor", "mine", "--repair", "--home", str(home)])
     assert fixed.exit_code == 0, fixed.output
     assert runner.invoke(app, ["doctor", "mine", "--home", str(home)]).exit_code == 0
+
+
+def _strip_identity(folder) -> None:
+    """Make a checkpoint look as one written before indexes were bound to their collection."""
+    import json
+
+    path = folder / CHECKPOINT_FILE
+    data = json.loads(path.read_text())
+    for key in ("collection_id", "rowids_digest", "max_rowid"):
+        data.pop(key, None)
+    path.write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw"])
+def test_a_checkpoint_from_before_identity_is_adopted_not_rebuilt(tmp_path, caplog, kind):
+    home = tmp_path / "home"
+    twins(home, kind, 300)
+    col = ls.open("mine", home=home)
+    col.delete(["v3"])  # tombstones (HNSW) and deletions must count as they did
+    col.close()
+    _strip_identity(home / "mine")
+    with caplog.at_level(logging.WARNING, logger="latentsearch"):
+        col = ls.open("mine", home=home)
+        probe = col.vectors_of(["v5"])[0]
+        assert col.search(probe, k=1)[0].id == "v5"
+        col.close()
+    assert not [r for r in caplog.records if "rebuilding" in r.getMessage()]  # adopted as it was
+    adopted = Checkpoint.read(home / "mine" / CHECKPOINT_FILE)
+    assert adopted.collection_id and adopted.rowids_digest  # bound from now on
+    assert doctor("mine", home=home).healthy
+
+
+def test_an_old_checkpoint_over_foreign_contents_is_rebuilt(tmp_path, caplog):
+    home = tmp_path / "home"
+    col = ls.create("a", encoder="precomputed", dim=DIM, home=home)
+    col.add([f"v{i}" for i in range(50)], vectors=np.random.default_rng(0).normal(size=(50, DIM)))
+    col.close()
+    shutil.copytree(home / "a", home / "b")
+    for name, victim in (("a", "v1"), ("b", "v2")):  # same sequence and count, other rowids
+        col = ls.open(name, home=home)
+        col.delete([victim])
+        col.close()
+    copy_index_from = home / "b"
+    for file in (INDEX_FILE, CHECKPOINT_FILE):
+        shutil.copy(copy_index_from / file, home / "a" / file)
+    _strip_identity(home / "a")
+    with caplog.at_level(logging.WARNING, logger="latentsearch"):
+        col = ls.open("a", home=home)
+        assert "v2" in [h.id for h in col.search(col.vectors_of(["v2"])[0], k=3)]
+        assert "v1" not in [h.id for h in col.search(np.random.default_rng(0).normal(size=(50, DIM))[1], k=50)]
+        col.close()
+    assert any("does not hold the items" in r.getMessage() for r in caplog.records)
