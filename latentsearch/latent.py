@@ -48,6 +48,16 @@ class Projection:
         return out
 
 
+MAX_SEED = 2**32 - 1  # NumPy's and scikit-learn's random states take 0 .. 2**32 - 1
+
+
+def check_seed(seed: int) -> int:
+    """Validate a random seed (a negative or huge one would reach NumPy or scikit-learn and fail there)."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= MAX_SEED:
+        raise InvalidInputError(f"seed must be a whole number from 0 to {MAX_SEED:,}, got {seed!r}")
+    return int(seed)
+
+
 def _cache_key(method: str, dim: int, where: Any, sample: int | None, seed: int, params: dict[str, Any]) -> str:
     text = json.dumps([method, dim, where, sample, seed, params], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
@@ -211,6 +221,7 @@ class LatentSpaceMethods:
         """
         if method not in PROJECTIONS:
             raise InvalidInputError(f"unknown projection {method!r}: use one of {', '.join(PROJECTIONS)}")
+        check_seed(seed)
         if dim not in (2, 3):
             raise InvalidInputError(f"dim must be 2 or 3, got {dim!r}")
         params = dict(params or {})
@@ -267,6 +278,7 @@ class LatentSpaceMethods:
         """
         if n != "auto" and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
             raise InvalidInputError(f"n must be a whole number >= 1 or 'auto', got {n!r}")
+        check_seed(seed)
         ids, vectors = self.matching_vectors(where)
         if n != "auto" and n > len(ids):
             raise InvalidInputError(f"cannot make {n} clusters of {len(ids)} items: lower -n")
