@@ -216,6 +216,7 @@ class LatentSpaceMethods:
         """
         if method not in PROJECTIONS:
             raise InvalidInputError(f"unknown projection {method!r}: use one of {', '.join(PROJECTIONS)}")
+        seed = check_int("seed", seed, 0, MAX_SEED)
         if dim not in (2, 3):
             raise InvalidInputError(f"dim must be 2 or 3, got {dim!r}")
         params = dict(params or {})
