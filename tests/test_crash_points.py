@@ -150,6 +150,6 @@ def test_fit_interactions(tmp_path, pristine, replace):
         assert ls.open("cf", home=home).dim == 3, point
         assert not leftovers(home), point
 
-    prelude = "import scipy.sparse, sklearn.decomposition"
-    action = f"ls.fit_interactions({str(ratings)!r}, into='cf', factors=3, home=HOME, replace={replace}).close()"
+    prelude = f"import scipy.sparse, sklearn.decomposition\nRATINGS = {str(ratings)!r}"
+    action = f"ls.fit_interactions(RATINGS, into='cf', factors=3, home=HOME, replace={replace}).close()"
     assert run(tmp_path, pristine, prelude, action, check) >= 4
