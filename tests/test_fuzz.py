@@ -90,6 +90,7 @@ def fuzz_config(target: str, examples: int, slow: bool) -> schemathesis.Config:
             # Schema-valid requests the engine refuses (k = 0, an unknown id) are answered 400/404 by
             # design, documented as 4XX; every other check runs.
             "checks": {"positive_data_acceptance": {"enabled": False}},
+            "request-timeout": 300.0,  # UMAP's first run compiles with numba: far over the 10 s default
         }
     )
 
