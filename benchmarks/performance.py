@@ -361,11 +361,12 @@ def server_first_request(home: Path, cli: list[str], requests: int = 20) -> dict
     try:
         while True:
             try:
-                urllib.request.urlopen(f"{base}/api/health", timeout=1).read()
+                urllib.request.urlopen(f"{base}/healthz", timeout=1).read()
                 break
             except OSError:
                 if server.poll() is not None or time.perf_counter() - started > 120:
-                    raise RuntimeError(f"the server did not start: {server.stderr.read().decode()[-500:]}") from None
+                    server.kill()  # so that its stderr ends and can be read
+                    raise RuntimeError(f"the server did not start: {server.communicate()[1].decode()[-500:]}") from None
                 time.sleep(0.05)
         ready = time.perf_counter() - started
 

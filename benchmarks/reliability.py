@@ -181,7 +181,8 @@ def disk_trials(trials: int) -> dict:
 
 def pytest_run(args: list[str], env: dict[str, str]) -> tuple[bool, str]:
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:warnings", *args],
+        # -m "": the slow cases too (the quick set deselects them by default), since a soak wants them all
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:warnings", "-m", "", *args],
         cwd=ROOT,
         env={**os.environ, **env},
         capture_output=True,
