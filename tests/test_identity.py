@@ -70,20 +70,25 @@ def test_foreign_index_is_rebuilt_on_open_with_a_warning(tmp_path, caplog):
     assert doctor("mine", home=home).healthy
 
 
-def test_index_of_other_contents_is_rebuilt(tmp_path, caplog):
-    """Same collection id (a folder copied), other rowids: the digest catches it."""
-    home = tmp_path / "home"
+def diverged_copy_index(home) -> None:
+    """Collection "a" and a copy "b" of its folder (same collection id) that each lost another item
+    (same sequence and count, other rowids); then b's index + checkpoint copied into a."""
     col = ls.create("a", encoder="precomputed", dim=DIM, home=home)
     col.add([f"v{i}" for i in range(50)], vectors=np.random.default_rng(0).normal(size=(50, DIM)))
     col.close()
     shutil.copytree(home / "a", home / "b")
-    for name, victim in (("a", "v1"), ("b", "v2")):  # same sequence and count, other rowids
+    for name, victim in (("a", "v1"), ("b", "v2")):
         col = ls.open(name, home=home)
         col.delete([victim])
         col.close()
-    copy_index_from, into = home / "b", home / "a"
     for file in (INDEX_FILE, CHECKPOINT_FILE):
-        shutil.copy(copy_index_from / file, into / file)
+        shutil.copy(home / "b" / file, home / "a" / file)
+
+
+def test_index_of_other_contents_is_rebuilt(tmp_path, caplog):
+    """Same collection id (a folder copied), other rowids: the digest catches it."""
+    home = tmp_path / "home"
+    diverged_copy_index(home)
     report = doctor("a", home=home)
     assert "does not hold the items" in next(f for f in report.findings if f.check == "faiss index").detail
     col = ls.open("a", home=home)
@@ -156,17 +161,7 @@ def test_a_checkpoint_from_before_identity_is_adopted_not_rebuilt(tmp_path, capl
 
 def test_an_old_checkpoint_over_foreign_contents_is_rebuilt(tmp_path, caplog):
     home = tmp_path / "home"
-    col = ls.create("a", encoder="precomputed", dim=DIM, home=home)
-    col.add([f"v{i}" for i in range(50)], vectors=np.random.default_rng(0).normal(size=(50, DIM)))
-    col.close()
-    shutil.copytree(home / "a", home / "b")
-    for name, victim in (("a", "v1"), ("b", "v2")):  # same sequence and count, other rowids
-        col = ls.open(name, home=home)
-        col.delete([victim])
-        col.close()
-    copy_index_from = home / "b"
-    for file in (INDEX_FILE, CHECKPOINT_FILE):
-        shutil.copy(copy_index_from / file, home / "a" / file)
+    diverged_copy_index(home)
     _strip_identity(home / "a")
     with caplog.at_level(logging.WARNING, logger="latentsearch"):
         col = ls.open("a", home=home)
