@@ -296,8 +296,8 @@ class Registry:
             return col
 
     def load_encoders(self) -> None:
-        """Open every collection and load the models they use (each model once), so that the first
-        request is as fast as the rest; logs one line per model with the time it took."""
+        """Open every collection, load its index and the models they use (each model once), so that
+        the first request is as fast as the rest; logs one line per model with the time it took."""
         from latentsearch.collection import list_collections
 
         by_encoder: dict[str, list[Any]] = {}
@@ -309,17 +309,18 @@ class Registry:
                 continue
             by_encoder.setdefault(col.encoder_name, []).append(col)
         for encoder, cols in by_encoder.items():
-            if encoder == "precomputed":
-                continue
             start = time.perf_counter()
             try:
                 for col in cols:
+                    col.load_encoder(background=True)  # the model loads while the index opens
+                    col.info()  # opens (or catches up) the index: the first search need not
                     col.load_encoder()
             except LatentSearchError as exc:
                 log.warning("cannot preload encoder %s: %s", encoder, exc)
                 continue
-            names = ", ".join(col.name for col in cols)
-            log.info("loaded encoder %s for %s in %.2fs", encoder, names, time.perf_counter() - start)
+            if encoder != "precomputed":  # no model: its indexes opened silently
+                names = ", ".join(col.name for col in cols)
+                log.info("loaded encoder %s for %s in %.2fs", encoder, names, time.perf_counter() - start)
 
     def forget(self, name: str) -> None:
         with self._lock:
