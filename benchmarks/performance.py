@@ -437,7 +437,13 @@ def main() -> None:
         parser.error(f"unknown sections {sorted(chosen - set(SECTIONS))}: choose from {', '.join(SECTIONS)}")
     saved = report.RESULTS / "performance.json"
     results: dict = json.loads(saved.read_text()) if args.only and saved.exists() else {}
-    results.pop("machine", None)
+    earlier = results.pop("machine", {}).get("date")
+    # The day each section last ran: sections kept from an earlier run keep their own date.
+    dates = results.setdefault("dates", {})
+    for section in SECTIONS:
+        dates.setdefault(section, earlier) if section not in chosen else dates.update(
+            {section: time.strftime("%Y-%m-%d")}
+        )
     n_base, n_queries = (20_000, 1_000) if args.quick else (60_000, 10_000)
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)
@@ -468,6 +474,17 @@ def main() -> None:
     path = report.save("performance", results)
     update_readme(results)
     print(f"saved {path}")
+
+
+def _dates(results: dict, machine: dict) -> str:
+    """When the figures were measured: one date, or each section's when reruns (--only) differ."""
+    dates = {k: v for k, v in results.get("dates", {}).items() if v}
+    if len(set(dates.values())) <= 1:
+        return machine["date"]
+    by_day: dict[str, list[str]] = {}
+    for section, day in dates.items():
+        by_day.setdefault(day, []).append(section)
+    return "; ".join(f"{', '.join(sections)} on {day}" for day, sections in sorted(by_day.items()))
 
 
 def update_readme(results: dict) -> None:
@@ -578,7 +595,7 @@ def update_readme(results: dict) -> None:
         f"which every text query paid before the ONNX path. `latentsearch serve`: answers after "
         f"{server['ready_seconds']:.1f}s (models loaded), first text search {server['first_ms']:.0f} ms, later ones "
         f"{server['median_ms']:.0f} ms (median).\n\n`python -m benchmarks.performance{' --quick' if results['quick'] else ''}` "
-        f"({results['base']:,} base vectors, {results['queries']:,} queries); {machine['cpu_count']} CPU cores, {machine['date']}."
+        f"({results['base']:,} base vectors, {results['queries']:,} queries); {machine['cpu_count']} CPU cores, {_dates(results, machine)}."
     )
     report.update_readme("performance", "".join(lines))
 
