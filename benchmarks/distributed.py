@@ -26,7 +26,7 @@ def main() -> None:
     import ray
 
     import latentsearch as ls
-    from latentsearch.demo import demo_corpus
+    from latentsearch.workflows.demo import demo_corpus
 
     ray.init(include_dashboard=False, log_to_driver=False)
     rng = np.random.default_rng(0)

@@ -60,7 +60,7 @@ def database_bytes(col) -> int:
 
 def first_use_ms(col, where: str, repeats: int = 5) -> tuple[float, int]:
     """Median time of the SQL that finds a filter's items (what a filter's first use costs)."""
-    from latentsearch.filters import compile_filter
+    from latentsearch.storage.filters import compile_filter
 
     sql, params = compile_filter(where)
     times, found = [], 0

@@ -61,7 +61,7 @@ def knn_accuracy(train: np.ndarray, train_labels: np.ndarray, test: np.ndarray, 
 def outlier_auc(train: np.ndarray, test: np.ndarray, is_anomaly: np.ndarray) -> float:
     from sklearn.metrics import roc_auc_score
 
-    from latentsearch.outliers import KNNScorer
+    from latentsearch.analysis.outliers import KNNScorer
 
     return float(roc_auc_score(is_anomaly, KNNScorer(10).fit(train).score_samples(test)))
 
@@ -70,8 +70,9 @@ def main() -> None:
     from PIL import Image
     from sklearn.metrics import roc_auc_score
 
-    from latentsearch.align import train_alignment
-    from latentsearch.autoencoder import (
+    from latentsearch.encoders import get_encoder
+    from latentsearch.encoders.align import train_alignment
+    from latentsearch.encoders.autoencoder import (
         AutoencoderConfig,
         AutoencoderEncoder,
         save_autoencoder,
@@ -79,7 +80,6 @@ def main() -> None:
         save_strip,
         train_autoencoder,
     )
-    from latentsearch.encoders import get_encoder
 
     data = fashion_mnist()
     classes = data["classes"]
@@ -108,7 +108,7 @@ def main() -> None:
     config = AutoencoderConfig(image_size=28 + 4, channels=1, latent_dim=16, variational=True)
     ae_idx = balanced(data["train_labels"], N_AE_TRAIN, SEED + 1, exclude=ANOMALY_CLASS)
     ae_pil = [Image.fromarray(im) for im in data["train_images"][ae_idx]]
-    from latentsearch.autoencoder import images_to_array
+    from latentsearch.encoders.autoencoder import images_to_array
 
     ae_train = images_to_array(ae_pil, config)
     start = time.perf_counter()

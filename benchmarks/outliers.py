@@ -45,7 +45,7 @@ def methods() -> dict[str, Callable[[np.ndarray], np.ndarray]]:
     from pyod.models.knn import KNN
     from sklearn.ensemble import IsolationForest
 
-    from latentsearch.outliers import make_scorer
+    from latentsearch.analysis.outliers import make_scorer
 
     def ours(method: str, **options) -> Callable[[np.ndarray], np.ndarray]:
         return lambda x: make_scorer(method, **options).fit(x).train_scores_

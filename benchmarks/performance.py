@@ -195,10 +195,10 @@ def ingest(home: Path, quick: bool) -> dict:
     `SentenceTransformer.encode` (batch 32), the encoders alone (onnx, PyTorch, int8), and
     EfficientNet-Lite0 images per second on onnxruntime vs PyTorch; best of 3 alternating rounds."""
     import latentsearch as ls
-    from latentsearch.demo import demo_corpus
     from latentsearch.encoders import get_encoder
     from latentsearch.encoders.image import EfficientNetLite0Encoder
     from latentsearch.encoders.minilm import MiniLMEncoder
+    from latentsearch.workflows.demo import demo_corpus
 
     texts = [item["text"] for item in demo_corpus()][: 400 if quick else 1000]
     onnx_minilm, torch_minilm, int8 = get_encoder("minilm"), MiniLMEncoder(backend="torch"), get_encoder("minilm-int8")

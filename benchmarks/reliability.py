@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import report
-from latentsearch.index import INDEX_KINDS
+from latentsearch.index.faiss_index import INDEX_KINDS
 from tests.faults import DIM, run_trial
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,8 +80,8 @@ def disk_trials(trials: int) -> dict:
     import subprocess as sp
 
     import latentsearch as ls
-    from latentsearch.doctor import doctor
     from latentsearch.errors import DiskFullError, ReadOnlyError
+    from latentsearch.workflows.doctor import doctor
 
     totals = {"disk_full": {"trials": 0, "refusals": 0, "acknowledged": 0, "problems": 0, "examples": []}}
     totals["read_only"] = {"trials": 0, "reads": 0, "refused_writes": 0, "problems": 0, "examples": []}

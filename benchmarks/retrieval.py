@@ -153,7 +153,7 @@ def evaluate(col, queries: list[tuple[str, set[str]]]) -> tuple[dict, dict]:
 
 def datasets(rebuild: bool):
     """Yield (name, collection, [(query, relevant ids)]) for each benchmark set."""
-    from latentsearch.demo import demo_corpus
+    from latentsearch.workflows.demo import demo_corpus
 
     home = cache_dir() / "home"
     docs = reuters()["docs"]

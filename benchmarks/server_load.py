@@ -92,7 +92,7 @@ def main() -> None:
         col.add([f"base{i}" for i in range(BASE)], vectors=rng.normal(size=(BASE, DIM)).astype(np.float32))
         col.close()
         texts = ls.create("texts", encoder="minilm", home=home)
-        from latentsearch.demo import demo_corpus
+        from latentsearch.workflows.demo import demo_corpus
 
         corpus = demo_corpus(300)
         texts.add([c["id"] for c in corpus], [c["text"] for c in corpus])

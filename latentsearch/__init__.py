@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .errors import (
+from latentsearch.errors import (
     CollectionNotFoundError,
     ConflictError,
     CorruptCollectionError,
@@ -28,18 +28,23 @@ from .errors import (
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from .collection import Collection, create, drop, list_collections
-    from .collection import open_collection as open  # noqa: A004
-    from .interactions import fit_interactions
-    from .records import Hit, Item
+    from latentsearch.collection import Collection, create, drop, list_collections
+    from latentsearch.collection import open_collection as open  # noqa: A004
+    from latentsearch.connection import Connection, connect
+    from latentsearch.records import Hit, Item
+    from latentsearch.search.request import SearchRequest
+    from latentsearch.workflows.interactions import fit_interactions
 
 _LAZY = {
     "Collection": ("collection", "Collection"),
+    "Connection": ("connection", "Connection"),
+    "connect": ("connection", "connect"),
+    "SearchRequest": ("search.request", "SearchRequest"),
     "create": ("collection", "create"),
     "open": ("collection", "open_collection"),
     "list_collections": ("collection", "list_collections"),
     "drop": ("collection", "drop"),
-    "fit_interactions": ("interactions", "fit_interactions"),
+    "fit_interactions": ("workflows.interactions", "fit_interactions"),
     "Hit": ("records", "Hit"),
     "Item": ("records", "Item"),
 }
@@ -56,6 +61,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "Collection",
+    "Connection",
     "CollectionNotFoundError",
     "ConflictError",
     "CorruptCollectionError",
@@ -64,10 +70,12 @@ __all__ = [
     "Hit",
     "InvalidInputError",
     "Item",
+    "SearchRequest",
     "ItemNotFoundError",
     "LatentSearchError",
     "LockTimeoutError",
     "NotFoundError",
+    "connect",
     "create",
     "drop",
     "fit_interactions",

@@ -16,9 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from . import paths
-from .encoders import Encoder, get_encoder
-from .errors import (
+from latentsearch import paths
+from latentsearch.analysis.latent import LatentSpaceMethods
+from latentsearch.analysis.outliers import OutlierMethods
+from latentsearch.analysis.recommend import RecommendMethods
+from latentsearch.encoders import Encoder, get_encoder
+from latentsearch.errors import (
     CollectionNotFoundError,
     ConflictError,
     EncoderMismatchError,
@@ -26,15 +29,12 @@ from .errors import (
     ItemNotFoundError,
     LatentSearchError,
 )
-from .fileio import fsync_path, process_alive
-from .filters import Filter, compile_filter, field_expression
-from .index import METRICS, ProgressFn, VectorIndex, validate_spec
-from .latent import LatentSpaceMethods
-from .limits import MAX_DIM, check_int, check_json_value, check_text
-from .outliers import OutlierMethods
-from .recommend import RecommendMethods
-from .records import Hit, Item
-from .storage import DB_FILE, FORMAT_VERSION, Store
+from latentsearch.fileio import fsync_path, process_alive
+from latentsearch.index.faiss_index import METRICS, ProgressFn, VectorIndex, validate_spec
+from latentsearch.limits import MAX_DIM, check_int, check_json_value, check_text
+from latentsearch.records import Hit, Item
+from latentsearch.storage.filters import Filter, compile_filter, field_expression
+from latentsearch.storage.store import DB_FILE, FORMAT_VERSION, Store
 
 log = logging.getLogger("latentsearch")
 
@@ -252,7 +252,7 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
             matrix = self.prepare_vectors(vectors, expected=n)
         kind = "text" if texts_list is not None else "image" if images else "uri" if uris_list else "vector"
         if kind == "image" and thumbnails is None:
-            from .encoders.image import thumbnail_bytes
+            from latentsearch.encoders.image import thumbnail_bytes
 
             thumbnails = [thumbnail_bytes(u) for u in uris_list]
         with self._lock:
@@ -477,7 +477,7 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
         results when ``k`` items match. ``explain`` fills each hit's ``details`` with every mode's rank and score.
         ``ef_search`` (HNSW) and ``nprobe`` (IVF) trade speed for recall per query.
         """
-        from .search import search
+        from latentsearch.search.engine import search
 
         return search(
             self,
@@ -507,7 +507,7 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
         """Vector search for many queries (an (n, dim) array or a list of texts) in one call: one FAISS
         search and one SQLite read for all of them. Returns one list of hits per query; ``exclude``
         ids never appear."""
-        from .search import search_batch
+        from latentsearch.search.engine import search_batch
 
         return search_batch(self, queries, k=k, where=where, exclude=exclude, ef_search=ef_search, nprobe=nprobe)
 
@@ -554,9 +554,9 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
         ``method``: ``knn``, ``lof``, ``iforest``, ``ensemble``, or ``reconstruction`` (autoencoder
         collections: each image's reconstruction error); one threshold of ``contamination``
         (default 0.01), ``percentile`` or ``fpr`` (conformal false-alarm rate). See
-        :mod:`latentsearch.outliers`.
+        :mod:`latentsearch.analysis.outliers`.
         """
-        from .outliers import ReconstructionScorer, make_scorer
+        from latentsearch.analysis.outliers import ReconstructionScorer, make_scorer
 
         key = (method, k, contamination, percentile, fpr, self.store.seq)
         cached = getattr(self, "_scorer_cache", None)
@@ -592,10 +592,10 @@ def create(
     ``encoder`` is ``minilm``, ``st:PATH`` or ``precomputed`` (then ``dim`` is required); ``index`` is
     ``auto``, ``flat``, ``hnsw``, ``ivf``, ``ivfpq``, ``sq8`` or ``faiss:FACTORY``; ``metric`` is
     ``cosine``, ``ip`` or ``l2``. ``shards`` splits it over that many Ray actors
-    (:mod:`latentsearch.distributed`; ``ray_address`` of an existing cluster, else a local one).
+    (:mod:`latentsearch.backends.sharded`; ``ray_address`` of an existing cluster, else a local one).
     """
     if shards is not None:
-        from .distributed import create_sharded
+        from latentsearch.backends.sharded import create_sharded
 
         return create_sharded(  # type: ignore[return-value]
             name, shards=shards, encoder=encoder, index=index, metric=metric, dim=dim, home=home, address=ray_address
@@ -686,7 +686,7 @@ def check_settings(*, encoder: str, index: str, metric: str, dim: int | None) ->
     collections): a known encoder, a dimension it makes (or, for ``precomputed``, one from 1 to
     :data:`~latentsearch.limits.MAX_DIM`), a known metric, and an index FAISS can build for them.
     Returns the encoder and the dimension."""
-    from .index import check_index
+    from latentsearch.index.faiss_index import check_index
 
     if not isinstance(encoder, str):
         raise InvalidInputError(f"encoder must be a name such as 'minilm', got {encoder!r}")
@@ -717,7 +717,7 @@ def open_collection(
     A sharded collection opens on Ray (``ray_address`` of a cluster, else a local Ray)."""
     folder = paths.collection_dir(name, home)
     if (folder / "sharded.json").exists():
-        from .distributed import open_sharded
+        from latentsearch.backends.sharded import open_sharded
 
         return open_sharded(name, home=home, address=ray_address)  # type: ignore[return-value]
     if not (folder / DB_FILE).exists():
@@ -748,7 +748,7 @@ def summarize(
     A collection that cannot be opened (a damaged file, a missing model) is reported with a ``problem``
     instead of failing the whole listing. ``opener`` returns an already opened collection (the server's).
     """
-    from .distributed import describe_offline, is_sharded
+    from latentsearch.backends.sharded import describe_offline, is_sharded
 
     try:
         if opener is None and is_sharded(name, home):

@@ -9,7 +9,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import DiskFullError, ReadOnlyError
+from latentsearch.errors import DiskFullError, ReadOnlyError
 
 # errno values that mean "this folder may not be written": a read-only mount, or no write permission.
 READ_ONLY_ERRNOS = (errno.EROFS, errno.EACCES, errno.EPERM)

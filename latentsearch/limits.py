@@ -13,7 +13,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from .errors import InvalidInputError
+from latentsearch.errors import InvalidInputError
 
 MAX_K = 10_000  # results of one search, recommendation, outlier listing or check
 MAX_NESTING = 32  # levels of objects/arrays in metadata, and of $and/$or/$not/parentheses in filters

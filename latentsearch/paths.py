@@ -6,7 +6,7 @@ import os
 import re
 from pathlib import Path
 
-from .errors import InvalidInputError
+from latentsearch.errors import InvalidInputError
 
 HOME_ENV = "LATENTSEARCH_HOME"
 DEFAULT_HOME = "indexes"

@@ -14,7 +14,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from .fileio import file_sha256, fsync_replace
+from latentsearch.fileio import file_sha256, fsync_replace
 
 CACHE_ENV = "LATENTSEARCH_CACHE"
 _DIGESTS = "digests.json"

@@ -12,7 +12,8 @@ import torch
 from PIL import Image
 from sklearn.datasets import load_digits, load_sample_images
 
-from latentsearch.autoencoder import (
+from latentsearch.encoders import Encoder
+from latentsearch.encoders.autoencoder import (
     AutoencoderConfig,
     AutoencoderEncoder,
     ConvAutoencoder,
@@ -25,7 +26,6 @@ from latentsearch.autoencoder import (
     save_strip,
     train_autoencoder,
 )
-from latentsearch.encoders import Encoder
 from latentsearch.errors import InvalidInputError
 from latentsearch.fileio import file_sha256
 

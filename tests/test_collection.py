@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import latentsearch as ls
-from latentsearch.index import CHECKPOINT_FILE, INDEX_FILE
+from latentsearch.index.faiss_index import CHECKPOINT_FILE, INDEX_FILE
 
 from .conftest import random_vectors
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import latentsearch as ls
-from latentsearch.doctor import doctor
+from latentsearch.workflows.doctor import doctor
 
 from .faults import crash_points
 

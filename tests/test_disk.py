@@ -20,9 +20,9 @@ from typer.testing import CliRunner
 import latentsearch as ls
 from latentsearch import fileio
 from latentsearch.cli import app
-from latentsearch.doctor import doctor
 from latentsearch.errors import DiskFullError, ReadOnlyError
 from latentsearch.fileio import file_sha256
+from latentsearch.workflows.doctor import doctor
 
 DIM = 32
 
@@ -201,7 +201,7 @@ def test_projection_cache_on_a_full_disk_still_answers(tmp_path, monkeypatch, ca
     home = tmp_path / "home"
     make(home)
     col = ls.open("c", home=home)
-    import latentsearch.latent as latent
+    import latentsearch.analysis.latent as latent
 
     monkeypatch.setattr(latent.np, "savez", enospc)
     assert len(col.project("pca").ids) == 300
@@ -228,7 +228,7 @@ def make_readable(home: Path, *, drop_index: bool = False) -> None:
 
 
 def check_reads(home: Path, monkeypatch) -> None:
-    import latentsearch.latent as latent
+    import latentsearch.analysis.latent as latent
 
     col = ls.open("c", home=home)
     assert col.store.read_only
@@ -338,8 +338,8 @@ def test_read_only_folder_simulated(tmp_path, monkeypatch):
     permission) and SQLite is opened with mode=ro; the same reads and refusals."""
     home = tmp_path / "home"
     make_readable(home)
-    import latentsearch.doctor as doctor_module
-    import latentsearch.storage as storage
+    import latentsearch.storage.store as storage
+    import latentsearch.workflows.doctor as doctor_module
 
     monkeypatch.setattr(storage, "folder_writable", lambda folder: False)
     monkeypatch.setattr(doctor_module, "folder_writable", lambda folder: False)
@@ -350,7 +350,7 @@ def test_http_on_read_only_and_full_data(tmp_path, monkeypatch):
     """HTTP: reads answer 200, writes 409 (read-only) or 507 (disk full) in the error shape, never 500."""
     from fastapi.testclient import TestClient
 
-    import latentsearch.storage as storage
+    import latentsearch.storage.store as storage
     from latentsearch.server import create_app
 
     home = tmp_path / "home"

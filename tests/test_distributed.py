@@ -10,7 +10,7 @@ import latentsearch as ls
 
 ray = pytest.importorskip("ray", reason='needs Ray: pip install "latentsearch[distributed]"')
 
-from latentsearch.distributed import ShardError, is_sharded, shard_of  # noqa: E402
+from latentsearch.backends.sharded import ShardError, is_sharded, shard_of  # noqa: E402
 
 from .conftest import random_vectors, topic_items  # noqa: E402
 
@@ -135,7 +135,7 @@ def test_learned_users_on_shards_equal_one_collection(home, tmp_path):
 def test_sharded_fit_interactions_and_create_are_atomic(home, tmp_path, monkeypatch):
     """Sharded collections are built in a hidden work folder too: a failure while storing the users
     (or while creating the shards) leaves nothing under the name, and a rerun builds it whole."""
-    from latentsearch.distributed import ShardedCollection
+    from latentsearch.backends.sharded import ShardedCollection
 
     path = tmp_path / "ratings.csv"
     path.write_text("user_id,item_id\n" + "".join(f"u{u},i{(u + j) % 9}\n" for u in range(12) for j in range(3)))

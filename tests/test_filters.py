@@ -5,7 +5,7 @@ import pytest
 
 import latentsearch as ls
 from latentsearch.errors import FilterError
-from latentsearch.filters import compile_filter, parse_expression
+from latentsearch.storage.filters import compile_filter, parse_expression
 
 
 def test_expression_parses_to_dict_form():

@@ -7,8 +7,8 @@ from typer.testing import CliRunner
 
 import latentsearch as ls
 from latentsearch.cli import app
-from latentsearch.lexical import fts_query
-from latentsearch.search import fuse
+from latentsearch.search.engine import fuse
+from latentsearch.storage.fulltext import fts_query
 
 from .conftest import topic_items
 

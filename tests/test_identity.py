@@ -11,8 +11,8 @@ from typer.testing import CliRunner
 
 import latentsearch as ls
 from latentsearch.cli import app
-from latentsearch.doctor import doctor
-from latentsearch.index import CHECKPOINT_FILE, INDEX_FILE, Checkpoint
+from latentsearch.index.faiss_index import CHECKPOINT_FILE, INDEX_FILE, Checkpoint
+from latentsearch.workflows.doctor import doctor
 
 DIM = 8
 # Collection sizes at which each kind is really built (not its exact stand-in).

@@ -8,10 +8,10 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import latentsearch as ls
-from latentsearch.align import train_alignment
 from latentsearch.cli import app
 from latentsearch.encoders import get_encoder
-from latentsearch.ingest import read_input
+from latentsearch.encoders.align import train_alignment
+from latentsearch.io.ingest import read_input
 
 from .tiny_clip import build_tiny_clip
 
@@ -41,7 +41,7 @@ def pictures(image_folder, tmp_path_factory):
     home = tmp_path_factory.mktemp("home")
     col = ls.create("pictures", encoder="efficientnet-lite0", home=home)
     records = read_input(image_folder, images=True)
-    from latentsearch.ingest import ingest
+    from latentsearch.io.ingest import ingest
 
     ingest(col, records)
     yield col, records
@@ -155,7 +155,7 @@ def test_alignment_makes_text_find_the_right_images(home):
 
 
 def test_align_collection_end_to_end(pictures, tmp_path):
-    from latentsearch.align import align_collection
+    from latentsearch.encoders.align import align_collection
 
     col, _ = pictures
     captions = {
@@ -241,7 +241,7 @@ def test_image_map_shows_thumbnails_on_hover(pictures, tmp_path):
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
 
-    from latentsearch.plots import write_map
+    from latentsearch.analysis.plots import write_map
 
     from .browser import browser
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import latentsearch as ls
-from latentsearch.ingest import ingest, read_input
+from latentsearch.io.ingest import ingest, read_input
 
 from .conftest import random_vectors
 

@@ -8,9 +8,9 @@ import pytest
 from typer.testing import CliRunner
 
 import latentsearch as ls
+from latentsearch.analysis.latent import CACHE_DIR, slerp
+from latentsearch.analysis.plots import PNG_SIZE, write_map
 from latentsearch.cli import app
-from latentsearch.latent import CACHE_DIR, slerp
-from latentsearch.plots import PNG_SIZE, write_map
 
 from .browser import browser
 from .conftest import random_vectors
@@ -53,7 +53,7 @@ def test_projection_cache_is_invalidated_by_changes(home):
 
 
 def test_metadata_updates_keep_unfiltered_projections(home, monkeypatch):
-    import latentsearch.latent as latent
+    import latentsearch.analysis.latent as latent
 
     col = ls.create("p", encoder="precomputed", dim=8, home=home)
     col.add([f"v{i}" for i in range(30)], vectors=random_vectors(30, 8), metadata=[{"g": i % 2} for i in range(30)])

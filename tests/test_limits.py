@@ -306,7 +306,7 @@ def test_any_integer_in_a_filter_compiles_or_gives_one_line(vecs, number, op):
 def test_any_nesting_depth_compiles_or_gives_one_line(depth):
     """Dicts and expressions of any depth: compiled when within the limit, else a FilterError, never a
     RecursionError."""
-    from latentsearch.filters import compile_filter
+    from latentsearch.storage.filters import compile_filter
 
     for where in (deep_filter(depth), "not " * (depth - 1) + "n = 1", "(" * depth + "n = 1" + ")" * depth):
         if depth <= limits.MAX_NESTING:

@@ -7,8 +7,8 @@ import pytest
 from typer.testing import CliRunner
 
 import latentsearch as ls
+from latentsearch.analysis.outliers import EnsembleScorer, IsolationForestScorer, KNNScorer, LOFScorer, make_scorer
 from latentsearch.cli import app
-from latentsearch.outliers import EnsembleScorer, IsolationForestScorer, KNNScorer, LOFScorer, make_scorer
 
 
 def planted(n=1000, n_out=10, dim=8, seed=0):

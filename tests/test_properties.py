@@ -19,8 +19,8 @@ from typer.testing import CliRunner
 
 import latentsearch as ls
 from latentsearch.cli import app
-from latentsearch.filters import compile_filter
 from latentsearch.server import create_app
+from latentsearch.storage.filters import compile_filter
 
 EXAMPLES = int(os.environ.get("LATENTSEARCH_FUZZ_EXAMPLES", "40"))
 fuzz = settings(

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-import latentsearch.distributed as distributed
+import latentsearch.backends.sharded as distributed
 
 pytest.importorskip("ray")
 

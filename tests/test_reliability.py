@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import latentsearch as ls
-from latentsearch.doctor import doctor
+from latentsearch.workflows.doctor import doctor
 
 from .faults import DIM, crash_points, run_trial
 
@@ -166,7 +166,7 @@ def test_a_repair_killed_at_any_file_operation_never_loses_the_collection(home, 
         col.close()
         assert not list((home / "broken").glob(".salvage-*")), point  # nothing half-made is left
 
-    prelude = f"from latentsearch.doctor import doctor\nHOME = {str(home)!r}"
+    prelude = f"from latentsearch.workflows.doctor import doctor\nHOME = {str(home)!r}"
     assert crash_points(tmp_path, prelude, "doctor('broken', home=HOME, repair=True)", reset, check) > 3
 
 
@@ -224,12 +224,12 @@ def test_autoencoder_save_killed_at_any_file_operation_leaves_a_loadable_model(t
     completes and leaves no temp files."""
     import shutil
 
-    from latentsearch.autoencoder import load_autoencoder
+    from latentsearch.encoders.autoencoder import load_autoencoder
 
     folder = tmp_path / "model"
     prelude = f"""
         import numpy as np
-        from latentsearch.autoencoder import AutoencoderConfig, train_autoencoder, save_autoencoder
+        from latentsearch.encoders.autoencoder import AutoencoderConfig, train_autoencoder, save_autoencoder
         FOLDER = {str(folder)!r}
         config = AutoencoderConfig(image_size=8, latent_dim=4, base_filters=8)
         images = np.random.default_rng(0).random((16, 1, 8, 8)).astype("float32")
@@ -249,7 +249,7 @@ def test_autoencoder_save_killed_at_any_file_operation_leaves_a_loadable_model(t
             assert not over_an_old_model, point  # the old model is never lost
         if not folder.exists():
             return
-        from latentsearch.autoencoder import AutoencoderConfig, ConvAutoencoder, save_autoencoder
+        from latentsearch.encoders.autoencoder import AutoencoderConfig, ConvAutoencoder, save_autoencoder
 
         config = AutoencoderConfig(image_size=8, latent_dim=4, base_filters=8)
         save_autoencoder(ConvAutoencoder(config), config, folder)  # the next save completes over the debris

@@ -15,7 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from ..errors import InvalidInputError
+from latentsearch.errors import InvalidInputError
 
 
 @runtime_checkable
@@ -75,9 +75,9 @@ def get_encoder(spec: str) -> Encoder:
 
 
 def _register_builtins() -> None:
-    from .image import EfficientNetLite0Encoder
-    from .precomputed import PrecomputedEncoder
-    from .text import SentenceTransformerEncoder
+    from latentsearch.encoders.image import EfficientNetLite0Encoder
+    from latentsearch.encoders.precomputed import PrecomputedEncoder
+    from latentsearch.encoders.text import SentenceTransformerEncoder
 
     register_encoder("minilm", _minilm)
     register_encoder("minilm-int8", _minilm_int8)
@@ -89,25 +89,25 @@ def _register_builtins() -> None:
 
 
 def _autoencoder(path: str) -> Encoder:
-    from ..autoencoder import AutoencoderEncoder  # imports torch: only when this encoder is used
+    from latentsearch.encoders.autoencoder import AutoencoderEncoder  # imports torch: only when this encoder is used
 
     return AutoencoderEncoder(path)
 
 
 def _minilm(_: str) -> Encoder:
-    from .minilm import MiniLMEncoder
+    from latentsearch.encoders.minilm import MiniLMEncoder
 
     return MiniLMEncoder()
 
 
 def _minilm_int8(_: str) -> Encoder:
-    from .minilm import MiniLMInt8Encoder
+    from latentsearch.encoders.minilm import MiniLMInt8Encoder
 
     return MiniLMInt8Encoder()
 
 
 def _aligned(folder: str) -> Encoder:
-    from ..align import AlignedEncoder
+    from latentsearch.encoders.align import AlignedEncoder
 
     return AlignedEncoder(folder)
 

@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import LatentSearchError
-from .onnx import OnnxTextModel, inference_session
+from latentsearch.encoders.onnx import OnnxTextModel, inference_session
+from latentsearch.errors import LatentSearchError
 
 TEXT_TOLERANCE = 1e-5
 IMAGE_TOLERANCE = 1e-4
@@ -114,7 +114,7 @@ def export_sentence_transformer(model_dir: Path, folder: Path, *, dim: int, max_
     its mean-pooled vectors against sentence-transformers' own on the probe texts."""
     import torch
 
-    from .text import SentenceTransformerEncoder
+    from latentsearch.encoders.text import SentenceTransformerEncoder
 
     reference = SentenceTransformerEncoder(model_dir)
     example = torch.ones(2, 8, dtype=torch.long)

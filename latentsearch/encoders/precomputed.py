@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InvalidInputError
+from latentsearch.errors import InvalidInputError
 
 
 class PrecomputedEncoder:

@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InvalidInputError
-from ..usercache import verified_sha256
+from latentsearch.errors import InvalidInputError
+from latentsearch.usercache import verified_sha256
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".onnx")
 
@@ -104,7 +104,7 @@ class SentenceTransformerEncoder:
         if texts:
             out[texts] = self._encode(check_texts([inputs[i] for i in texts]), batch_size)
         if images:
-            from .image import open_image
+            from latentsearch.encoders.image import open_image
 
             out[images] = self._encode([open_image(inputs[i]) for i in images], batch_size)
         return out

@@ -20,12 +20,12 @@ from typing import Any
 
 import numpy as np
 
-from . import paths
-from .errors import CollectionNotFoundError, FilterError
-from .fileio import folder_writable, fsync_replace, process_alive, read_only_error
-from .filters import field_expression
-from .latent import CACHE_DIR
-from .storage import DB_FILE, FIELD_INDEX_PREFIX
+from latentsearch import paths
+from latentsearch.analysis.latent import CACHE_DIR
+from latentsearch.errors import CollectionNotFoundError, FilterError
+from latentsearch.fileio import folder_writable, fsync_replace, process_alive, read_only_error
+from latentsearch.storage.filters import field_expression
+from latentsearch.storage.store import DB_FILE, FIELD_INDEX_PREFIX
 
 SALVAGE_CHUNK = 256
 
@@ -129,7 +129,7 @@ def salvage(db: Path) -> tuple[int | None, int]:
 
     Returns ``(items salvaged, chunks lost)``, or ``(None, 0)`` when not even the schema is readable.
     """
-    from .storage import Store
+    from latentsearch.storage.store import Store
 
     try:
         old = sqlite3.connect(db)
@@ -200,7 +200,7 @@ def _keep_as(path: Path, name: Path) -> None:
 def _connect(db: Path) -> sqlite3.Connection:
     """A connection to check ``db`` through: read-only (as the collection opens it) when its folder
     cannot be written, so a read-only mount is checked, not reported as damaged."""
-    from .storage import Store
+    from latentsearch.storage.store import Store
 
     if folder_writable(db.parent):
         return sqlite3.connect(db)
@@ -236,7 +236,7 @@ def _check_contents(db: Path, report: Report, repair: bool) -> None:
 
 
 def _check_index(name: str, home: Any, report: Report, repair: bool) -> None:
-    from .collection import open_collection
+    from latentsearch.collection import open_collection
 
     col = open_collection(name, home=home)
     try:

@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConflictError, CorruptCollectionError, ItemNotFoundError, LockTimeoutError
-from .fileio import disk_full_error, folder_writable, is_disk_full, nearly_full, read_only_error
+from latentsearch.errors import ConflictError, CorruptCollectionError, ItemNotFoundError, LockTimeoutError
+from latentsearch.fileio import disk_full_error, folder_writable, is_disk_full, nearly_full, read_only_error
 
 FORMAT_VERSION = 1
 DB_FILE = "collection.sqlite"
@@ -436,7 +436,7 @@ class Store:
             return int(conn.execute(sql).fetchone()[0])
 
     def rowids_digest_at(self, seq: int, max_rowid: int, prime: int) -> str:
-        """:func:`latentsearch.index.rowids_digest` of the rowids that were live at change sequence
+        """:func:`latentsearch.index.faiss_index.rowids_digest` of the rowids that were live at change sequence
         ``seq``: those written at or before it and still here, plus those deleted since that existed
         then (rowids only grow, so they are the ones up to ``max_rowid``, the largest live rowid at
         ``seq``). One statement, so one snapshot, over the small ``items_seq`` index, not the rows."""

@@ -34,9 +34,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
-from . import limits, paths
-from .distributed import SHARDED_FILE
-from .errors import (
+from latentsearch import limits, paths
+from latentsearch.backends.sharded import SHARDED_FILE
+from latentsearch.errors import (
     ClusterUnavailableError,
     ConflictError,
     DiskFullError,
@@ -47,7 +47,7 @@ from .errors import (
     NotFoundError,
     ReadOnlyError,
 )
-from .storage import DB_FILE
+from latentsearch.storage.store import DB_FILE
 
 # uvicorn's own logger for general messages: its lines show beside "Application startup complete".
 log = logging.getLogger("uvicorn.error")

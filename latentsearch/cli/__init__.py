@@ -21,7 +21,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from .errors import InvalidInputError, LatentSearchError
+from latentsearch.errors import InvalidInputError, LatentSearchError
 
 app = typer.Typer(
     name="latentsearch",
@@ -129,7 +129,7 @@ def _model_loading(col: Any, needed: bool = True) -> Iterator[None]:
 
         def note() -> None:
             if thread.is_alive():
-                from .encoders import get_encoder
+                from latentsearch.encoders import get_encoder
 
                 encoder = get_encoder(col.encoder_name)
                 message = getattr(encoder, "loading_message", None) or f"loading model {col.encoder_name}…"
@@ -280,7 +280,7 @@ def add(
     home: HomeOption = None,
 ) -> None:
     """Add items from a file or folder (encoded in batches, with a progress bar)."""
-    from .ingest import ingest, read_input
+    from latentsearch.io.ingest import ingest, read_input
 
     fields = [f.strip() for f in metadata_fields.split(",") if f.strip()] if metadata_fields else None
     with _open(name, home) as col:
@@ -357,7 +357,7 @@ def update_metadata(
     home: HomeOption = None,
 ) -> None:
     """Merge fields into items' metadata (a JSON null removes a field); all or nothing."""
-    from .ingest import read_metadata_updates
+    from latentsearch.io.ingest import read_metadata_updates
 
     updates = read_metadata_updates(source, id_field=id_field)
     with _open(name, home) as col:
@@ -550,7 +550,7 @@ def fit_interactions(
     home: HomeOption = None,
 ) -> None:
     """Learn item and user vectors from interactions (truncated SVD) and store them as a collection."""
-    from .interactions import fit_interactions as fit
+    from latentsearch.workflows.interactions import fit_interactions as fit
 
     start = perf_counter()
     with progress_bar(f"storing item vectors in {into}") as update:
@@ -679,7 +679,7 @@ def map_(
     home: HomeOption = None,
 ) -> None:
     """Draw the latent space as a 2-D/3-D map (PCA, t-SNE or UMAP), coloured by a field."""
-    from .plots import write_map
+    from latentsearch.analysis.plots import write_map
 
     with _open(name, home) as col:
         route = None
@@ -773,7 +773,7 @@ def align(
 ) -> None:
     """Learn a projection from image vectors into a text encoder's space from captioned images, so
     text queries search images without a CLIP model."""
-    from .align import align_collection
+    from latentsearch.encoders.align import align_collection
 
     with _open(name, home) as col, progress_bar("training the alignment (epochs)") as update:
         aligned, losses = align_collection(
@@ -807,7 +807,7 @@ def train_autoencoder(
     """Train a convolutional autoencoder (or VAE) on your images; use it as encoder ae:OUT."""
     import numpy as np
 
-    from . import autoencoder as ae
+    from latentsearch.encoders import autoencoder as ae
 
     config = ae.AutoencoderConfig(
         image_size=image_size, channels=3 if rgb else 1, latent_dim=latent_dim, variational=variational
@@ -844,7 +844,7 @@ def ae_interpolate(
     steps: Annotated[int, typer.Option(help="Images in the strip, ends included.")] = 8,
 ) -> None:
     """Decode evenly spaced points between two images' latents into a strip PNG."""
-    from . import autoencoder as ae
+    from latentsearch.encoders import autoencoder as ae
 
     encoder = ae.AutoencoderEncoder(model)
     written = ae.save_strip(encoder.interpolate(start, end, steps=steps), out)
@@ -859,7 +859,7 @@ def ae_sample(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
     """Decode random latents from the prior N(0, I) into a grid PNG of new images."""
-    from . import autoencoder as ae
+    from latentsearch.encoders import autoencoder as ae
 
     written = ae.save_grid(ae.AutoencoderEncoder(model).sample(n, seed=seed), out)
     console.print(f"wrote {written}: {n} samples")
@@ -875,7 +875,7 @@ def doctor(
     as_json: JsonOption = False,
 ) -> None:
     """Check a collection's files (SQLite, vectors, full-text and FAISS indexes) and repair them."""
-    from .doctor import doctor as run_doctor
+    from latentsearch.workflows.doctor import doctor as run_doctor
 
     report = run_doctor(name, home=home, repair=repair)
     if as_json:
@@ -912,7 +912,7 @@ def serve(
 ) -> None:
     """Serve the collections over HTTP (API at /api, docs at /docs, a web page at /)."""
     try:
-        from .server import serve as run_server
+        from latentsearch.server import serve as run_server
     except ImportError:
         raise InvalidInputError('the server needs its extra: pip install "latentsearch[server]"') from None
     console.print(f"latentsearch on http://{host}:{port}/ (API docs at /docs)")
@@ -938,9 +938,8 @@ def demo(
 ) -> None:
     """Build a collection from Python's own documentation (no download) and run a few searches."""
     import latentsearch as ls
-
-    from .demo import DEMO_QUERIES, demo_corpus
-    from .ingest import Records, ingest
+    from latentsearch.io.ingest import Records, ingest
+    from latentsearch.workflows.demo import DEMO_QUERIES, demo_corpus
 
     items = demo_corpus()
     if "demo" in ls.list_collections(home=home):

@@ -28,11 +28,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import InvalidInputError
-from .limits import MAX_K, check_int
+from latentsearch.errors import InvalidInputError
+from latentsearch.limits import MAX_K, check_int
 
 if TYPE_CHECKING:
-    from .collection import Collection
+    from latentsearch.collection import Collection
 
 ProgressFn = Callable[[int, int], None]
 METHODS = ("knn", "lof", "iforest", "ensemble", "reconstruction")
@@ -115,7 +115,7 @@ def _array_search(vectors: np.ndarray) -> Callable[[np.ndarray, int], tuple[np.n
 
 def fit_data(data: Any) -> FitData:
     """Vectors to fit on: a (n, dim) array, or a collection (whose FAISS index is reused if exact-ish)."""
-    from .collection import Collection
+    from latentsearch.collection import Collection
 
     if isinstance(data, Collection):
         return _collection_data(data)
@@ -131,7 +131,7 @@ def fit_data(data: Any) -> FitData:
 
 
 def _collection_data(collection: Collection) -> FitData:
-    from .index import is_compressed
+    from latentsearch.index.faiss_index import is_compressed
 
     rowid_chunks, vector_chunks = [], []
     for rowids, vectors in collection.store.iter_vectors(collection.dim):
@@ -513,7 +513,7 @@ class OutlierMethods:
         Each result says whether the input would be flagged, its score, percentile among the
         collection's own scores, conformal p-value, and its nearest normal items.
         """
-        from .search import is_image, query_vector
+        from latentsearch.search.engine import is_image, query_vector
 
         if isinstance(inputs, str) or is_image(inputs):
             inputs = [inputs]

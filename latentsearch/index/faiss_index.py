@@ -27,10 +27,10 @@ from typing import Any
 import faiss
 import numpy as np
 
-from .errors import InvalidInputError
-from .fileio import exclusive_lock, file_sha256, fsync_replace, remove_stale_temp_files, writing
-from .storage import Store
-from .usercache import remember_sha256, verified_sha256
+from latentsearch.errors import InvalidInputError
+from latentsearch.fileio import exclusive_lock, file_sha256, fsync_replace, remove_stale_temp_files, writing
+from latentsearch.storage.store import Store
+from latentsearch.usercache import remember_sha256, verified_sha256
 
 log = logging.getLogger("latentsearch")
 

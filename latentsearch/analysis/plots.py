@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import InvalidInputError
+from latentsearch.errors import InvalidInputError
 
 if TYPE_CHECKING:
-    from .collection import Collection
-    from .latent import Projection, Step
+    from latentsearch.analysis.latent import Projection, Step
+    from latentsearch.collection import Collection
 
 SVG_LIMIT = 5_000  # above this, points are drawn with WebGL
 THUMBNAIL_SCRIPT = """

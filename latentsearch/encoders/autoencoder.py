@@ -24,10 +24,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from .encoders.image import IMAGE_SUFFIXES, MAX_PIXELS  # the same file types and size limit as image folders
-from .errors import InvalidInputError
-from .fileio import file_sha256, fsync_replace
-from .limits import MAX_GENERATED, MAX_IMAGE_SIZE, MAX_STEPS, check_int
+from latentsearch.encoders.image import (  # the same file types and size limit as image folders
+    IMAGE_SUFFIXES,
+    MAX_PIXELS,
+)
+from latentsearch.errors import InvalidInputError
+from latentsearch.fileio import file_sha256, fsync_replace
+from latentsearch.limits import MAX_GENERATED, MAX_IMAGE_SIZE, MAX_STEPS, check_int
 
 FORMAT = "latentsearch-autoencoder"
 FORMAT_VERSION = 1

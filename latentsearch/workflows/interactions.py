@@ -19,14 +19,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .errors import ConflictError, InvalidInputError
-from .index import ProgressFn
-from .ingest import open_text
-from .paths import collection_dir
-from .storage import DB_FILE
+from latentsearch.errors import ConflictError, InvalidInputError
+from latentsearch.index.faiss_index import ProgressFn
+from latentsearch.io.ingest import open_text
+from latentsearch.paths import collection_dir
+from latentsearch.storage.store import DB_FILE
 
 if TYPE_CHECKING:
-    from .collection import Collection
+    from latentsearch.collection import Collection
 
 
 @dataclass
@@ -141,7 +141,7 @@ def fit_interactions(
     Items get metadata ``{"interactions": n}``; users are stored with their histories so that
     ``collection.recommend(user=...)`` leaves out what they have already seen.
     """
-    from . import collection as collections
+    from latentsearch import collection as collections
 
     if isinstance(factors, bool) or not isinstance(factors, int) or factors < 1:
         raise InvalidInputError(f"factors must be a whole number >= 1, got {factors!r}")
@@ -160,7 +160,7 @@ def fit_interactions(
         tmp = collections.new_collection_folder(into, **settings)
         opener = collections.Collection
     else:
-        from .distributed import ShardedCollection, new_sharded_folder
+        from latentsearch.backends.sharded import ShardedCollection, new_sharded_folder
 
         tmp = new_sharded_folder(into, shards=shards, replacing=replace, **settings)
 

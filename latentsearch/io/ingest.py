@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 
-from .errors import ConflictError, InvalidInputError
-from .index import ProgressFn
-from .limits import INT64_MAX, INT64_MIN, MAX_NESTING, check_json_value
+from latentsearch.errors import ConflictError, InvalidInputError
+from latentsearch.index.faiss_index import ProgressFn
+from latentsearch.limits import INT64_MAX, INT64_MIN, MAX_NESTING, check_json_value
 
 if TYPE_CHECKING:
-    from .collection import Collection
+    from latentsearch.collection import Collection
 
 TEXT_SUFFIXES = (".txt", ".md")
 DEFAULT_CHUNK = 2048  # items per transaction when ingesting a file
@@ -239,7 +239,7 @@ def _read_folder(folder: Path) -> Records:
 
 
 def _read_images(path: Path) -> Records:
-    from .encoders.image import IMAGE_SUFFIXES, scan_images, thumbnail_bytes
+    from latentsearch.encoders.image import IMAGE_SUFFIXES, scan_images, thumbnail_bytes
 
     if path.is_dir():
         files, skipped = scan_images(path)
@@ -312,7 +312,7 @@ def ingest(
     Every check that can fail (duplicate ids, existing ids without ``upsert``, dimensions) runs before
     the first write, so bad input changes nothing.
     """
-    from .distributed import ShardedCollection  # no Ray needed to import it
+    from latentsearch.backends.sharded import ShardedCollection  # no Ray needed to import it
 
     n = len(records)
     if isinstance(collection, ShardedCollection):  # it checks, encodes and routes by itself
@@ -330,7 +330,7 @@ def ingest(
         seen: set[str] = set()
         dup = next(i for i in records.ids if i in seen or seen.add(i))
         raise InvalidInputError(f"{records.source}: duplicate id {dup!r} in the input")
-    from .collection import _check_ids, _check_metadata, _check_texts
+    from latentsearch.collection import _check_ids, _check_metadata, _check_texts
 
     # The checks each chunk's add runs, over every record before the first chunk is written.
     _check_ids(records.ids)

@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import InvalidInputError
-from .fileio import file_sha256
+from latentsearch.errors import InvalidInputError
+from latentsearch.fileio import file_sha256
 
 if TYPE_CHECKING:
-    from .collection import Collection
+    from latentsearch.collection import Collection
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "projection.safetensors"
@@ -132,7 +132,7 @@ class AlignedEncoder:
 
     @cached_property
     def weights_hash(self) -> str:
-        from .encoders import get_encoder
+        from latentsearch.encoders import get_encoder
 
         parts = [file_sha256(self.folder / WEIGHTS_FILE)]
         parts += [get_encoder(self.config[k]).weights_hash or "" for k in ("image_encoder", "text_encoder")]
@@ -140,7 +140,7 @@ class AlignedEncoder:
 
     def encode(self, inputs: Sequence[Any], *, batch_size: int = 64) -> np.ndarray:
         """Texts (str) go through the text encoder; images (paths, PIL) through the projection."""
-        from .encoders import get_encoder
+        from latentsearch.encoders import get_encoder
 
         out = np.empty((len(inputs), self.dim), dtype=np.float32)
         texts = [i for i, x in enumerate(inputs) if isinstance(x, str)]
@@ -179,8 +179,8 @@ def align_collection(
     Captions come from a metadata field (``caption_field``, e.g. a class name) or a dict id -> caption;
     items without a caption are used for nothing but still added to ``into``.
     """
-    from . import collection as collections
-    from .encoders import get_encoder
+    from latentsearch import collection as collections
+    from latentsearch.encoders import get_encoder
 
     if source.manifest.get("modality") != "image":
         raise InvalidInputError(f"collection {source.name!r} does not hold images encoded by an image encoder")

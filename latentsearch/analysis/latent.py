@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InvalidInputError, LatentSearchError
-from .fileio import fsync_replace, remove_stale_temp_files, writing
-from .filters import Filter, compile_filter
-from .limits import MAX_CLUSTERS, MAX_SAMPLE, MAX_SEED, MAX_STEPS, check_int
+from latentsearch.errors import InvalidInputError, LatentSearchError
+from latentsearch.fileio import fsync_replace, remove_stale_temp_files, writing
+from latentsearch.limits import MAX_CLUSTERS, MAX_SAMPLE, MAX_SEED, MAX_STEPS, check_int
+from latentsearch.storage.filters import Filter, compile_filter
 
 PROJECTIONS = ("pca", "tsne", "umap")
 DEFAULT_SAMPLE = {"pca": None, "tsne": 10_000, "umap": 50_000}  # cap for the slow methods

@@ -16,38 +16,32 @@ from typing import TYPE_CHECKING, Any
 import faiss
 import numpy as np
 
-from .errors import InvalidInputError
-from .filters import Filter, compile_filter
-from .index import faiss_metric, is_compressed, to_scores
-from .lexical import fts_query
-from .limits import MAX_EF_SEARCH, MAX_K, MAX_NPROBE, MAX_RRF_K, check_int, check_optional_int, check_text
-from .records import Hit
+from latentsearch.errors import InvalidInputError
+from latentsearch.index.faiss_index import faiss_metric, is_compressed, to_scores
+from latentsearch.limits import check_text
+from latentsearch.records import Hit
+from latentsearch.search.request import (
+    HYBRID_DEPTH,
+    MODES,
+    check_fusion,
+    check_k,
+    check_tuning,
+    is_image,
+    is_text_batch,
+)
+from latentsearch.storage.filters import Filter, compile_filter
+from latentsearch.storage.fulltext import fts_query
 
 if TYPE_CHECKING:
-    from .collection import Collection
+    from latentsearch.collection import Collection
 
 # A filter matching at most this many items is answered exactly over the matching vectors (read from
 # SQLite): cheaper than a graph walk that must skip 99% of its nodes, and it always finds k results.
 # Above it, the ANN index searches with an IDSelector (a flat index always does: it is exact anyway).
 EXACT_SUBSET_LIMIT = 2_000
 RERANK_FACTOR = 4  # compressed indexes fetch k*4 candidates and re-rank on the float vectors
-MODES = ("vector", "lexical", "hybrid")
-FUSIONS = ("rrf", "weighted")
-HYBRID_DEPTH = 100  # candidates taken from each mode before fusing
 SNIPPET_TOKENS = 24
 SNIPPET_MARKS = ("**", "**")
-
-
-def check_k(k: int) -> int:
-    """Validate the number of results asked for (1 to :data:`~latentsearch.limits.MAX_K`)."""
-    return check_int("k", k, 1, MAX_K)
-
-
-def check_tuning(ef_search: int | None, nprobe: int | None) -> tuple[int | None, int | None]:
-    """Validate the per-query index options (``None``: the index's default)."""
-    return check_optional_int("ef_search", ef_search, 1, MAX_EF_SEARCH), check_optional_int(
-        "nprobe", nprobe, 1, MAX_NPROBE
-    )
 
 
 def check_mode(mode: str, query: Any, like: str | None) -> str:
@@ -71,15 +65,6 @@ def check_request(
     mode = check_mode(mode, query, like)
     check_fusion(fusion, alpha, rrf_k)
     return k, mode
-
-
-def check_fusion(fusion: str, alpha: float, rrf_k: int) -> None:
-    """Validate hybrid fusion options (shared by single and sharded collections)."""
-    if fusion not in FUSIONS:
-        raise InvalidInputError(f"unknown fusion {fusion!r}: use one of {', '.join(FUSIONS)}")
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
-        raise InvalidInputError(f"alpha is the vector weight in weighted fusion, between 0 and 1; got {alpha!r}")
-    check_int("rrf_k", rrf_k, 0, MAX_RRF_K)
 
 
 def search(
@@ -150,16 +135,6 @@ def explain_hits(
             hit.details[f"{name}_rank"], hit.details[f"{name}_score"] = rank, raw
         if mode == "hybrid":
             hit.details["fused_score"] = score
-
-
-def is_text_batch(queries: Any) -> bool:
-    """A batch of text queries (a non-empty list of strings), as opposed to an array of vectors."""
-    return isinstance(queries, (list, tuple)) and bool(queries) and all(isinstance(q, str) for q in queries)
-
-
-def is_image(value: Any) -> bool:
-    """An image query or example: a path object or a PIL image (a plain string is a text)."""
-    return isinstance(value, os.PathLike) or type(value).__module__.startswith("PIL.")
 
 
 def query_vector(collection: Collection, query: Any) -> np.ndarray:

@@ -20,14 +20,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import InvalidInputError, ItemNotFoundError
-from .filters import Filter
-from .limits import MAX_K, check_text
-from .records import Hit
-from .search import check_k, query_vector
+from latentsearch.errors import InvalidInputError, ItemNotFoundError
+from latentsearch.limits import MAX_K, check_text
+from latentsearch.records import Hit
+from latentsearch.search.engine import check_k, query_vector
+from latentsearch.storage.filters import Filter
 
 if TYPE_CHECKING:
-    from .collection import Collection
+    from latentsearch.collection import Collection
 
 Example = str | Mapping[str, Any] | np.ndarray | Sequence[float]
 STRATEGIES = ("average", "best_score")
@@ -397,7 +397,7 @@ class RecommendMethods:
     ) -> list[Hit]:
         """Recommend from a history of ids, ``(id, weight)``, ``(id, weight, timestamp)`` or dicts, with
         recency decay (``half_life`` seconds, default 30 days) when timestamps are given; items in the
-        history are left out. See :func:`latentsearch.recommend.recommend_for`.
+        history are left out. See :func:`latentsearch.analysis.recommend.recommend_for`.
         """
         return recommend_for(
             self,

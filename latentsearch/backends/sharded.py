@@ -30,8 +30,11 @@ from typing import Any
 
 import numpy as np
 
-from . import paths
-from .errors import (
+from latentsearch import paths
+from latentsearch.analysis.latent import LatentSpaceMethods
+from latentsearch.analysis.outliers import OutlierMethods
+from latentsearch.analysis.recommend import RecommendMethods
+from latentsearch.errors import (
     ClusterUnavailableError,
     CollectionNotFoundError,
     ConflictError,
@@ -39,12 +42,9 @@ from .errors import (
     ItemNotFoundError,
     LatentSearchError,
 )
-from .latent import LatentSpaceMethods
-from .limits import MAX_EF_SEARCH
-from .outliers import OutlierMethods
-from .recommend import RecommendMethods
-from .records import Hit, Item
-from .storage import Store
+from latentsearch.limits import MAX_EF_SEARCH
+from latentsearch.records import Hit, Item
+from latentsearch.storage.store import Store
 
 SHARDED_FILE = "sharded.json"
 LEXICAL_DIR = "lexical"
@@ -167,7 +167,7 @@ def _actor_classes(ray: Any) -> tuple[Any, Any]:
             return self.col.index_field(field)
 
         def knn(self, vectors, k, where, exclude, ef_search, nprobe) -> list:
-            from latentsearch.search import vector_hits
+            from latentsearch.search.engine import vector_hits
 
             return vector_hits(self.col, vectors, k, where, exclude, ef_search, nprobe)
 
@@ -306,7 +306,7 @@ class ShardedCollection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
 
     def prepare_vectors(self, vectors: Any, *, expected: int | None = None) -> np.ndarray:
         """Check vectors (shape, dimension, finite) and normalise them for cosine collections."""
-        from .collection import prepare_vectors
+        from latentsearch.collection import prepare_vectors
 
         return prepare_vectors(vectors, dim=self.dim, metric=self.metric, name=self.name, expected=expected)
 
@@ -346,7 +346,7 @@ class ShardedCollection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
     ) -> int:
         """Add items (encoded in parallel), each to its shard; every id is checked first, so a duplicate
         changes nothing. Each shard writes its part in one transaction."""
-        from .collection import _check_ids, _check_metadata, _check_texts
+        from latentsearch.collection import _check_ids, _check_metadata, _check_texts
 
         ids = _check_ids(ids)  # every check of a single collection's add, before any shard writes
         if not ids:
@@ -432,7 +432,7 @@ class ShardedCollection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
 
     def matching_vectors(self, where: Any = None) -> tuple[list[str], np.ndarray]:
         """Ids and vectors of the items matching ``where``, gathered from every shard (shard by shard)."""
-        from .filters import compile_filter
+        from latentsearch.storage.filters import compile_filter
 
         compile_filter(where)  # checked once here, before it is sent to every shard
         parts = self._get([a.matching_vectors.remote(where) for a in self.actors])
@@ -441,7 +441,7 @@ class ShardedCollection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
 
     def update_metadata(self, updates: Any) -> int:
         """Merge fields into items' metadata by id; see :meth:`Collection.update_metadata`."""
-        from .collection import check_metadata_updates
+        from latentsearch.collection import check_metadata_updates
 
         ids, fields = check_metadata_updates(updates)  # every check before the first shard writes
         if not ids:
@@ -466,7 +466,7 @@ class ShardedCollection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
         nprobe: int | None = None,
     ) -> list[list[Hit]]:
         """Vector search for many queries (an (n, dim) array or a list of texts), merged over the shards."""
-        from .search import check_k, is_text_batch
+        from latentsearch.search.engine import check_k, is_text_batch
 
         k = check_k(k)
         vectors = self.encode(queries) if is_text_batch(queries) else self.prepare_vectors(queries)
@@ -531,8 +531,8 @@ class ShardedCollection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
         nprobe: int | None = None,
     ) -> list[list[Hit]]:
         """Global top k per query: every shard's top k, merged by score."""
-        from .filters import compile_filter
-        from .search import check_tuning
+        from latentsearch.search.engine import check_tuning
+        from latentsearch.storage.filters import compile_filter
 
         ef_search, nprobe = check_tuning(ef_search, nprobe)  # refused here, not in every shard
         compile_filter(where)  # and a bad filter too: one too deep could not even be sent to them
@@ -560,8 +560,8 @@ class ShardedCollection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
         nprobe: int | None = None,
     ) -> list[Hit]:
         """Search all shards and merge: the same arguments and results as :meth:`Collection.search`."""
-        from .lexical import fts_query
-        from .search import SNIPPET_MARKS, SNIPPET_TOKENS, check_request, explain_hits, fuse
+        from latentsearch.search.engine import SNIPPET_MARKS, SNIPPET_TOKENS, check_request, explain_hits, fuse
+        from latentsearch.storage.fulltext import fts_query
 
         k, mode = check_request(query, like, k, mode, fusion, alpha, rrf_k)
         exclude = [like] if like else []
@@ -592,8 +592,8 @@ class ShardedCollection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
 
     def _lexical(self, text: str, k: int, where: Any, exclude: str | None) -> list[Hit]:
         """BM25 over the shared full-text index (the whole collection's statistics)."""
-        from .filters import compile_filter
-        from .lexical import fts_query
+        from latentsearch.storage.filters import compile_filter
+        from latentsearch.storage.fulltext import fts_query
 
         match = fts_query(text)
         if match is None:
@@ -640,7 +640,7 @@ class ShardedCollection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
     ) -> Any:
         """A scorer fitted on every shard's vectors, neighbours searched across all shards (cached until
         the collection changes); see :meth:`Collection.outlier_scorer`."""
-        from .outliers import FitData, make_scorer
+        from latentsearch.analysis.outliers import FitData, make_scorer
 
         if method == "reconstruction":
             raise InvalidInputError("reconstruction scores are not available on sharded collections yet")
@@ -673,7 +673,7 @@ class ShardedCollection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
         Each move writes the item to its new shard before deleting it from the old one, so an
         interruption leaves an item in two shards (found and fixed by running resize again), never in none.
         """
-        from .collection import create
+        from latentsearch.collection import create
 
         if isinstance(shards, bool) or not isinstance(shards, int) or shards < 1:
             raise InvalidInputError(f"shards must be a whole number >= 1, got {shards!r}")
@@ -768,7 +768,7 @@ def create_sharded(
     address: str | None = None,
 ) -> ShardedCollection:
     """Create a collection split into ``shards`` normal collections held by Ray actors."""
-    from .collection import publish
+    from latentsearch.collection import publish
 
     tmp = new_sharded_folder(name, shards=shards, encoder=encoder, index=index, metric=metric, dim=dim, home=home)
     try:
@@ -796,8 +796,8 @@ def new_sharded_folder(
     data directory, ``.NAME.creating-PID``, for :func:`latentsearch.collection.publish` to rename into
     place: a crash while creating (or filling, for ``fit_interactions``) leaves nothing under the name.
     ``replacing``: the name may exist (the caller publishes with ``replace``)."""
-    from .collection import _remove_stale_work_folders, check_settings, create
-    from .limits import MAX_SHARDS, check_int
+    from latentsearch.collection import _remove_stale_work_folders, check_settings, create
+    from latentsearch.limits import MAX_SHARDS, check_int
 
     shards = check_int("shards", shards, 1, MAX_SHARDS)
     folder = paths.collection_dir(name, home)
@@ -843,7 +843,7 @@ def open_sharded(
 
 def describe_offline(name: str, *, home: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """Encoder, dimension, shard count and items of a sharded collection, read from its files (no Ray)."""
-    from .collection import open_collection
+    from latentsearch.collection import open_collection
 
     folder = paths.collection_dir(name, home)
     config = json.loads((folder / SHARDED_FILE).read_text())

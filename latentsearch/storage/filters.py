@@ -19,8 +19,8 @@ import json
 import re
 from typing import Any
 
-from .errors import FilterError
-from .limits import INT64_MAX, INT64_MIN, MAX_NESTING, check_json_value, check_text
+from latentsearch.errors import FilterError
+from latentsearch.limits import INT64_MAX, INT64_MIN, MAX_NESTING, check_json_value, check_text
 
 Filter = dict[str, Any]
 

@@ -1,0 +1,1 @@
+"""Recommendations, outliers, latent-space views, plots."""

@@ -1,0 +1,1 @@
+"""Where a collection's items live: one folder (local) or Ray shards."""

@@ -1,0 +1,1 @@
+"""Search requests, fusion and explanations."""

@@ -1,0 +1,112 @@
+"""One search request, validated in one place: Python, the CLI and HTTP all build a
+:class:`SearchRequest`, and the server's request model is derived from its fields (their bounds and
+descriptions live in each field's metadata), so a new option is added here once."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from latentsearch.errors import InvalidInputError
+from latentsearch.limits import MAX_EF_SEARCH, MAX_K, MAX_NPROBE, MAX_RRF_K, check_int, check_optional_int, check_text
+from latentsearch.storage.filters import Filter, compile_filter
+
+MODES = ("vector", "lexical", "hybrid")
+FUSIONS = ("rrf", "weighted")
+
+
+def _option(default: Any, description: str, **bounds: Any) -> Any:
+    """A request field: its default, what it means, and the bounds the server's schema states."""
+    return field(default=default, metadata={"description": description, **bounds})
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    """What to search for and how. Give exactly one of ``query`` (a text, or in Python an image: a
+    path object or PIL image), ``vector`` or ``like`` (an item id: more like it, itself excluded).
+
+    :meth:`validated` checks every field and returns the request with its values normalised; a bad
+    value raises :class:`~latentsearch.errors.InvalidInputError` with a one-line reason.
+    """
+
+    query: Any = _option(None, "A text to search for.")
+    vector: Any = _option(None, "A query vector, of the collection's dimension.")
+    like: str | None = _option(None, "An item id: items like it (the item itself is left out).")
+    k: int = _option(10, f"Number of results, 1 to {MAX_K:,}.", ge=1, le=MAX_K)
+    where: Filter | str | None = _option(None, "A metadata filter: a dict, or an expression such as \"lang = 'en'\".")
+    mode: str = _option("vector", "vector (k-NN), lexical (BM25 full text) or hybrid (both, fused).")
+    fusion: str = _option("rrf", "How hybrid search fuses its rankings: rrf (reciprocal rank) or weighted.")
+    alpha: float = _option(0.5, "The vector weight in weighted fusion, 0 to 1.", ge=0.0, le=1.0)
+    rrf_k: int = _option(60, "The rank offset of reciprocal rank fusion.", ge=0, le=MAX_RRF_K)
+    explain: bool = _option(False, "Fill each hit's details with every mode's rank and score.")
+    ef_search: int | None = _option(None, "HNSW search breadth (more: better recall, slower).", ge=1, le=MAX_EF_SEARCH)
+    nprobe: int | None = _option(None, "IVF lists visited (more: better recall, slower).", ge=1, le=MAX_NPROBE)
+
+    @property
+    def text(self) -> str | None:
+        """The query when it is a text."""
+        return self.query if isinstance(self.query, str) else None
+
+    @property
+    def depth(self) -> int:
+        """How many candidates each mode ranks: k, or more for hybrid so fusion has overlap to work with."""
+        return self.k if self.mode != "hybrid" else max(self.k, HYBRID_DEPTH)
+
+    def validated(self) -> SearchRequest:
+        """This request checked and normalised (see the class docstring)."""
+        given = [name for name in ("query", "vector", "like") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise InvalidInputError("give exactly one of a query (text or vector) or like=ID")
+        k = check_int("k", self.k, 1, MAX_K)
+        if self.mode not in MODES:
+            raise InvalidInputError(f"unknown search mode {self.mode!r}: use one of {', '.join(MODES)}")
+        if self.text is not None:
+            check_text(self.text, "the query")
+        if self.like is not None and not (isinstance(self.like, str) and self.like.strip()):
+            raise InvalidInputError(f"like is an item id (a non-empty string), got {self.like!r}")
+        if self.mode != "vector" and self.text is None and self.like is None:
+            what = "an image" if is_image(self.query) else "a vector query"
+            raise InvalidInputError(f"{self.mode} search needs a text query (or like=ID); {what} searches by vector")
+        check_fusion(self.fusion, self.alpha, self.rrf_k)
+        compile_filter(self.where)  # a malformed filter is refused before any work
+        if not isinstance(self.explain, bool):
+            raise InvalidInputError(f"explain is true or false, got {self.explain!r}")
+        ef_search, nprobe = check_tuning(self.ef_search, self.nprobe)
+        return dataclasses.replace(self, k=k, ef_search=ef_search, nprobe=nprobe)
+
+
+HYBRID_DEPTH = 100  # candidates taken from each mode before fusing
+
+
+def check_fusion(fusion: str, alpha: float, rrf_k: int) -> None:
+    """Validate hybrid fusion options."""
+    if fusion not in FUSIONS:
+        raise InvalidInputError(f"unknown fusion {fusion!r}: use one of {', '.join(FUSIONS)}")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
+        raise InvalidInputError(f"alpha is the vector weight in weighted fusion, between 0 and 1; got {alpha!r}")
+    check_int("rrf_k", rrf_k, 0, MAX_RRF_K)
+
+
+def check_k(k: int) -> int:
+    """Validate the number of results asked for (1 to :data:`~latentsearch.limits.MAX_K`)."""
+    return check_int("k", k, 1, MAX_K)
+
+
+def check_tuning(ef_search: int | None, nprobe: int | None) -> tuple[int | None, int | None]:
+    """Validate the per-query index options (``None``: the index's default)."""
+    return (
+        check_optional_int("ef_search", ef_search, 1, MAX_EF_SEARCH),
+        check_optional_int("nprobe", nprobe, 1, MAX_NPROBE),
+    )
+
+
+def is_text_batch(queries: Any) -> bool:
+    """A batch of text queries (a non-empty list of strings), as opposed to an array of vectors."""
+    return isinstance(queries, (list, tuple)) and bool(queries) and all(isinstance(q, str) for q in queries)
+
+
+def is_image(value: Any) -> bool:
+    """An image query or example: a path object or a PIL image (a plain string is a text)."""
+    return isinstance(value, os.PathLike) or type(value).__module__.startswith("PIL.")

@@ -1,0 +1,1 @@
+"""SQLite store, metadata filters, full-text search."""

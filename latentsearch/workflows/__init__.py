@@ -1,0 +1,1 @@
+"""Multi-step jobs that build or repair collections."""
