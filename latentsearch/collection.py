@@ -33,6 +33,7 @@ from latentsearch.fileio import fsync_path, process_alive
 from latentsearch.index.faiss_index import METRICS, ProgressFn, VectorIndex, validate_spec
 from latentsearch.limits import MAX_DIM, check_int, check_json_value, check_text
 from latentsearch.records import Hit, Item
+from latentsearch.search.request import SearchRequest
 from latentsearch.storage.filters import Filter, compile_filter, field_expression
 from latentsearch.storage.store import DB_FILE, FORMAT_VERSION, Store
 
@@ -455,7 +456,7 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
 
     def search(
         self,
-        query: str | np.ndarray | Sequence[float] | None = None,
+        query: str | np.ndarray | Sequence[float] | SearchRequest | None = None,
         *,
         k: int = 10,
         where: Filter | str | None = None,
@@ -479,6 +480,12 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
         """
         from latentsearch.search.engine import search
 
+        if isinstance(query, SearchRequest):  # built by the CLI or the server
+            request = query
+            query = request.query if request.vector is None else request.vector
+            like, k, where, mode = request.like, request.k, request.where, request.mode
+            fusion, alpha, rrf_k, explain = request.fusion, request.alpha, request.rrf_k, request.explain
+            ef_search, nprobe = request.ef_search, request.nprobe
         return search(
             self,
             query,
