@@ -53,7 +53,7 @@ def populate(home: Path, n: int):
 
 def database_bytes(col) -> int:
     """The database's logical size, pages still in the write-ahead log included (a file's size is not)."""
-    conn = col.store.conn
+    conn = col.backend.store.conn
     pages = conn.execute("PRAGMA page_count").fetchone()[0] - conn.execute("PRAGMA freelist_count").fetchone()[0]
     return pages * conn.execute("PRAGMA page_size").fetchone()[0]
 
@@ -66,7 +66,7 @@ def first_use_ms(col, where: str, repeats: int = 5) -> tuple[float, int]:
     times, found = [], 0
     for _ in range(repeats):
         start = time.perf_counter()
-        found = len(col.store.rowids_matching(sql, params))
+        found = len(col.backend.store.rowids_matching(sql, params))
         times.append(time.perf_counter() - start)
     return statistics.median(times) * 1000, found
 
@@ -76,7 +76,7 @@ def search_ms(home: Path, where: str, query: np.ndarray) -> float:
     import latentsearch as ls
 
     col = ls.open("facets", home=home)
-    col.index  # noqa: B018 - load FAISS outside the timing
+    col.backend.index  # noqa: B018 - load FAISS outside the timing
     start = time.perf_counter()
     hits = col.search(query, k=10, where=where)
     elapsed = time.perf_counter() - start

@@ -78,7 +78,7 @@ def ann(base: np.ndarray, queries: np.ndarray, truth: np.ndarray, home: Path, si
     for spec, knobs in configs:
         col = ls.create(f"ann-{spec}", encoder="precomputed", dim=base.shape[1], metric="l2", index=spec, home=home)
         col.add(ids, vectors=base)
-        raw = faiss.index_factory(base.shape[1], col.index.factory, faiss.METRIC_L2)
+        raw = faiss.index_factory(base.shape[1], col.backend.index.factory, faiss.METRIC_L2)
         if hasattr(raw, "hnsw"):
             raw.hnsw.efConstruction = 80
         if not raw.is_trained:
@@ -101,7 +101,7 @@ def ann(base: np.ndarray, queries: np.ndarray, truth: np.ndarray, home: Path, si
             found_ls = np.array([[int(h.id) for h in hs] + [-1] * (K - len(hs)) for hs in hits])
             rows.append(
                 {
-                    "index": col.index.factory,
+                    "index": col.backend.index.factory,
                     "knob": knob,
                     "recall_latentsearch": recall(found_ls, truth),
                     "recall_faiss": recall(labels, truth),
@@ -112,7 +112,7 @@ def ann(base: np.ndarray, queries: np.ndarray, truth: np.ndarray, home: Path, si
                 }
             )
             print(
-                f"  {col.index.factory:14s} {knob!s:>5}: "
+                f"  {col.backend.index.factory:14s} {knob!s:>5}: "
                 + ", ".join(
                     f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
                     for k, v in rows[-1].items()
@@ -265,7 +265,7 @@ def memory(base: np.ndarray, queries: np.ndarray, truth: np.ndarray, home: Path)
         found = np.array([[int(h.id) for h in hs] + [-1] * (K - len(hs)) for hs in hits])
         out.append(
             {
-                "index": col.index.factory,
+                "index": col.backend.index.factory,
                 "bytes_per_vector": size / len(base),
                 "float_bytes_per_vector": 4 * base.shape[1],
                 "recall@10": recall(found, truth[:500]),

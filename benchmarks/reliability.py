@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks import report
-from latentsearch.index.faiss_index import INDEX_KINDS
+from latentsearch.index.specs import INDEX_KINDS
 from tests.faults import DIM, run_trial
 
 ROOT = Path(__file__).resolve().parent.parent

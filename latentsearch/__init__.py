@@ -1,7 +1,8 @@
 """latentsearch: an embedded latent-space engine over SQLite + FAISS.
 
     import latentsearch as ls
-    col = ls.create("notes", encoder="minilm")
+    db = ls.connect("./indexes")                   # a data directory (and a Ray address, if sharded)
+    col = db.create("notes", encoder="minilm")     # or ls.create("notes"), over a default connection
     col.add(ids=["a"], texts=["reset your password from the login page"], metadata=[{"lang": "en"}])
     hits = col.search("forgot my password", k=5, where={"lang": "en"})
 
@@ -28,9 +29,9 @@ from latentsearch.errors import (
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from latentsearch.collection import Collection, create, drop, list_collections
-    from latentsearch.collection import open_collection as open  # noqa: A004
-    from latentsearch.connection import Connection, connect
+    from latentsearch.collection import Collection
+    from latentsearch.connection import Connection, connect, create, drop, list_collections
+    from latentsearch.connection import open_collection as open  # noqa: A004
     from latentsearch.records import Hit, Item
     from latentsearch.search.request import SearchRequest
     from latentsearch.workflows.interactions import fit_interactions
@@ -40,10 +41,10 @@ _LAZY = {
     "Connection": ("connection", "Connection"),
     "connect": ("connection", "connect"),
     "SearchRequest": ("search.request", "SearchRequest"),
-    "create": ("collection", "create"),
-    "open": ("collection", "open_collection"),
-    "list_collections": ("collection", "list_collections"),
-    "drop": ("collection", "drop"),
+    "create": ("connection", "create"),
+    "open": ("connection", "open_collection"),
+    "list_collections": ("connection", "list_collections"),
+    "drop": ("connection", "drop"),
     "fit_interactions": ("workflows.interactions", "fit_interactions"),
     "Hit": ("records", "Hit"),
     "Item": ("records", "Item"),

@@ -8,19 +8,37 @@ creates, opens, lists and drops collections.
     db.list(), db.open("notes"), db.drop("logs")
 
 ``ls.create/open/list_collections/drop`` are shortcuts over a connection made for the call.
+
+Collections appear whole or not at all: each is built in a hidden work folder of the data directory
+(``.NAME.creating-PID``) and renamed into place; a drop renames it aside first. What a killed
+process leaves behind is removed by the next create or drop of that name.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from latentsearch import collection as collections
 from latentsearch import paths
+from latentsearch.backends import create_backend, describe_offline, holds_collection, open_backend
 from latentsearch.collection import Collection
-from latentsearch.errors import LatentSearchError
+from latentsearch.encoders import Encoder, get_encoder
+from latentsearch.errors import (
+    CollectionNotFoundError,
+    ConflictError,
+    EncoderMismatchError,
+    InvalidInputError,
+    LatentSearchError,
+)
+from latentsearch.fileio import fsync_path, process_alive
+from latentsearch.index.specs import METRICS, check_index, validate_spec
+from latentsearch.limits import MAX_DIM, check_int
 
 
 class Connection:
@@ -38,6 +56,10 @@ class Connection:
     def __repr__(self) -> str:
         return f"Connection(home={str(self.home)!r}, ray_address={self.ray_address!r})"
 
+    def folder(self, name: str) -> Path:
+        """Where collection ``name`` lives (the name is checked)."""
+        return self.home / paths.validate_name(name)
+
     def create(
         self,
         name: str,
@@ -54,45 +76,225 @@ class Connection:
         ``encoder`` is ``minilm``, ``st:PATH``, ``ae:PATH``, ``efficientnet-lite0`` or ``precomputed``
         (then ``dim`` is required); ``index`` is ``auto``, ``flat``, ``hnsw``, ``ivf``, ``ivfpq``,
         ``sq8`` or ``faiss:FACTORY``; ``metric`` is ``cosine``, ``ip`` or ``l2``. ``shards`` splits the
-        collection over that many Ray actors (the connection's cluster).
+        collection over that many Ray actors (the connection's cluster). Every setting is checked
+        before anything is written.
         """
-        return collections.create(
-            name,
-            encoder=encoder,
-            index=index,
-            metric=metric,
-            dim=dim,
-            home=self.home,
-            exist_ok=exist_ok,
-            shards=shards,
-            ray_address=self.ray_address,
-        )
+        folder = self.folder(name)
+        check_settings(encoder=encoder, index=index, metric=metric, dim=dim)
+        if holds_collection(folder):
+            if not exist_ok:
+                raise ConflictError(f"collection {name!r} already exists in {self.home}: open it, or drop it first")
+            collection = self.open(name, encoder=encoder)
+            if collection.manifest["index"] != index or collection.metric != metric:
+                collection.close()
+                raise EncoderMismatchError(
+                    f"collection {name!r} exists with index {collection.manifest['index']!r} and metric "
+                    f"{collection.metric!r}: drop it to change them"
+                )
+            return collection
+        tmp = self._new_work_folder(name, encoder=encoder, index=index, metric=metric, dim=dim, shards=shards)
+        _publish(tmp, folder)
+        return self.open(name)
+
+    @contextlib.contextmanager
+    def building(
+        self,
+        name: str,
+        *,
+        replace: bool = False,
+        encoder: str = "minilm",
+        index: str = "auto",
+        metric: str = "cosine",
+        dim: int | None = None,
+        shards: int | None = None,
+    ) -> Iterator[Collection]:
+        """Create collection ``name`` in a hidden work folder and yield it to be filled; when the block
+        ends without an error it is renamed into place (with ``replace``, over an existing one). An
+        error or a crash at any point leaves nothing new under the name. For jobs that fill a new
+        collection in several steps (``fit_interactions``)."""
+        folder = self.folder(name)
+        if holds_collection(folder) and not replace:
+            raise ConflictError(
+                f"collection {name!r} already exists in {self.home}: pass replace (CLI: --replace) to rebuild it"
+            )
+        tmp = self._new_work_folder(name, encoder=encoder, index=index, metric=metric, dim=dim, shards=shards)
+        try:
+            with Collection(open_backend(tmp, ray_address=self.ray_address)) as collection:
+                yield collection
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        _publish(tmp, folder, replace=replace)
+
+    def _new_work_folder(self, name: str, *, shards: int | None, **settings: Any) -> Path:
+        """Check the settings and write an empty collection into ``.NAME.creating-PID``."""
+        encoder, dim = check_settings(**settings)
+        manifest = {
+            "encoder": settings["encoder"],
+            "modality": encoder.modality,
+            "weights_hash": None if settings["encoder"] == "precomputed" else encoder.weights_hash,
+            "dim": dim,
+            "metric": settings["metric"],
+            "normalize": settings["metric"] == "cosine",
+            "index": settings["index"],
+            "collection_id": uuid.uuid4().hex,
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        folder = self.folder(name)
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_work_folders(folder)
+        tmp = folder.with_name(f".{name}.creating-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        try:
+            create_backend(tmp, manifest, shards=shards, ray_address=self.ray_address)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)  # a killed process leaves it to the next create
+            raise
+        return tmp
 
     def open(self, name: str, *, encoder: str | None = None) -> Collection:
-        """Open an existing collection; ``encoder``, if given, must match the one it was built with."""
-        return collections.open_collection(name, home=self.home, encoder=encoder, ray_address=self.ray_address)
+        """Open an existing collection; ``encoder``, if given, must match the one it was built with.
+        A sharded collection joins the connection's Ray cluster."""
+        folder = self.folder(name)
+        if not holds_collection(folder):
+            raise CollectionNotFoundError(
+                f"collection {name!r} not found in {self.home}: create it first "
+                f"(latentsearch create {name}), or point --home / LATENTSEARCH_HOME at its data directory"
+            )
+        return Collection(open_backend(folder, ray_address=self.ray_address), encoder=encoder)
 
     def list(self) -> list[str]:
         """Names of the collections in the data directory, sorted."""
-        return collections.list_collections(home=self.home)
-
-    def drop(self, name: str) -> None:
-        """Delete a collection and its files."""
-        collections.drop(name, home=self.home)
+        if not self.home.is_dir():
+            return []
+        return sorted(p.name for p in self.home.iterdir() if not p.name.startswith(".") and holds_collection(p))
 
     def exists(self, name: str) -> bool:
         """True when a collection of that name is in the data directory."""
-        return name in self.list()
+        return holds_collection(self.folder(name))
 
-    def describe(self, name: str, *, opener: Callable[[str], Any] | None = None) -> dict[str, Any]:
-        """One line about a collection for listings (name, count, encoder, dim, modality, shards), or
-        its ``problem`` when it cannot be opened. ``opener`` returns an already open collection."""
+    def drop(self, name: str) -> None:
+        """Delete a collection and its files."""
+        folder = self.folder(name)
+        if not holds_collection(folder):
+            raise CollectionNotFoundError(f"collection {name!r} not found in {self.home}: nothing to drop")
+        # Rename first so a crash mid-delete leaves no half collection under the real name.
+        trash = folder.with_name(f".{name}.dropping-{os.getpid()}")
+        os.rename(folder, trash)
+        shutil.rmtree(trash)
+        _remove_stale_work_folders(folder)
+
+    def describe(self, name: str, *, opener: Callable[[str], Collection] | None = None) -> dict[str, Any]:
+        """One line about a collection for listings: name, count, encoder, dim, modality (and shards).
+
+        Read from its files (no Ray started, no index loaded), or from the collection ``opener(name)``
+        returns (a server's open one). A collection that cannot be read (a damaged file) is reported
+        with a ``problem`` instead of failing the whole listing.
+        """
         try:
-            return collections.summarize(name, home=self.home, opener=opener)
-        except LatentSearchError as exc:
+            if opener is None:
+                return {"name": name, **describe_offline(self.folder(name))}
+            col = opener(name)
+            return {
+                "name": name,
+                "count": col.count(),
+                "encoder": col.encoder_name,
+                "dim": col.dim,
+                "modality": col.manifest.get("modality"),
+            }
+        except (LatentSearchError, OSError, ValueError, KeyError) as exc:
             return {"name": name, "problem": str(exc)}
 
 
 def connect(home: str | os.PathLike[str] | None = None, *, ray_address: str | None = None) -> Connection:
     """A :class:`Connection` to the data directory ``home`` (and Ray cluster ``ray_address``)."""
     return Connection(home, ray_address=ray_address)
+
+
+def check_settings(*, encoder: str, index: str, metric: str, dim: int | None) -> tuple[Encoder, int]:
+    """Check a new collection's settings before anything is written: a known encoder, a dimension it
+    makes (or, for ``precomputed``, one from 1 to :data:`~latentsearch.limits.MAX_DIM`), a known
+    metric, and an index FAISS can build for them. Returns the encoder and the dimension."""
+    if not isinstance(encoder, str):
+        raise InvalidInputError(f"encoder must be a name such as 'minilm', got {encoder!r}")
+    if metric not in METRICS:
+        raise InvalidInputError(f"unknown metric {metric!r}: use one of {', '.join(METRICS)}")
+    validate_spec(index)
+    enc = get_encoder(encoder)
+    if encoder == "precomputed":
+        if dim is None:
+            raise InvalidInputError("the precomputed encoder needs the vector dimension: pass dim (CLI: --dim)")
+        dim = check_int("dim", dim, 1, MAX_DIM)
+    elif dim is not None and (isinstance(dim, bool) or dim != enc.dim):
+        raise InvalidInputError(f"encoder {encoder!r} makes {enc.dim}-d vectors, not {dim}")
+    else:
+        dim = enc.dim
+    check_index(index, dim, metric)
+    return enc, int(dim)
+
+
+def _publish(tmp: Path, folder: Path, *, replace: bool = False) -> None:
+    """Rename a work folder into place as ``folder`` (one rename: the collection appears whole or not
+    at all). With ``replace`` an existing collection of that name is first moved aside and deleted
+    after the rename."""
+    trash = None
+    if replace and folder.exists():
+        trash = folder.with_name(f".{folder.name}.dropping-{os.getpid()}")
+        os.rename(folder, trash)
+    try:
+        os.rename(tmp, folder)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ConflictError(
+            f"collection {folder.name!r} already exists in {folder.parent} (created by another process "
+            "meanwhile?): open it, or drop it first"
+        ) from None
+    fsync_path(folder.parent)
+    if trash is not None:
+        shutil.rmtree(trash, ignore_errors=True)
+
+
+def _remove_stale_work_folders(folder: Path) -> None:
+    """Remove what a killed create or drop of this name left (``.NAME.creating-PID``,
+    ``.NAME.dropping-PID``), once its process is gone: hidden folders no listing shows."""
+    for path in folder.parent.glob(f".{folder.name}.*-*"):
+        stem, _, pid = path.name.rpartition("-")
+        ours = stem in (f".{folder.name}.creating", f".{folder.name}.dropping") and pid.isdigit()
+        if ours and path.is_dir() and (int(pid) == os.getpid() or not process_alive(int(pid))):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+# --- shortcuts over a connection made for the call --------------------------------------------------
+
+
+def create(
+    name: str,
+    *,
+    home: str | os.PathLike[str] | None = None,
+    ray_address: str | None = None,
+    **settings: Any,
+) -> Collection:
+    """``connect(home, ray_address=...).create(name, **settings)``; see :meth:`Connection.create`."""
+    return connect(home, ray_address=ray_address).create(name, **settings)
+
+
+def open_collection(
+    name: str,
+    *,
+    home: str | os.PathLike[str] | None = None,
+    encoder: str | None = None,
+    ray_address: str | None = None,
+) -> Collection:
+    """``connect(home, ray_address=...).open(name)``; see :meth:`Connection.open`."""
+    return connect(home, ray_address=ray_address).open(name, encoder=encoder)
+
+
+def list_collections(*, home: str | os.PathLike[str] | None = None) -> list[str]:
+    """``connect(home).list()``: the collections in the data directory, sorted."""
+    return connect(home).list()
+
+
+def drop(name: str, *, home: str | os.PathLike[str] | None = None) -> None:
+    """``connect(home).drop(name)``: delete a collection and its files."""
+    connect(home).drop(name)

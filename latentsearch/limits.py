@@ -118,3 +118,11 @@ def _is_numpy_int(value: Any) -> bool:
     import numpy as np  # already imported by every caller that passes numpy integers
 
     return isinstance(value, np.integer)
+
+
+def check_tuning(ef_search: int | None, nprobe: int | None) -> tuple[int | None, int | None]:
+    """Validate the per-query index options (``None``: the index's default)."""
+    return (
+        check_optional_int("ef_search", ef_search, 1, MAX_EF_SEARCH),
+        check_optional_int("nprobe", nprobe, 1, MAX_NPROBE),
+    )

@@ -152,7 +152,7 @@ def run_trial(home: Path, seed: int, *, index: str, kill_after: float, before: d
             if not np.allclose(stored, wanted, atol=1e-5):
                 problems.append("stored vectors differ from the ones written")
             # Search equals a clean rebuild: exact top-10 over the SQLite vectors.
-            index = col.index
+            index = col.backend.index
             if index.ntotal - len(index.tombstones) != len(ids):
                 problems.append(f"index holds {index.ntotal - len(index.tombstones)} vectors for {len(ids)} items")
             for q in wanted[:: max(1, len(ids) // 5)][:5]:

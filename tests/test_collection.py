@@ -57,7 +57,7 @@ def test_add_get_search_delete_with_every_index(home, kind):
     col = make(home, n=n, index=kind)
     vectors = random_vectors(n, 16, 0)
     expected_family = {"flat": "Flat", "hnsw": "HNSW", "ivf": "IVF", "ivfpq": "IVF", "sq8": "SQ8", "auto": "Flat"}
-    assert col.index.factory.startswith(expected_family[kind])
+    assert col.backend.index.factory.startswith(expected_family[kind])
     assert col.count() == n
     # Each vector finds itself first.
     for i in (0, 17, n - 1):
@@ -102,17 +102,17 @@ def test_upsert_replaces_vector_text_and_metadata(home):
 def test_hnsw_tombstones_and_compaction(home):
     col = make(home, n=1000, index="hnsw")
     col.delete([f"v{i}" for i in range(100)])
-    assert len(col.index.tombstones) == 100
-    assert col.index.ntotal == 1000
+    assert len(col.backend.index.tombstones) == 100
+    assert col.backend.index.ntotal == 1000
     vectors = random_vectors(1000, 16, 0)
     hits = col.search(vectors[50], k=20)
     assert len(hits) == 20 and all(int(h.id[1:]) >= 100 for h in hits)  # no deleted item comes back
     col.compact()
-    assert col.index.tombstones == set() and col.index.ntotal == 900
+    assert col.backend.index.tombstones == set() and col.backend.index.ntotal == 900
     assert col.search(vectors[500], k=1)[0].id == "v500"
     # Deleting a large share triggers compaction by itself.
     col.delete([f"v{i}" for i in range(100, 500)])
-    assert col.index.ntotal == 500 and not col.index.tombstones
+    assert col.backend.index.ntotal == 500 and not col.backend.index.tombstones
     col.close()
 
 
@@ -178,11 +178,11 @@ def test_stale_checkpoint_catches_up_without_rebuild(home, caplog):
     col = make(home, n=200, index="hnsw")
     col.close()  # checkpoint at 200 items
     col = ls.open("vecs", home=home)
-    col.store.insert(["late"], ["vector"], [None], [None], [{}], col.prepare_vectors(random_vectors(1, 16, 7)))
-    col.store.close()
+    col.backend.store.insert(["late"], ["vector"], [None], [None], [{}], col.prepare_vectors(random_vectors(1, 16, 7)))
+    col.backend.store.close()
     col = ls.open("vecs", home=home)
     assert col.search(random_vectors(1, 16, 7)[0], k=1)[0].id == "late"
-    assert col.index.ntotal == 201
+    assert col.backend.index.ntotal == 201
     assert "rebuilding" not in caplog.text
     col.close()
 
@@ -208,7 +208,7 @@ def test_corrupt_index_is_rebuilt_from_sqlite(home, damage, caplog):
     col = ls.open("vecs", home=home)
     vectors = random_vectors(500, 16, 0)
     assert col.search(vectors[123], k=1)[0].id == "v123"
-    assert col.index.ntotal == 500
+    assert col.backend.index.ntotal == 500
     if damage != "delete":
         assert "rebuilding the index" in caplog.text
     col.close()
@@ -228,9 +228,9 @@ def test_encoder_mismatch_is_refused(home):
 
 def test_ivf_moves_from_exact_to_trained_index_as_it_grows(home):
     col = make(home, n=100, index="ivf")
-    assert col.index.factory == "Flat"
+    assert col.backend.index.factory == "Flat"
     vectors = random_vectors(2000, 16, 5)
     col.add([f"w{i}" for i in range(2000)], vectors=vectors)
-    assert col.index.factory.startswith("IVF")
+    assert col.backend.index.factory.startswith("IVF")
     assert col.search(vectors[10], k=1, nprobe=64)[0].id == "w10"
     col.close()

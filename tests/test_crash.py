@@ -67,5 +67,5 @@ def test_sigkill_mid_add_keeps_every_acknowledged_batch(home, tmp_path, index, s
         vectors = np.random.default_rng(b).normal(size=(BATCH, DIM)).astype("float32")
         for i in (0, BATCH // 2, BATCH - 1):
             assert col.search(vectors[i], k=1, ef_search=128)[0].id == f"b{b}-{i}"
-    assert col.index.ntotal - len(col.index.tombstones) == count
+    assert col.backend.index.ntotal - len(col.backend.index.tombstones) == count
     col.close()

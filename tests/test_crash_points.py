@@ -75,7 +75,7 @@ def test_compact(tmp_path, pristine):
         assert_whole(home, N - N // 10, point)
         assert not leftovers(home), point
 
-    assert run(tmp_path, pristine, "col = ls.open('c', home=HOME)\ncol.index", "col.compact()", check) >= 3
+    assert run(tmp_path, pristine, "col = ls.open('c', home=HOME)\ncol.backend.index", "col.compact()", check) >= 3
 
 
 def test_projection_cache(tmp_path, pristine):

@@ -184,7 +184,7 @@ def test_injected_full_disk_in_sqlite_names_the_cause(tmp_path):
     home = tmp_path / "home"
     make(home)
     col = ls.open("c", home=home)
-    col.store.conn = FullDisk(col.store.conn)
+    col.backend.store.conn = FullDisk(col.backend.store.conn)
     for write in (
         lambda: col.add(["y"], vectors=vectors(1, 3)),
         lambda: col.delete(["v1"]),
@@ -192,7 +192,7 @@ def test_injected_full_disk_in_sqlite_names_the_cause(tmp_path):
     ):
         with pytest.raises(DiskFullError, match="^no space left on device while writing c; free space and retry$"):
             write()
-    col.store.conn = col.store.conn._conn
+    col.backend.store.conn = col.backend.store.conn._conn
     assert col.count() == 300 and col.get(["v1"])[0].metadata == {"g": 1}
     col.close()
 
@@ -231,7 +231,7 @@ def check_reads(home: Path, monkeypatch) -> None:
     import latentsearch.analysis.latent as latent
 
     col = ls.open("c", home=home)
-    assert col.store.read_only
+    assert col.backend.store.read_only
     assert col.count() == 199 and col.info()["count"] == 199
     assert col.get(["v3"])[0].text == "item number 3 about cats"
     probe = vectors(200, 0)[3]
@@ -321,7 +321,7 @@ def test_read_only_bind_mount_of_a_collection_being_written(tmp_path, monkeypatc
     try:
         remount(view, "bind,ro")
         col = ls.open("c", home=view)
-        assert col.store.read_only and col.count() == 200
+        assert col.backend.store.read_only and col.count() == 200
         assert col.search(vectors(1, 11)[0], k=1)[0].id == "fresh"
         writer.add(["fresher"], vectors=vectors(1, 12))
         assert col.count() == 201 and col.search(vectors(1, 12)[0], k=1)[0].id == "fresher"

@@ -135,7 +135,8 @@ def test_learned_users_on_shards_equal_one_collection(home, tmp_path):
 def test_sharded_fit_interactions_and_create_are_atomic(home, tmp_path, monkeypatch):
     """Sharded collections are built in a hidden work folder too: a failure while storing the users
     (or while creating the shards) leaves nothing under the name, and a rerun builds it whole."""
-    from latentsearch.backends.sharded import ShardedCollection
+    from latentsearch.backends.local import LocalBackend
+    from latentsearch.backends.sharded import ShardedBackend
 
     path = tmp_path / "ratings.csv"
     path.write_text("user_id,item_id\n" + "".join(f"u{u},i{(u + j) % 9}\n" for u in range(12) for j in range(3)))
@@ -144,22 +145,20 @@ def test_sharded_fit_interactions_and_create_are_atomic(home, tmp_path, monkeypa
         raise RuntimeError("killed while storing users")
 
     with monkeypatch.context() as patch:
-        patch.setattr(ShardedCollection, "put_users", fail)
+        patch.setattr(ShardedBackend, "put_users", fail)
         with pytest.raises(RuntimeError, match="killed"):
             ls.fit_interactions(path, into="cf", factors=3, shards=2, home=home)
-    import latentsearch.collection
+    real_create, made = LocalBackend.create, []
 
-    real_create, made = latentsearch.collection.create, []
-
-    def second_shard_fails(name, **kwargs):
-        if name.startswith("shard-"):
+    def second_shard_fails(folder, manifest):
+        if folder.name.startswith("shard-"):
             if made:
                 fail()
-            made.append(name)
-        return real_create(name, **kwargs)
+            made.append(folder.name)
+        return real_create(folder, manifest)
 
     with monkeypatch.context() as patch:
-        patch.setattr(latentsearch.collection, "create", second_shard_fails)
+        patch.setattr(LocalBackend, "create", staticmethod(second_shard_fails))
         with pytest.raises(RuntimeError, match="killed"):
             ls.create("big", encoder="precomputed", dim=4, shards=2, home=home)
     assert made == ["shard-00"]
@@ -252,10 +251,10 @@ def test_writes_and_errors(pair):
         sharded.delete(["v3"])
     with pytest.raises(ls.InvalidInputError, match="wrong vector dimension"):
         sharded.search([1.0, 2.0])
-    with pytest.raises(ls.InvalidInputError, match="not available on sharded"):
-        sharded.outliers("reconstruction")
-    with pytest.raises(ls.InvalidInputError, match="images are not available on shards"):
-        sharded.add(["photo"], uris=["photo.jpg"])
+    with pytest.raises(ls.InvalidInputError, match="needs an autoencoder collection"):
+        sharded.outliers("reconstruction")  # as on one collection: the encoder cannot reconstruct
+    with pytest.raises(ls.InvalidInputError, match="nothing to encode"):
+        sharded.add(["photo"], uris=["photo.jpg"])  # a vector collection: uris alone are not images
     with pytest.raises(ls.InvalidInputError, match="alpha"):
         sharded.search(like="v1", mode="hybrid", fusion="weighted", alpha=2.0)
 
@@ -296,10 +295,10 @@ def wait_until_dead(actor, timeout: float = 60.0) -> None:
 def test_a_killed_shard_is_retried_or_reported(pair):
     _, sharded, vectors = pair
     expected = as_pairs(sharded.search(vectors[10], k=5))
-    ray.kill(sharded.actors[1], no_restart=False)  # Ray restarts it and retries the call
+    ray.kill(sharded.backend.actors[1], no_restart=False)  # Ray restarts it and retries the call
     assert as_pairs(sharded.search(vectors[10], k=5)) == expected
-    ray.kill(sharded.actors[2], no_restart=True)  # gone for good: an error, never a partial answer
-    wait_until_dead(sharded.actors[2])
+    ray.kill(sharded.backend.actors[2], no_restart=True)  # gone for good: an error, never a partial answer
+    wait_until_dead(sharded.backend.actors[2])
     with pytest.raises(ShardError, match="is gone"):
         sharded.search(vectors[10], k=5)
 
@@ -421,3 +420,76 @@ def test_bad_text_numbers_and_nesting_are_refused_before_any_shard_writes(pair):
         with pytest.raises(ls.InvalidInputError, match=message):
             call()
     assert (sharded.count(), sharded.seq) == before
+
+
+@pytest.fixture(scope="module")
+def autoencoder_images(tmp_path_factory):
+    """A small autoencoder trained on digits, and a folder of digit images with one photo among them."""
+    from PIL import Image
+    from sklearn.datasets import load_digits, load_sample_images
+
+    from latentsearch.encoders.autoencoder import (
+        AutoencoderConfig,
+        images_to_array,
+        save_autoencoder,
+        train_autoencoder,
+    )
+
+    config = AutoencoderConfig(image_size=16, channels=1, latent_dim=8, base_filters=8)
+    digits = [Image.fromarray(np.rint(im * 255 / 16).astype(np.uint8), "L") for im in load_digits().images]
+    model, losses = train_autoencoder(images_to_array(digits[:600], config), config, epochs=6, batch_size=64, seed=0)
+    model_dir = save_autoencoder(model, config, tmp_path_factory.mktemp("ae") / "model", losses=losses)
+    folder = tmp_path_factory.mktemp("pictures")
+    for i, image in enumerate(digits[600:660]):
+        image.resize((32, 32)).save(folder / f"d{i:02d}.png")
+    Image.fromarray(load_sample_images().images[1][100:164, 200:264]).save(folder / "zz_photo.png")
+    return model_dir, sorted(folder.iterdir())
+
+
+def test_images_and_reconstruction_scores_on_shards_equal_one_collection(autoencoder_images, home):
+    model_dir, files = autoencoder_images
+    db = ls.connect(home)
+    single = db.create("ae-one", encoder=f"ae:{model_dir}", index="flat")
+    sharded = db.create("ae-many", encoder=f"ae:{model_dir}", index="flat", shards=3)
+    assert type(single) is type(sharded)  # one Collection class, whatever the backend
+    ids, uris = [f.name for f in files], [str(f) for f in files]
+    vectors = single.encoder.encode(files)  # encoded once here: the encoder actors are the slow test's
+    for col in (single, sharded):
+        assert col.add(ids, vectors=vectors, uris=uris) == len(ids)
+    assert [it.kind for it in sharded.get(ids[:3])] == ["image"] * 3
+    assert sharded.thumbnails(ids[:5]) == single.thumbnails(ids[:5]) and len(sharded.thumbnails(ids[:5])) == 5
+    for q in (0, 7, 60):
+        assert as_pairs(sharded.search(vectors[q], k=6)) == as_pairs(single.search(vectors[q], k=6))
+    assert as_pairs(sharded.search(like="d03.png", k=5)) == as_pairs(single.search(like="d03.png", k=5))
+    one, many = (col.outliers("reconstruction", contamination=0.02, flagged_only=False) for col in (single, sharded))
+    assert [(r.id, round(r.score, 6)) for r in many] == [(r.id, round(r.score, 6)) for r in one]
+    assert many[0].id == "zz_photo.png" and many[0].flagged
+    checked = [col.check([files[-1], files[1]], method="reconstruction", fpr=0.05) for col in (single, sharded)]
+    assert [(r.flagged, round(r.score, 6)) for r in checked[1]] == [(r.flagged, round(r.score, 6)) for r in checked[0]]
+    assert [r.flagged for r in checked[1]] == [True, False]
+    knn = [[r.id for r in col.outliers("knn", k=5, contamination=0.05)] for col in (single, sharded)]
+    assert knn[1] == knn[0]
+    moved = sharded.resize(2)  # images keep their kind and thumbnail when they change shard
+    assert moved > 0 and sharded.thumbnails(ids) == single.thumbnails(ids)
+    assert {it.kind for it in sharded.items()} == {"image"}
+    single.close()
+    sharded.close()
+
+
+@pytest.mark.slow  # the encoder actors each import torch and load the model
+def test_image_folders_are_encoded_by_the_encoder_actors(autoencoder_images, home):
+    from latentsearch.io.ingest import ingest, read_input
+
+    model_dir, files = autoencoder_images
+    db = ls.connect(home)
+    single = db.create("img-one", encoder=f"ae:{model_dir}", index="flat")
+    sharded = db.create("img-many", encoder=f"ae:{model_dir}", index="flat", shards=2)
+    records = read_input(files[0].parent, images=True)
+    for col in (single, sharded):
+        assert ingest(col, records) == len(files)
+    assert sharded.count() == single.count() and sharded.thumbnails(["d01.png"]) == single.thumbnails(["d01.png"])
+    np.testing.assert_allclose(sharded.vectors_of(["d05.png"]), single.vectors_of(["d05.png"]), atol=1e-5)
+    got, expected = sharded.search(files[4], k=5), single.search(files[4], k=5)
+    assert [h.id for h in got] == [h.id for h in expected] and got[0].id == files[4].name
+    single.close()
+    sharded.close()

@@ -284,7 +284,7 @@ def test_the_server_loads_models_at_start_up(home, caplog, onnx_minilm):
         assert not any("vecs" in line for line in lines)  # nothing to load for precomputed vectors
         registry = client.app.state.registry
         assert registry.get("docs")._encoder is not None  # the model is there before any request
-        assert registry.get("docs")._index is not None and registry.get("vecs")._index is not None  # and the indexes
+        assert registry.get("docs").backend._index is not None and registry.get("vecs").backend._index is not None
 
 
 def test_efficientnet_runs_on_onnx_with_the_features_of_pytorch(tmp_path):

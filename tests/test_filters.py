@@ -136,9 +136,9 @@ def test_an_indexed_field_answers_filters_from_the_index_with_the_same_rows(home
         sql, params = compile_filter(where)
         plan = " ".join(
             str(row)
-            for row in col.store.conn.execute(f"EXPLAIN QUERY PLAN SELECT rowid FROM items WHERE {sql}", params)
+            for row in col.backend.store.conn.execute(f"EXPLAIN QUERY PLAN SELECT rowid FROM items WHERE {sql}", params)
         )
-        return plan, sorted(col.store.rowids_matching(sql, params).tolist())
+        return plan, sorted(col.backend.store.rowids_matching(sql, params).tolist())
 
     before = [plan_and_rows(w) for w in filters]
     assert all("field:" not in plan for plan, _ in before)  # a scan of every item's JSON

@@ -93,7 +93,7 @@ def test_index_of_other_contents_is_rebuilt(tmp_path, caplog):
     assert "does not hold the items" in next(f for f in report.findings if f.check == "faiss index").detail
     col = ls.open("a", home=home)
     assert "v1" not in {h.id for h in col.search(col.vectors_of(["v3"])[0], k=50)}
-    assert col.index.ntotal == 49
+    assert col.backend.index.ntotal == 49
     col.close()
 
 

@@ -55,7 +55,7 @@ def test_folder_is_read_and_bad_files_reported(pictures, image_folder):
     assert sorted(p.split("/")[-1] for p, _ in records.skipped) == ["broken.png", "notes.txt"]
     item = col.get(["digits/d3_3.png"])[0]
     assert item.kind == "image" and item.uri == str(image_folder / "digits" / "d3_3.png")
-    thumbs = col.store.thumbnails([col.store.rowids_of(["china0.jpg"])["china0.jpg"]])
+    thumbs = col.backend.store.thumbnails([col.backend.store.rowids_of(["china0.jpg"])["china0.jpg"]])
     thumb = Image.open(__import__("io").BytesIO(next(iter(thumbs.values()))))
     assert thumb.format == "JPEG" and max(thumb.size) <= 96
 
@@ -155,7 +155,7 @@ def test_alignment_makes_text_find_the_right_images(home):
 
 
 def test_align_collection_end_to_end(pictures, tmp_path):
-    from latentsearch.encoders.align import align_collection
+    from latentsearch.workflows.align import align_collection
 
     col, _ = pictures
     captions = {
@@ -168,7 +168,7 @@ def test_align_collection_end_to_end(pictures, tmp_path):
     hits = aligned.search("a handwritten digit", k=5)
     assert all(h.id.startswith("digits/") for h in hits)
     assert aligned.search("a colour photograph", k=1)[0].id.startswith(("china", "flower", "anim"))
-    assert aligned.store.thumbnails([1])  # thumbnails were carried over
+    assert aligned.backend.store.thumbnails([1])  # thumbnails were carried over
     with pytest.raises(ls.InvalidInputError, match="caption"):
         align_collection(col, out=tmp_path / "x", into="x", home=tmp_path / "h")
     aligned.close()

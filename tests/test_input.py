@@ -116,12 +116,12 @@ def vecs(home):
 )
 def test_bad_input_is_refused_and_changes_nothing(vecs, call, error, message):
     before = [(it.id, it.metadata) for it in vecs.items()]
-    seq = vecs.store.seq
+    seq = vecs.backend.store.seq
     with pytest.raises(error, match=message) as info:
         call(vecs)
     assert "\n" not in str(info.value)
     assert [(it.id, it.metadata) for it in vecs.items()] == before
-    assert vecs.store.seq == seq
+    assert vecs.backend.store.seq == seq
 
 
 def test_empty_text_is_refused_with_minilm(home):

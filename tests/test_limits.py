@@ -40,7 +40,7 @@ def vecs(home):
 
 def state(col) -> tuple:
     """Everything a refused write must leave as it was."""
-    return col.store.seq, [(it.id, it.text, it.uri, it.metadata) for it in col.items()]
+    return col.backend.store.seq, [(it.id, it.text, it.uri, it.metadata) for it in col.items()]
 
 
 def nested(depth: int, leaf=1, key: str = "x") -> dict:
@@ -463,4 +463,4 @@ def test_field_names_are_matched_whole(vecs, field):
         vecs.search(VECTORS[0], where={field: "x"})
     with pytest.raises(ls.FilterError, match="invalid field name"):
         vecs.index_field(field)
-    assert vecs.store.field_indexes() == []
+    assert vecs.backend.store.field_indexes() == []

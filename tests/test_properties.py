@@ -47,7 +47,7 @@ def col(tmp_path_factory):
 
 
 def snapshot(collection):
-    return collection.store.seq, [(it.id, json.dumps(it.metadata, sort_keys=True)) for it in collection.items()]
+    return collection.backend.store.seq, [(it.id, json.dumps(it.metadata, sort_keys=True)) for it in collection.items()]
 
 
 json_scalars = st.one_of(
@@ -129,7 +129,7 @@ def test_filter_expressions_never_reach_sql_as_code(col, expression):
     except ls.FilterError as exc:
         assert "\n" not in str(exc)
         return
-    col.store.rowids_matching(sql, params)  # runs as parameterised SQL without error
+    col.backend.store.rowids_matching(sql, params)  # runs as parameterised SQL without error
     assert snapshot(col) == before
 
 
@@ -235,12 +235,12 @@ def test_field_indexes_take_only_field_names(col, field):
     except ls.LatentSearchError as exc:
         assert "\n" not in str(exc)
     else:
-        assert field in col.store.field_indexes()
+        assert field in col.backend.store.field_indexes()
         assert col.search(np.eye(4, dtype=np.float32)[0], k=3, where={field: 1}) is not None
         if created:
             col.drop_field_index(field)
-    assert snapshot(col) == before and col.store.field_indexes() == []
-    assert col.store.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert snapshot(col) == before and col.backend.store.field_indexes() == []
+    assert col.backend.store.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
 def restore(collection, saved):

@@ -10,6 +10,7 @@ import sys
 
 import pytest
 
+import latentsearch as ls
 import latentsearch.backends.sharded as distributed
 
 pytest.importorskip("ray")
@@ -43,6 +44,14 @@ def one_line_error(result: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
+def sharded_files(home, name, shards, monkeypatch):
+    """A sharded collection's files, made without Ray (this test process keeps Ray out of it)."""
+    with monkeypatch.context() as patch:
+        patch.setattr(distributed, "connect_ray", lambda address: None)
+        patch.setattr(ls.Connection, "open", lambda self, name, **options: None)
+        ls.connect(home).create(name, encoder="minilm", shards=shards)
+
+
 def test_ray_auto_without_a_running_cluster_says_how_to_start_one(home, tmp_path, monkeypatch):
     (tmp_path / "corpus.jsonl").write_text('{"id": "a", "text": "reset my password"}\n')
     # Refused before anything is written: no half-made collection to get in the way of a rerun.
@@ -53,9 +62,7 @@ def test_ray_auto_without_a_running_cluster_says_how_to_start_one(home, tmp_path
         "on this machine), or give no Ray address to run on a local Ray started for this process"
     )
     # `latentsearch create big --shards 4` (its files; this test process keeps Ray out of it).
-    monkeypatch.setattr(distributed, "_ray", lambda address: None)
-    monkeypatch.setattr(distributed, "ShardedCollection", lambda folder, address=None: None)
-    distributed.create_sharded("big", shards=4, home=home)
+    sharded_files(home, "big", 4, monkeypatch)
     for command in (["add", "big", "./corpus.jsonl"], ["search", "big", "reset my password", "-k", "10"]):
         assert one_line_error(latentsearch("--ray", "auto", *command, home=home, cwd=tmp_path)) == refused
     assert distributed.is_sharded("big", home=home)  # untouched
@@ -81,10 +88,7 @@ def test_the_server_answers_503_in_one_line_when_the_cluster_is_not_there(home, 
         return []
 
     nothing.cache_clear = lambda: None
-    with monkeypatch.context() as patch:  # the collection's files, made without Ray
-        patch.setattr(distributed, "_ray", lambda address: None)
-        patch.setattr(distributed, "ShardedCollection", lambda folder, address=None: None)
-        distributed.create_sharded("big", shards=2, home=home)
+    sharded_files(home, "big", 2, monkeypatch)
     monkeypatch.setattr(services, "find_gcs_addresses", nothing)
     monkeypatch.setattr(services, "find_bootstrap_address", lambda temp_dir=None: None)
     monkeypatch.setenv("RAY_ADDRESS", "")

@@ -51,8 +51,8 @@ WRITER = textwrap.dedent(
     home, name = sys.argv[1], sys.argv[2]
     batches, batch, timeout = int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
     col = ls.open("shared", home=home)
-    col.store.timeout = timeout
-    col.store.conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+    col.backend.store.timeout = timeout
+    col.backend.store.conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
     done = locked = 0
     for b in range(batches):
         ids = [f"{name}-{b}-{i}" for i in range(batch)]
@@ -100,7 +100,7 @@ def test_concurrent_writers_and_readers(home, tmp_path):
     assert all(int(out.split()[1]) > 0 for out, _ in outputs[len(writers) :])  # readers really read
     col = ls.open("shared", home=home)
     assert col.count() == 3 * batches * batch
-    assert col.index.ntotal - len(col.index.tombstones) == col.count()
+    assert col.backend.index.ntotal - len(col.backend.index.tombstones) == col.count()
     assert doctor("shared", home=home).healthy
     col.close()
 
@@ -190,7 +190,7 @@ def test_damaged_sqlite_gives_a_clear_error_and_doctor_salvages(home):
     kept = sorted(it.id for it in col.items())
     assert col.search(vectors[int(kept[-1][1:])], k=1)[0].id == kept[-1]
     col.add(["after"], vectors=vectors[:1])  # writable again, and the index stays in step
-    assert col.index.ntotal == col.count()
+    assert col.backend.index.ntotal == col.count()
     col.close()
     assert list((home / "broken").glob("collection.sqlite.damaged-*"))  # the damaged file is kept
 

@@ -67,7 +67,7 @@ def test_filter_at_one_percent_selectivity_returns_k_on_hnsw(home):
     vectors = random_vectors(n, dim, 3)
     col = ls.create("sel", encoder="precomputed", dim=dim, index="hnsw", home=home)
     col.add([f"v{i}" for i in range(n)], vectors=vectors, metadata=[{"bucket": i % 100} for i in range(n)])
-    assert col.index.factory.startswith("HNSW")
+    assert col.backend.index.factory.startswith("HNSW")
     queries = random_vectors(20, dim, 4)
     normed = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
     subset = np.arange(7, n, 100)  # bucket 7: 1% of the items
@@ -125,5 +125,7 @@ def test_filter_cache_follows_writes_from_any_process(topics, topic_vectors, hom
     other.close()
     after = {h.id for h in topics.search(topic_vectors[0], k=50, where=where)}
     assert after == before | {"finance-0"}
-    topics.store.update_metadata({topics.store.rowids_of(["cooking-1"])["cooking-1"]: {"topic": "moved"}})
+    topics.backend.store.update_metadata(
+        {topics.backend.store.rowids_of(["cooking-1"])["cooking-1"]: {"topic": "moved"}}
+    )
     assert "cooking-1" not in {h.id for h in topics.search(topic_vectors[0], k=50, where=where)}

@@ -24,15 +24,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from latentsearch.backends.base import VectorTable
 from latentsearch.errors import InvalidInputError
 from latentsearch.limits import MAX_K, check_int
-
-if TYPE_CHECKING:
-    from latentsearch.collection import Collection
 
 ProgressFn = Callable[[int, int], None]
 METHODS = ("knn", "lof", "iforest", "ensemble", "reconstruction")
@@ -64,6 +62,14 @@ class FitData:
     search: Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
     graphs: dict[int, NeighborGraph] = field(default_factory=dict)
     uris: list[str | None] | None = None  # image files of a collection's items, for reconstruction scores
+
+    @classmethod
+    def of_table(cls, table: VectorTable, name: str) -> FitData:
+        """What a collection's backend holds (see :meth:`Backend.vector_table`), at least 3 items."""
+        if len(table.ids) < 3:
+            raise InvalidInputError(f"collection {name!r} has fewer than 3 items: too few to score outliers")
+        search = table.search or _array_search(table.vectors)  # neighbours need a true distance
+        return cls(table.vectors, table.ids, search, uris=table.uris)
 
     def graph(self, k: int, progress: ProgressFn | None = None) -> NeighborGraph:
         """The k-neighbour graph of the fitted items (computed once per k, shared by scorers)."""
@@ -114,11 +120,13 @@ def _array_search(vectors: np.ndarray) -> Callable[[np.ndarray, int], tuple[np.n
 
 
 def fit_data(data: Any) -> FitData:
-    """Vectors to fit on: a (n, dim) array, or a collection (whose FAISS index is reused if exact-ish)."""
-    from latentsearch.collection import Collection
-
-    if isinstance(data, Collection):
-        return _collection_data(data)
+    """Vectors to fit on: a :class:`FitData`, a collection (its vectors, and its own neighbour search
+    when that gives true distances), or a (n, dim) array."""
+    if isinstance(data, FitData):
+        return data
+    table = getattr(getattr(data, "backend", None), "vector_table", None)  # a collection
+    if table is not None:
+        return FitData.of_table(table(), data.name)
     try:
         vectors = np.ascontiguousarray(np.asarray(data, dtype=np.float32))
     except (TypeError, ValueError):
@@ -128,36 +136,6 @@ def fit_data(data: Any) -> FitData:
     if not np.isfinite(vectors).all():
         raise InvalidInputError("the vectors to fit on contain NaN or infinity")
     return FitData(vectors, None, _array_search(vectors))
-
-
-def _collection_data(collection: Collection) -> FitData:
-    from latentsearch.index.faiss_index import is_compressed
-
-    rowid_chunks, vector_chunks = [], []
-    for rowids, vectors in collection.store.iter_vectors(collection.dim):
-        rowid_chunks.append(rowids)
-        vector_chunks.append(vectors)
-    if not rowid_chunks or sum(map(len, rowid_chunks)) < 3:
-        raise InvalidInputError(f"collection {collection.name!r} has fewer than 3 items: too few to score outliers")
-    rowids = np.concatenate(rowid_chunks)
-    vectors = np.concatenate(vector_chunks)
-    rows = collection.store.rows_by_rowid(rowids.tolist())
-    ids = [rows[int(r)]["id"] for r in rowids]
-    uris = [rows[int(r)]["uri"] for r in rowids]
-    index = collection.index
-    if collection.metric == "ip" or is_compressed(index.factory):
-        return FitData(vectors, ids, _array_search(vectors), uris=uris)  # neighbours need a true distance
-
-    def search(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        scores, labels = index.search(x, k, ef_search=max(128, 2 * k))
-        # Euclidean distances: between unit vectors for cosine, negated scores for l2.
-        dists = np.sqrt(np.maximum(2.0 - 2.0 * scores, 0)) if collection.metric == "cosine" else -scores
-        pos = np.minimum(np.searchsorted(rowids, labels), len(rowids) - 1)  # rowids are sorted
-        pos = np.where(rowids[pos] == labels, pos, -1)
-        dists = np.where(pos < 0, np.inf, dists)
-        return dists.astype(np.float32), pos
-
-    return FitData(vectors, ids, search, uris=uris)
 
 
 class OutlierScorer:
@@ -513,7 +491,8 @@ class OutlierMethods:
         Each result says whether the input would be flagged, its score, percentile among the
         collection's own scores, conformal p-value, and its nearest normal items.
         """
-        from latentsearch.search.engine import is_image, query_vector
+        from latentsearch.search.engine import query_vector
+        from latentsearch.search.request import is_image
 
         if isinstance(inputs, str) or is_image(inputs):
             inputs = [inputs]

@@ -23,7 +23,8 @@ import numpy as np
 from latentsearch.errors import InvalidInputError, ItemNotFoundError
 from latentsearch.limits import MAX_K, check_text
 from latentsearch.records import Hit
-from latentsearch.search.engine import check_k, query_vector
+from latentsearch.search.engine import query_vector
+from latentsearch.search.request import check_k
 from latentsearch.storage.filters import Filter
 
 if TYPE_CHECKING:

@@ -206,9 +206,9 @@ def create(
 def list_(home: HomeOption = None, as_json: JsonOption = False) -> None:
     """List the collections in the data directory."""
     import latentsearch as ls
-    from latentsearch.collection import summarize
 
-    rows = [summarize(name, home=home) for name in ls.list_collections(home=home)]
+    db = ls.connect(home)
+    rows = [db.describe(name) for name in db.list()]
     if as_json:
         _print_json(rows)
         return
@@ -773,7 +773,7 @@ def align(
 ) -> None:
     """Learn a projection from image vectors into a text encoder's space from captioned images, so
     text queries search images without a CLIP model."""
-    from latentsearch.encoders.align import align_collection
+    from latentsearch.workflows.align import align_collection
 
     with _open(name, home) as col, progress_bar("training the alignment (epochs)") as update:
         aligned, losses = align_collection(

@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 
+from latentsearch.backends.base import ProgressFn
 from latentsearch.errors import ConflictError, InvalidInputError
-from latentsearch.index.faiss_index import ProgressFn
+from latentsearch.inputs import check_ids, check_metadata, check_texts
 from latentsearch.limits import INT64_MAX, INT64_MIN, MAX_NESTING, check_json_value
 
 if TYPE_CHECKING:
@@ -312,31 +313,16 @@ def ingest(
     Every check that can fail (duplicate ids, existing ids without ``upsert``, dimensions) runs before
     the first write, so bad input changes nothing.
     """
-    from latentsearch.backends.sharded import ShardedCollection  # no Ray needed to import it
-
     n = len(records)
-    if isinstance(collection, ShardedCollection):  # it checks, encodes and routes by itself
-        return collection.add(
-            records.ids,
-            records.texts,
-            vectors=records.vectors,
-            metadata=records.metadata,
-            uris=records.uris,
-            upsert=upsert,
-            batch_size=batch_size,
-            progress=progress,
-        )
     if len(set(records.ids)) != n:
         seen: set[str] = set()
         dup = next(i for i in records.ids if i in seen or seen.add(i))
         raise InvalidInputError(f"{records.source}: duplicate id {dup!r} in the input")
-    from latentsearch.collection import _check_ids, _check_metadata, _check_texts
-
     # The checks each chunk's add runs, over every record before the first chunk is written.
-    _check_ids(records.ids)
-    _check_texts("texts", records.texts, n)
-    _check_texts("uris", records.uris, n)
-    _check_metadata(records.metadata, n)
+    check_ids(records.ids)
+    check_texts("texts", records.texts, n)
+    check_texts("uris", records.uris, n)
+    check_metadata(records.metadata, n)
     if not upsert:
         existing = collection.existing_ids(records.ids)
         if existing:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from latentsearch.errors import InvalidInputError
-from latentsearch.limits import MAX_EF_SEARCH, MAX_K, MAX_NPROBE, MAX_RRF_K, check_int, check_optional_int, check_text
+from latentsearch.limits import MAX_EF_SEARCH, MAX_K, MAX_NPROBE, MAX_RRF_K, check_int, check_text, check_tuning
 from latentsearch.storage.filters import Filter, compile_filter
 
 MODES = ("vector", "lexical", "hybrid")
@@ -92,14 +92,6 @@ def check_fusion(fusion: str, alpha: float, rrf_k: int) -> None:
 def check_k(k: int) -> int:
     """Validate the number of results asked for (1 to :data:`~latentsearch.limits.MAX_K`)."""
     return check_int("k", k, 1, MAX_K)
-
-
-def check_tuning(ef_search: int | None, nprobe: int | None) -> tuple[int | None, int | None]:
-    """Validate the per-query index options (``None``: the index's default)."""
-    return (
-        check_optional_int("ef_search", ef_search, 1, MAX_EF_SEARCH),
-        check_optional_int("nprobe", nprobe, 1, MAX_NPROBE),
-    )
 
 
 def is_text_batch(queries: Any) -> bool:

@@ -35,7 +35,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
 from latentsearch import limits, paths
-from latentsearch.backends.sharded import SHARDED_FILE
 from latentsearch.errors import (
     ClusterUnavailableError,
     ConflictError,
@@ -47,7 +46,6 @@ from latentsearch.errors import (
     NotFoundError,
     ReadOnlyError,
 )
-from latentsearch.storage.store import DB_FILE
 
 # uvicorn's own logger for general messages: its lines show beside "Application startup complete".
 log = logging.getLogger("uvicorn.error")
@@ -286,7 +284,7 @@ class Registry:
         paths.validate_name(name)
         with self._lock:
             col = self._open.get(name)
-            if col is not None and not any((col.path / marker).exists() for marker in (DB_FILE, SHARDED_FILE)):
+            if col is not None and not ls.connect(self.home).exists(name):
                 self._open.pop(name, None)  # dropped by someone else
                 with contextlib.suppress(Exception):  # its files are gone: release what it holds
                     col.close()
@@ -298,7 +296,7 @@ class Registry:
     def load_encoders(self) -> None:
         """Open every collection, load its index and the models they use (each model once), so that
         the first request is as fast as the rest; logs one line per model with the time it took."""
-        from latentsearch.collection import list_collections
+        from latentsearch.connection import list_collections
 
         by_encoder: dict[str, list[Any]] = {}
         for name in list_collections(home=self.home):
@@ -403,7 +401,6 @@ def create_app(
     from fastapi_offline import FastAPIOffline  # Swagger UI assets served locally: /docs works offline
 
     import latentsearch as ls
-    from latentsearch.collection import summarize
 
     root = paths.resolve_home(home)
     keys = dict(keys or {})
@@ -499,7 +496,8 @@ def create_app(
 
     @app.get("/api/collections", dependencies=[Depends(reader)])
     def list_collections() -> list[dict[str, Any]]:
-        return [summarize(name, home=root, opener=registry.get) for name in ls.list_collections(home=root)]
+        db = ls.connect(root)
+        return [db.describe(name, opener=registry.get) for name in db.list()]
 
     @app.post("/api/collections", status_code=201, dependencies=[Depends(writer)])
     def create_collection(body: CreateBody) -> dict[str, Any]:

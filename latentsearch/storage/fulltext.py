@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 
 _WORD_RE = re.compile(r"\w+", re.UNICODE)
+SNIPPET_TOKENS = 24  # words around the matches in a hit's snippet
+SNIPPET_MARKS = ("**", "**")  # what the matched words are wrapped in
 MAX_TERMS = 64  # long inputs (a whole document as a "more like this" query) keep their first words
 # English function words, dropped from queries as Lucene's English analyzer does: in small collections
 # BM25's IDF cannot tell that "a" or "how" carry no topic, and they would outrank real matches.

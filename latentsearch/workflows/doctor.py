@@ -76,7 +76,7 @@ def doctor(name: str, *, home: str | os.PathLike[str] | None = None, repair: boo
     if not _check_sqlite(db, report, repair):
         return report  # nothing more can be checked on a file SQLite cannot read
     _check_contents(db, report, repair)
-    _check_index(name, home, report, repair)
+    _check_index(folder, report, repair)
     return report
 
 
@@ -235,38 +235,38 @@ def _check_contents(db: Path, report: Report, repair: bool) -> None:
         conn.close()
 
 
-def _check_index(name: str, home: Any, report: Report, repair: bool) -> None:
-    from latentsearch.collection import open_collection
+def _check_index(folder: Path, report: Report, repair: bool) -> None:
+    from latentsearch.backends.local import LocalBackend
 
-    col = open_collection(name, home=home)
+    backend = LocalBackend(folder)
     try:
         # Read the checkpoint as opening would, but without its automatic rebuild, so that a damaged
         # or foreign index is reported (and rebuilt only with --repair).
-        probe = col.new_index()
-        reason = probe._load_checkpoint(col.store)
-        if reason is not None and col.store.read_only:  # nothing to repair: a cache it cannot write
+        probe = backend.new_index()
+        reason = probe._load_checkpoint(backend.store)
+        if reason is not None and backend.store.read_only:  # nothing to repair: a cache it cannot write
             report.add("faiss index", True, f"not usable ({reason}): rebuilt in memory on each open (read-only)")
-            probe = col.index
+            probe = backend.index
         elif reason is not None:
             report.add("faiss index", False, f"cannot be used: {reason} (rebuilt from SQLite)", repaired=repair)
             if not repair:
                 return
-            col.compact()
-            probe = col.index
+            backend.compact()
+            probe = backend.index
         else:
             report.add("faiss index", True, f"checksum and identity match ({probe.factory}, change {probe.seq})")
-            probe.catch_up(col.store)
+            probe.catch_up(backend.store)
         # Contents, for every index kind (IVF ids live in its inverted lists): exactly the live rowids.
-        live = np.sort(col.store.rowids_matching("1", []))
+        live = np.sort(backend.store.rowids_matching("1", []))
         served = np.sort(probe.live_rowids())
         consistent = np.array_equal(live, served)
         detail = f"{len(served)} vectors for {len(live)} items"
         if not consistent and repair:
-            col.compact()
+            backend.compact()
         report.add("index matches SQLite", consistent, detail, repaired=not consistent and repair)
-        if repair and col._index is None and probe.dirty:
-            col._index = probe  # caught up: checkpoint it below
+        if repair and backend._index is None and probe.dirty:
+            backend._index = probe  # caught up: checkpoint it below
         if repair:
-            col.save()
+            backend.save()
     finally:
-        col.close()
+        backend.close()

@@ -12,18 +12,15 @@ from __future__ import annotations
 
 import csv
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from latentsearch.backends.base import ProgressFn
 from latentsearch.errors import ConflictError, InvalidInputError
-from latentsearch.index.faiss_index import ProgressFn
 from latentsearch.io.ingest import open_text
-from latentsearch.paths import collection_dir
-from latentsearch.storage.store import DB_FILE
 
 if TYPE_CHECKING:
     from latentsearch.collection import Collection
@@ -141,40 +138,24 @@ def fit_interactions(
     Items get metadata ``{"interactions": n}``; users are stored with their histories so that
     ``collection.recommend(user=...)`` leaves out what they have already seen.
     """
-    from latentsearch import collection as collections
+    from latentsearch.connection import connect
 
     if isinstance(factors, bool) or not isinstance(factors, int) or factors < 1:
         raise InvalidInputError(f"factors must be a whole number >= 1, got {factors!r}")
-    folder = collection_dir(into, home)
-    if not replace and ((folder / DB_FILE).exists() or (folder / "sharded.json").exists()):
+    db = connect(home, ray_address=ray_address)
+    if not replace and db.exists(into):
         raise ConflictError(
-            f"collection {into!r} already exists in {folder.parent}: pass replace (CLI: --replace) to rebuild it"
+            f"collection {into!r} already exists in {db.home}: pass replace (CLI: --replace) to rebuild it"
         )
     interactions = read_interactions(path, user=user, item=item, rating=rating, time=time)
     learned = fit_factors(interactions, factors=factors)
     dim = learned.item_vectors.shape[1]
     # Built whole in a hidden work folder and renamed into place: a crash at any point leaves either
     # nothing new under the name (the next run cleans the work folder) or the whole result.
-    settings = {"encoder": "precomputed", "dim": dim, "metric": "ip", "index": index, "home": home}
-    if shards is None:
-        tmp = collections.new_collection_folder(into, **settings)
-        opener = collections.Collection
-    else:
-        from latentsearch.backends.sharded import ShardedCollection, new_sharded_folder
-
-        tmp = new_sharded_folder(into, shards=shards, replacing=replace, **settings)
-
-        def opener(path: Path) -> ShardedCollection:
-            return ShardedCollection(path, address=ray_address)
-
-    try:
-        with opener(tmp) as col:
-            _fill(col, learned, interactions, progress)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    collections.publish(tmp, folder, replace=replace)
-    return opener(folder)
+    settings = {"encoder": "precomputed", "dim": dim, "metric": "ip", "index": index, "shards": shards}
+    with db.building(into, replace=replace, **settings) as col:
+        _fill(col, learned, interactions, progress)
+    return db.open(into)
 
 
 def _fill(col: Collection, learned: Factors, interactions: Interactions, progress: ProgressFn | None) -> None:

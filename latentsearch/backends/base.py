@@ -1,0 +1,159 @@
+"""The ``Backend`` protocol: what a :class:`~latentsearch.collection.Collection` asks of the place its
+items live. Everything above it (validation, encoding, search, fusion, recommendations, outliers,
+latent views, images) is written once, in the collection and the layers it uses; a backend only
+stores, reads and ranks.
+
+Inputs reaching a backend are already checked (ids are non-empty strings, vectors are float32 of the
+right dimension and normalised, filters compile). Rankings are lists of ``(key, score)``, best first:
+a key is the backend's own handle of an item (a rowid in one SQLite file, the item itself on shards),
+opaque above, hashable, and the same for one item in every ranking of a call, so fusion can join them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from latentsearch.records import Hit, Item
+
+ProgressFn = Callable[[int, int], None]
+Key = Hashable
+Ranking = list[tuple[Key, float]]
+# A neighbour search among fitted items: (queries, k) -> (Euclidean distances, positions), -1 = none.
+NeighbourSearch = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass
+class WriteBatch:
+    """Checked items ready to store: one entry per id in every list; ``vectors`` is (n, dim) float32."""
+
+    ids: list[str]
+    kinds: list[str]
+    texts: list[str | None]
+    uris: list[str | None]
+    metadata: list[dict[str, Any]]
+    vectors: np.ndarray
+    thumbnails: list[bytes | None] | None = None
+
+    def subset(self, positions: Sequence[int]) -> WriteBatch:
+        """The items at ``positions`` (what one shard stores)."""
+        pick = list(positions)
+        return WriteBatch(
+            [self.ids[p] for p in pick],
+            [self.kinds[p] for p in pick],
+            [self.texts[p] for p in pick],
+            [self.uris[p] for p in pick],
+            [self.metadata[p] for p in pick],
+            self.vectors[pick],
+            None if self.thumbnails is None else [self.thumbnails[p] for p in pick],
+        )
+
+
+@dataclass
+class VectorTable:
+    """Every item's id, vector and uri, in the backend's order, and a neighbour search among them
+    (``None``: the backend has none that gives true distances; the caller builds one on the array)."""
+
+    ids: list[str]
+    vectors: np.ndarray
+    uris: list[str | None]
+    search: NeighbourSearch | None
+
+
+class EncoderPool(Protocol):
+    """Encoding spread over workers (the sharded backend's Ray actors)."""
+
+    def encode(self, inputs: list[Any], *, batch_size: int, progress: ProgressFn | None) -> np.ndarray: ...
+
+    def load(self, *, background: bool) -> None: ...
+
+
+class Backend(Protocol):
+    """Storage writes and reads, vector k-NN with a filter, lexical search, snippets, counts, the change
+    sequence and learned users. Implemented by :class:`~latentsearch.backends.local.LocalBackend`
+    (SQLite + FAISS in one folder) and :class:`~latentsearch.backends.sharded.ShardedBackend`."""
+
+    name: str
+    path: Path
+    manifest: dict[str, Any]
+
+    @property
+    def read_only(self) -> bool: ...
+
+    # writes (ids checked; add's ids known to be new, delete's and update's known to exist)
+    def write(self, batch: WriteBatch, *, upsert: bool) -> int: ...
+
+    def delete(self, ids: list[str]) -> int: ...
+
+    def update_metadata(self, updates: dict[str, dict[str, Any]]) -> int: ...
+
+    def put_users(self, users: Sequence[tuple[str, np.ndarray, list[Any]]], *, replace_all: bool) -> None: ...
+
+    # reads
+    def count(self) -> int: ...
+
+    def seq(self) -> int: ...
+
+    def vectors_seq(self) -> int: ...
+
+    def existing(self, ids: list[str]) -> set[str]: ...
+
+    def get(self, ids: list[str], *, with_vectors: bool) -> dict[str, Item]: ...
+
+    def vectors_of(self, ids: list[str]) -> dict[str, np.ndarray]: ...
+
+    def matching_vectors(self, where: Any) -> tuple[list[str], np.ndarray]: ...
+
+    def iter_items(self) -> Iterator[Item]: ...
+
+    def thumbnails(self, ids: list[str]) -> dict[str, bytes]: ...
+
+    def user(self, user: str) -> tuple[np.ndarray | None, list[Any]]: ...
+
+    def user_count(self) -> int: ...
+
+    def vector_table(self) -> VectorTable: ...
+
+    # ranking
+    def knn(
+        self,
+        vectors: np.ndarray,
+        k: int,
+        where: Any = None,
+        exclude: Sequence[str] = (),
+        ef_search: int | None = None,
+        nprobe: int | None = None,
+    ) -> list[Ranking]: ...
+
+    def lexical(self, match: str, k: int, where: Any = None, exclude: str | None = None) -> Ranking: ...
+
+    def hits(self, rankings: Sequence[Ranking]) -> list[list[Hit | None]]:
+        """The hits of each ranking, in order; ``None`` where an item vanished since it was ranked."""
+        ...
+
+    def snippets(self, match: str, keys: Sequence[Key]) -> dict[Key, str]: ...
+
+    # housekeeping
+    def prepare_search(self) -> None: ...
+
+    def encoder_pool(self) -> EncoderPool | None: ...
+
+    def compact(self, *, progress: ProgressFn | None = None) -> None: ...
+
+    def resize(self, shards: int, *, progress: ProgressFn | None = None) -> int: ...
+
+    def index_field(self, field: str) -> bool: ...
+
+    def drop_field_index(self, field: str) -> bool: ...
+
+    def field_indexes(self) -> list[str]: ...
+
+    def info(self) -> dict[str, Any]: ...
+
+    def save(self) -> None: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,426 @@
+"""The local backend: one folder holding an SQLite store (the truth) and a FAISS index derived from it.
+
+Keys are SQLite rowids. Vector search pre-filters through an IDSelector: a filter matching few items
+is answered exactly over their stored vectors (cheaper than a graph walk that skips 99% of its nodes,
+and it always finds k results); above :data:`EXACT_SUBSET_LIMIT` the ANN index searches with the
+selector, and a query whose walk found too few allowed neighbours is answered exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from latentsearch.backends.base import Key, Ranking, VectorTable, WriteBatch
+from latentsearch.errors import EncoderMismatchError, InvalidInputError
+from latentsearch.index.faiss_index import ProgressFn, VectorIndex
+from latentsearch.index.specs import faiss_metric, is_compressed, to_scores
+from latentsearch.limits import check_tuning
+from latentsearch.records import Hit, Item
+from latentsearch.storage.filters import compile_filter
+from latentsearch.storage.fulltext import SNIPPET_MARKS, SNIPPET_TOKENS
+from latentsearch.storage.store import DB_FILE, FORMAT_VERSION, Store
+
+EXACT_SUBSET_LIMIT = 2_000
+RERANK_FACTOR = 4  # compressed indexes fetch k*4 candidates and re-rank on the float vectors
+FILTER_CACHE_SIZE = 32  # distinct filters whose matching rowids are kept between searches
+
+
+def is_local(folder: Path) -> bool:
+    """True when ``folder`` holds a local collection."""
+    return (folder / DB_FILE).is_file()
+
+
+class LocalBackend:
+    """SQLite + FAISS in one folder (see the module docstring)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.path = Path(folder)
+        self.name = self.path.name
+        self.store = Store(self.path)
+        self.manifest: dict[str, Any] = self.store.read_manifest()
+        if self.manifest.get("format_version") != FORMAT_VERSION:
+            self.store.close()
+            raise EncoderMismatchError(
+                f"collection {self.name!r} has format version {self.manifest.get('format_version')}, "
+                f"this latentsearch reads version {FORMAT_VERSION}: upgrade latentsearch"
+            )
+        # Binds the index files to this collection (a copied-in foreign index is rebuilt, not served).
+        self.collection_id = self.store.ensure_collection_id()
+        self._index: VectorIndex | None = None
+        self._lock = threading.RLock()
+        self._filters: dict[tuple[str, str], np.ndarray] = {}
+        self._filters_seq = -1
+
+    @staticmethod
+    def create(folder: Path, manifest: dict[str, Any]) -> None:
+        """Make an empty collection in ``folder`` with this manifest."""
+        store = Store(folder, create=True)
+        try:
+            store.write_manifest({"format_version": FORMAT_VERSION, **manifest})
+        finally:
+            store.close()
+
+    @property
+    def read_only(self) -> bool:
+        return self.store.read_only
+
+    @property
+    def dim(self) -> int:
+        return int(self.manifest["dim"])
+
+    @property
+    def metric(self) -> str:
+        return str(self.manifest["metric"])
+
+    # --- the index ---------------------------------------------------------------------------------
+
+    @property
+    def index(self) -> VectorIndex:
+        """The FAISS index, loaded (or rebuilt) on first use and caught up with SQLite on each use."""
+        with self._lock:
+            if self._index is None:
+                index = self.new_index()
+                index.load(self.store)
+                self._index = index
+            elif self._index.seq != self.store.seq:  # another process wrote
+                self._index.catch_up(self.store)
+            return self._index
+
+    def new_index(self) -> VectorIndex:
+        """An empty (not yet loaded) FAISS side of this collection."""
+        return VectorIndex(
+            self.path,
+            dim=self.dim,
+            metric=self.metric,
+            spec=self.manifest["index"],
+            collection_id=self.collection_id,
+            read_only=self.store.read_only,
+        )
+
+    def prepare_search(self) -> None:
+        """Open the index now (search does it first, while a model loading in the background finishes)."""
+        self.index  # noqa: B018
+
+    def encoder_pool(self) -> None:
+        """Encoding runs in this process."""
+        return None
+
+    # --- writes ------------------------------------------------------------------------------------
+
+    def write(self, batch: WriteBatch, *, upsert: bool) -> int:
+        n = len(batch.ids)
+        with self._lock:
+            index = self.index  # caught up before the write, so it can follow with a plain add
+            before = index.seq
+            seq, rowids, replaced = self.store.insert(
+                batch.ids,
+                batch.kinds,
+                batch.texts,
+                batch.uris,
+                batch.metadata,
+                batch.vectors,
+                upsert=upsert,
+                thumbnails=batch.thumbnails,
+            )
+            if seq != before + 1:  # another process wrote in between: replay from SQLite
+                index.catch_up(self.store)
+            else:
+                if len(replaced):
+                    index.remove(replaced)
+                index.add(rowids, batch.vectors, seq)
+            self._maintain()
+        return n
+
+    def delete(self, ids: list[str]) -> int:
+        with self._lock:
+            index = self.index
+            before = index.seq
+            seq, rowids = self.store.delete(ids)
+            if seq != before + 1:
+                index.catch_up(self.store)
+            else:
+                index.remove(rowids, seq)
+            self._maintain()
+        return len(rowids)
+
+    def _maintain(self) -> None:
+        index = self._index
+        if index is not None and index.needs_rebuild(self.store.count()):
+            index.build(self.store)
+
+    def update_metadata(self, updates: dict[str, dict[str, Any]]) -> int:
+        found = self.store.rowids_of(list(updates))
+        self.store.update_metadata({found[i]: fields for i, fields in updates.items()})
+        return len(updates)
+
+    def put_users(self, users: Sequence[tuple[str, np.ndarray, list[Any]]], *, replace_all: bool = False) -> None:
+        self.store.put_users(users, replace_all=replace_all)
+
+    # --- reads -------------------------------------------------------------------------------------
+
+    def count(self) -> int:
+        return self.store.count()
+
+    def seq(self) -> int:
+        return self.store.seq
+
+    def vectors_seq(self) -> int:
+        return self.store.vectors_seq()
+
+    def existing(self, ids: list[str]) -> set[str]:
+        return set(self.store.rowids_of(ids))
+
+    def get(self, ids: list[str], *, with_vectors: bool = False) -> dict[str, Item]:
+        found = self.store.rowids_of(ids)
+        rows = self.store.rows_by_rowid(list(found.values()), with_vectors=with_vectors)
+        return {item_id: _item(rows[rowid]) for item_id, rowid in found.items() if rowid in rows}
+
+    def vectors_of(self, ids: list[str]) -> dict[str, np.ndarray]:
+        found = self.store.rowids_of(ids)
+        rowids = list(found.values())
+        matrix = self.store.vectors(rowids, self.dim)
+        return {item_id: matrix[i] for i, item_id in enumerate(found)}
+
+    def matching_vectors(self, where: Any = None) -> tuple[list[str], np.ndarray]:
+        sql, params = compile_filter(where)
+        return self.store.matching_vectors(sql, params, self.dim)
+
+    def iter_items(self) -> Iterator[Item]:
+        return (_item(row) for row in self.store.iter_rows())
+
+    def batch_of(self, ids: list[str]) -> WriteBatch:
+        """Stored items as a batch another backend can write as they are (kinds and thumbnails kept)."""
+        found = self.store.rowids_of(ids)
+        rows = self.store.rows_by_rowid(list(found.values()), with_vectors=True)
+        thumbs = self.store.thumbnails(list(found.values()))
+        picked = [(rowid, rows[rowid]) for rowid in found.values() if rowid in rows]
+        return WriteBatch(
+            [row["id"] for _, row in picked],
+            [row["kind"] for _, row in picked],
+            [row["text"] for _, row in picked],
+            [row["uri"] for _, row in picked],
+            [row["metadata"] for _, row in picked],
+            np.stack([row["vector"] for _, row in picked]) if picked else np.empty((0, self.dim), np.float32),
+            [thumbs.get(rowid) for rowid, _ in picked],
+        )
+
+    def thumbnails(self, ids: list[str]) -> dict[str, bytes]:
+        rowids = self.store.rowids_of(ids)
+        by_rowid = self.store.thumbnails(list(rowids.values()))
+        return {item_id: by_rowid[r] for item_id, r in rowids.items() if r in by_rowid}
+
+    def user(self, user: str) -> tuple[np.ndarray | None, list[Any]]:
+        return self.store.get_user(user)
+
+    def user_count(self) -> int:
+        return self.store.user_count()
+
+    def vector_table(self) -> VectorTable:
+        """Every item's vector, and a neighbour search on the collection's own index when its scores
+        give true distances (not for raw inner products or compressed codes)."""
+        rowid_chunks, vector_chunks = [], []
+        for rowids, vectors in self.store.iter_vectors(self.dim):
+            rowid_chunks.append(rowids)
+            vector_chunks.append(vectors)
+        rowids = np.concatenate(rowid_chunks) if rowid_chunks else np.empty(0, np.int64)
+        vectors = np.concatenate(vector_chunks) if vector_chunks else np.empty((0, self.dim), np.float32)
+        rows = self.store.rows_by_rowid(rowids.tolist())
+        ids = [rows[int(r)]["id"] for r in rowids]
+        uris = [rows[int(r)]["uri"] for r in rowids]
+        index = self.index
+        if self.metric == "ip" or is_compressed(index.factory) or not len(rowids):
+            return VectorTable(ids, vectors, uris, None)
+        metric = self.metric
+
+        def search(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+            scores, labels = index.search(x, k, ef_search=max(128, 2 * k))
+            # Euclidean distances: between unit vectors for cosine, negated scores for l2.
+            dists = np.sqrt(np.maximum(2.0 - 2.0 * scores, 0)) if metric == "cosine" else -scores
+            pos = np.minimum(np.searchsorted(rowids, labels), len(rowids) - 1)  # rowids are sorted
+            pos = np.where(rowids[pos] == labels, pos, -1)
+            dists = np.where(pos < 0, np.inf, dists)
+            return dists.astype(np.float32), pos
+
+        return VectorTable(ids, vectors, uris, search)
+
+    # --- ranking -----------------------------------------------------------------------------------
+
+    def allowed_rowids(self, where: Any) -> np.ndarray | None:
+        """Rowids matching a metadata filter, or None when there is no filter.
+
+        The SQL scan is cached per filter until the collection changes: repeated filters (a facet, a
+        tenant) then cost nothing; any write, from any process, changes the sequence and empties it.
+        """
+        if where is None or where == {}:
+            return None
+        sql, params = compile_filter(where)
+        seq = self.store.seq
+        key = (sql, json.dumps(params))
+        with self._lock:
+            if self._filters_seq != seq:
+                self._filters, self._filters_seq = {}, seq
+            if key not in self._filters:
+                if len(self._filters) >= FILTER_CACHE_SIZE:
+                    self._filters.pop(next(iter(self._filters)))
+                self._filters[key] = self.store.rowids_matching(sql, params)
+            return self._filters[key]
+
+    def knn(
+        self,
+        vectors: np.ndarray,
+        k: int,
+        where: Any = None,
+        exclude: Sequence[str] = (),
+        ef_search: int | None = None,
+        nprobe: int | None = None,
+    ) -> list[Ranking]:
+        allowed = self.allowed_rowids(where)
+        skip = set(self.store.rowids_of(list(exclude)).values()) if exclude else set()
+        if allowed is not None and skip:
+            allowed = allowed[~np.isin(allowed, list(skip))]
+        extra = len(skip) if allowed is None else 0  # excluded items may take places in the unfiltered top k
+        ranked = self.rowid_knn(vectors, k + extra, allowed, ef_search, nprobe)
+        if skip:
+            ranked = [[(r, s) for r, s in ranking if r not in skip][:k] for ranking in ranked]
+        return ranked  # type: ignore[return-value]
+
+    def rowid_knn(
+        self,
+        queries: np.ndarray,
+        k: int,
+        allowed: np.ndarray | None = None,
+        ef_search: int | None = None,
+        nprobe: int | None = None,
+    ) -> list[list[tuple[int, float]]]:
+        """k nearest rowids and scores for each query row, best first, optionally within ``allowed``."""
+        ef_search, nprobe = check_tuning(ef_search, nprobe)  # every vector search of a collection passes here
+        index = self.index
+        if allowed is not None:
+            if len(allowed) == 0:
+                return [[] for _ in range(len(queries))]
+            if len(allowed) <= EXACT_SUBSET_LIMIT and index.factory != "Flat":
+                return self.exact_knn(queries, k, allowed)
+        if index.ntotal == 0:
+            return [[] for _ in range(len(queries))]
+        compressed = is_compressed(index.factory)
+        fetch = k * RERANK_FACTOR if compressed else k
+        scores, labels = index.search(queries, fetch, allowed=allowed, ef_search=ef_search, nprobe=nprobe)
+        if allowed is None and not compressed:  # the common case: every row as FAISS ranked it
+            return [
+                [(r, s) for r, s in zip(row_labels, row_scores) if r >= 0]
+                for row_labels, row_scores in zip(labels.tolist(), scores.tolist())
+            ]
+        results = []
+        for qi in range(len(queries)):
+            found = labels[qi] >= 0
+            if allowed is not None and found.sum() < min(k, len(allowed)):
+                # The approximate walk ran out of allowed neighbours: answer this query exactly.
+                results.append(self.exact_knn(queries[qi : qi + 1], k, allowed)[0])
+                continue
+            rowids = labels[qi][found]
+            if compressed:
+                results.append(self.exact_knn(queries[qi : qi + 1], k, rowids)[0])
+            else:
+                results.append(list(zip(rowids.tolist(), scores[qi][found].tolist())))
+        return results
+
+    def exact_knn(self, queries: np.ndarray, k: int, rowids: np.ndarray) -> list[list[tuple[int, float]]]:
+        """Exact k-NN among the given rowids, on the float vectors stored in SQLite."""
+        import faiss
+
+        rowids = np.unique(np.asarray(rowids, dtype=np.int64))
+        base = self.store.vectors(rowids, self.dim)
+        distances, positions = faiss.knn(queries, base, min(k, len(rowids)), metric=faiss_metric(self.metric))
+        scores = to_scores(self.metric, distances)
+        return [
+            [(int(rowids[p]), float(s)) for p, s in zip(positions[qi], scores[qi]) if p >= 0]
+            for qi in range(len(queries))
+        ]
+
+    def lexical(self, match: str, k: int, where: Any = None, exclude: str | None = None) -> Ranking:
+        sql, params = compile_filter(where)
+        skip = self.store.rowids_of([exclude]).get(exclude) if exclude else None
+        return self.store.lexical_search(match, k, sql, params, skip)  # type: ignore[return-value]
+
+    def hits(self, rankings: Sequence[Ranking]) -> list[list[Hit | None]]:
+        """Hits for rankings of ``(rowid, score)``, with one SQLite read for all of them; ``None`` for a
+        row deleted between the ranking and the read. (Hot: one lookup per row and field.)"""
+        rows = self.store.rows_by_rowid(sorted({r for ranking in rankings for r, _ in ranking}))
+        out = []
+        for ranking in rankings:
+            hits: list[Hit | None] = []
+            for rowid, score in ranking:
+                row = rows.get(rowid)
+                hits.append(
+                    None if row is None else Hit(row["id"], float(score), row["text"], row["uri"], row["metadata"])
+                )
+            out.append(hits)
+        return out
+
+    def snippets(self, match: str, keys: Sequence[Key]) -> dict[Key, str]:
+        return self.store.snippets(match, list(keys), SNIPPET_MARKS, SNIPPET_TOKENS)  # type: ignore[arg-type]
+
+    # --- housekeeping ------------------------------------------------------------------------------
+
+    def compact(self, *, progress: ProgressFn | None = None) -> None:
+        self.store.check_writable()
+        with self._lock:
+            index = self._index or self.new_index()
+            index.build(self.store, progress=progress)
+            index.save()
+            self._index = index
+
+    def resize(self, shards: int, *, progress: ProgressFn | None = None) -> int:
+        raise InvalidInputError(
+            f"collection {self.name!r} is not sharded: create a sharded collection (shards=N) and add its items there"
+        )
+
+    def index_field(self, field: str) -> bool:
+        from latentsearch.storage.filters import field_expression
+
+        return self.store.create_field_index(field, field_expression(field))
+
+    def drop_field_index(self, field: str) -> bool:
+        return self.store.drop_field_index(field)
+
+    def field_indexes(self) -> list[str]:
+        return self.store.field_indexes()
+
+    def info(self) -> dict[str, Any]:
+        index = self.index
+        return {
+            "faiss_factory": index.factory,
+            "index_vectors": index.ntotal,
+            "tombstones": len(index.tombstones),
+            "field_indexes": self.store.field_indexes(),
+            "change_seq": self.store.seq,
+        }
+
+    def save(self) -> None:
+        with self._lock:
+            if self._index is not None:
+                self._index.save()
+
+    def close(self) -> None:
+        """Checkpoint the index (raising what stops it) and close the store either way."""
+        try:
+            self.save()
+        finally:
+            self.store.close()
+
+
+def _item(row: dict[str, Any]) -> Item:
+    return Item(
+        id=row["id"],
+        kind=row["kind"],
+        text=row["text"],
+        uri=row["uri"],
+        metadata=row["metadata"],
+        vector=row.get("vector"),
+    )

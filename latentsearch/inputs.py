@@ -1,0 +1,117 @@
+"""Checks of what users hand in: ids, texts and uris, metadata, vectors. Every write path runs them
+before anything is written, so bad input gets one line and changes nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from latentsearch.errors import InvalidInputError
+from latentsearch.limits import check_json_value, check_text
+
+
+def prepare_vectors(vectors: Any, *, dim: int, metric: str, name: str, expected: int | None = None) -> np.ndarray:
+    """Vectors as a contiguous float32 (n, dim) array: right dimension, finite, and L2-normalised for
+    cosine; one-line errors otherwise."""
+    try:
+        matrix = np.asarray(vectors, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise InvalidInputError("vectors must be numbers in a 2-D array of shape (n, dim)") from None
+    if matrix.ndim == 1:
+        matrix = matrix[None, :]
+    if matrix.ndim != 2 or matrix.shape[1] != dim:
+        raise InvalidInputError(
+            f"wrong vector dimension: got shape {tuple(np.shape(vectors))}, collection {name!r} stores {dim}-d vectors"
+        )
+    if expected is not None and matrix.shape[0] != expected:
+        raise InvalidInputError(f"got {matrix.shape[0]} vectors for {expected} items")
+    bad = ~np.isfinite(matrix).all(axis=1)
+    if bad.any():
+        raise InvalidInputError(f"vector #{int(np.argmax(bad))} contains NaN or infinity")
+    if metric == "cosine":
+        norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+        if (norms == 0).any():
+            raise InvalidInputError(
+                f"vector #{int(np.argmax(norms[:, 0] == 0))} is all zeros and has no direction for cosine"
+            )
+        matrix = matrix / norms
+    return np.ascontiguousarray(matrix, dtype=np.float32)
+
+
+def check_metadata_updates(updates: Any) -> tuple[list[str], list[dict[str, Any]]]:
+    """The ids and field dicts of ``{id: {field: value}}`` metadata updates, checked before any write."""
+    if not isinstance(updates, Mapping):
+        raise InvalidInputError("updates must be a dict of {id: {field: value}}")
+    ids = check_ids(list(updates))
+    return ids, check_metadata([updates[i] for i in ids], len(ids))
+
+
+def check_ids(ids: Sequence[str], *, allow_duplicates: bool = False) -> list[str]:
+    """Ids as a list: non-empty valid-Unicode strings, unique unless ``allow_duplicates``."""
+    if isinstance(ids, str):
+        raise InvalidInputError("ids must be a list of strings, not a single string")
+    out = list(ids)
+    seen: set[str] = set()
+    for i, item_id in enumerate(out):
+        if not isinstance(item_id, str) or not item_id.strip():
+            raise InvalidInputError(f"id #{i} is {item_id!r}: ids must be non-empty strings")
+        check_text(item_id, f"id #{i}")
+        if not allow_duplicates and item_id in seen:
+            raise InvalidInputError(f"duplicate id {item_id!r} in the input: ids must be unique")
+        seen.add(item_id)
+    return out
+
+
+def _check_length(what: str, values: Sequence[Any] | None, n: int) -> list[Any] | None:
+    if values is None:
+        return None
+    if isinstance(values, str):
+        raise InvalidInputError(f"{what} must be a list, not a single string")
+    values = list(values)
+    if len(values) != n:
+        raise InvalidInputError(f"got {len(values)} {what} for {n} ids")
+    return values
+
+
+def check_texts(what: str, values: Sequence[Any] | None, n: int) -> list[Any] | None:
+    """Texts or uris (paths allowed): one per id, each a valid-Unicode string or None."""
+    out = _check_length(what, values, n)
+    for i, value in enumerate(out or ()):
+        if value is None:
+            continue
+        if what == "uris" and isinstance(value, os.PathLike):
+            value = out[i] = os.fspath(value)
+        if not isinstance(value, str):
+            raise InvalidInputError(f"{what[:-1]} #{i} is a {type(value).__name__}, not a string")
+        check_text(value, f"{what[:-1]} #{i}")
+    return out
+
+
+def check_metadata(metadata: Sequence[Mapping[str, Any] | None] | None, n: int) -> list[dict[str, Any]]:
+    """One JSON-storable dict per item (``None`` entries and a missing list become empty dicts)."""
+    if metadata is None:
+        return [{} for _ in range(n)]
+    if isinstance(metadata, Mapping):
+        raise InvalidInputError("metadata must be a list with one dict per item")
+    values = list(metadata)
+    if len(values) != n:
+        raise InvalidInputError(f"got {len(values)} metadata entries for {n} ids")
+    out = []
+    for i, meta in enumerate(values):
+        if meta is None:
+            meta = {}
+        if not isinstance(meta, Mapping):
+            raise InvalidInputError(f"metadata #{i} is a {type(meta).__name__}, not a dict")
+        check_json_value(meta, f"metadata #{i}")  # depth, Unicode, 64-bit integers; before json.dumps recurses
+        try:
+            json.dumps(meta, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise InvalidInputError(
+                f"metadata #{i} cannot be stored as JSON ({exc}): use strings, finite numbers, booleans, null"
+            ) from None
+        out.append(dict(meta))
+    return out
