@@ -24,8 +24,7 @@ from rich.console import Console
 from latentsearch.errors import LatentSearchError
 
 if TYPE_CHECKING:
-    from latentsearch.collection import Collection
-    from latentsearch.connection import Connection
+    from latentsearch import Collection, Connection
 
 app = typer.Typer(
     name="latentsearch",

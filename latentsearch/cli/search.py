@@ -52,8 +52,8 @@ def search(
     as_json: JsonOption = False,
 ) -> None:
     """Search by text (vector, lexical or hybrid), by an image (--image), a vector (--vector) or an item (--like)."""
+    from latentsearch import SearchRequest
     from latentsearch.io.inputs import load_vectors, search_encodes
-    from latentsearch.search.request import SearchRequest
 
     if sum(x is not None for x in (query, like, vector, image)) != 1:
         raise InvalidInputError("give exactly one of QUERY, --like ID, --image FILE or --vector FILE.npy")

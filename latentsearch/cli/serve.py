@@ -14,7 +14,7 @@ from latentsearch.cli.app import HomeOption, command, connect, console, escape, 
 from latentsearch.errors import InvalidInputError
 
 if TYPE_CHECKING:
-    from latentsearch.collection import Collection
+    from latentsearch import Collection
 
 
 @command()
