@@ -14,7 +14,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import numpy as np
@@ -96,13 +96,12 @@ def train_and_save(
     from latentsearch.encoders import autoencoder as ae
 
     config, array = training.config, training.array
-    model, losses = ae.train_autoencoder(
-        array,
-        config,
-        epochs=epochs,
-        seed=seed,
-        progress=None if progress is None else lambda epoch, total, loss: progress(epoch, total),
-    )
+
+    def each_epoch(epoch: int, total: int, loss: float) -> None:
+        if progress is not None:
+            progress(epoch, total)
+
+    model, losses = ae.train_autoencoder(array, config, epochs=epochs, seed=seed, progress=each_epoch)
     folder = ae.save_autoencoder(model, config, out, losses=losses)
     ae.save_loss_curve(losses, folder / "loss.png")
     encoder = ae.AutoencoderEncoder(folder)
@@ -146,7 +145,9 @@ def train_autoencoder_from_folder(
     return trained
 
 
-def _collect(images: Any, trained: TrainedAutoencoder, into: str, db: Connection | None, index: str) -> Collection:
+def _collect(
+    images: str | os.PathLike[str], trained: TrainedAutoencoder, into: str, db: Connection | None, index: str
+) -> Collection:
     """A new collection ``into`` of the folder's images, encoded by the trained model."""
     from latentsearch.connection import connect
     from latentsearch.io.ingest import ingest, read_input
