@@ -1,4 +1,5 @@
-"""The demo corpus: Python's own documentation, which every Python install ships.
+"""The demo: a collection built from Python's own documentation, which every Python install ships,
+and a few searches on it (:func:`run_demo`, what ``latentsearch demo`` prints).
 
 Help topics from ``pydoc_data`` and the docstrings of a set of standard-library modules and their
 public functions and classes: real, varied text that needs no download.
