@@ -28,11 +28,11 @@ from latentsearch.errors import (
     ItemNotFoundError,
     LatentSearchError,
 )
-from latentsearch.inputs import check_ids, check_metadata, check_metadata_updates, check_texts, prepare_vectors
 from latentsearch.limits import check_text
 from latentsearch.records import Hit, Item
 from latentsearch.search.request import SearchRequest
 from latentsearch.storage.filters import Filter, compile_filter, field_expression
+from latentsearch.validation import check_ids, check_metadata, check_metadata_updates, check_texts, prepare_vectors
 
 log = logging.getLogger("latentsearch")
 

@@ -14,8 +14,8 @@ import numpy as np
 
 from latentsearch.backends.base import ProgressFn
 from latentsearch.errors import ConflictError, InvalidInputError
-from latentsearch.inputs import check_ids, check_metadata, check_texts
 from latentsearch.limits import INT64_MAX, INT64_MIN, MAX_NESTING, check_json_value
+from latentsearch.validation import check_ids, check_metadata, check_texts
 
 if TYPE_CHECKING:
     from latentsearch.collection import Collection

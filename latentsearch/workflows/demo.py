@@ -1,4 +1,5 @@
-"""The demo corpus: Python's own documentation, which every Python install ships.
+"""The demo: a collection built from Python's own documentation, which every Python install ships,
+and a few searches on it (:func:`run_demo`, what ``latentsearch demo`` prints).
 
 Help topics from ``pydoc_data`` and the docstrings of a set of standard-library modules and their
 public functions and classes: real, varied text that needs no download.
@@ -6,10 +7,27 @@ public functions and classes: real, varied text that needs no download.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import inspect
 import re
 import warnings
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from time import perf_counter
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from latentsearch.collection import Collection
+    from latentsearch.connection import Connection
+    from latentsearch.records import Hit
+
+DEMO_NAME = "demo"
+DEMO_ENCODER = "minilm"
+DEMO_INDEX = "hnsw"
+ProgressFn = Callable[[int, int], None]
 
 DEMO_MODULES = [
     "argparse",
@@ -153,3 +171,66 @@ def demo_corpus(max_items: int = 1500) -> list[dict]:
 def _docstring_item(item_id: str, doc: str, kind: str, module: str) -> dict:
     text = f"{item_id}: {_first_paragraphs(doc)}"
     return {"id": item_id, "text": text, "metadata": {"source": "docstring", "kind": kind, "module": module}}
+
+
+@dataclass
+class DemoSearch:
+    """One of the demo's queries (with its metadata filter, if any) and the hits it found."""
+
+    query: str
+    where: str | None
+    hits: list[Hit]
+
+
+@dataclass
+class DemoRun:
+    """What the demo did: how many ``items`` it indexed, in how many seconds (``elapsed``), into the
+    collection at ``path``, and each of :data:`DEMO_QUERIES` with its hits (``searches``)."""
+
+    items: int
+    elapsed: float
+    path: Path
+    searches: list[DemoSearch] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        """Items indexed per second."""
+        return self.items / max(self.elapsed, 1e-9)
+
+
+def run_demo(
+    db: Connection,
+    *,
+    k: int = 3,
+    items: list[dict] | None = None,
+    progress: ProgressFn | None = None,
+    encoding: Callable[[Collection], AbstractContextManager[ProgressFn | None]] | None = None,
+) -> DemoRun:
+    """Build collection ``demo`` in ``db`` from Python's documentation (replacing one left by an
+    earlier run), then run :data:`DEMO_QUERIES` on it, ``k`` hits each.
+
+    ``items`` defaults to :func:`demo_corpus`; ``progress(done, total)`` follows the encoding.
+    ``encoding``, if given, is entered around the encoding with the new collection and yields the
+    progress callback to use (the CLI shows its model-loading note and progress bar there).
+    """
+    from latentsearch.io.ingest import Records, ingest
+    from latentsearch.search.request import SearchRequest
+
+    items = demo_corpus() if items is None else items
+    if db.exists(DEMO_NAME):
+        db.drop(DEMO_NAME)
+    with db.create(DEMO_NAME, encoder=DEMO_ENCODER, index=DEMO_INDEX) as col:
+        records = Records(
+            ids=[i["id"] for i in items],
+            texts=[i["text"] for i in items],
+            metadata=[i["metadata"] for i in items],
+            source="python docs",
+        )
+        start = perf_counter()
+        around = encoding(col) if encoding is not None else contextlib.nullcontext(progress)
+        with around as update:
+            ingest(col, records, progress=update)
+        run = DemoRun(len(items), perf_counter() - start, Path(col.path))
+        for query, where in DEMO_QUERIES:
+            run.searches.append(DemoSearch(query, where, col.search(SearchRequest(query=query, k=k, where=where))))
+    return run

@@ -1,0 +1,118 @@
+"""Commands on items: add, get, delete, update-metadata."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from time import perf_counter
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from latentsearch.cli.app import (
+    HomeOption,
+    JsonOption,
+    command,
+    console,
+    escape,
+    model_loading,
+    open_collection,
+    print_json,
+    progress_bar,
+    report_skipped,
+    snippet,
+)
+
+
+@command()
+def add(
+    name: str,
+    source: Annotated[
+        Path, typer.Argument(help="A .jsonl/.csv/.tsv file, a .npy/.npz of vectors, or a folder of .txt/.md.")
+    ],
+    text_field: Annotated[str, typer.Option(help="Field holding the text (JSONL/CSV).")] = "text",
+    id_field: Annotated[str, typer.Option(help="Field holding the id; absent: ids are FILE-LINE.")] = "id",
+    vector_field: Annotated[str | None, typer.Option(help="Field holding a precomputed vector.")] = None,
+    metadata_fields: Annotated[
+        str | None, typer.Option(help="Comma-separated fields to keep as metadata [default: all others].")
+    ] = None,
+    ids_file: Annotated[Path | None, typer.Option(help="For .npy input: a file with one id per line.")] = None,
+    upsert: Annotated[bool, typer.Option(help="Replace items whose id exists instead of failing.")] = False,
+    batch_size: Annotated[int, typer.Option(help="Texts per encoder batch.")] = 64,
+    home: HomeOption = None,
+) -> None:
+    """Add items from a file or folder (encoded in batches, with a progress bar)."""
+    from latentsearch.io.ingest import ingest
+    from latentsearch.io.inputs import read_for
+
+    fields = [f.strip() for f in metadata_fields.split(",") if f.strip()] if metadata_fields else None
+    with open_collection(name, home) as col:
+        records = read_for(
+            col,
+            source,
+            text_field=text_field,
+            id_field=id_field,
+            vector_field=vector_field,
+            metadata_fields=fields,
+            ids_file=ids_file,
+        )
+        report_skipped(records.skipped)
+        start = perf_counter()
+        with model_loading(col, records.vectors is None), progress_bar(f"adding to {name}") as update:
+            done = ingest(col, records, upsert=upsert, batch_size=batch_size, progress=update)
+        elapsed = perf_counter() - start
+        total = col.count()
+    verb = "upserted" if upsert else "added"
+    console.print(
+        f"{verb} {done:,} items in {elapsed:.1f}s ({done / max(elapsed, 1e-9):,.0f} items/s); {name} has {total:,}"
+    )
+
+
+@command()
+def get(
+    name: str,
+    ids: Annotated[list[str], typer.Argument(help="Item ids.")],
+    vectors: Annotated[bool, typer.Option("--vectors", help="Include the stored vectors.")] = False,
+    home: HomeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show items by id."""
+    with open_collection(name, home) as col:
+        items = col.get(ids, with_vectors=vectors)
+    if as_json:
+        print_json([item.to_dict() for item in items])
+        return
+    table = Table("id", "kind", "text / uri", "metadata")
+    for item in items:
+        metadata = json.dumps(item.metadata, ensure_ascii=False)
+        table.add_row(escape(item.id), item.kind, escape(snippet(item.text or item.uri)), escape(metadata))
+    console.print(table)
+
+
+@command()
+def delete(
+    name: str,
+    ids: Annotated[list[str], typer.Argument(help="Item ids to delete.")],
+    home: HomeOption = None,
+) -> None:
+    """Delete items by id (all or nothing: an unknown id deletes none)."""
+    with open_collection(name, home) as col:
+        removed = col.delete(ids)
+        total = col.count()
+    console.print(f"deleted {removed} items; {name} has {total:,}")
+
+
+@command("update-metadata")
+def update_metadata(
+    name: str,
+    source: Annotated[Path, typer.Argument(help="JSONL or CSV: one item per line, its id and the fields to set.")],
+    id_field: Annotated[str, typer.Option(help="Field holding each item's id.")] = "id",
+    home: HomeOption = None,
+) -> None:
+    """Merge fields into items' metadata (a JSON null removes a field); all or nothing."""
+    from latentsearch.io.ingest import read_metadata_updates
+
+    updates = read_metadata_updates(source, id_field=id_field)
+    with open_collection(name, home) as col:
+        console.print(f"updated the metadata of {col.update_metadata(updates):,} items in {name}")

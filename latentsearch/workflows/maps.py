@@ -1,0 +1,62 @@
+"""Drawing a collection's latent space to a file: project it, optionally trace the interpolation path
+between two items, and write the map as interactive HTML or a PNG."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from latentsearch.errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from latentsearch.analysis.latent import Projection
+    from latentsearch.collection import Collection
+
+MAP_SUFFIXES = (".html", ".htm", ".png")
+
+
+@dataclass
+class DrawnMap:
+    """The file written (``path``) and the ``projection`` it shows."""
+
+    path: Path
+    projection: Projection
+
+
+def draw_map(
+    collection: Collection,
+    out: str | os.PathLike[str],
+    *,
+    method: str = "umap",
+    dim: int = 2,
+    color_by: str | None = None,
+    where: str | dict | None = None,
+    sample: int | None = None,
+    seed: int = 0,
+    path: tuple[str, str] | None = None,
+    steps: int = 8,
+    stage: Callable[[str], None] | None = None,
+) -> DrawnMap:
+    """Project ``collection`` (the items matching ``where``, at most ``sample`` of them) with
+    ``method`` (pca, tsne or umap) to ``dim`` dimensions and write the map to ``out``: ``.html``
+    (interactive, offline) or ``.png``, coloured by the metadata field ``color_by``. ``path`` (two
+    ids) draws the interpolation path between them in ``steps`` steps. ``stage(message)`` is called
+    as the work moves on ("projecting", then "drawing").
+    """
+    if Path(out).suffix.lower() not in MAP_SUFFIXES:
+        raise InvalidInputError(f"cannot write a map to {out}: use a .html or .png file name")
+    from latentsearch.analysis.plots import write_map
+
+    route = None
+    if path is not None:
+        if len(path) != 2:
+            raise InvalidInputError(f"a map's path runs between two ids, got {len(path)}")
+        route = collection.interpolate(path[0], path[1], steps=steps, where=where)
+    projection = collection.project(method, dim=dim, where=where, sample=sample, seed=seed, stage=stage)
+    if stage is not None:
+        stage("drawing")
+    written = write_map(collection, projection, out, color_by=color_by, path=route)
+    return DrawnMap(written, projection)
