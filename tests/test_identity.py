@@ -109,11 +109,11 @@ def test_collections_without_an_id_get_one(tmp_path):
     conn.commit()
     conn.close()
     col = ls.open("old", home=home)
-    first = col.collection_id
+    first = col.backend.collection_id
     assert len(first) == 32 and col.search(np.eye(1, DIM)[0], k=1)[0].id == "x"
     col.close()
     col = ls.open("old", home=home)
-    assert col.collection_id == first
+    assert col.backend.collection_id == first
     col.close()
 
 

@@ -51,8 +51,8 @@ def create_backend(
 
 
 def describe_offline(folder: Path) -> dict[str, Any]:
-    """Count, encoder, dimension, modality (and shards) of a collection, read from its files without
-    starting Ray or loading an index."""
+    """Count, encoder, dimension and modality (shards, for a sharded one) of a collection, read from
+    its files without starting Ray or loading an index."""
     if (folder / SHARDED_FILE).is_file():
         from latentsearch.backends.sharded import describe_offline as sharded
 

@@ -59,7 +59,8 @@ class LocalBackend:
 
     @staticmethod
     def create(folder: Path, manifest: dict[str, Any]) -> None:
-        """Make an empty collection in ``folder`` with this manifest."""
+        """Make an empty collection in ``folder`` (made if missing) with this manifest."""
+        folder.mkdir(parents=True, exist_ok=True)
         store = Store(folder, create=True)
         try:
             store.write_manifest({"format_version": FORMAT_VERSION, **manifest})

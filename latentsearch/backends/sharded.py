@@ -569,6 +569,5 @@ def describe_offline(folder: Path) -> dict[str, Any]:
         "count": count,
         "encoder": config["encoder"],
         "dim": config["dim"],
-        "modality": config.get("modality"),
         "shards": config["shards"],
     }
