@@ -382,10 +382,15 @@ def test_sharded_collections_are_opened_on_the_given_ray_cluster(home, monkeypat
 
     import latentsearch.server as server
     from latentsearch.cli import app
+    from latentsearch.connection import Connection
     from latentsearch.server import Registry
 
     opened = {}
-    monkeypatch.setattr(ls, "open", lambda name, **options: opened.update(options, name=name) or object())
+
+    def fake_open(db, name, **options):  # the registry opens through its connection
+        return opened.update(options, name=name, home=db.home, ray_address=db.ray_address) or object()
+
+    monkeypatch.setattr(Connection, "open", fake_open)
     Registry(home, ray_address="ray://head:10001").get("big")
     assert opened == {"name": "big", "home": home, "ray_address": "ray://head:10001"}
     served = {}
