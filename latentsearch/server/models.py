@@ -94,31 +94,30 @@ class _SearchBase(Body):
     )
 
 
-def _search_fields() -> dict[str, Any]:
-    """Pydantic fields from SearchRequest's dataclass fields: type, default, description and bounds."""
-    hints = typing.get_type_hints(SearchRequest)
+def search_body_model(request_type: type = SearchRequest, name: str = "SearchBody") -> type[BaseModel]:
+    """A strict request model with the fields of the dataclass ``request_type``: each field's JSON type
+    (:data:`SEARCH_JSON_TYPES`, else its annotation), default, description and bounds (``ge``/``le``...
+    from its metadata), and a schema that asks for exactly one of :data:`SEARCH_TARGETS`."""
+    hints = typing.get_type_hints(request_type)
     fields: dict[str, Any] = {}
-    for spec in dataclasses.fields(SearchRequest):
+    for spec in dataclasses.fields(request_type):
         options = {key: spec.metadata[key] for key in BOUNDS if key in spec.metadata}
         if spec.default is not dataclasses.MISSING:
             options["default"] = spec.default
         elif spec.default_factory is not dataclasses.MISSING:
             options["default_factory"] = spec.default_factory
-        description = spec.metadata.get("description")
-        fields[spec.name] = (
-            SEARCH_JSON_TYPES.get(spec.name, hints[spec.name]),
-            Field(description=description, **options),
-        )
-    return fields
+        json_type = SEARCH_JSON_TYPES.get(spec.name, hints[spec.name])
+        fields[spec.name] = (json_type, Field(description=spec.metadata.get("description"), **options))
+    return create_model(
+        name,
+        __base__=_SearchBase,
+        __doc__="A search: exactly one of query, vector or like, and the options of latentsearch.SearchRequest.",
+        __module__=__name__,
+        **fields,
+    )
 
 
-SearchBody = create_model(
-    "SearchBody",
-    __base__=_SearchBase,
-    __doc__="A search: exactly one of query, vector or like, and the options of latentsearch.SearchRequest.",
-    __module__=__name__,
-    **_search_fields(),
-)
+SearchBody = search_body_model()
 
 
 def search_request(body: BaseModel) -> SearchRequest:
