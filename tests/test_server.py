@@ -407,7 +407,7 @@ def test_warm_up_opens_indexes_and_reports_each_encoder_once(home):
         col.add(["x"], vectors=random_vectors(1, 4, 0))
         col.close()
     cols = [ls.open(name, home=home) for name in ("a", "b")]
-    assert all(col._index is None for col in cols)
+    assert all(col.backend._index is None for col in cols)
     (warmed,) = warm_up(cols)
     assert (warmed.encoder, warmed.collections, warmed.error, warmed.has_model) == (
         "precomputed",
@@ -415,7 +415,7 @@ def test_warm_up_opens_indexes_and_reports_each_encoder_once(home):
         None,
         False,
     )
-    assert all(col._index is not None for col in cols)  # the first search need not open it
+    assert all(col.backend._index is not None for col in cols)  # the first search need not open it
     for col in cols:
         col.close()
 

@@ -34,9 +34,8 @@ class Registry:
         paths.validate_name(name)
         with self._lock:
             col = self._open.get(name)
-            # A drop renames the folder away first: gone means dropped by someone else (the CLI, Python).
-            if col is not None and not Path(col.path).is_dir():
-                self._open.pop(name, None)
+            if col is not None and not self.db.exists(name):
+                self._open.pop(name, None)  # dropped by someone else (the CLI, Python)
                 with contextlib.suppress(Exception):  # its files are gone: release what it holds
                     col.close()
                 col = None
