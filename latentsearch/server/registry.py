@@ -7,12 +7,15 @@ import contextlib
 import logging
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import latentsearch as ls
 from latentsearch import paths
 from latentsearch.errors import LatentSearchError
 from latentsearch.workflows.warmup import warm_up
+
+if TYPE_CHECKING:
+    from latentsearch.collection import Collection
 
 # uvicorn's own logger for general messages: its lines show beside "Application startup complete".
 log = logging.getLogger("uvicorn.error")
@@ -26,10 +29,10 @@ class Registry:
         self.db = ls.connect(home, ray_address=ray_address)
         self.home: Path = self.db.home
         self.ray_address = ray_address
-        self._open: dict[str, Any] = {}
+        self._open: dict[str, Collection] = {}
         self._lock = threading.Lock()
 
-    def get(self, name: str) -> Any:
+    def get(self, name: str) -> Collection:
         """The open collection ``name`` (opened on first use; reopened if it was dropped meanwhile)."""
         paths.validate_name(name)
         with self._lock:
@@ -43,7 +46,7 @@ class Registry:
                 col = self._open[name] = self.db.open(name)
             return col
 
-    def create(self, name: str, **options: Any) -> Any:
+    def create(self, name: str, **options: Any) -> Collection:
         """Create a collection (``options`` as for :meth:`latentsearch.Connection.create`) and open it here."""
         self.db.create(name, **options).close()
         return self.get(name)
