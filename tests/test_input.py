@@ -148,3 +148,38 @@ def test_ingest_checks_everything_before_the_first_write(home, tmp_path):
     assert ingest(col, records, chunk_size=3, upsert=True) == 10
     assert col.count() == 10
     col.close()
+
+
+def test_items_given_as_rows_are_added_as_columns(home):
+    from latentsearch.io.items import add_items
+
+    col = ls.create("rows", encoder="precomputed", dim=4, home=home)
+    vectors = random_vectors(3, 4, 0)
+    rows = [{"id": "a", "vector": vectors[0], "text": "first", "metadata": {"n": 1}}, {"id": "b", "vector": vectors[1]}]
+    assert add_items(col, rows) == 2
+    a, b = col.get(["a", "b"])
+    assert (a.text, a.metadata, b.text, b.metadata) == ("first", {"n": 1}, None, {})
+    assert col.search(vectors[1], k=1)[0].id == "b"
+    with pytest.raises(ls.InvalidInputError, match="a vector for every item in the batch, or for none"):
+        add_items(col, [{"id": "c", "vector": vectors[2]}, {"id": "d", "text": "no vector"}])
+    with pytest.raises(ls.InvalidInputError, match="item 1 has no id"):
+        add_items(col, [{"id": "c", "vector": vectors[2]}, {"vector": vectors[2]}])
+    with pytest.raises(ls.ConflictError):
+        add_items(col, [{"id": "a", "vector": vectors[2]}])
+    assert col.count() == 2  # nothing of a refused batch was written
+    assert add_items(col, [{"id": "a", "vector": vectors[2], "text": "replaced"}], upsert=True) == 1
+    assert col.get(["a"])[0].text == "replaced" and col.count() == 2
+    col.close()
+
+
+def test_image_files_added_from_streams_leave_nothing_behind_when_refused(home):
+    import io
+
+    from latentsearch.io.items import UPLOADS_DIR, add_image_files
+
+    col = ls.create("noimages", encoder="precomputed", dim=4, home=home)  # no encoder for images
+    with pytest.raises(ls.InvalidInputError):
+        add_image_files(col, [("../../outside.png", io.BytesIO(b"not an image"))])
+    assert list((col.path / UPLOADS_DIR).iterdir()) == [] and not (home.parent / "outside.png").exists()
+    assert col.count() == 0
+    col.close()

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 import latentsearch as ls
 from latentsearch.analysis.latent import CACHE_DIR, slerp
-from latentsearch.analysis.plots import PNG_SIZE, write_map
+from latentsearch.analysis.plots import MAP_TEXT_CHARS, PNG_SIZE, map_payload, write_map
 from latentsearch.cli import app
 
 from .browser import browser
@@ -24,6 +24,20 @@ def test_projections(topics, method, dim):
     assert sorted(projection.ids) == sorted(it.id for it in topics.items())
     assert 0.5 < projection.trustworthiness <= 1.0
     assert np.isfinite(projection.coords).all()
+
+
+def test_map_payload_pairs_each_point_with_its_item(topics):
+    topics.add(["long"], ["word " * 100], vectors=topics.get(["cooking-0"], with_vectors=True)[0].vector[None])
+    projection = topics.project("pca")
+    payload = map_payload(topics, projection)
+    assert payload["ids"] == projection.ids and payload["coords"] == projection.coords.tolist()
+    assert payload["method"] == "pca" and payload["trustworthiness"] == projection.trustworthiness
+    items = {item.id: item for item in topics.get(projection.ids)}
+    assert payload["texts"] == [items[i].text[:MAP_TEXT_CHARS] for i in projection.ids]
+    assert payload["metadata"] == [items[i].metadata for i in projection.ids]
+    assert len(payload["texts"][projection.ids.index("long")]) == MAP_TEXT_CHARS  # cut for a hover label
+    json.dumps(payload)  # ready to send as is
+    assert map_payload(topics, projection, text_chars=5)["texts"][0] == items[projection.ids[0]].text[:5]
 
 
 def test_projection_keeps_topics_apart(topics):

@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 import latentsearch as ls
 from latentsearch import limits
 from latentsearch.cli import app
-from latentsearch.server import ClustersBody, CreateBody, HistoryBody, SearchBody, create_app
+from latentsearch.server import create_app
+from latentsearch.server.models import ClustersBody, CreateBody, HistoryBody, SearchBody
 
 runner = CliRunner()
 SURROGATE = "\ud800"

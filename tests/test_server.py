@@ -382,13 +382,69 @@ def test_sharded_collections_are_opened_on_the_given_ray_cluster(home, monkeypat
 
     import latentsearch.server as server
     from latentsearch.cli import app
+    from latentsearch.connection import Connection
     from latentsearch.server import Registry
 
     opened = {}
-    monkeypatch.setattr(ls, "open", lambda name, **options: opened.update(options, name=name) or object())
+
+    def fake_open(db, name, **options):  # the registry opens through its connection
+        return opened.update(options, name=name, home=db.home, ray_address=db.ray_address) or object()
+
+    monkeypatch.setattr(Connection, "open", fake_open)
     Registry(home, ray_address="ray://head:10001").get("big")
     assert opened == {"name": "big", "home": home, "ray_address": "ray://head:10001"}
     served = {}
     monkeypatch.setattr(server, "serve", lambda home, **options: served.update(options))
     assert CliRunner().invoke(app, ["--ray", "head:6379", "serve", "--port", "8123"]).exit_code == 0
     assert served["ray_address"] == "head:6379" and served["port"] == 8123
+
+
+def test_warm_up_opens_indexes_and_reports_each_encoder_once(home):
+    from latentsearch.workflows.warmup import warm_up
+
+    cols = [ls.create(name, encoder="precomputed", dim=4, home=home) for name in ("a", "b")]
+    for col in cols:
+        col.add(["x"], vectors=random_vectors(1, 4, 0))
+        col.close()
+    cols = [ls.open(name, home=home) for name in ("a", "b")]
+    assert all(col.backend._index is None for col in cols)
+    (warmed,) = warm_up(cols)
+    assert (warmed.encoder, warmed.collections, warmed.error, warmed.has_model) == (
+        "precomputed",
+        ["a", "b"],
+        None,
+        False,
+    )
+    assert all(col.backend._index is not None for col in cols)  # the first search need not open it
+    for col in cols:
+        col.close()
+
+
+def test_a_search_option_added_to_the_request_appears_in_http():
+    import dataclasses
+
+    from latentsearch.search.request import SearchRequest
+    from latentsearch.server.models import SearchBody, search_body_model
+
+    @dataclasses.dataclass(frozen=True)
+    class Wider(SearchRequest):
+        rerank: int = dataclasses.field(default=0, metadata={"description": "Candidates to rerank.", "ge": 0, "le": 50})
+
+    schema = search_body_model(Wider, "WiderBody").model_json_schema()
+    assert schema["properties"]["rerank"] == {
+        "default": 0,
+        "description": "Candidates to rerank.",
+        "maximum": 50,
+        "minimum": 0,
+        "title": "Rerank",
+        "type": "integer",
+    }
+    # Every field of the request is in the body, with the request's default and description.
+    body = SearchBody.model_json_schema()["properties"]
+    for spec in dataclasses.fields(SearchRequest):
+        assert (
+            body[spec.name]["default"] == spec.default
+            and body[spec.name]["description"] == spec.metadata["description"]
+        )
+    # The schema asks for exactly one of query, vector and like (not null).
+    assert [branch["required"] for branch in schema["oneOf"]] == [["query"], ["vector"], ["like"]]

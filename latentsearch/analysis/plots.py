@@ -30,6 +30,7 @@ plot.on('plotly_hover', e => {
 plot.on('plotly_unhover', () => { panel.style.display = 'none'; });
 """
 PNG_SIZE = (1000, 750)  # pixels
+MAP_TEXT_CHARS = 200  # of each item's text in a map payload: enough for a hover label
 
 
 def _colour_values(collection: Collection, projection: Projection, color_by: str | None) -> list[Any] | None:
@@ -204,6 +205,18 @@ def map_png(
     fig.savefig(out, dpi=dpi)
     plt.close(fig)
     return out
+
+
+def map_payload(collection: Collection, projection: Projection, *, text_chars: int = MAP_TEXT_CHARS) -> dict[str, Any]:
+    """A projection as JSON for a map drawn elsewhere (the web page's): the projection's own fields
+    (``ids``, ``coords``, ``method``, ``trustworthiness``...) plus, per point, its item's ``texts`` (the
+    text, else the image uri, cut to ``text_chars`` characters) and ``metadata``, in the same order."""
+    items = collection.get(projection.ids)
+    return {
+        **projection.to_dict(),
+        "texts": [(item.text or item.uri or "")[:text_chars] for item in items],
+        "metadata": [item.metadata for item in items],
+    }
 
 
 def write_map(collection: Collection, projection: Projection, out: str | Path, **options: Any) -> Path:
