@@ -7,7 +7,7 @@ from pathlib import Path
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
-WEB = Path(__file__).parents[2] / "web"  # latentsearch/web
+WEB = Path(__file__).parents[1] / "web"  # latentsearch/server/web: the page and its script
 
 router = APIRouter()
 
