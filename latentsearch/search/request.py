@@ -58,7 +58,7 @@ class SearchRequest:
         """This request checked and normalised (see the class docstring)."""
         given = [name for name in ("query", "vector", "like") if getattr(self, name) is not None]
         if len(given) != 1:
-            raise InvalidInputError("give exactly one of a query (text or vector) or like=ID")
+            raise InvalidInputError("give exactly one of query, vector or like (an item id)")
         k = check_int("k", self.k, 1, MAX_K)
         if self.mode not in MODES:
             raise InvalidInputError(f"unknown search mode {self.mode!r}: use one of {', '.join(MODES)}")

@@ -10,9 +10,8 @@ from typing import Any
 from fastapi import APIRouter, Depends, File, Form, UploadFile
 
 from latentsearch import limits
-from latentsearch.errors import InvalidInputError
 from latentsearch.server.auth import reader
-from latentsearch.server.models import SEARCH_TARGETS, HistoryBody, RecommendBody, SearchBody, search_request
+from latentsearch.server.models import HistoryBody, RecommendBody, SearchBody, search_request
 from latentsearch.server.state import State
 
 router = APIRouter()
@@ -20,8 +19,6 @@ router = APIRouter()
 
 @router.post("/api/collections/{name}/search", dependencies=[Depends(reader)])
 def search(name: str, body: SearchBody, server: State) -> list[dict[str, Any]]:  # type: ignore[valid-type]
-    if sum(getattr(body, target) is not None for target in SEARCH_TARGETS) != 1:
-        raise InvalidInputError("give exactly one of query, vector or like")
     return [hit.to_dict() for hit in server.registry.get(name).search(search_request(body))]
 
 
