@@ -52,6 +52,7 @@ class LocalBackend:
             )
         # Binds the index files to this collection (a copied-in foreign index is rebuilt, not served).
         self.collection_id = self.store.ensure_collection_id()
+        self.dim, self.metric = int(self.manifest["dim"]), str(self.manifest["metric"])
         self._index: VectorIndex | None = None
         self._lock = threading.RLock()
         self._filters: dict[tuple[str, str], np.ndarray] = {}
@@ -70,14 +71,6 @@ class LocalBackend:
     @property
     def read_only(self) -> bool:
         return self.store.read_only
-
-    @property
-    def dim(self) -> int:
-        return int(self.manifest["dim"])
-
-    @property
-    def metric(self) -> str:
-        return str(self.manifest["metric"])
 
     # --- the index ---------------------------------------------------------------------------------
 

@@ -261,7 +261,8 @@ class ShardedBackend:
         except (OSError, ValueError) as exc:
             raise InvalidInputError(f"{self.path / SHARDED_FILE} cannot be read: {exc}") from None
         self.manifest: dict[str, Any] = {
-            k: self.config.get(k) for k in ("encoder", "dim", "metric", "index", "modality", "created_at")
+            k: self.config.get(k)
+            for k in ("encoder", "weights_hash", "dim", "metric", "index", "modality", "created_at")
         }
         self.ray = connect_ray(address)
         shard_cls, _ = _actor_classes(self.ray)
@@ -279,7 +280,7 @@ class ShardedBackend:
         shards = check_int("shards", shards, 1, MAX_SHARDS)
         for i in range(shards):
             LocalBackend.create(folder / shard_name(i), {**manifest, "collection_id": uuid.uuid4().hex})
-        keys = ("encoder", "index", "metric", "dim", "modality", "created_at")
+        keys = ("encoder", "weights_hash", "index", "metric", "dim", "modality", "created_at")
         config = {"format": "latentsearch-sharded", "version": 1, "shards": shards, **{k: manifest[k] for k in keys}}
         (folder / SHARDED_FILE).write_text(json.dumps(config, indent=2))
 
