@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import latentsearch as ls
-from latentsearch.io.inputs import check_encodes, check_inputs, load_vectors, read_for, search_encodes
+from latentsearch.io.inputs import check_encodes, check_inputs, load_vectors, read_for
 
 from .conftest import random_vectors
 
@@ -77,12 +77,12 @@ def test_read_for_picks_the_reader_by_the_collection_modality(tmp_path):
 
 def test_search_encodes_only_when_the_model_runs():
     request = ls.SearchRequest
-    assert search_encodes(request(query="bread"))
-    assert search_encodes(request(query="bread", mode="hybrid"))
-    assert not search_encodes(request(query="bread", mode="lexical"))
-    assert search_encodes(request(query=Path("cat.png")))
-    assert not search_encodes(request(vector=[0.0, 1.0]))
-    assert not search_encodes(request(like="a"))
+    assert request(query="bread").needs_encoder
+    assert request(query="bread", mode="hybrid").needs_encoder
+    assert not request(query="bread", mode="lexical").needs_encoder
+    assert request(query=Path("cat.png")).needs_encoder
+    assert not request(vector=[0.0, 1.0]).needs_encoder
+    assert not request(like="a").needs_encoder
 
 
 # -------------------------------------------------------------------------------------------- demo

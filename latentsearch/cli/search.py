@@ -53,7 +53,7 @@ def search(
 ) -> None:
     """Search by text (vector, lexical or hybrid), by an image (--image), a vector (--vector) or an item (--like)."""
     from latentsearch import SearchRequest
-    from latentsearch.io.inputs import load_vectors, search_encodes
+    from latentsearch.io.inputs import load_vectors
 
     if sum(x is not None for x in (query, like, vector, image)) != 1:
         raise InvalidInputError("give exactly one of QUERY, --like ID, --image FILE or --vector FILE.npy")
@@ -71,7 +71,7 @@ def search(
         ef_search=ef_search,
         nprobe=nprobe,
     )
-    with open_collection(name, home) as col, model_loading(col, search_encodes(request)):
+    with open_collection(name, home) as col, model_loading(col, request.needs_encoder):
         hits = col.search(request)
     print_hits(hits, as_json, explain=explain)
 

@@ -16,7 +16,6 @@ if TYPE_CHECKING:
 
     from latentsearch.collection import Collection
     from latentsearch.io.ingest import Records
-    from latentsearch.search.request import SearchRequest
 
 IMAGE_MODALITIES = ("image", "joint")  # collections whose added files are read as images
 
@@ -84,13 +83,3 @@ def check_encodes(inputs: Any) -> bool:
     import numpy as np
 
     return not isinstance(inputs, np.ndarray)
-
-
-def search_encodes(request: SearchRequest) -> bool:
-    """True when running ``request`` runs the collection's model: a text query searched by meaning
-    (vector or hybrid mode), or an image query; lexical search, vectors and ``like`` need none."""
-    from latentsearch.search.request import is_image
-
-    if request.query is None:
-        return False
-    return request.mode != "lexical" or is_image(request.query)

@@ -31,7 +31,7 @@ def search(collection: Collection, request: SearchRequest) -> list[Hit]:
     if req.like is not None:
         item = collection.get([req.like], with_vectors=True)[0]  # one read: its text and vector
         text, exclude = item.text, [req.like]
-    if req.text is not None and req.mode != "lexical":
+    if req.needs_encoder:
         collection.check_encoder()  # fail on a missing/mismatched encoder before any work
     rankings: dict[str, Ranking] = {}
     if req.mode in ("vector", "hybrid"):

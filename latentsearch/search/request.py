@@ -50,6 +50,12 @@ class SearchRequest:
         return self.query if isinstance(self.query, str) else None
 
     @property
+    def needs_encoder(self) -> bool:
+        """True when running this request runs the collection's model: a text query searched by
+        meaning (vector or hybrid mode), or an image query; lexical search, vectors and ``like`` need none."""
+        return self.query is not None and (self.mode != "lexical" or is_image(self.query))
+
+    @property
     def depth(self) -> int:
         """How many candidates each mode ranks: k, or more for hybrid so fusion has overlap to work with."""
         return self.k if self.mode != "hybrid" else max(self.k, HYBRID_DEPTH)
