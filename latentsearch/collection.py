@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from latentsearch.analysis.latent import LatentSpaceMethods
-from latentsearch.analysis.outliers import OutlierMethods
+from latentsearch.analysis.outliers import FitData, OutlierMethods, ReconstructionScorer, make_scorer
 from latentsearch.analysis.recommend import RecommendMethods
 from latentsearch.backends.base import Backend, ProgressFn, WriteBatch
 from latentsearch.encoders import Encoder, get_encoder
@@ -30,7 +30,8 @@ from latentsearch.errors import (
 )
 from latentsearch.limits import check_text
 from latentsearch.records import Hit, Item
-from latentsearch.search.request import SearchRequest
+from latentsearch.search.engine import search, search_batch
+from latentsearch.search.request import SearchRequest, is_image
 from latentsearch.storage.filters import Filter, compile_filter, field_expression
 from latentsearch.validation import check_ids, check_metadata, check_metadata_updates, check_texts, prepare_vectors
 
@@ -433,9 +434,6 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
         results when ``k`` items match. ``explain`` fills each hit's ``details`` with every mode's rank and score.
         ``ef_search`` (HNSW) and ``nprobe`` (IVF) trade speed for recall per query.
         """
-        from latentsearch.search.engine import search
-        from latentsearch.search.request import is_image
-
         if isinstance(query, SearchRequest):
             return search(self, query)
         text_or_image = query is None or isinstance(query, str) or is_image(query)
@@ -468,8 +466,6 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
         """Vector search for many queries (an (n, dim) array or a list of texts) in one call: one index
         search and one read of the hits for all of them. Returns one list of hits per query;
         ``exclude`` ids never appear."""
-        from latentsearch.search.engine import search_batch
-
         return search_batch(self, queries, k=k, where=where, exclude=exclude, ef_search=ef_search, nprobe=nprobe)
 
     # --- learned users -----------------------------------------------------------------------------
@@ -519,8 +515,6 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
         (default 0.01), ``percentile`` or ``fpr`` (conformal false-alarm rate). Neighbours are those
         in the whole collection, across shards. See :mod:`latentsearch.analysis.outliers`.
         """
-        from latentsearch.analysis.outliers import FitData, ReconstructionScorer, make_scorer
-
         key = (method, k, contamination, percentile, fpr, self.seq)
         if self._scorer_cache is not None and self._scorer_cache[0] == key:
             return self._scorer_cache[1]

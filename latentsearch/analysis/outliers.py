@@ -31,6 +31,8 @@ import numpy as np
 from latentsearch.backends.base import VectorTable
 from latentsearch.errors import InvalidInputError
 from latentsearch.limits import MAX_K, check_int
+from latentsearch.search.engine import query_vector
+from latentsearch.search.request import is_image
 
 ProgressFn = Callable[[int, int], None]
 METHODS = ("knn", "lof", "iforest", "ensemble", "reconstruction")
@@ -491,9 +493,6 @@ class OutlierMethods:
         Each result says whether the input would be flagged, its score, percentile among the
         collection's own scores, conformal p-value, and its nearest normal items.
         """
-        from latentsearch.search.engine import query_vector
-        from latentsearch.search.request import is_image
-
         if isinstance(inputs, str) or is_image(inputs):
             inputs = [inputs]
         texts = None
