@@ -80,10 +80,12 @@ class Connection:
         before anything is written.
         """
         folder = self.folder(name)
-        check_settings(encoder=encoder, index=index, metric=metric, dim=dim)
         if holds_collection(folder):
             if not exist_ok:
                 raise ConflictError(f"collection {name!r} already exists in {self.home}: open it, or drop it first")
+            validate_spec(index)
+            if metric not in METRICS:
+                raise InvalidInputError(f"unknown metric {metric!r}: use one of {', '.join(METRICS)}")
             collection = self.open(name, encoder=encoder)
             if collection.manifest["index"] != index or collection.metric != metric:
                 collection.close()
@@ -93,7 +95,7 @@ class Connection:
                 )
             return collection
         tmp = self._new_work_folder(name, encoder=encoder, index=index, metric=metric, dim=dim, shards=shards)
-        _publish(tmp, folder)
+        _publish(tmp, folder)  # the settings were checked before the work folder was made
         return self.open(name)
 
     @contextlib.contextmanager
