@@ -83,7 +83,9 @@ def read_document(path: str | Path) -> Document:
     if kind == "pdf":
         document = _read_pdf(path, data)
     else:
-        if b"\x00" in data:  # UTF-8 text never holds NUL bytes; UTF-16 and binary files do
+        if data.startswith((b"\xff\xfe", b"\xfe\xff")):  # a UTF-16 byte-order mark
+            raise UnreadableDocument(path, "not UTF-8 text (UTF-16: save it as UTF-8)")
+        if b"\x00" in data:  # UTF-8 text never holds NUL bytes; binary files do
             raise UnreadableDocument(path, "binary content (NUL bytes)")
         if kind == "html":
             # selectolax decodes: a byte-order mark, else a <meta charset>, else UTF-8.
@@ -285,19 +287,21 @@ def _read_pdf(path: Path, data: bytes) -> Document:
 
     from pypdf import PasswordType, PdfReader
 
+    encrypted = False
     with _quiet_pypdf():
         # A parser of untrusted files fails in many ways (PdfReadError, but also KeyError, ValueError,
         # RecursionError on crafted ones): any failure means the file is unreadable, never a crash.
         try:
             reader = PdfReader(io.BytesIO(data))
-            if reader.is_encrypted and reader.decrypt("") == PasswordType.NOT_DECRYPTED:
+            encrypted = reader.is_encrypted
+            if encrypted and reader.decrypt("") == PasswordType.NOT_DECRYPTED:
                 raise UnreadableDocument(path, "encrypted PDF (needs a password)")
             pages = [tidy(page.extract_text() or "") for page in reader.pages]
             title = _pdf_title(reader)
         except UnreadableDocument:
             raise
         except Exception as exc:
-            raise UnreadableDocument(path, _pdf_failure(exc)) from None
+            raise UnreadableDocument(path, _pdf_failure(exc, encrypted)) from None
     if not any(page.strip() for page in pages):
         reason = "no pages" if not pages else "no extractable text (scanned images?)"
         raise UnreadableDocument(path, reason)
@@ -327,10 +331,10 @@ def _pdf_title(reader: Any) -> str | None:
     return " ".join(tidy(title).split()) or None
 
 
-def _pdf_failure(exc: Exception) -> str:
+def _pdf_failure(exc: Exception, encrypted: bool) -> str:
     from pypdf.errors import DependencyError
 
-    if isinstance(exc, DependencyError):  # AES needs the cryptography package
-        return f"encrypted PDF ({exc})"[:_REASON_WIDTH]
+    # DependencyError: AES needs the cryptography package; other encryption pypdf cannot undo raises too.
+    kind = "encrypted PDF" if encrypted or isinstance(exc, DependencyError) else "broken PDF"
     detail = " ".join(str(exc).split()) or type(exc).__name__
-    return f"broken PDF ({detail})"[:_REASON_WIDTH]
+    return f"{kind} ({detail})"[:_REASON_WIDTH]
