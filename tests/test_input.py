@@ -38,7 +38,9 @@ def test_folder_reader(tmp_path):
     (tmp_path / "docs" / "skip.bin").write_bytes(b"\0\1")
     records = read_input(tmp_path / "docs")
     assert records.ids == ["a.txt", "sub/b.md"]
-    assert records.metadata[1] == {"path": "sub/b.md", "suffix": ".md"}
+    source = str((tmp_path / "docs" / "sub" / "b.md").resolve())
+    assert records.metadata[1] == {"path": "sub/b.md", "suffix": ".md", "source": source, "title": "beta"}
+    assert records.texts == ["alpha text", "beta\n\nmarkdown"] and records.skipped == [] and records.pages is None
 
 
 def test_npz_reader_and_no_pickle(tmp_path):

@@ -235,9 +235,11 @@ def test_pages_are_kept_per_passage(home):
     col = ls.create("paged", home=home)
     col.add(["book"], [text], pages=[starts])
     passages = col.passages("book")
+    ends = [*starts[1:], len(text)]
     for passage in passages:
         expected = sum(1 for s in starts if s <= passage.start)
         assert passage.page == expected
+        assert starts[expected - 1] <= passage.start < passage.end <= ends[expected - 1]  # within its page
     assert passages[-1].page == 3
     hit = col.search(QUERY, k=1)[0]
     assert hit.passage.page == 3

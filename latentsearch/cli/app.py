@@ -176,13 +176,13 @@ def model_loading(col: Collection, needed: bool = True) -> Iterator[None]:
             timer.cancel()
 
 
-def report_skipped(skipped: list[tuple[str, str]]) -> None:
-    """Say on stderr which files were not readable images (the first five, and how many more)."""
+def report_skipped(skipped: list[tuple[str, str]], what: str = "images") -> None:
+    """Say on stderr which files were not readable ``what`` and why (the first five, and how many more)."""
     if not skipped:
         return
-    shown = ", ".join(f"{Path(f).name} ({why})" for f, why in skipped[:5])
+    shown = ", ".join(f"{escape(Path(f).name)} ({escape(why)})" for f, why in skipped[:5])
     more = f" and {len(skipped) - 5} more" if len(skipped) > 5 else ""
-    err.print(f"[yellow]skipped {len(skipped)} files that are not readable images:[/] {shown}{more}")
+    err.print(f"[yellow]skipped {len(skipped)} files that are not readable {what}:[/] {shown}{more}")
 
 
 def split_ids(values: list[str] | None) -> list[str]:

@@ -29,7 +29,11 @@ from latentsearch.cli.app import (
 def add(
     name: str,
     source: Annotated[
-        Path, typer.Argument(help="A .jsonl/.csv/.tsv file, a .npy/.npz of vectors, or a folder of .txt/.md.")
+        Path,
+        typer.Argument(
+            help="A .jsonl/.csv/.tsv file, a .npy/.npz of vectors, a document (.txt, .md, .html, .pdf) or a folder "
+            "of documents (or of images, for an image collection)."
+        ),
     ],
     text_field: Annotated[str, typer.Option(help="Field holding the text (JSONL/CSV).")] = "text",
     id_field: Annotated[str, typer.Option(help="Field holding the id; absent: ids are FILE-LINE.")] = "id",
@@ -42,7 +46,12 @@ def add(
     batch_size: Annotated[int, typer.Option(help="Texts per encoder batch.")] = 64,
     home: HomeOption = None,
 ) -> None:
-    """Add items from a file or folder (encoded in batches, with a progress bar)."""
+    """Add items from a file or folder (encoded in batches, with a progress bar).
+
+    Documents (.txt, .md/.markdown, .html/.htm, .pdf) are read as plain text: Markdown without its markup,
+    an HTML page's main text, a PDF page by page (search hits name the page). Their metadata holds path,
+    suffix, source (the absolute path), title and, for PDFs, pages. Files of a folder that cannot be read
+    (encrypted or scanned PDFs, binary files, empty ones) are skipped and listed with the reason."""
     from latentsearch.io.ingest import ingest
     from latentsearch.io.inputs import read_for
 
@@ -57,7 +66,7 @@ def add(
             metadata_fields=fields,
             ids_file=ids_file,
         )
-        report_skipped(records.skipped)
+        report_skipped(records.skipped, "images" if records.uris is not None else "documents")
         start = perf_counter()
         with model_loading(col, records.vectors is None), progress_bar(f"adding to {name}") as update:
             before = col.passage_count()

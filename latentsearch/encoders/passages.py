@@ -12,7 +12,7 @@ where in its document it matched.
 
 from __future__ import annotations
 
-from bisect import bisect_right
+from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -65,15 +65,25 @@ def settings_for(window: int, stride: int | None, max_passages: int) -> PassageS
     return PassageSettings(window, step, max_passages)
 
 
-def split_spans(text: str, offsets: Sequence[tuple[int, int]], settings: PassageSettings) -> tuple[list[Span], bool]:
-    """The passages of ``text`` from its token ``offsets`` (character spans, no special tokens).
+def split_spans(
+    text: str,
+    offsets: Sequence[tuple[int, int]],
+    settings: PassageSettings,
+    bounds: tuple[int, int] | None = None,
+    page: int | None = None,
+    room: int | None = None,
+) -> tuple[list[Span], bool]:
+    """The passages of ``text`` from its token ``offsets`` (character spans, no special tokens), or of
+    its characters ``bounds`` (a page: ``offsets`` are then that page's tokens), marked with ``page``.
 
     Returns ``(spans, cut)``: ``cut`` is True when the text needed more than ``max_passages`` passages
-    and its end was left out.
+    (or ``room``, what is left of them) and its end was left out.
     """
+    low, high = bounds if bounds is not None else (0, len(text))
+    room = settings.max_passages if room is None else room
     n = len(offsets)
     if n <= settings.window:
-        return [Span(0, len(text))], False
+        return [Span(low, high, page)], False
     window, snap = settings.window, max(1, int(settings.window * SNAP_SHARE))
     spans: list[Span] = []
     first = 0
@@ -81,12 +91,12 @@ def split_spans(text: str, offsets: Sequence[tuple[int, int]], settings: Passage
         last = min(first + window, n)  # tokens first..last-1
         if last < n:
             last = _sentence_end(text, offsets, first, last, snap)
-        start = 0 if first == 0 else offsets[first][0]
-        end = len(text) if last == n else offsets[last - 1][1]
-        spans.append(Span(start, end))
+        start = low if first == 0 else offsets[first][0]
+        end = high if last == n else offsets[last - 1][1]
+        spans.append(Span(start, end, page))
         if last == n:
             return spans, False
-        if len(spans) == settings.max_passages:
+        if len(spans) == room:
             return spans, True
         following = max(first + 1, min(first + settings.stride, last))
         first = _sentence_start(text, offsets, following, last, snap)
@@ -123,16 +133,39 @@ def split_texts(
     settings: PassageSettings,
     pages: Sequence[Sequence[int] | None] | None = None,
 ) -> tuple[list[list[Span]], list[int]]:
-    """Passages of each text (``token_spans`` is the encoder's tokenizer), with their pages when
-    ``pages`` gives each text's page start offsets. Returns the spans and the positions of the texts
-    cut at ``max_passages``."""
+    """Passages of each text (``token_spans`` is the encoder's tokenizer). When ``pages`` gives a
+    text's page start offsets, no passage crosses a page break, so each passage's page is exact (a
+    page without text has none). Returns the spans and the positions of the texts cut at
+    ``max_passages``."""
     out, cut = [], []
     for position, (text, offsets) in enumerate(zip(texts, token_spans(list(texts)))):
-        spans, was_cut = split_spans(text, offsets, settings)
         starts = pages[position] if pages is not None else None
-        if starts:
-            spans = [Span(s.start, s.end, bisect_right(starts, s.start) or 1) for s in spans]
+        if not starts:
+            spans, was_cut = split_spans(text, offsets, settings)
+        else:
+            spans, was_cut = _split_pages(text, offsets, settings, starts)
         out.append(spans)
         if was_cut:
             cut.append(position)
     return out, cut
+
+
+def _split_pages(
+    text: str, offsets: Sequence[tuple[int, int]], settings: PassageSettings, starts: Sequence[int]
+) -> tuple[list[Span], bool]:
+    """Each page split on its own, pages numbered from 1."""
+    ends = [*starts[1:], len(text)]
+    token_starts = [o[0] for o in offsets]
+    spans: list[Span] = []
+    for number, (low, high) in enumerate(zip(starts, ends), 1):
+        first, last = bisect_left(token_starts, low), bisect_left(token_starts, high)
+        if first == last:
+            continue
+        if len(spans) == settings.max_passages:
+            return spans, True  # text left on this page and beyond
+        room = settings.max_passages - len(spans)
+        part, cut = split_spans(text, offsets[first:last], settings, (low, high), number, room)
+        spans.extend(part)
+        if cut:
+            return spans, True
+    return spans or [Span(0, len(text), 1)], False

@@ -1,10 +1,11 @@
-"""Reading items from files (JSONL, CSV, a folder of .txt/.md, numpy arrays) and adding them in
-batches, each batch one transaction, after the whole input has been checked."""
+"""Reading items from files (JSONL, CSV, document files or a folder of them, numpy arrays) and adding
+them in batches, each batch one transaction, after the whole input has been checked."""
 
 from __future__ import annotations
 
 import csv
 import json
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,14 +15,15 @@ import numpy as np
 
 from latentsearch.backends.base import ProgressFn
 from latentsearch.errors import ConflictError, InvalidInputError
+from latentsearch.io.documents import DOCUMENT_SUFFIXES, UnreadableDocument, read_document
 from latentsearch.limits import INT64_MAX, INT64_MIN, MAX_NESTING, check_json_value
 from latentsearch.validation import check_ids, check_metadata, check_texts
 
 if TYPE_CHECKING:
     from latentsearch.collection import Collection
 
-TEXT_SUFFIXES = (".txt", ".md")
 DEFAULT_CHUNK = 2048  # items per transaction when ingesting a file
+_DOCUMENT_TYPES = ", ".join(DOCUMENT_SUFFIXES)
 
 
 @dataclass
@@ -36,6 +38,7 @@ class Records:
     uris: list[str] | None = None
     thumbnails: list[bytes] | None = None
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, why) left out of the input
+    pages: list[list[int] | None] | None = None  # per record, where each page of its text starts (PDFs)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -51,12 +54,17 @@ def read_input(
     ids_file: str | Path | None = None,
     images: bool = False,
 ) -> Records:
-    """Read items from a JSONL, CSV, .npy/.npz file or a folder of .txt/.md files.
+    """Read items from a JSONL, CSV, .npy/.npz file, a document file or a folder of documents.
 
     JSONL/CSV: one item per line/row; ``text_field`` and ``id_field`` name the columns (ids are
     generated as ``FILE-LINE`` when the id column is absent); other fields become metadata (all, or
-    ``metadata_fields``); ``vector_field`` reads a precomputed vector. A folder: each file is an item
-    whose id is its relative path. ``.npy``/``.npz``: precomputed vectors, ids from ``ids_file``
+    ``metadata_fields``); ``vector_field`` reads a precomputed vector. Documents (.txt, .md/.markdown,
+    .html/.htm, .pdf; see :func:`latentsearch.io.documents.read_document`): a folder's document files
+    (recursive, hidden ones left out) are an item each whose id is its relative path, a single one an
+    item whose id is its name; metadata ``path``, ``suffix``, ``source`` (the absolute path), ``title``
+    when the document has one and ``pages`` (PDFs), whose page starts are in ``Records.pages``. A
+    folder's files that cannot be read are listed in ``Records.skipped``; a single one is an error.
+    ``.npy``/``.npz``: precomputed vectors, ids from ``ids_file``
     (one per line), the npz's ``ids`` array, or ``FILE-ROW``. With ``images`` (image collections), a
     folder's image files (jpg, png, webp, gif, bmp; recursive) or a single image file are read instead:
     id = relative path, uri = absolute path, a thumbnail each; unreadable and non-image files are
@@ -72,14 +80,18 @@ def read_input(
     suffix = path.suffix.lower()
     if suffix in (".npy", ".npz"):
         return _read_numpy(path, ids_file)
+    if suffix in DOCUMENT_SUFFIXES:
+        records = _documents(path.parent, [path])  # an unreadable file raises: there is nothing else
+        records.ids = [path.name]
+        return records
     if suffix in (".jsonl", ".ndjson", ".json"):
         rows = _jsonl_rows(path)
     elif suffix in (".csv", ".tsv"):
         rows = _csv_rows(path, "\t" if suffix == ".tsv" else ",")
     else:
         raise InvalidInputError(
-            f"cannot read {path}: unknown file type {suffix or '(none)'}; use .jsonl, .csv, .tsv, .npy, .npz "
-            "or a folder of .txt/.md files"
+            f"cannot read {path}: unknown file type {suffix or '(none)'}; use .jsonl, .csv, .tsv, .npy, .npz, "
+            f"a document ({_DOCUMENT_TYPES}) or a folder of documents"
         )
     return _records_from_rows(path, rows, text_field, id_field, vector_field, metadata_fields)
 
@@ -221,22 +233,47 @@ def _records_from_rows(
 
 
 def _read_folder(folder: Path) -> Records:
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES)
+    files = []
+    for top, dirs, names in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]  # .git and the like are no documents
+        files += [Path(top, n) for n in names if not n.startswith(".") and Path(n).suffix.lower() in DOCUMENT_SUFFIXES]
     if not files:
-        raise InvalidInputError(f"{folder}: no .txt or .md files found")
-    ids, texts, metadata = [], [], []
+        raise InvalidInputError(f"{folder}: no document files found ({_DOCUMENT_TYPES})")
+    files.sort(key=lambda p: p.relative_to(folder).as_posix())
+    records = _documents(folder, files)
+    if not records.ids:
+        file, why = records.skipped[0]
+        raise InvalidInputError(
+            f"{folder}: none of its {len(files)} document files could be read (first: {file}: {why})"
+        )
+    return records
+
+
+def _documents(root: Path, files: list[Path]) -> Records:
+    """Documents as records, id = path relative to ``root``; files that cannot be read are skipped
+    (a single file's error is raised: the caller has nothing else to add)."""
+    records = Records([], [], None, [], str(root if len(files) != 1 else files[0]), pages=[])
     for file in files:
         try:
-            text = file.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InvalidInputError(f"cannot read {file}: {exc}") from None
-        if not text.strip():
-            raise InvalidInputError(f"{file} is empty: remove it or give it some text")
-        rel = file.relative_to(folder).as_posix()
-        ids.append(rel)
-        texts.append(text)
-        metadata.append({"path": rel, "suffix": file.suffix.lower()})
-    return Records(ids, texts, None, metadata, str(folder))
+            document = read_document(file)
+        except UnreadableDocument as exc:
+            if len(files) == 1:
+                raise
+            records.skipped.append((str(file), exc.reason))
+            continue
+        rel = file.relative_to(root).as_posix()
+        meta: dict[str, Any] = {"path": rel, "suffix": file.suffix.lower(), "source": str(file.resolve())}
+        if document.title is not None:
+            meta["title"] = document.title
+        if document.pages is not None:
+            meta["pages"] = len(document.pages)
+        records.ids.append(rel)
+        records.texts.append(document.text)
+        records.metadata.append(meta)
+        records.pages.append(document.pages)
+    if not any(p is not None for p in records.pages):
+        records.pages = None
+    return records
 
 
 def _read_images(path: Path) -> Records:
@@ -357,6 +394,7 @@ def ingest(
             metadata=records.metadata[start:end],
             uris=records.uris[start:end] if records.uris is not None else None,
             thumbnails=records.thumbnails[start:end] if records.thumbnails is not None else None,
+            pages=records.pages[start:end] if records.pages is not None else None,
             batch_size=batch_size,
             progress=chunk_progress,
         )

@@ -43,8 +43,8 @@ def read_for(
 ) -> Records:
     """Read ``source`` for adding to ``collection`` (see :func:`latentsearch.io.ingest.read_input`):
     image files for an image (or joint text-image) collection unless its vectors are given in
-    ``vector_field``, texts or vectors otherwise. Files that are not readable images are listed in
-    ``Records.skipped``."""
+    ``vector_field``, texts or vectors otherwise. A folder's files that are not readable images (or
+    documents) are listed in ``Records.skipped``."""
     from latentsearch.io.ingest import read_input
 
     return read_input(
