@@ -113,6 +113,9 @@ def test_long_documents_on_shards_rank_by_passage_as_one_collection(home):
         assert seen(sharded.search(k=3, **text, **options)) == seen(single.search(k=3, **text, **options))
     assert seen(sharded.search(like="long", k=3, mode="hybrid")) == seen(single.search(like="long", k=3, mode="hybrid"))
     assert [p.start for p in sharded.passages("report")] == [p.start for p in single.passages("report")]
+    sharded.resize(2)  # moved items keep their passages
+    assert seen(sharded.search(query, k=4)) == seen(single.search(query, k=4))
+    assert sharded.passage_count() == single.passage_count()
     sharded.upsert(["report"], vectors=single.vectors_of(["cake"]), texts=[COOKING])  # a long one becomes short
     assert sharded.passage_count() == single.passage_count() - len(single.passages("report")) + 1
     sharded.close()

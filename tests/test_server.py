@@ -365,6 +365,26 @@ def test_web_page_search_and_more_like_this_in_a_browser(live_server):
         assert recommended[0].startswith("astronomy") and first.get_attribute("data-id") not in recommended
         assert driver.find_element(By.ID, "rec-title").text.startswith("More like astronomy")
         assert driver.find_element(By.ID, "error").text == ""
+        # A long document: the hit says which passage matched, and shows that passage's snippet.
+        from .test_passages import QUERY, report
+
+        added = httpx.post(
+            f"{live_server}/api/collections/topics/items", json={"items": [{"id": "report", "text": report()}]}
+        )
+        assert added.status_code == 200, added.text
+        box = driver.find_element(By.ID, "query")
+        box.clear()
+        box.send_keys(QUERY)
+        driver.find_element(By.ID, "go").click()
+        wait.until(
+            lambda d: d.find_elements(By.CSS_SELECTOR, "#results li.hit")[0].get_attribute("data-id") == "report"
+        )
+        first = driver.find_elements(By.CSS_SELECTOR, "#results li.hit")[0]
+        assert first.find_element(By.CSS_SELECTOR, ".where").text.startswith("passage ")
+        assert (
+            "lava"
+            in first.find_element(By.CSS_SELECTOR, "mark").text + first.find_element(By.CSS_SELECTOR, ".text").text
+        )
     finally:
         driver.quit()
 

@@ -268,12 +268,16 @@ class LocalBackend:
     def passage_count(self) -> int:
         return self.store.vector_count()
 
-    def _passages_per_item(self) -> float:
-        """Mean passages per item (1.0 when every item is one passage), re-counted after each change."""
+    def _counts(self) -> tuple[int, int]:
+        """``(items, passages)``, counted again only after a change (searches read them each time)."""
         seq = self.store.seq
         if self._shape[0] != seq:
             self._shape = (seq, *self.store.passage_counts())
-        _, items, passages = self._shape
+        return self._shape[1], self._shape[2]
+
+    def _passages_per_item(self) -> float:
+        """Mean passages per item (1.0 when every item is one passage)."""
+        items, passages = self._counts()
         return passages / items if items else 1.0
 
     def thumbnails(self, ids: list[str]) -> dict[str, bytes]:
@@ -366,7 +370,7 @@ class LocalBackend:
         skip = set(self.store.rowids_of(list(exclude)).values()) if exclude else set()
         if allowed is not None and skip:
             allowed = allowed[~np.isin(allowed >> PASSAGE_BITS, list(skip))]
-        available = self.passage_count() if allowed is None else len(allowed)
+        available = self._counts()[1] if allowed is None else len(allowed)
         # Excluded items' passages may take places in an unfiltered ranking: fetch that many more.
         wanted = k + (len(skip) * math.ceil(self._passages_per_item()) if allowed is None else 0)
         fetch = min(available, math.ceil(wanted * min(self._passages_per_item(), FETCH_GROWTH)))

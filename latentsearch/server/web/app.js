@@ -27,8 +27,16 @@ function escapeHtml(s) {
 function snippetHtml(hit) {
   // Snippets mark matched words with **…**: escape first, then turn the markers into <mark>.
   if (hit.snippet) return escapeHtml(hit.snippet).replace(/\*\*(.+?)\*\*/g, "<mark>$1</mark>");
-  const text = hit.text || hit.uri || "";
+  const text = (hit.passage && hit.passage.text) || hit.text || hit.uri || "";
   return escapeHtml(text.length > 220 ? text.slice(0, 219) + "…" : text);
+}
+
+function whereHtml(hit) {
+  // A long document: say which passage matched (and its page), so the snippet can be found in it.
+  const p = hit.passage;
+  if (!p || (p.start === 0 && p.end >= (hit.text || "").length && p.page == null)) return "";
+  const page = p.page != null ? `, page ${p.page}` : "";
+  return `<div class="meta where">passage ${p.index + 1}: characters ${p.start}–${p.end}${page}</div>`;
 }
 
 function renderHits(list, hits, withMore) {
@@ -43,7 +51,7 @@ function renderHits(list, hits, withMore) {
       ? `<img alt="" src="/api/collections/${encodeURIComponent(name)}/thumbnails/${encodeURIComponent(hit.id)}">` : "";
     li.innerHTML = `${thumb}<span class="id">${escapeHtml(hit.id)}</span><span class="score">${hit.score.toFixed(3)}</span>` +
       (withMore ? '<button class="more">more like this</button>' : "") +
-      `<div class="text">${snippetHtml(hit)}</div><div class="meta">${escapeHtml(JSON.stringify(hit.metadata))}</div>`;
+      `<div class="text">${snippetHtml(hit)}</div>${whereHtml(hit)}<div class="meta">${escapeHtml(JSON.stringify(hit.metadata))}</div>`;
     if (withMore) li.querySelector("button.more").addEventListener("click", () => moreLike(hit.id));
     list.appendChild(li);
   }
