@@ -19,8 +19,9 @@ import numpy as np
 from latentsearch.analysis.latent import LatentSpaceMethods
 from latentsearch.analysis.outliers import FitData, OutlierMethods, ReconstructionScorer, make_scorer
 from latentsearch.analysis.recommend import RecommendMethods
-from latentsearch.backends.base import Backend, ProgressFn, WriteBatch
+from latentsearch.backends.base import Backend, PassageSpan, ProgressFn, WriteBatch
 from latentsearch.encoders import Encoder, get_encoder
+from latentsearch.encoders.passages import DEFAULT_MAX_PASSAGES, PassageSettings, settings_for, split_texts
 from latentsearch.errors import (
     ConflictError,
     EncoderMismatchError,
@@ -29,11 +30,18 @@ from latentsearch.errors import (
     LatentSearchError,
 )
 from latentsearch.limits import check_text
-from latentsearch.records import Hit, Item
+from latentsearch.records import Hit, Item, Passage
 from latentsearch.search.engine import search, search_batch
 from latentsearch.search.request import SearchRequest, is_image
 from latentsearch.storage.filters import Filter, compile_filter, field_expression
-from latentsearch.validation import check_ids, check_metadata, check_metadata_updates, check_texts, prepare_vectors
+from latentsearch.validation import (
+    check_ids,
+    check_metadata,
+    check_metadata_updates,
+    check_pages,
+    check_texts,
+    prepare_vectors,
+)
 
 log = logging.getLogger("latentsearch")
 
@@ -164,6 +172,7 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
         metadata: Sequence[Mapping[str, Any] | None] | None = None,
         uris: Sequence[str | None] | None = None,
         thumbnails: Sequence[bytes | None] | None = None,
+        pages: Sequence[Sequence[int] | None] | None = None,
         batch_size: int = 64,
         progress: ProgressFn | None = None,
     ) -> int:
@@ -171,9 +180,12 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
 
         Give ``texts`` (encoded by the collection's encoder), image file ``uris`` (for image
         collections: encoded, with a thumbnail kept beside the item) and/or ``vectors`` (used as
-        given). ``progress(done, total)`` is called while encoding. Returns the number of items added.
+        given). A text longer than the encoder's window is split into passages, each encoded and
+        searched (see :meth:`passages`); ``pages`` gives, per text, the character offsets at which its
+        pages start (first 0), so each passage knows its page. ``progress(done, total)`` is called
+        while encoding, counting passages. Returns the number of items added.
         """
-        return self._write(ids, texts, vectors, metadata, uris, thumbnails, batch_size, progress, upsert=False)
+        return self._write(ids, texts, vectors, metadata, uris, thumbnails, pages, batch_size, progress, upsert=False)
 
     def upsert(
         self,
@@ -184,11 +196,13 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
         metadata: Sequence[Mapping[str, Any] | None] | None = None,
         uris: Sequence[str | None] | None = None,
         thumbnails: Sequence[bytes | None] | None = None,
+        pages: Sequence[Sequence[int] | None] | None = None,
         batch_size: int = 64,
         progress: ProgressFn | None = None,
     ) -> int:
-        """Add items, replacing those whose id exists. Same arguments as :meth:`add`."""
-        return self._write(ids, texts, vectors, metadata, uris, thumbnails, batch_size, progress, upsert=True)
+        """Add items, replacing those whose id exists (all of a replaced item's passages go with it, in
+        the same transaction). Same arguments as :meth:`add`."""
+        return self._write(ids, texts, vectors, metadata, uris, thumbnails, pages, batch_size, progress, upsert=True)
 
     def _write(
         self,
@@ -198,6 +212,7 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
         metadata: Sequence[Mapping[str, Any] | None] | None,
         uris: Sequence[str | None] | None,
         thumbnails: Sequence[bytes | None] | None,
+        pages: Sequence[Sequence[int] | None] | None,
         batch_size: int,
         progress: ProgressFn | None,
         *,
@@ -210,6 +225,7 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
         texts_list = check_texts("texts", texts, n)
         uris_list = check_texts("uris", uris, n)
         meta_list = check_metadata(metadata, n)
+        page_list = check_pages(pages, texts_list, n)
         images = uris_list is not None and texts_list is None and self.modality in ("image", "joint")
         if vectors is not None:
             matrix = self.prepare_vectors(vectors, expected=n)
@@ -217,9 +233,15 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
             raise InvalidInputError("nothing to encode: pass texts, image uris, or vectors for the items")
         if not upsert:  # before encoding: a conflict should not cost the model's time
             self._refuse_existing(ids)
-        if vectors is None:
+        spans: list[list[PassageSpan] | None] | None = None
+        own: list[np.ndarray | None] | None = None
+        if vectors is None and texts_list is not None and hasattr(self.encoder, "token_spans"):
+            matrix, spans, own = self._encode_passages(ids, texts_list, page_list, batch_size, progress)
+        elif vectors is None:
             inputs = texts_list if texts_list is not None else [Path(u) for u in uris_list]  # a Path is an image
             matrix = self.encode(inputs, batch_size=batch_size, progress=progress)
+        elif texts_list is not None and page_list is not None:  # given vectors: each text is one passage
+            spans = [[(0, len(t), 1)] if p else None for t, p in zip(texts_list, page_list)]
         kind = "text" if texts_list is not None else "image" if images else "uri" if uris_list else "vector"
         if kind == "image" and thumbnails is None:
             from latentsearch.encoders.image import thumbnail_bytes
@@ -233,8 +255,54 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
             meta_list,
             matrix,
             list(thumbnails) if thumbnails is not None else None,
+            spans,
+            own,
         )
         return self.backend.write(batch, upsert=upsert)
+
+    @property
+    def passage_settings(self) -> PassageSettings:
+        """How this collection splits long texts (the window is its encoder's; see
+        :mod:`latentsearch.encoders.passages`)."""
+        options = self.manifest.get("passages") or {}
+        window = int(self.encoder.window)  # type: ignore[attr-defined]
+        return settings_for(window, options.get("stride"), int(options.get("max_passages", DEFAULT_MAX_PASSAGES)))
+
+    def _encode_passages(
+        self,
+        ids: list[str],
+        texts: list[str],
+        pages: list[list[int] | None] | None,
+        batch_size: int,
+        progress: ProgressFn | None,
+    ) -> tuple[np.ndarray, list[list[PassageSpan] | None], list[np.ndarray | None]]:
+        """Split texts into passages, encode every passage, and give each text the normalised mean of
+        its passages' vectors (one passage: its vector). Returns the item vectors, each item's spans
+        and, for items of several passages, their vectors."""
+        settings = self.passage_settings
+        split, cut = split_texts(texts, self.encoder.token_spans, settings, pages)  # type: ignore[attr-defined]
+        if cut:
+            log.warning(
+                "%d of %d texts need more than %d passages (first: %r); only their first %d passages are "
+                "searchable: raise max_passages (latentsearch create --max-passages) to index them whole",
+                len(cut),
+                len(texts),
+                settings.max_passages,
+                ids[cut[0]],
+                settings.max_passages,
+            )
+        pieces = [text[span.start : span.end] for text, spans in zip(texts, split) for span in spans]
+        encoded = self.encode(pieces, batch_size=batch_size, progress=progress)
+        matrix = np.empty((len(texts), self.dim), np.float32)
+        own: list[np.ndarray | None] = []
+        at = 0
+        for position, spans in enumerate(split):
+            block = encoded[at : at + len(spans)]
+            at += len(spans)
+            matrix[position] = block.mean(axis=0) if len(spans) > 1 else block[0]
+            own.append(block if len(spans) > 1 else None)
+        spans_out: list[list[PassageSpan] | None] = [[(s.start, s.end, s.page) for s in spans] for spans in split]
+        return self.prepare_vectors(matrix, expected=len(texts)), spans_out, own
 
     def _refuse_existing(self, ids: list[str]) -> None:
         present = self.backend.existing(ids)
@@ -342,6 +410,17 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
         if missing:
             raise ItemNotFoundError(f"unknown id {missing[0]!r} in collection {self.name!r}")
 
+    def passages(self, item_id: str) -> list[Passage]:
+        """A document's passages, in order: what vector search ranks it by (one for a short text or a
+        non-text item). An unknown id is an error."""
+        item = self.get([item_id])[0]
+        spans = self.backend.passages([item_id]).get(item_id) or [(0, len(item.text or ""), None)]
+        return [Passage.of(item.text or "", index, span) for index, span in enumerate(spans)]
+
+    def passage_count(self) -> int:
+        """Number of passages: the vectors vector search ranks (at least one per item)."""
+        return self.backend.passage_count()
+
     def thumbnails(self, ids: Sequence[str]) -> dict[str, bytes]:
         """JPEG thumbnails of image items by id (items without one, and unknown ids, are left out)."""
         return self.backend.thumbnails(list(dict.fromkeys(check_ids(ids, allow_duplicates=True))))
@@ -351,12 +430,14 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
         return list(self.backend.iter_items())
 
     def info(self) -> dict[str, Any]:
-        """A summary: name, path, count, encoder, dim, metric, modality, index spec, and what the
-        backend adds (the FAISS factory in use, tombstones, field indexes; shard sizes)."""
+        """A summary: name, path, count (of documents), passages, encoder, dim, metric, modality, index
+        spec, passage settings, and what the backend adds (the FAISS factory in use, tombstones, field
+        indexes; shard sizes)."""
         return {
             "name": self.name,
             "path": str(self.path),
             "count": self.count(),
+            "passage_settings": self.manifest.get("passages") or {"stride": None, "max_passages": DEFAULT_MAX_PASSAGES},
             "encoder": self.encoder_name,
             "dim": self.dim,
             "metric": self.metric,

@@ -29,6 +29,7 @@ from latentsearch import paths
 from latentsearch.backends import create_backend, describe_offline, holds_collection, open_backend
 from latentsearch.collection import Collection
 from latentsearch.encoders import Encoder, get_encoder
+from latentsearch.encoders.passages import DEFAULT_MAX_PASSAGES, check_passage_options
 from latentsearch.errors import (
     CollectionNotFoundError,
     ConflictError,
@@ -69,6 +70,8 @@ class Connection:
         metric: str = "cosine",
         dim: int | None = None,
         shards: int | None = None,
+        stride: int | None = None,
+        max_passages: int = DEFAULT_MAX_PASSAGES,
         exist_ok: bool = False,
     ) -> Collection:
         """Create a collection (or open it with ``exist_ok`` if it exists with the same settings).
@@ -76,8 +79,10 @@ class Connection:
         ``encoder`` is ``minilm``, ``st:PATH``, ``ae:PATH``, ``efficientnet-lite0`` or ``precomputed``
         (then ``dim`` is required); ``index`` is ``auto``, ``flat``, ``hnsw``, ``ivf``, ``ivfpq``,
         ``sq8`` or ``faiss:FACTORY``; ``metric`` is ``cosine``, ``ip`` or ``l2``. ``shards`` splits the
-        collection over that many Ray actors (the connection's cluster). Every setting is checked
-        before anything is written.
+        collection over that many Ray actors (the connection's cluster). A text longer than the
+        encoder's window is split into passages: ``stride`` tokens from one passage's start to the
+        next (default 3/4 of the window), at most ``max_passages`` per text (the rest of a longer one
+        is left out, with a warning). Every setting is checked before anything is written.
         """
         folder = self.folder(name)
         if holds_collection(folder):
@@ -94,7 +99,10 @@ class Connection:
                     f"{collection.metric!r}: drop it to change them"
                 )
             return collection
-        tmp = self._new_work_folder(name, encoder=encoder, index=index, metric=metric, dim=dim, shards=shards)
+        passages = {"stride": stride, "max_passages": max_passages}
+        tmp = self._new_work_folder(
+            name, encoder=encoder, index=index, metric=metric, dim=dim, shards=shards, passages=passages
+        )
         _publish(tmp, folder)  # the settings were checked before the work folder was made
         return self.open(name)
 
@@ -128,8 +136,12 @@ class Connection:
             raise
         _publish(tmp, folder, replace=replace)
 
-    def _new_work_folder(self, name: str, *, shards: int | None, **settings: Any) -> Path:
+    def _new_work_folder(
+        self, name: str, *, shards: int | None, passages: dict[str, Any] | None = None, **settings: Any
+    ) -> Path:
         """Check the settings and write an empty collection into ``.NAME.creating-PID``."""
+        passages = passages or {"stride": None, "max_passages": DEFAULT_MAX_PASSAGES}
+        check_passage_options(passages["stride"], passages["max_passages"])
         encoder, dim = check_settings(**settings)
         manifest = {
             "encoder": settings["encoder"],
@@ -139,6 +151,7 @@ class Connection:
             "metric": settings["metric"],
             "normalize": settings["metric"] == "cosine",
             "index": settings["index"],
+            "passages": passages,
             "collection_id": uuid.uuid4().hex,
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }

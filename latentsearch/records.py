@@ -29,11 +29,39 @@ class Item:
 
 
 @dataclass
+class Passage:
+    """One passage of a document: ``text`` is the document's characters ``start:end`` (``end``
+    exclusive), ``index`` its place among the document's passages (0 first), ``page`` the page it
+    starts on (1-based; PDFs, else None). In a search hit, ``score`` is the passage's own similarity to
+    the query and ``rank`` its place among every passage the search ranked (None when the passage was
+    picked for a lexical match)."""
+
+    index: int
+    start: int
+    end: int
+    text: str
+    page: int | None = None
+    score: float | None = None
+    rank: int | None = None
+
+    @classmethod
+    def of(cls, text: str, index: int, span: tuple[int, int, int | None]) -> Passage:
+        """Passage ``index`` of a document ``text``, from its ``(start, end, page)`` span."""
+        start, end, page = span
+        return cls(index, start, end, text[start:end], page)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (``page``, ``score`` and ``rank`` only when set)."""
+        return {key: value for key, value in asdict(self).items() if value is not None or key == "text"}
+
+
+@dataclass
 class Hit:
-    """One search result. ``score`` is higher for better matches: cosine similarity, or the negated
-    Euclidean distance for l2 collections; in hybrid search, the fused score. ``snippet`` is the part of
-    the text around the query's words (matches between ``**``). ``details`` holds each mode's rank and
-    score when asked for (``explain=True``)."""
+    """One search result: a document, ranked by its best passage. ``score`` is higher for better
+    matches: cosine similarity (of the best passage), or the negated Euclidean distance for l2
+    collections; in hybrid search, the fused score. ``passage`` says where in the text the match is
+    (text items). ``snippet`` is the part of that passage around the query's words (matches between
+    ``**``). ``details`` holds each mode's rank and score when asked for (``explain=True``)."""
 
     id: str
     score: float
@@ -42,11 +70,13 @@ class Hit:
     metadata: dict[str, Any] = field(default_factory=dict)
     snippet: str | None = None
     details: dict[str, Any] | None = None
+    passage: Passage | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (``snippet`` and ``details`` only when set)."""
+        """JSON-ready dict (``snippet``, ``details`` and ``passage`` only when set)."""
         out = asdict(self)
-        for optional in ("snippet", "details"):
+        out["passage"] = None if self.passage is None else self.passage.to_dict()
+        for optional in ("snippet", "details", "passage"):
             if out[optional] is None:
                 del out[optional]
         return out

@@ -4,6 +4,7 @@ before anything is written, so bad input gets one line and changes nothing."""
 from __future__ import annotations
 
 import json
+import numbers
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -114,4 +115,33 @@ def check_metadata(metadata: Sequence[Mapping[str, Any] | None] | None, n: int) 
                 f"metadata #{i} cannot be stored as JSON ({exc}): use strings, finite numbers, booleans, null"
             ) from None
         out.append(dict(meta))
+    return out
+
+
+def check_pages(pages: Sequence[Sequence[int] | None] | None, texts: list[Any] | None, n: int) -> list[Any] | None:
+    """Page start offsets, one entry per text: None, or non-decreasing character offsets within the
+    text, the first 0."""
+    values = _check_length("pages", pages, n)
+    if values is None:
+        return None
+    if texts is None:
+        raise InvalidInputError("pages are character offsets into texts: pass the texts too")
+    out: list[Any] = []
+    for i, (starts, text) in enumerate(zip(values, texts)):
+        if starts is None:
+            out.append(None)
+            continue
+        if isinstance(starts, (str, bytes)) or not isinstance(starts, Sequence):
+            raise InvalidInputError(f"pages #{i} is a {type(starts).__name__}, not a list of offsets")
+        offsets = list(starts)
+        bad = [o for o in offsets if isinstance(o, bool) or not isinstance(o, numbers.Integral)]
+        offsets = [int(o) for o in offsets] if not bad else offsets
+        # Equal neighbours are allowed: a page without text starts where the next one does.
+        if bad or not offsets or offsets[0] != 0 or any(b < a for a, b in zip(offsets, offsets[1:])):
+            raise InvalidInputError(
+                f"pages #{i} must be increasing whole character offsets starting at 0, got {offsets[:5]!r}"
+            )
+        if text is not None and offsets[-1] > len(text):
+            raise InvalidInputError(f"pages #{i} has an offset {offsets[-1]} beyond its text ({len(text)} characters)")
+        out.append(offsets)
     return out

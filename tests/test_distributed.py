@@ -86,6 +86,39 @@ def test_search_filters_and_more_like_this_equal_one_collection(pair):
         assert many == explained(single, **query) and "**token7**" in many[0][1]
 
 
+def test_long_documents_on_shards_rank_by_passage_as_one_collection(home):
+    """Passages on shards: the same documents, passages, ranks and snippets as one collection. The
+    documents are encoded once, by the single collection, and written to the shards as they are
+    stored (what ``resize`` moves), so no encoder actor needs to start."""
+    from .test_passages import COOKING, QUERY, report
+
+    single = ls.create("single-docs", home=home)
+    ids = ["report", "cake", "memo", "long"]
+    texts = [report(), COOKING, "A memo about the canteen menu.", report(90, tail="Closing remarks.")]
+    single.add(ids, texts, metadata=[{"n": i} for i in range(4)])
+    sharded = ls.create("sharded-docs", home=home, shards=3)
+    sharded.backend.write(single.backend.batch_of(ids), upsert=False)
+    assert sharded.passage_count() == single.passage_count() > 10 and sharded.count() == 4
+
+    def seen(hits):
+        return [(h.id, round(h.score, 5), h.passage.index, h.passage.start, h.passage.end, h.snippet) for h in hits]
+
+    query = single.encode([QUERY])[0]
+    assert seen(sharded.search(query, k=4)) == seen(single.search(query, k=4))
+    assert sharded.search(query, k=1)[0].passage.index > 0
+    ranks = [(h.id, h.passage.rank) for h in sharded.search(query, k=4)]
+    assert ranks == [(h.id, h.passage.rank) for h in single.search(query, k=4)]
+    for options in ({"mode": "lexical"}, {"where": {"n": 2}}):
+        text = {"query": "volcano lava ash"} if options.get("mode") else {"query": query}
+        assert seen(sharded.search(k=3, **text, **options)) == seen(single.search(k=3, **text, **options))
+    assert seen(sharded.search(like="long", k=3, mode="hybrid")) == seen(single.search(like="long", k=3, mode="hybrid"))
+    assert [p.start for p in sharded.passages("report")] == [p.start for p in single.passages("report")]
+    sharded.upsert(["report"], vectors=single.vectors_of(["cake"]), texts=[COOKING])  # a long one becomes short
+    assert sharded.passage_count() == single.passage_count() - len(single.passages("report")) + 1
+    sharded.close()
+    single.close()
+
+
 def test_recommendations_equal_one_collection(pair):
     single, sharded, _ = pair
     for strategy in ("average", "best_score"):

@@ -54,7 +54,15 @@ def test_results_carry_text_and_metadata(topics):
     assert hit.id == "cooking-1"
     assert hit.text == TOPIC_DOCS["cooking"][1]
     assert hit.metadata == {"topic": "cooking", "lang": "de", "n": 1}
-    assert set(hit.to_dict()) == {"id", "score", "text", "uri", "metadata", "snippet"}
+    assert set(hit.to_dict()) == {"id", "score", "text", "uri", "metadata", "snippet", "passage"}
+    assert hit.to_dict()["passage"] == {
+        "index": 0,
+        "start": 0,
+        "end": len(hit.text),
+        "text": hit.text,
+        "score": hit.score,
+        "rank": 1,
+    }
     assert "**Knead**" in hit.snippet and "**dough**" in hit.snippet
 
 

@@ -21,6 +21,7 @@ import numpy as np
 from latentsearch.records import Hit, Item
 
 ProgressFn = Callable[[int, int], None]
+PassageSpan = tuple[int, int, "int | None"]  # characters start:end of an item's text, and its page
 Key = Hashable
 Ranking = list[tuple[Key, float]]
 # A neighbour search among fitted items: (queries, k) -> (Euclidean distances, positions), -1 = none.
@@ -38,10 +39,18 @@ class WriteBatch:
     metadata: list[dict[str, Any]]
     vectors: np.ndarray
     thumbnails: list[bytes | None] | None = None
+    # Each item's passages as (start, end, page) spans and, for items of several, their vectors
+    # (n, dim); None: every item is one passage, its own vector.
+    passages: list[list[PassageSpan] | None] | None = None
+    passage_vectors: list[np.ndarray | None] | None = None
 
     def subset(self, positions: Sequence[int]) -> WriteBatch:
         """The items at ``positions`` (what one shard stores)."""
         pick = list(positions)
+
+        def some(values: list[Any] | None) -> list[Any] | None:
+            return None if values is None else [values[p] for p in pick]
+
         return WriteBatch(
             [self.ids[p] for p in pick],
             [self.kinds[p] for p in pick],
@@ -49,8 +58,20 @@ class WriteBatch:
             [self.uris[p] for p in pick],
             [self.metadata[p] for p in pick],
             self.vectors[pick],
-            None if self.thumbnails is None else [self.thumbnails[p] for p in pick],
+            some(self.thumbnails),
+            some(self.passages),
+            some(self.passage_vectors),
         )
+
+    def index_vectors(self) -> np.ndarray:
+        """Every passage's vector, item by item: what the index adds for this batch."""
+        if self.passage_vectors is None:
+            return self.vectors
+        parts = [
+            own if own is not None and len(own) > 1 else self.vectors[i : i + 1]
+            for i, own in enumerate(self.passage_vectors)
+        ]
+        return np.concatenate(parts) if parts else self.vectors
 
 
 @dataclass
@@ -73,7 +94,7 @@ class EncoderPool(Protocol):
 
 
 class Backend(Protocol):
-    """Storage writes and reads, vector k-NN with a filter, lexical search, snippets, counts, the change
+    """Storage writes and reads, vector k-NN over passages with a filter, lexical search, counts, the change
     sequence and learned users. Implemented by :class:`~latentsearch.backends.local.LocalBackend`
     (SQLite + FAISS in one folder) and :class:`~latentsearch.backends.sharded.ShardedBackend`."""
 
@@ -135,7 +156,13 @@ class Backend(Protocol):
         """The hits of each ranking, in order; ``None`` where an item vanished since it was ranked."""
         ...
 
-    def snippets(self, match: str, keys: Sequence[Key]) -> dict[Key, str]: ...
+    def passages(self, ids: list[str]) -> dict[str, list[PassageSpan]]:
+        """Each item's passages, in order (items that are not stored are left out)."""
+        ...
+
+    def passage_count(self) -> int:
+        """Number of passages (the vectors searched): at least one per item."""
+        ...
 
     # housekeeping
     def prepare_search(self) -> None: ...

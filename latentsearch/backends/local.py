@@ -1,7 +1,9 @@
 """The local backend: one folder holding an SQLite store (the truth) and a FAISS index derived from it.
 
-Keys are SQLite rowids. Vector search pre-filters through an IDSelector: a filter matching few items
-is answered exactly over their stored vectors (cheaper than a graph walk that skips 99% of its nodes,
+Keys are SQLite rowids of items. The FAISS index holds passages (ids ``rowid << 16 | ordinal``): a
+vector search ranks passages and keeps each item's best, fetching more passages until it has k
+items (or none are left). It pre-filters through an IDSelector: a filter matching few passages is
+answered exactly over their stored vectors (cheaper than a graph walk that skips 99% of its nodes,
 and it always finds k results); above :data:`EXACT_SUBSET_LIMIT` the ANN index searches with the
 selector, and a query whose walk found too few allowed neighbours is answered exactly.
 """
@@ -9,6 +11,8 @@ selector, and a query whose walk found too few allowed neighbours is answered ex
 from __future__ import annotations
 
 import json
+import logging
+import math
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -16,19 +20,37 @@ from typing import Any
 
 import numpy as np
 
-from latentsearch.backends.base import Key, Ranking, VectorTable, WriteBatch
+from latentsearch.backends.base import PassageSpan, Ranking, VectorTable, WriteBatch
 from latentsearch.errors import EncoderMismatchError, InvalidInputError
-from latentsearch.index.faiss_index import ProgressFn, VectorIndex
+from latentsearch.index.faiss_index import CHECKPOINT_FILE, INDEX_FILE, ProgressFn, VectorIndex
 from latentsearch.index.specs import faiss_metric, is_compressed, to_scores
 from latentsearch.limits import check_tuning
-from latentsearch.records import Hit, Item
+from latentsearch.records import Hit, Item, Passage
 from latentsearch.storage.filters import compile_filter
-from latentsearch.storage.fulltext import SNIPPET_MARKS, SNIPPET_TOKENS
-from latentsearch.storage.store import DB_FILE, FORMAT_VERSION, Store
+from latentsearch.storage.store import DB_FILE, FORMAT_VERSION, PASSAGE_BITS, Store
 
+log = logging.getLogger("latentsearch")
 EXACT_SUBSET_LIMIT = 2_000
 RERANK_FACTOR = 4  # compressed indexes fetch k*4 candidates and re-rank on the float vectors
 FILTER_CACHE_SIZE = 32  # distinct filters whose matching rowids are kept between searches
+PASSAGE_MASK = (1 << PASSAGE_BITS) - 1
+# A search over long documents first fetches this many passages per item wanted (up to the mean
+# number of passages per item), then four times more for the queries that still lack items.
+FETCH_GROWTH = 4
+
+
+class PassageKey(int):
+    """An item's key (its rowid: compared and hashed as that int, so fusion joins it with the same
+    item's lexical key) that also carries the passage that matched, its score and its rank."""
+
+    passage: int
+    passage_score: float
+    passage_rank: int
+
+    def __new__(cls, rowid: int, passage: int, score: float, rank: int) -> PassageKey:
+        key = super().__new__(cls, rowid)
+        key.passage, key.passage_score, key.passage_rank = passage, score, rank
+        return key
 
 
 def is_local(folder: Path) -> bool:
@@ -44,6 +66,8 @@ class LocalBackend:
         self.name = self.path.name
         self.store = Store(self.path)
         self.manifest: dict[str, Any] = self.store.read_manifest()
+        if self.manifest.get("format_version") == 1:
+            self._upgrade()
         if self.manifest.get("format_version") != FORMAT_VERSION:
             self.store.close()
             raise EncoderMismatchError(
@@ -57,6 +81,22 @@ class LocalBackend:
         self._lock = threading.RLock()
         self._filters: dict[tuple[str, str], np.ndarray] = {}
         self._filters_seq = -1
+        self._shape = (-1, 0, 0)  # (change sequence, items, passages): how many passages an item has
+
+    def _upgrade(self) -> None:
+        """Upgrade a version-1 collection to passages (once; see :meth:`Store.upgrade`). Its index
+        files hold item rowids, not passage ids: they are removed and rebuilt on first use."""
+        if not self.store.read_only:
+            log.info("upgrading collection %s to format version %d (passages)", self.name, FORMAT_VERSION)
+        try:
+            self.store.upgrade(1)
+        except BaseException:
+            self.store.close()
+            raise
+        if not self.store.read_only:
+            for stale in (INDEX_FILE, CHECKPOINT_FILE):
+                (self.path / stale).unlink(missing_ok=True)
+        self.manifest = {**self.store.read_manifest(), "format_version": FORMAT_VERSION}
 
     @staticmethod
     def create(folder: Path, manifest: dict[str, Any]) -> None:
@@ -112,7 +152,7 @@ class LocalBackend:
         with self._lock:
             index = self.index  # caught up before the write, so it can follow with a plain add
             before = index.seq
-            seq, rowids, replaced = self.store.insert(
+            seq, passage_ids, replaced = self.store.insert(
                 batch.ids,
                 batch.kinds,
                 batch.texts,
@@ -121,13 +161,15 @@ class LocalBackend:
                 batch.vectors,
                 upsert=upsert,
                 thumbnails=batch.thumbnails,
+                passages=batch.passages,
+                passage_vectors=batch.passage_vectors,
             )
             if seq != before + 1:  # another process wrote in between: replay from SQLite
                 index.catch_up(self.store)
             else:
                 if len(replaced):
                     index.remove(replaced)
-                index.add(rowids, batch.vectors, seq)
+                index.add(passage_ids, batch.index_vectors(), seq)
             self._maintain()
         return n
 
@@ -135,17 +177,17 @@ class LocalBackend:
         with self._lock:
             index = self.index
             before = index.seq
-            seq, rowids = self.store.delete(ids)
+            seq, passage_ids = self.store.delete(ids)
             if seq != before + 1:
                 index.catch_up(self.store)
             else:
-                index.remove(rowids, seq)
+                index.remove(passage_ids, seq)
             self._maintain()
-        return len(rowids)
+        return len(ids)
 
     def _maintain(self) -> None:
         index = self._index
-        if index is not None and index.needs_rebuild(self.store.count()):
+        if index is not None and index.needs_rebuild(self.store.vector_count()):
             index.build(self.store)
 
     def update_metadata(self, updates: dict[str, dict[str, Any]]) -> int:
@@ -194,6 +236,14 @@ class LocalBackend:
         rows = self.store.rows_by_rowid(list(found.values()), with_vectors=True)
         thumbs = self.store.thumbnails(list(found.values()))
         picked = [(rowid, rows[rowid]) for rowid in found.values() if rowid in rows]
+        passages = self.store.passages_of([rowid for rowid, _ in picked])
+        spans: list[list[PassageSpan] | None] = []
+        own: list[np.ndarray | None] = []
+        for rowid, _ in picked:
+            listed = passages.get(rowid, [])
+            spans.append([(start, end, page) for _, start, end, page in listed] or None)
+            several = len(listed) > 1
+            own.append(self.store.passage_vectors([p[0] for p in listed], self.dim) if several else None)
         return WriteBatch(
             [row["id"] for _, row in picked],
             [row["kind"] for _, row in picked],
@@ -202,7 +252,29 @@ class LocalBackend:
             [row["metadata"] for _, row in picked],
             np.stack([row["vector"] for _, row in picked]) if picked else np.empty((0, self.dim), np.float32),
             [thumbs.get(rowid) for rowid, _ in picked],
+            spans,
+            own,
         )
+
+    def passages(self, ids: list[str]) -> dict[str, list[PassageSpan]]:
+        found = self.store.rowids_of(ids)
+        listed = self.store.passages_of(list(found.values()))
+        return {
+            item_id: [(start, end, page) for _, start, end, page in listed[rowid]]
+            for item_id, rowid in found.items()
+            if rowid in listed
+        }
+
+    def passage_count(self) -> int:
+        return self.store.vector_count()
+
+    def _passages_per_item(self) -> float:
+        """Mean passages per item (1.0 when every item is one passage), re-counted after each change."""
+        seq = self.store.seq
+        if self._shape[0] != seq:
+            self._shape = (seq, *self.store.passage_counts())
+        _, items, passages = self._shape
+        return passages / items if items else 1.0
 
     def thumbnails(self, ids: list[str]) -> dict[str, bytes]:
         rowids = self.store.rowids_of(ids)
@@ -219,7 +291,7 @@ class LocalBackend:
         """Every item's vector, and a neighbour search on the collection's own index when its scores
         give true distances (not for raw inner products or compressed codes)."""
         rowid_chunks, vector_chunks = [], []
-        for rowids, vectors in self.store.iter_vectors(self.dim):
+        for rowids, vectors in self.store.iter_item_vectors(self.dim):
             rowid_chunks.append(rowids)
             vector_chunks.append(vectors)
         rowids = np.concatenate(rowid_chunks) if rowid_chunks else np.empty(0, np.int64)
@@ -228,7 +300,8 @@ class LocalBackend:
         ids = [rows[int(r)]["id"] for r in rowids]
         uris = [rows[int(r)]["uri"] for r in rowids]
         index = self.index
-        if self.metric == "ip" or is_compressed(index.factory) or not len(rowids):
+        if self.metric == "ip" or is_compressed(index.factory) or not len(rowids) or self._passages_per_item() > 1:
+            # (An index of passages gives no distances between documents.)
             return VectorTable(ids, vectors, uris, None)
         metric = self.metric
 
@@ -236,6 +309,7 @@ class LocalBackend:
             scores, labels = index.search(x, k, ef_search=max(128, 2 * k))
             # Euclidean distances: between unit vectors for cosine, negated scores for l2.
             dists = np.sqrt(np.maximum(2.0 - 2.0 * scores, 0)) if metric == "cosine" else -scores
+            labels = np.where(labels >= 0, labels >> PASSAGE_BITS, -1)  # one passage an item: its rowid
             pos = np.minimum(np.searchsorted(rowids, labels), len(rowids) - 1)  # rowids are sorted
             pos = np.where(rowids[pos] == labels, pos, -1)
             dists = np.where(pos < 0, np.inf, dists)
@@ -245,8 +319,8 @@ class LocalBackend:
 
     # --- ranking -----------------------------------------------------------------------------------
 
-    def allowed_rowids(self, where: Any) -> np.ndarray | None:
-        """Rowids matching a metadata filter, or None when there is no filter.
+    def allowed_passages(self, where: Any) -> np.ndarray | None:
+        """Passage ids of the items matching a metadata filter, or None when there is no filter.
 
         The SQL scan is cached per filter until the collection changes: repeated filters (a facet, a
         tenant) then cost nothing; any write, from any process, changes the sequence and empties it.
@@ -262,7 +336,7 @@ class LocalBackend:
             if key not in self._filters:
                 if len(self._filters) >= FILTER_CACHE_SIZE:
                     self._filters.pop(next(iter(self._filters)))
-                self._filters[key] = self.store.rowids_matching(sql, params)
+                self._filters[key] = self.store.passage_ids_matching(sql, params)
             return self._filters[key]
 
     def knn(
@@ -274,15 +348,44 @@ class LocalBackend:
         ef_search: int | None = None,
         nprobe: int | None = None,
     ) -> list[Ranking]:
-        allowed = self.allowed_rowids(where)
+        """The ``k`` best items for each query, each ranked by its best passage (keys: PassageKey)."""
+        return self.knn_passages(vectors, k, where, exclude, ef_search, nprobe)[0]
+
+    def knn_passages(
+        self,
+        vectors: np.ndarray,
+        k: int,
+        where: Any = None,
+        exclude: Sequence[str] = (),
+        ef_search: int | None = None,
+        nprobe: int | None = None,
+    ) -> tuple[list[Ranking], list[np.ndarray]]:
+        """:meth:`knn`, and for each query the scores of every passage it ranked, best first (what
+        places a passage among several shards' passages)."""
+        allowed = self.allowed_passages(where)
         skip = set(self.store.rowids_of(list(exclude)).values()) if exclude else set()
         if allowed is not None and skip:
-            allowed = allowed[~np.isin(allowed, list(skip))]
-        extra = len(skip) if allowed is None else 0  # excluded items may take places in the unfiltered top k
-        ranked = self.rowid_knn(vectors, k + extra, allowed, ef_search, nprobe)
-        if skip:
-            ranked = [[(r, s) for r, s in ranking if r not in skip][:k] for ranking in ranked]
-        return ranked  # type: ignore[return-value]
+            allowed = allowed[~np.isin(allowed >> PASSAGE_BITS, list(skip))]
+        available = self.passage_count() if allowed is None else len(allowed)
+        # Excluded items' passages may take places in an unfiltered ranking: fetch that many more.
+        wanted = k + (len(skip) * math.ceil(self._passages_per_item()) if allowed is None else 0)
+        fetch = min(available, math.ceil(wanted * min(self._passages_per_item(), FETCH_GROWTH)))
+        results: list[Ranking] = [[] for _ in range(len(vectors))]
+        scores = [np.empty(0, np.float32) for _ in range(len(vectors))]
+        pending = list(range(len(vectors)))
+        while pending and fetch > 0:
+            ranked = self.rowid_knn(vectors[pending], fetch, allowed, ef_search, nprobe)
+            short = []
+            for q, ranked_here in zip(pending, ranked):
+                passages = ranked_here
+                if skip:  # an excluded item's passages are not ranked at all
+                    passages = [(p, s) for p, s in passages if p >> PASSAGE_BITS not in skip]
+                results[q] = _best_per_item(passages, k)
+                scores[q] = np.array([s for _, s in passages], dtype=np.float32)
+                if len(results[q]) < k and len(ranked_here) >= fetch and fetch < available:
+                    short.append(q)  # more passages may hold more items
+            pending, fetch = short, min(available, fetch * FETCH_GROWTH)
+        return results, scores
 
     def rowid_knn(
         self,
@@ -292,7 +395,7 @@ class LocalBackend:
         ef_search: int | None = None,
         nprobe: int | None = None,
     ) -> list[list[tuple[int, float]]]:
-        """k nearest rowids and scores for each query row, best first, optionally within ``allowed``."""
+        """k nearest passage ids and scores for each query row, best first, optionally within ``allowed``."""
         ef_search, nprobe = check_tuning(ef_search, nprobe)  # every vector search of a collection passes here
         index = self.index
         if allowed is not None:
@@ -325,11 +428,11 @@ class LocalBackend:
         return results
 
     def exact_knn(self, queries: np.ndarray, k: int, rowids: np.ndarray) -> list[list[tuple[int, float]]]:
-        """Exact k-NN among the given rowids, on the float vectors stored in SQLite."""
+        """Exact k-NN among the given passage ids, on the float vectors stored in SQLite."""
         import faiss
 
         rowids = np.unique(np.asarray(rowids, dtype=np.int64))
-        base = self.store.vectors(rowids, self.dim)
+        base = self.store.passage_vectors(rowids, self.dim)
         distances, positions = faiss.knn(queries, base, min(k, len(rowids)), metric=faiss_metric(self.metric))
         scores = to_scores(self.metric, distances)
         return [
@@ -343,22 +446,42 @@ class LocalBackend:
         return self.store.lexical_search(match, k, sql, params, skip)  # type: ignore[return-value]
 
     def hits(self, rankings: Sequence[Ranking]) -> list[list[Hit | None]]:
-        """Hits for rankings of ``(rowid, score)``, with one SQLite read for all of them; ``None`` for a
-        row deleted between the ranking and the read. (Hot: one lookup per row and field.)"""
-        rows = self.store.rows_by_rowid(sorted({r for ranking in rankings for r, _ in ranking}))
+        """Hits for rankings of ``(rowid, score)``, with one SQLite read for all of them (and one of the
+        matched passages' spans); ``None`` for a row deleted between the ranking and the read. A key
+        that names its passage (a vector ranking's) gives text hits their passage. (Hot: one lookup
+        per row and field.)"""
+        rows = self.store.rows_by_rowid(sorted({int(r) for ranking in rankings for r, _ in ranking}))
+        matched = [
+            key.passage
+            for ranking in rankings
+            for key, _ in ranking
+            if isinstance(key, PassageKey) and key in rows and rows[key]["text"] is not None
+        ]
+        spans = self.store.passage_spans(matched) if matched else {}
         out = []
         for ranking in rankings:
             hits: list[Hit | None] = []
             for rowid, score in ranking:
                 row = rows.get(rowid)
-                hits.append(
-                    None if row is None else Hit(row["id"], float(score), row["text"], row["uri"], row["metadata"])
-                )
+                if row is None:
+                    hits.append(None)
+                    continue
+                hit = Hit(row["id"], float(score), row["text"], row["uri"], row["metadata"])
+                span = spans.get(rowid.passage) if isinstance(rowid, PassageKey) else None
+                if span is not None:
+                    start, end, page = span
+                    hit.passage = Passage(
+                        rowid.passage & PASSAGE_MASK,
+                        start,
+                        end,
+                        row["text"][start:end],
+                        page,
+                        rowid.passage_score,
+                        rowid.passage_rank,
+                    )
+                hits.append(hit)
             out.append(hits)
         return out
-
-    def snippets(self, match: str, keys: Sequence[Key]) -> dict[Key, str]:
-        return self.store.snippets(match, list(keys), SNIPPET_MARKS, SNIPPET_TOKENS)  # type: ignore[arg-type]
 
     # --- housekeeping ------------------------------------------------------------------------------
 
@@ -391,6 +514,7 @@ class LocalBackend:
         return {
             "faiss_factory": index.factory,
             "index_vectors": index.ntotal,
+            "passages": self.store.vector_count(),
             "tombstones": len(index.tombstones),
             "field_indexes": self.store.field_indexes(),
             "change_seq": self.store.seq,
@@ -407,6 +531,21 @@ class LocalBackend:
             self.save()
         finally:
             self.store.close()
+
+
+def _best_per_item(passages: list[tuple[int, float]], k: int) -> Ranking:
+    """The first ``k`` items of a passage ranking, each at its best passage."""
+    seen: set[int] = set()
+    ranking: Ranking = []
+    for rank, (passage, score) in enumerate(passages, 1):
+        rowid = passage >> PASSAGE_BITS
+        if rowid in seen:
+            continue
+        seen.add(rowid)
+        ranking.append((PassageKey(rowid, passage, score, rank), score))
+        if len(ranking) == k:
+            break
+    return ranking
 
 
 def _item(row: dict[str, Any]) -> Item:

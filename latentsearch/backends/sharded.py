@@ -31,13 +31,12 @@ import numpy as np
 
 from latentsearch import paths
 from latentsearch.backends import SHARDED_FILE
-from latentsearch.backends.base import Key, ProgressFn, Ranking, VectorTable, WriteBatch
+from latentsearch.backends.base import PassageSpan, ProgressFn, Ranking, VectorTable, WriteBatch
 from latentsearch.backends.local import LocalBackend
 from latentsearch.errors import ClusterUnavailableError, InvalidInputError, LatentSearchError
 from latentsearch.limits import MAX_EF_SEARCH, MAX_SHARDS, check_int
 from latentsearch.records import Hit, Item
 from latentsearch.storage.filters import compile_filter
-from latentsearch.storage.fulltext import SNIPPET_MARKS, SNIPPET_TOKENS
 from latentsearch.storage.store import Store
 
 LEXICAL_DIR = "lexical"
@@ -152,10 +151,11 @@ def _actor_classes(ray: Any) -> tuple[Any, Any]:
         def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
             return getattr(self.backend, method)(*args, **kwargs)
 
-        def knn_hits(self, *args: Any) -> list[list[Hit]]:
-            """The shard's top k for each query, already read (one round trip)."""
-            rankings = self.backend.knn(*args)
-            return [[h for h in hits if h is not None] for hits in self.backend.hits(rankings)]
+        def knn_hits(self, *args: Any) -> tuple[list[list[Hit]], list[np.ndarray]]:
+            """The shard's top k for each query, already read (one round trip), and the scores of the
+            passages each query ranked here."""
+            rankings, scores = self.backend.knn_passages(*args)
+            return [[h for h in hits if h is not None] for hits in self.backend.hits(rankings)], scores
 
         def items(self) -> list[Item]:
             return list(self.backend.iter_items())
@@ -409,6 +409,12 @@ class ShardedBackend:
     def thumbnails(self, ids: list[str]) -> dict[str, bytes]:
         return {k: v for part in self._routed("thumbnails", ids) for k, v in part.items()}
 
+    def passages(self, ids: list[str]) -> dict[str, list[PassageSpan]]:
+        return {k: v for part in self._routed("passages", ids) for k, v in part.items()}
+
+    def passage_count(self) -> int:
+        return int(sum(self._all("passage_count")))
+
     def user(self, user: str) -> tuple[np.ndarray | None, list[Any]]:
         return self.lexical_store.get_user(user)
 
@@ -422,8 +428,9 @@ class ShardedBackend:
         ids = [i for part_ids, _, _ in parts for i in part_ids]
         vectors = np.concatenate([v for _, v, _ in parts]) if parts else np.empty((0, self.dim), np.float32)
         uris = [u for _, _, part_uris in parts for u in part_uris]
-        if self.config["metric"] == "ip":
-            return VectorTable(ids, vectors, uris, None)  # raw inner products are no distances
+        if self.config["metric"] == "ip" or self.passage_count() > len(ids):
+            # Raw inner products are no distances; a search of passages gives none between documents.
+            return VectorTable(ids, vectors, uris, None)
         position = {item_id: n for n, item_id in enumerate(ids)}
         cosine = self.config["metric"] == "cosine"
 
@@ -450,12 +457,18 @@ class ShardedBackend:
         ef_search: int | None = None,
         nprobe: int | None = None,
     ) -> list[Ranking]:
-        """Global top k per query: every shard's top k, merged by score (ties by id)."""
+        """Global top k per query: every shard's top k, merged by score (ties by id). A hit's passage rank
+        becomes its rank among every shard's passages, as one collection counts it."""
         parts = self._get([a.knn_hits.remote(vectors, k, where, list(exclude), ef_search, nprobe) for a in self.actors])
         merged: list[Ranking] = []
         for q in range(len(vectors)):
-            candidates = sorted((hit for part in parts for hit in part[q]), key=lambda hit: (-hit.score, hit.id))
-            merged.append([(ShardKey(hit), hit.score) for hit in candidates[:k]])
+            candidates = sorted((hit for hits, _ in parts for hit in hits[q]), key=lambda hit: (-hit.score, hit.id))
+            top = candidates[:k]
+            for hit in top:
+                if hit.passage is not None and hit.passage.score is not None:
+                    above = sum(int(np.sum(scores[q] > hit.passage.score)) for _, scores in parts)
+                    hit.passage.rank = above + 1
+            merged.append([(ShardKey(hit), hit.score) for hit in top])
         return merged
 
     def lexical(self, match: str, k: int, where: Any = None, exclude: str | None = None) -> Ranking:
@@ -473,12 +486,6 @@ class ShardedBackend:
     def hits(self, rankings: Sequence[Ranking]) -> list[list[Hit | None]]:
         """The hits the shards read while ranking, with the ranking's (merged or fused) scores."""
         return [[dataclasses.replace(key.hit, score=float(score)) for key, score in ranking] for ranking in rankings]
-
-    def snippets(self, match: str, keys: Sequence[Key]) -> dict[Key, str]:
-        """Snippets from the shared full-text index, as one collection gives them."""
-        rowids = self.lexical_store.rowids_of([key.id for key in keys])
-        found = self.lexical_store.snippets(match, list(rowids.values()), SNIPPET_MARKS, SNIPPET_TOKENS)
-        return {key: found[rowids[key.id]] for key in keys if rowids.get(key.id) in found}
 
     # --- housekeeping ------------------------------------------------------------------------------
 
@@ -537,7 +544,12 @@ class ShardedBackend:
 
     def info(self) -> dict[str, Any]:
         counts = self._all("count")
-        return {"shards": self.shards, "shard_counts": counts, "field_indexes": self.field_indexes()}
+        return {
+            "shards": self.shards,
+            "shard_counts": counts,
+            "passages": self.passage_count(),
+            "field_indexes": self.field_indexes(),
+        }
 
     def save(self) -> None:
         """Checkpoint every shard's index."""

@@ -99,8 +99,9 @@ def open_collection(name: str, home: Path | None) -> Collection:
 
 
 @contextmanager
-def progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
-    """A rich progress bar with items/s, as a ``progress(done, total)`` callback."""
+def progress_bar(description: str, *, unit: str = "items") -> Iterator[ProgressUpdate]:
+    """A rich progress bar with ``unit``/s, as a ``progress(done, total)`` callback; its ``passages(done)``
+    shows the passages encoded beside the count (adding long documents)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     columns = (
@@ -112,17 +113,38 @@ def progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
     )
     with Progress(*columns, console=err, transient=False) as bar:
         task = bar.add_task(description, total=None, rate="")
-        start = perf_counter()
-
-        def update(done: int, total: int) -> None:
-            elapsed = max(perf_counter() - start, 1e-9)
-            bar.update(task, completed=done, total=total, rate=f"{done / elapsed:,.0f} items/s")
+        update = ProgressUpdate(bar, task, unit)
 
         try:
             yield update
         except LatentSearchError:
             bar.live.transient = True  # the error's one line is all that stays on stderr
             raise
+
+
+class ProgressUpdate:
+    """The callback a :func:`progress_bar` yields: ``update(done, total)``, ``update.passages(done)``."""
+
+    def __init__(self, bar: Any, task: Any, unit: str) -> None:
+        self.bar, self.task, self.unit = bar, task, unit
+        self.start = perf_counter()
+        self.done, self.passages_done = 0, 0
+
+    def __call__(self, done: int, total: int) -> None:
+        self.done = done
+        self.bar.update(self.task, completed=done, total=total, rate=self._rate())
+
+    def passages(self, done: int) -> None:
+        """Passages encoded so far (shown, with their rate, when they outnumber the documents)."""
+        self.passages_done = done
+        self.bar.update(self.task, rate=self._rate())
+
+    def _rate(self) -> str:
+        elapsed = max(perf_counter() - self.start, 1e-9)
+        rate = f"{self.done / elapsed:,.0f} {self.unit}/s"
+        if self.passages_done > self.done:
+            rate += f", {self.passages_done:,} passages ({self.passages_done / elapsed:,.0f}/s)"
+        return rate
 
 
 LOADING_NOTE_AFTER = 0.5  # seconds: a model that loads faster than this is not worth a status line

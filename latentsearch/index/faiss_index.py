@@ -115,7 +115,7 @@ class VectorIndex:
     def build(self, store: Store, *, progress: ProgressFn | None = None) -> None:
         """(Re)build the whole index from SQLite: used when missing, corrupt, or compacting."""
         seq = store.seq
-        n = store.count()
+        n = store.vector_count()
         factory = factory_for(self.spec, self.dim, n)
         index = self._new_index(factory)
         if not index.is_trained:
@@ -268,7 +268,7 @@ class VectorIndex:
         current = store.seq
         if current == self.seq:
             return
-        n = store.count()
+        n = store.vector_count()
         if self.needs_rebuild(n):
             self.build(store, progress=progress)
             return

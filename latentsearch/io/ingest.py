@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -307,11 +307,13 @@ def ingest(
     chunk_size: int = DEFAULT_CHUNK,
     batch_size: int = 64,
     progress: ProgressFn | None = None,
+    passage_progress: Callable[[int], None] | None = None,
 ) -> int:
     """Add records in chunks of ``chunk_size`` (one transaction each), after checking them all.
 
     Every check that can fail (duplicate ids, existing ids without ``upsert``, dimensions) runs before
-    the first write, so bad input changes nothing.
+    the first write, so bad input changes nothing. ``progress(done, total)`` counts documents (moving
+    within a chunk as its passages are encoded); ``passage_progress(done)`` counts passages encoded.
     """
     n = len(records)
     if len(set(records.ids)) != n:
@@ -337,12 +339,16 @@ def ingest(
         raise InvalidInputError(f"{records.source}: no texts, images or vectors to add")
     write = collection.upsert if upsert else collection.add
     done = 0
+    passages = [0, 0]  # encoded in earlier chunks, in this one
     for start in range(0, n, chunk_size):
         end = min(start + chunk_size, n)
 
-        def chunk_progress(d: int, _t: int, offset: int = start) -> None:
+        def chunk_progress(d: int, t: int, offset: int = start, size: int = end - start) -> None:
+            passages[1] = d
             if progress:
-                progress(offset + d, n)
+                progress(offset + size * d // max(t, 1), n)
+            if passage_progress:
+                passage_progress(passages[0] + d)
 
         write(
             records.ids[start:end],
@@ -355,6 +361,8 @@ def ingest(
             progress=chunk_progress,
         )
         done = end
+        passages[0] += passages[1]
+        passages[1] = 0
         if progress:
             progress(done, n)
     return done

@@ -28,6 +28,10 @@ def explain_hits(hits: Sequence[Hit], ranked: Ranking, rankings: dict[str, Ranki
             hit.details[f"{name}_rank"], hit.details[f"{name}_score"] = rank, raw
         if mode == "hybrid":
             hit.details["fused_score"] = score
+        passage = hit.passage
+        if passage is not None:  # where in the document it matched: the passage, its rank and score
+            hit.details["passage"] = passage.index
+            hit.details["passage_rank"], hit.details["passage_score"] = passage.rank, passage.score
 
 
 def fuse(rankings: dict[str, Ranking], *, fusion: str = "rrf", alpha: float = 0.5, rrf_k: int = 60) -> Ranking:

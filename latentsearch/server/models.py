@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from latentsearch import limits
+from latentsearch.encoders.passages import DEFAULT_MAX_PASSAGES, MAX_PASSAGES_LIMIT
 from latentsearch.search.request import SearchRequest
 
 
@@ -48,6 +49,10 @@ class CreateBody(Body):
     index: str = "auto"
     metric: str = "cosine"
     dim: int | None = Field(None, ge=1, le=limits.MAX_DIM)
+    stride: int | None = Field(None, ge=1, le=100_000, description="Tokens between passage starts (long texts).")
+    max_passages: int = Field(
+        DEFAULT_MAX_PASSAGES, ge=1, le=MAX_PASSAGES_LIMIT, description="Passages per text, at most."
+    )
 
 
 class ItemBody(Body):

@@ -8,8 +8,11 @@ BM25 then ranks documents by how many of the words they contain and how rare tho
 from __future__ import annotations
 
 import re
+import sqlite3
+from collections.abc import Sequence
 
 _WORD_RE = re.compile(r"\w+", re.UNICODE)
+TOKENIZER = "porter unicode61 remove_diacritics 2"  # the FTS5 tokenizer of every collection's text
 SNIPPET_TOKENS = 24  # words around the matches in a hit's snippet
 SNIPPET_MARKS = ("**", "**")  # what the matched words are wrapped in
 MAX_TERMS = 64  # long inputs (a whole document as a "more like this" query) keep their first words
@@ -32,3 +35,40 @@ def fts_query(text: str) -> str | None:
     if not words:
         return None
     return " OR ".join(f'"{w}"' for w in words)
+
+
+def _scratch() -> sqlite3.Connection:
+    """An in-memory FTS5 table with the collection's tokenizer, for ranking and cutting a few texts
+    that are not rows of any collection (a document's passages)."""
+    conn = sqlite3.connect(":memory:")
+    conn.execute(f"CREATE VIRTUAL TABLE texts USING fts5(text, tokenize='{TOKENIZER}')")
+    return conn
+
+
+def best_texts(match: str, groups: Sequence[Sequence[str]]) -> list[int]:
+    """For each group of texts (a document's passages), the position of the one BM25 ranks best for
+    ``match`` (0 when none matches)."""
+    conn = _scratch()
+    try:
+        rows = [(i << 16 | j, text) for i, group in enumerate(groups) for j, text in enumerate(group)]
+        conn.executemany("INSERT INTO texts (rowid, text) VALUES (?, ?)", rows)
+        best = [0] * len(groups)
+        ranked = conn.execute("SELECT rowid FROM texts WHERE texts MATCH ? ORDER BY bm25(texts) DESC", (match,))
+        for (rowid,) in ranked:  # worst first, so each group ends at its best
+            best[rowid >> 16] = rowid & 0xFFFF
+        return best
+    finally:
+        conn.close()
+
+
+def snippets_of(match: str, texts: Sequence[str]) -> list[str | None]:
+    """FTS5 snippets of texts around the terms of ``match`` (None for a text without a match), cut as
+    a collection's snippets are."""
+    conn = _scratch()
+    try:
+        conn.executemany("INSERT INTO texts (rowid, text) VALUES (?, ?)", list(enumerate(texts)))
+        sql = "SELECT rowid, snippet(texts, 0, ?, ?, '…', ?) FROM texts WHERE texts MATCH ?"
+        found = dict(conn.execute(sql, (*SNIPPET_MARKS, SNIPPET_TOKENS, match)).fetchall())
+        return [found.get(i) for i in range(len(texts))]
+    finally:
+        conn.close()

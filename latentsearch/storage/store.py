@@ -6,8 +6,15 @@ vector blob), their FTS5 rows (kept in step by triggers, inside the same transac
 monotonically increasing change sequence. Every write batch is one transaction that bumps the
 sequence; the FAISS index records the sequence it contains and catches up from here.
 
-Rowids come from ``AUTOINCREMENT`` so they are never reused: they double as FAISS ids. An upsert
-deletes the old row and inserts a new one, so the index only ever sees adds and deletes.
+Rowids come from ``AUTOINCREMENT`` so they are never reused. An upsert deletes the old row and
+inserts a new one, so the index only ever sees adds and deletes.
+
+An item is one document; what the FAISS index holds are its passages (format version 2): each item
+has one or more rows in ``passages``, whose id ``(item rowid << 16) + ordinal`` is its FAISS id, so
+the item of any FAISS hit is one shift away and an item's passages are one id range. A single
+passage stores no vector of its own (NULL: it is the item's vector); a long text's passages store
+theirs, and the item's vector is their normalised mean (the document vector). Deletions record
+passage ids, the ids the index removes.
 """
 
 from __future__ import annotations
@@ -25,8 +32,9 @@ import numpy as np
 
 from latentsearch.errors import ConflictError, CorruptCollectionError, ItemNotFoundError, LockTimeoutError
 from latentsearch.fileio import disk_full_error, folder_writable, is_disk_full, nearly_full, read_only_error
+from latentsearch.storage.fulltext import TOKENIZER
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: passages (version 1 collections are upgraded once, on open: migrate_to_passages)
 DB_FILE = "collection.sqlite"
 
 _SCHEMA = """
@@ -43,10 +51,11 @@ CREATE TABLE IF NOT EXISTS items (
     thumbnail BLOB
 );
 CREATE INDEX IF NOT EXISTS items_seq ON items(seq);
+@passages
 CREATE TABLE IF NOT EXISTS deletions (rowid INTEGER PRIMARY KEY, seq INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS deletions_seq ON deletions(seq);
 CREATE VIRTUAL TABLE IF NOT EXISTS items_fts USING fts5(
-    text, content='items', content_rowid='rowid', tokenize='porter unicode61 remove_diacritics 2'
+    text, content='items', content_rowid='rowid', tokenize='@tokenizer'
 );
 CREATE TRIGGER IF NOT EXISTS items_fts_insert AFTER INSERT ON items BEGIN
     INSERT INTO items_fts(rowid, text) VALUES (new.rowid, coalesce(new.text, ''));
@@ -55,11 +64,28 @@ CREATE TRIGGER IF NOT EXISTS items_fts_delete AFTER DELETE ON items BEGIN
     INSERT INTO items_fts(items_fts, rowid, text) VALUES ('delete', old.rowid, coalesce(old.text, ''));
 END;
 """
+_PASSAGES_SCHEMA = """
+CREATE TABLE IF NOT EXISTS @db.passages (
+    id INTEGER PRIMARY KEY,
+    start_char INTEGER NOT NULL,
+    end_char INTEGER NOT NULL,
+    page INTEGER,
+    vector BLOB,
+    seq INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS @db.passages_seq ON passages(seq);
+"""
+_SCHEMA = _SCHEMA.replace("@passages", _PASSAGES_SCHEMA.replace("@db", "main")).replace("@tokenizer", TOKENIZER)
+PASSAGE_BITS = 16  # a passage id is (item rowid << 16) + its ordinal in the item
+PASSAGE_SPAN = 1 << PASSAGE_BITS
+# An item's passages and its vector in one read: a single passage's vector is the item's.
+_PASSAGE_VECTOR = "coalesce(passages.vector, (SELECT vector FROM items WHERE rowid = passages.id >> 16))"
 
 ITEM_COLUMNS = "rowid, id, kind, text, uri, metadata"
 PAGE_CACHE_KIB = 256 * 1024  # per connection; allocated only as pages are read
 FIELD_INDEX_PREFIX = "field:"  # SQLite index names of metadata field indexes
 _MAX_SEQ = 2**62
+PassageSpan = tuple[int, int, "int | None"]  # characters start:end of an item's text, and the page
 
 
 class Store:
@@ -215,11 +241,16 @@ class Store:
         *,
         upsert: bool = False,
         thumbnails: Sequence[bytes | None] | None = None,
+        passages: Sequence[Sequence[PassageSpan] | None] | None = None,
+        passage_vectors: Sequence[np.ndarray | None] | None = None,
     ) -> tuple[int, np.ndarray, np.ndarray]:
-        """Insert (or replace, with ``upsert``) a batch in one transaction.
+        """Insert (or replace, with ``upsert``) a batch in one transaction, with its passages.
 
-        Returns ``(seq, rowids, replaced_rowids)``: the batch's change sequence, the new rowids in
-        input order, and the rowids of rows the upsert replaced.
+        ``passages`` gives each item's passages as ``(start, end, page)`` character spans (``None``: one
+        passage, the whole item); ``passage_vectors`` their vectors, for items of more than one.
+        Returns ``(seq, passage_ids, replaced_passage_ids)``: the batch's change sequence, the new
+        passages' ids (the FAISS ids, item by item in input order) and those of the passages the
+        upsert replaced.
         """
         blobs = [np.ascontiguousarray(v, dtype=np.float32).tobytes() for v in vectors]
         with self.write() as (conn, seq):
@@ -230,10 +261,7 @@ class Store:
                     f"id {first!r} already exists in the collection ({len(existing)} of the ids do): "
                     "use upsert to replace items, or pick new ids"
                 )
-            replaced = np.fromiter(existing.values(), dtype=np.int64, count=len(existing))
-            if len(replaced):
-                conn.executemany("DELETE FROM items WHERE rowid = ?", [(int(r),) for r in replaced])
-                conn.executemany("INSERT OR REPLACE INTO deletions VALUES (?, ?)", [(int(r), seq) for r in replaced])
+            replaced = self._drop_items(conn, list(existing.values()), seq)
             conn.executemany(
                 "INSERT INTO items (id, kind, text, uri, metadata, vector, seq, thumbnail) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -245,11 +273,41 @@ class Store:
                 ],
             )
             by_id = dict(conn.execute("SELECT id, rowid FROM items WHERE seq = ?", (seq,)).fetchall())
-        rowids = np.array([by_id[i] for i in ids], dtype=np.int64)
-        return seq, rowids, replaced
+            rows, passage_ids = [], []
+            for position, item_id in enumerate(ids):
+                base = by_id[item_id] << PASSAGE_BITS
+                spans = passages[position] if passages is not None else None
+                if not spans or len(spans) == 1:  # the whole item: its vector is the item's
+                    start, end, page = spans[0] if spans else (0, len(texts[position] or ""), None)
+                    rows.append((base, start, end, page, None, seq))
+                    passage_ids.append(base)
+                    continue
+                own = np.ascontiguousarray(passage_vectors[position], dtype=np.float32)  # type: ignore[index]
+                for ordinal, ((start, end, page), vector) in enumerate(zip(spans, own)):
+                    rows.append((base + ordinal, start, end, page, vector.tobytes(), seq))
+                    passage_ids.append(base + ordinal)
+            conn.executemany("INSERT INTO passages VALUES (?, ?, ?, ?, ?, ?)", rows)
+        return seq, np.array(passage_ids, dtype=np.int64), replaced
+
+    @staticmethod
+    def _drop_items(conn: sqlite3.Connection, rowids: Sequence[int], seq: int) -> np.ndarray:
+        """Delete items and all their passages in the caller's transaction, recording the passage ids
+        as deleted at ``seq``; returns those ids."""
+        if not rowids:
+            return np.empty(0, dtype=np.int64)
+        ranges = [(int(r) << PASSAGE_BITS, (int(r) << PASSAGE_BITS) + PASSAGE_SPAN - 1) for r in rowids]
+        conn.executemany(
+            "INSERT OR REPLACE INTO deletions SELECT id, ? FROM passages WHERE id BETWEEN ? AND ?",
+            [(seq, low, high) for low, high in ranges],
+        )
+        conn.executemany("DELETE FROM passages WHERE id BETWEEN ? AND ?", ranges)
+        conn.executemany("DELETE FROM items WHERE rowid = ?", [(int(r),) for r in rowids])
+        dropped = conn.execute("SELECT rowid FROM deletions WHERE seq = ?", (seq,)).fetchall()
+        return np.array([r[0] for r in dropped], dtype=np.int64)
 
     def delete(self, ids: Sequence[str]) -> tuple[int, np.ndarray]:
-        """Delete items by id in one transaction; every id must exist. Returns ``(seq, rowids)``."""
+        """Delete items (and their passages) by id in one transaction; every id must exist. Returns
+        ``(seq, passage_ids)``: the change sequence and the ids the index must remove."""
         with self.write() as (conn, seq):
             found = self._rowids_of(conn, ids)
             missing = [i for i in ids if i not in found]
@@ -257,10 +315,8 @@ class Store:
                 raise ItemNotFoundError(
                     f"unknown id {missing[0]!r} ({len(missing)} of {len(ids)} ids not found): nothing was deleted"
                 )
-            rowids = np.fromiter(found.values(), dtype=np.int64, count=len(found))
-            conn.executemany("DELETE FROM items WHERE rowid = ?", [(int(r),) for r in rowids])
-            conn.executemany("INSERT OR REPLACE INTO deletions VALUES (?, ?)", [(int(r), seq) for r in rowids])
-        return seq, rowids
+            removed = self._drop_items(conn, list(found.values()), seq)
+        return seq, removed
 
     def update_metadata(self, updates: dict[int, dict[str, Any]]) -> None:
         """Merge metadata fields into items by rowid, in one transaction.
@@ -323,6 +379,43 @@ class Store:
         """Number of items."""
         with self._read() as conn:
             return conn.execute("SELECT count(*) FROM items").fetchone()[0]
+
+    def vector_count(self) -> int:
+        """Number of passages: the vectors the index holds (one per item, more for long texts)."""
+        with self._read() as conn:
+            return conn.execute("SELECT count(*) FROM passages").fetchone()[0]
+
+    def passages_of(self, rowids: Sequence[int]) -> dict[int, list[tuple[int, int, int, int | None]]]:
+        """Each item's passages as ``(passage id, start, end, page)``, in order, by item rowid."""
+        out: dict[int, list[tuple[int, int, int, int | None]]] = {}
+        with self._read() as conn:
+            for rowid in rowids:
+                low = int(rowid) << PASSAGE_BITS
+                rows = conn.execute(
+                    "SELECT id, start_char, end_char, page FROM passages WHERE id BETWEEN ? AND ? ORDER BY id",
+                    (low, low + PASSAGE_SPAN - 1),
+                ).fetchall()
+                if rows:
+                    out[int(rowid)] = rows
+        return out
+
+    def passage_spans(self, passage_ids: Sequence[int]) -> dict[int, tuple[int, int, int | None]]:
+        """``(start, end, page)`` of the given passages by id (unknown ids are left out)."""
+        out: dict[int, tuple[int, int, int | None]] = {}
+        with self._read() as conn:
+            for start in range(0, len(passage_ids), 900):
+                chunk = [int(p) for p in passage_ids[start : start + 900]]
+                marks = ",".join("?" * len(chunk))
+                sql = f"SELECT id, start_char, end_char, page FROM passages WHERE id IN ({marks})"
+                out.update((row[0], row[1:]) for row in conn.execute(sql, chunk))
+        return out
+
+    def passage_counts(self) -> tuple[int, int]:
+        """``(items, passages)``, in one snapshot."""
+        with self._read() as conn:
+            sql = "SELECT (SELECT count(*) FROM items), (SELECT count(*) FROM passages)"
+            items, passages = conn.execute(sql).fetchone()
+        return int(items), int(passages)
 
     def rows_by_rowid(self, rowids: Sequence[int], *, with_vectors: bool = False) -> dict[int, dict[str, Any]]:
         """Return items keyed by rowid (missing rowids are left out)."""
@@ -391,9 +484,26 @@ class Store:
             rows = conn.execute(f"SELECT rowid FROM items WHERE {where_sql}", list(params)).fetchall()
         return np.array([r[0] for r in rows], dtype=np.int64)
 
+    def passage_ids_matching(self, where_sql: str, params: Sequence[Any]) -> np.ndarray:
+        """Passage ids (FAISS ids) of the items whose metadata matches a compiled filter, sorted."""
+        sql = (
+            "SELECT passages.id FROM items JOIN passages ON passages.id BETWEEN items.rowid << 16 "
+            f"AND (items.rowid << 16) + {PASSAGE_SPAN - 1} WHERE {where_sql} ORDER BY passages.id"
+        )
+        with self._read() as conn:
+            rows = conn.execute(sql, list(params)).fetchall()
+        return np.array([r[0] for r in rows], dtype=np.int64)
+
+    def passage_vectors(self, passage_ids: Sequence[int] | np.ndarray, dim: int) -> np.ndarray:
+        """Float32 vectors of the given passages, in the same order; raises on an unknown id."""
+        return self._vectors_by_key(passage_ids, dim, f"SELECT id, {_PASSAGE_VECTOR} FROM passages WHERE id IN")
+
     def vectors(self, rowids: Sequence[int] | np.ndarray, dim: int) -> np.ndarray:
         """Float32 vectors of the given rowids, in the same order; raises on an unknown rowid."""
-        position = {int(r): i for i, r in enumerate(rowids)}
+        return self._vectors_by_key(rowids, dim, "SELECT rowid, vector FROM items WHERE rowid IN")
+
+    def _vectors_by_key(self, keys: Sequence[int] | np.ndarray, dim: int, select: str) -> np.ndarray:
+        position = {int(r): i for i, r in enumerate(keys)}
         out = np.empty((len(position), dim), dtype=np.float32)
         seen = 0
         with self._read() as conn:
@@ -401,7 +511,7 @@ class Store:
             for start in range(0, len(keys), 900):
                 chunk = keys[start : start + 900]
                 marks = ",".join("?" * len(chunk))
-                for rowid, blob in conn.execute(f"SELECT rowid, vector FROM items WHERE rowid IN ({marks})", chunk):
+                for rowid, blob in conn.execute(f"{select} ({marks})", chunk):
                     out[position[rowid]] = np.frombuffer(blob, dtype=np.float32)
                     seen += 1
         if seen != len(position):
@@ -411,16 +521,26 @@ class Store:
     def iter_vectors(
         self, dim: int, *, after_seq: int = 0, upto_seq: int | None = None, batch: int = 8192
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Yield ``(rowids, vectors)`` chunks of the items written after ``after_seq`` (and at or before
-        ``upto_seq``: a reader that recorded the sequence first must not also take newer rows), by rowid."""
+        """Yield ``(passage ids, vectors)`` chunks of the passages written after ``after_seq`` (and at or
+        before ``upto_seq``: a reader that recorded the sequence first must not also take newer rows),
+        by id: what the index holds."""
+        sql = f"SELECT id, {_PASSAGE_VECTOR} FROM passages WHERE seq > ? AND seq <= ? AND id > ? ORDER BY id LIMIT ?"
+        return self._iter_vector_rows(sql, dim, after_seq, upto_seq, batch)
+
+    def iter_item_vectors(self, dim: int, *, batch: int = 8192) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield ``(rowids, vectors)`` chunks of every item's own vector (a document's: the mean of its
+        passages), by rowid."""
+        sql = "SELECT rowid, vector FROM items WHERE seq > ? AND seq <= ? AND rowid > ? ORDER BY rowid LIMIT ?"
+        return self._iter_vector_rows(sql, dim, 0, None, batch)
+
+    def _iter_vector_rows(
+        self, sql: str, dim: int, after_seq: int, upto_seq: int | None, batch: int
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         last = -1
         upto = _MAX_SEQ if upto_seq is None else upto_seq
         while True:
             with self._read() as conn:
-                rows = conn.execute(
-                    "SELECT rowid, vector FROM items WHERE seq > ? AND seq <= ? AND rowid > ? ORDER BY rowid LIMIT ?",
-                    (after_seq, upto, last, batch),
-                ).fetchall()
+                rows = conn.execute(sql, (after_seq, upto, last, batch)).fetchall()
             if not rows:
                 return
             rowids = np.array([r[0] for r in rows], dtype=np.int64)
@@ -436,18 +556,66 @@ class Store:
             return int(conn.execute(sql).fetchone()[0])
 
     def rowids_digest_at(self, seq: int, max_rowid: int, prime: int) -> str:
-        """:func:`latentsearch.index.faiss_index.rowids_digest` of the rowids that were live at change sequence
-        ``seq``: those written at or before it and still here, plus those deleted since that existed
-        then (rowids only grow, so they are the ones up to ``max_rowid``, the largest live rowid at
-        ``seq``). One statement, so one snapshot, over the small ``items_seq`` index, not the rows."""
+        """:func:`latentsearch.index.faiss_index.rowids_digest` of the passage ids (the index's ids) that
+        were live at change sequence ``seq``: those written at or before it and still here, plus those
+        deleted since that existed then (ids only grow, so they are the ones up to ``max_rowid``, the
+        largest live id at ``seq``). One statement, so one snapshot, over the small ``passages_seq``
+        index, not the rows."""
         sql = (
             "SELECT count(*), coalesce(sum(r), 0), coalesce(sum(r2), 0), coalesce(sum(r2 * r % ?1), 0) FROM "
-            "(SELECT r, r * r % ?1 AS r2 FROM (SELECT rowid % ?1 AS r FROM items INDEXED BY items_seq WHERE seq <= ?2 "
+            "(SELECT r, r * r % ?1 AS r2 FROM "
+            "(SELECT id % ?1 AS r FROM passages INDEXED BY passages_seq WHERE seq <= ?2 "
             "UNION ALL SELECT rowid % ?1 FROM deletions WHERE seq > ?2 AND rowid <= ?3))"
         )
         with self._read() as conn:
             row = conn.execute(sql, (prime, seq, max_rowid)).fetchone()
         return ":".join(str(int(v)) for v in row)
+
+    def upgrade(self, version: int) -> int:
+        """Bring a collection of an older format ``version`` up to :data:`FORMAT_VERSION`; returns the
+        version it reads as now.
+
+        Version 1 had no passages: every item gets its one passage (the whole item, the item's own
+        vector, id ``rowid << 16``) and recorded deletions move to passage ids, in one transaction
+        that also writes the new version, so a crash leaves the old format or the new one, never a
+        mix, and the change sequence does not move (no item changed). A read-only collection is not
+        written: the passages are made in a temporary table of this connection instead.
+        """
+        if version != 1:
+            return version
+        fill = (
+            f"INSERT INTO {{db}}passages SELECT rowid << {PASSAGE_BITS}, 0, coalesce(length(text), 0), NULL, NULL, seq "
+            "FROM main.items"
+        )
+        with self._lock:
+            try:
+                if self.read_only:
+                    self.conn.executescript(_PASSAGES_SCHEMA.replace("@db", "temp") + fill.format(db="temp.") + ";")
+                    return FORMAT_VERSION
+                self.conn.execute("BEGIN IMMEDIATE")
+                try:
+                    row = self.conn.execute("SELECT value FROM manifest WHERE key = 'format_version'").fetchone()
+                    if row is not None and json.loads(row[0]) == 1:  # not upgraded meanwhile by another process
+                        for statement in _PASSAGES_SCHEMA.replace("@db", "main").split(";"):
+                            if statement.strip():
+                                self.conn.execute(statement)
+                        self.conn.execute(fill.format(db="main."))
+                        # Two steps, through negative ids, so that no new id meets an old one not yet moved.
+                        self.conn.execute("UPDATE deletions SET rowid = -rowid")
+                        self.conn.execute(f"UPDATE deletions SET rowid = (-rowid) << {PASSAGE_BITS}")
+                        self.conn.execute(
+                            "INSERT OR REPLACE INTO manifest VALUES ('format_version', ?)",
+                            (json.dumps(FORMAT_VERSION),),
+                        )
+                    self.conn.execute("COMMIT")
+                except BaseException:
+                    if self.conn.in_transaction:
+                        with suppress(sqlite3.Error):
+                            self.conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.DatabaseError as exc:
+                raise self._database_error(exc) from None
+        return FORMAT_VERSION
 
     def ensure_collection_id(self) -> str:
         """The collection's id (a random UUID in the manifest), given one now if it predates ids. The
@@ -469,13 +637,14 @@ class Store:
             return str(json.loads(row[0]))
 
     def count_after(self, seq: int, upto_seq: int | None = None) -> int:
-        """Number of items written after change sequence ``seq`` (up to ``upto_seq``)."""
+        """Number of passages written after change sequence ``seq`` (up to ``upto_seq``)."""
         upto = _MAX_SEQ if upto_seq is None else upto_seq
         with self._read() as conn:
-            return conn.execute("SELECT count(*) FROM items WHERE seq > ? AND seq <= ?", (seq, upto)).fetchone()[0]
+            sql = "SELECT count(*) FROM passages WHERE seq > ? AND seq <= ?"
+            return conn.execute(sql, (seq, upto)).fetchone()[0]
 
     def deleted_after(self, seq: int, upto_seq: int | None = None) -> np.ndarray:
-        """Rowids deleted (or replaced) after change sequence ``seq`` (up to ``upto_seq``)."""
+        """Passage ids deleted (or replaced) after change sequence ``seq`` (up to ``upto_seq``)."""
         upto = _MAX_SEQ if upto_seq is None else upto_seq
         with self._read() as conn:
             rows = conn.execute("SELECT rowid FROM deletions WHERE seq > ? AND seq <= ?", (seq, upto)).fetchall()
@@ -502,19 +671,6 @@ class Store:
         with self._read() as conn:
             rows = conn.execute(sql, [match, *params, -1 if exclude is None else exclude, k]).fetchall()
         return [(int(r), float(s)) for r, s in rows]
-
-    def snippets(self, match: str, rowids: Sequence[int], marks: tuple[str, str], tokens: int) -> dict[int, str]:
-        """FTS5 snippets of the given rows around the terms of ``match`` (rows without a match are left out)."""
-        if not rowids:
-            return {}
-        marks_sql = ",".join("?" * len(rowids))
-        sql = (
-            f"SELECT rowid, snippet(items_fts, 0, ?, ?, '…', ?) FROM items_fts "
-            f"WHERE items_fts MATCH ? AND rowid IN ({marks_sql})"
-        )
-        with self._read() as conn:
-            rows = conn.execute(sql, [marks[0], marks[1], tokens, match, *map(int, rowids)]).fetchall()
-        return dict(rows)
 
     def iter_rows(self, *, batch: int = 1000) -> Iterator[dict[str, Any]]:
         """Yield every item (without vectors) in rowid order."""

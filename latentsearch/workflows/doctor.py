@@ -25,7 +25,7 @@ from latentsearch.analysis.latent import CACHE_DIR
 from latentsearch.errors import CollectionNotFoundError, FilterError
 from latentsearch.fileio import folder_writable, fsync_replace, process_alive, read_only_error
 from latentsearch.storage.filters import field_expression
-from latentsearch.storage.store import DB_FILE, FIELD_INDEX_PREFIX
+from latentsearch.storage.store import DB_FILE, FIELD_INDEX_PREFIX, PASSAGE_BITS
 
 SALVAGE_CHUNK = 256
 
@@ -158,6 +158,7 @@ def salvage(db: Path) -> tuple[int | None, int]:
                 continue
             conn.executemany(f"INSERT OR IGNORE INTO items ({columns}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
             saved += len(rows)
+            lost += _salvage_passages(old, conn, start, start + SALVAGE_CHUNK)
         # Keep AUTOINCREMENT above every rowid ever handed out, so FAISS ids are never reused.
         conn.execute("INSERT OR REPLACE INTO sqlite_sequence (name, seq) VALUES ('items', ?)", (top,))
     # The change sequence must not fall below the items' own, or the index would replay them as new.
@@ -188,6 +189,33 @@ def salvage(db: Path) -> tuple[int | None, int]:
     return saved, lost
 
 
+def _salvage_passages(old: sqlite3.Connection, conn: sqlite3.Connection, low: int, high: int) -> int:
+    """Copy the passages of the items with rowids ``low`` to ``high - 1`` (none in a version-1 file:
+    the upgrade on open makes them); returns 1 when they cannot be read (their items then keep only
+    their own vector, as one passage each), else 0."""
+    if not old.execute("SELECT 1 FROM sqlite_master WHERE name = 'passages'").fetchone():
+        return 0
+    try:
+        rows = old.execute(
+            "SELECT id, start_char, end_char, page, vector, seq FROM passages WHERE id >= ? AND id < ?",
+            (low << PASSAGE_BITS, high << PASSAGE_BITS),
+        ).fetchall()
+    except sqlite3.DatabaseError:
+        rows = []
+        lost = 1
+    else:
+        lost = 0
+    conn.executemany("INSERT OR IGNORE INTO passages VALUES (?, ?, ?, ?, ?, ?)", rows)
+    # Items whose passages were lost (or never copied) get one passage each: their own vector.
+    conn.execute(
+        f"INSERT OR IGNORE INTO passages SELECT rowid << {PASSAGE_BITS}, 0, coalesce(length(text), 0), NULL, NULL, "
+        f"seq FROM items WHERE rowid >= ? AND rowid < ? AND NOT EXISTS (SELECT 1 FROM passages WHERE id BETWEEN "
+        f"items.rowid << {PASSAGE_BITS} AND (items.rowid << {PASSAGE_BITS}) + {(1 << PASSAGE_BITS) - 1})",
+        (low, high),
+    )
+    return lost
+
+
 def _keep_as(path: Path, name: Path) -> None:
     """A second name for ``path`` (a hard link; a copy where links are not possible)."""
     name.unlink(missing_ok=True)  # a leftover of an earlier attempt in the same second
@@ -214,10 +242,14 @@ def _check_contents(db: Path, report: Report, repair: bool) -> None:
         manifest = dict(conn.execute("SELECT key, value FROM manifest").fetchall())
         dim = int(manifest.get("dim", "0"))
         bad = []
-        for rowid, blob in conn.execute("SELECT rowid, vector FROM items"):
-            vector = np.frombuffer(blob, dtype=np.float32) if len(blob) % 4 == 0 else None
-            if vector is None or len(vector) != dim or not np.isfinite(vector).all():
-                bad.append(rowid)
+        has_passages = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'passages'").fetchone()
+        own = "SELECT id >> 16, vector FROM passages WHERE vector IS NOT NULL" if has_passages else None
+        for sql in filter(None, ("SELECT rowid, vector FROM items", own)):
+            for rowid, blob in conn.execute(sql):
+                vector = np.frombuffer(blob, dtype=np.float32) if len(blob) % 4 == 0 else None
+                if vector is None or len(vector) != dim or not np.isfinite(vector).all():
+                    bad.append(rowid)
+        bad = sorted(set(bad))
         report.add("vectors", not bad, f"{len(bad)} items with a damaged vector" if bad else f"all {dim}-d and finite")
         try:
             # rank = 1: also compare the index with the items it is built from (external content).
@@ -257,10 +289,10 @@ def _check_index(folder: Path, report: Report, repair: bool) -> None:
             report.add("faiss index", True, f"checksum and identity match ({probe.factory}, change {probe.seq})")
             probe.catch_up(backend.store)
         # Contents, for every index kind (IVF ids live in its inverted lists): exactly the live rowids.
-        live = np.sort(backend.store.rowids_matching("1", []))
+        live = np.sort(backend.store.passage_ids_matching("1", []))
         served = np.sort(probe.live_rowids())
         consistent = np.array_equal(live, served)
-        detail = f"{len(served)} vectors for {len(live)} items"
+        detail = f"{len(served)} vectors for {len(live)} passages of {backend.store.count()} items"
         if not consistent and repair:
             backend.compact()
         report.add("index matches SQLite", consistent, detail, repaired=not consistent and repair)

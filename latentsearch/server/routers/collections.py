@@ -20,7 +20,7 @@ def list_collections(server: State) -> list[dict[str, Any]]:
 
 @router.post("/api/collections", status_code=201, dependencies=[Depends(writer)])
 def create_collection(body: CreateBody, server: State) -> dict[str, Any]:
-    options = {"encoder": body.encoder, "index": body.index, "metric": body.metric, "dim": body.dim}
+    options = body.model_dump(exclude={"name"})
     return server.registry.create(body.name, **options).info()
 
 
