@@ -1,4 +1,4 @@
-"""Retrieval quality of lexical, vector and hybrid search on two labelled text sets.
+"""Retrieval quality of lexical, vector and hybrid search on two labelled text sets, and on long documents.
 
 1. Reuters-21578 grain and corn subsets shipped in Debian's ``weka`` package (2,158 news articles,
    160 about grain, 69 about corn; see benchmarks/datasets.py). 20 queries below, 10 per topic, from
@@ -10,17 +10,37 @@
 Reported per mode: nDCG@10 (binary gains), precision@10, recall@100, and the mean latency of one
 search call.
 
-    python -m benchmarks.retrieval [--rebuild]
+3. Long documents (section ``longdocs``, issue #17): the Reuters articles again, without their
+   headlines, concatenated 10 to 20 at a time into 129 documents (median 1,818 words, 2,527 word
+   pieces), far beyond MiniLM's window of 254 word pieces. A query is one article's headline, and its
+   answer is the document holding that article, which starts either in the first half of the first
+   window or after the first window (see ``long_documents``). Reported per mode and position: recall@10
+   and MRR@10 for a collection that embeds only the first window (``max_passages=1``, the old
+   truncation) and one with passages (the defaults); how often the hit's passage shows the answer
+   article; BM25 over whole documents (the product's lexical mode) against BM25 over passages; ingest
+   documents/s and passages/s, and ingest time against length.
 
-Writes benchmarks/results/retrieval.json and the README table between the bench:retrieval markers.
+    python -m benchmarks.retrieval [--rebuild] [--only retrieval|longdocs]
+
+Writes benchmarks/results/retrieval.json and benchmarks/results/longdocs.json, and the README tables
+between the bench:retrieval and bench:longdocs markers.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import html
+import json
 import math
+import re
+import sqlite3
 import time
+from bisect import bisect_left
+from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -95,6 +115,27 @@ MODES = {
     "hybrid (weighted 0.5)": {"mode": "hybrid", "fusion": "weighted", "alpha": 0.5},
 }
 
+# Long documents (section "longdocs"): how they are made, and what is measured on them.
+LONGDOC_SEED = 17
+ARTICLES_PER_DOC = (10, 20)  # inclusive bounds of one long document's article count
+WINDOW = 254  # all-MiniLM-L6-v2's window in word pieces, without [CLS] and [SEP]
+QUERIES_PER_BUCKET = {"first window": 50, "later": 100}
+MIN_BODY_WORDS = 40  # a query's article has enough text to be found by
+LENGTH_WORDS = (500, 1000, 2000, 4000)  # the linear-cost check: the same documents cut to these lengths
+LENGTH_DOCS = 20  # 10,000 to 80,000 words a length: seconds of encoding even at the shortest
+LONGDOC_COLLECTIONS = {  # label: (collection name, create settings)
+    "before passages (first window only)": ("longdocs-first", {"max_passages": 1}),
+    "passages": ("longdocs", {}),
+}
+LONGDOC_MODES = {
+    "lexical (BM25 over documents)": {"mode": "lexical"},
+    "vector (MiniLM)": {"mode": "vector"},
+    "hybrid (RRF k=60)": {"mode": "hybrid"},
+}
+PASSAGE_BM25 = "lexical (BM25 over passages)"
+_TRAILER = re.compile(r"\s*Reuter\s*\x03?\s*$")
+_WORD = re.compile(r"\S+")
+
 
 def ndcg_at(ranked: list[str], relevant: set[str], k: int = 10) -> float:
     """Binary-gain nDCG@k."""
@@ -103,26 +144,47 @@ def ndcg_at(ranked: list[str], relevant: set[str], k: int = 10) -> float:
     return dcg / ideal if ideal else 0.0
 
 
-def cached_collection(home: Path, name: str, items: list[dict], rebuild: bool):
-    """A flat MiniLM collection of ``items`` ({id, text, metadata}), encoded once and cached."""
-    import latentsearch as ls
+def cached_collection(home: Path, name: str, items: list[dict], rebuild: bool, **settings: Any):
+    """A flat MiniLM collection of ``items`` ({id, text, metadata}), encoded once and cached.
 
+    ``settings`` go to ``create`` (``max_passages=1``, say). The seconds the add took are kept in
+    ``NAME.ingest.json`` beside the collection (see ``ingest_seconds``) with a fingerprint of the items and
+    settings: a cached collection built from other items is rebuilt, and a cached run still reports the
+    ingest time its collection was built in.
+    """
+    import latentsearch as ls
+    from latentsearch.encoders import get_encoder
+
+    stamp = home / f"{name}.ingest.json"
+    fingerprint = hashlib.sha256(json.dumps([settings, [[d["id"], d["text"]] for d in items]]).encode()).hexdigest()
     if not rebuild and name in ls.list_collections(home=home):
         col = ls.open(name, home=home)
-        if col.count() == len(items):
+        saved = json.loads(stamp.read_text()) if stamp.exists() else {}
+        # Collections cached before the stamps existed have none: they are checked by their count alone.
+        if col.count() == len(items) and saved.get("fingerprint", fingerprint) == fingerprint:
             return col
         col.close()
     if name in ls.list_collections(home=home):
         ls.drop(name, home=home)
-    col = ls.create(name, encoder="minilm", index="flat", home=home)
+    col = ls.create(name, encoder="minilm", index="flat", home=home, **settings)
+    get_encoder("minilm").load()  # loading the model is not ingest time
+    start = time.perf_counter()
     col.add(
         [d["id"] for d in items],
         [d["text"] for d in items],
         metadata=[d["metadata"] for d in items],
         progress=lambda done, total: print(f"\rencoding {name}: {done}/{total}", end="", flush=True),
     )
+    seconds = time.perf_counter() - start
     print()
+    stamp.write_text(json.dumps({"fingerprint": fingerprint, "seconds": seconds, "date": time.strftime("%Y-%m-%d")}))
     return col
+
+
+def ingest_seconds(home: Path, name: str) -> float | None:
+    """The seconds the add of cached collection ``name`` took when it was built (None if not recorded)."""
+    stamp = home / f"{name}.ingest.json"
+    return json.loads(stamp.read_text())["seconds"] if stamp.exists() else None
 
 
 def evaluate(col, queries: list[tuple[str, set[str]]]) -> tuple[dict, dict]:
@@ -170,13 +232,283 @@ def datasets(rebuild: bool):
     yield "Python docs", cached_collection(home, "pydocs", corpus, rebuild), queries
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rebuild", action="store_true", help="re-encode the collections even if cached")
-    args = parser.parse_args()
+def headline_and_body(text: str) -> tuple[str, str]:
+    """A raw Reuters text's headline (its leading upper-case words) and its body, cleaned: SGML entities
+    decoded, the ``Reuter`` trailer dropped, and each paragraph's hard line wraps joined (so a line break
+    in the body is a paragraph's end, as the passage splitter reads it)."""
+    text = _TRAILER.sub("", html.unescape(text))
+    words = list(_WORD.finditer(text))
+    n = next((i for i, w in enumerate(words) if re.search("[a-z]", w.group())), len(words))
+    # The headline runs into the body's first word when that is upper case: "... SANCTIONS A Japanese",
+    # "... IN WEEK U.S. grain carloadings".
+    if n > 1 and (
+        words[n - 1].group() == "A" or words[n - 1].group() in ("U.S.", "U.K.") and words[n].group()[0].islower()
+    ):
+        n -= 1
+    body = text[words[n].start() :] if n < len(words) else ""
+    paragraphs = (" ".join(par.split()) for par in re.split(r"\n\s{2,}", body))
+    return " ".join(w.group() for w in words[:n]), "\n".join(par for par in paragraphs if par)
+
+
+def truncate_words(text: str, words: int) -> str:
+    """``text`` up to the end of its ``words``-th word (all of it when it is shorter)."""
+    found = list(_WORD.finditer(text))
+    return text[: found[words - 1].end()] if len(found) > words else text
+
+
+def long_documents() -> dict:
+    """The long-document set, made deterministically (seed ``LONGDOC_SEED``) from the Reuters articles.
+
+    The articles' bodies (headlines removed, see ``headline_and_body``) are shuffled and concatenated,
+    10 to 20 at a time (blank line between), into long documents; the last few articles that would make
+    a shorter document are left out. A query is one article's headline in lower case without the ``<>``
+    around ticker codes, and its one relevant document is the one holding that article; since no
+    document holds any headline, search cannot match the query verbatim. Query articles have a headline
+    of at least 3 words that no other article shares, and a body of ``MIN_BODY_WORDS`` words or more.
+    The answer's position is the word piece (MiniLM's tokenizer, no special tokens) at which its article
+    starts: "first window" when it is below ``WINDOW // 2`` (at least half a window of the article lies
+    in the first window), "later" when it is ``WINDOW`` or more (none of the article does); articles
+    starting between are not queried. 50 "first window" queries are drawn at random, 100 "later" ones
+    evenly over the positions in rank order.
+
+    Returns ``{"docs": [{"id", "text", "tokens", "articles"}], "queries": [{"query", "doc", "start",
+    "end", "token", "bucket", "source"}], "length_texts": [...]}``: ``start``/``end`` are the article's
+    characters in its document; ``length_texts`` are ``LENGTH_DOCS`` texts of
+    ``max(LENGTH_WORDS)`` words (articles concatenated the same way) for the linear-cost check.
+    """
+    from tokenizers import Tokenizer
+
+    from latentsearch.encoders.minilm import minilm_folder
+
+    tokenizer = Tokenizer.from_file(str(minilm_folder() / "tokenizer.json"))
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    rng = np.random.default_rng(LONGDOC_SEED)
+    articles = []
+    for d in reuters()["docs"]:
+        head, body = headline_and_body(d["text"])
+        if body:
+            articles.append({"source": d["id"], "head": head, "body": body})
+    shared = Counter(" ".join(a["head"].lower().split()) for a in articles)
+    order = [articles[i] for i in rng.permutation(len(articles))]
+    docs, candidates, first = [], {bucket: [] for bucket in QUERIES_PER_BUCKET}, 0
+    while True:
+        size = int(rng.integers(ARTICLES_PER_DOC[0], ARTICLES_PER_DOC[1] + 1))
+        if first + size > len(order):
+            break
+        chunk, first = order[first : first + size], first + size
+        doc_id, text = f"long-{len(docs):03d}", "\n\n".join(a["body"] for a in chunk)
+        token_starts = [start for start, _ in tokenizer.encode(text, add_special_tokens=False).offsets]
+        spans, offset = [], 0
+        for a in chunk:
+            spans.append((offset, offset + len(a["body"])))
+            token = bisect_left(token_starts, offset)
+            bucket = "first window" if token < WINDOW // 2 else "later" if token >= WINDOW else None
+            if (
+                bucket
+                and len(a["head"].split()) >= 3
+                and shared[" ".join(a["head"].lower().split())] == 1
+                and len(a["body"].split()) >= MIN_BODY_WORDS
+            ):
+                query = " ".join(re.sub(r"[<>]", " ", a["head"]).lower().split())
+                candidates[bucket].append(
+                    {"query": query, "doc": doc_id, "start": spans[-1][0], "end": spans[-1][1], "token": token}
+                    | {"bucket": bucket, "source": a["source"]}
+                )
+            offset = spans[-1][1] + 2
+        docs.append({"id": doc_id, "text": text, "tokens": len(token_starts), "articles": spans})
+    pool = candidates["first window"]
+    picked = sorted(rng.choice(len(pool), QUERIES_PER_BUCKET["first window"], replace=False))
+    queries = [pool[i] for i in picked]
+    pool = sorted(candidates["later"], key=lambda q: q["token"])
+    picked = np.unique(np.linspace(0, len(pool) - 1, QUERIES_PER_BUCKET["later"]).round().astype(int))
+    queries += [pool[i] for i in picked]
+    length_texts = []
+    for j in range(LENGTH_DOCS):
+        bodies, k = [], j * len(order) // LENGTH_DOCS
+        while sum(len(b.split()) for b in bodies) < max(LENGTH_WORDS):
+            bodies.append(order[k % len(order)]["body"])
+            k += 1
+        length_texts.append(truncate_words("\n\n".join(bodies), max(LENGTH_WORDS)))
+    return {"docs": docs, "queries": queries, "length_texts": length_texts}
+
+
+Ranked = list[tuple[str, "tuple[int, int] | None"]]  # (document id, its passage's characters), best first
+
+
+def product_search(col, options: dict) -> Callable[[str], Ranked]:
+    """The collection's own search in one mode, top 10, with each hit's passage."""
+
+    def search(query: str) -> Ranked:
+        hits = col.search(query, k=10, **options)
+        return [(h.id, (h.passage.start, h.passage.end) if h.passage else None) for h in hits]
+
+    return search
+
+
+def passage_bm25(col, ids: list[str]) -> Callable[[str], Ranked]:
+    """BM25 over passages, a document scoring as its best passage: the alternative to the product's BM25
+    over whole documents. An in-memory FTS5 table of the collection's passages, with the tokenizer of the
+    collection's own full-text index and its query words (``fts_query``)."""
+    from latentsearch.storage.fulltext import fts_query
+
+    db = sqlite3.connect(":memory:")
+    db.execute(
+        "CREATE VIRTUAL TABLE p USING fts5(text, doc UNINDEXED, start UNINDEXED, stop UNINDEXED, "
+        "tokenize='porter unicode61 remove_diacritics 2')"
+    )
+    db.executemany(
+        "INSERT INTO p VALUES (?, ?, ?, ?)", ((x.text, i, x.start, x.end) for i in ids for x in col.passages(i))
+    )
+
+    def search(query: str) -> Ranked:
+        best: dict[str, tuple[int, int]] = {}  # rows come best first: a document's first row is its best passage
+        for doc, start, stop in db.execute(
+            "SELECT doc, start, stop FROM p WHERE p MATCH ? ORDER BY bm25(p)", (fts_query(query),)
+        ):
+            best.setdefault(doc, (start, stop))
+            if len(best) == 10:
+                break
+        return list(best.items())
+
+    return search
+
+
+def position_scores(search: Callable[[str], Ranked], queries: list[dict]) -> dict:
+    """recall@10, MRR@10 and the hits' passage accuracy of one search, by answer position (and overall).
+
+    ``passage shows answer``: of the queries whose document is in the top 10, the share whose hit passage
+    overlaps the answer article; ``passage holds start``: the share whose passage contains the article's
+    first character (None when the hits carry no passages)."""
+    rows, latency = [], []
+    for q in queries:
+        started = time.perf_counter()
+        ranked = search(q["query"])[:10]
+        latency.append(time.perf_counter() - started)
+        rank = next((i for i, (doc, _) in enumerate(ranked) if doc == q["doc"]), None)
+        span = ranked[rank][1] if rank is not None else None
+        rows.append(
+            {
+                "bucket": q["bucket"],
+                "rank": None if rank is None else rank + 1,
+                "shows": None if span is None else span[0] < q["end"] and span[1] > q["start"],
+                "holds": None if span is None else span[0] <= q["start"] < span[1],
+            }
+        )
+
+    def summary(subset: list[dict]) -> dict:
+        found = [r for r in subset if r["rank"] is not None]
+        spans = [r for r in found if r["shows"] is not None]
+        return {
+            "queries": len(subset),
+            "recall@10": len(found) / len(subset),
+            "mrr@10": sum(1 / r["rank"] for r in found) / len(subset),
+            "passage shows answer": float(np.mean([r["shows"] for r in spans])) if spans else None,
+            "passage holds start": float(np.mean([r["holds"] for r in spans])) if spans else None,
+        }
+
+    out = {bucket: summary([r for r in rows if r["bucket"] == bucket]) for bucket in QUERIES_PER_BUCKET}
+    out["all"] = summary(rows)
+    out["latency_ms"] = 1000 * float(np.mean(latency))
+    out["ranks"] = [r["rank"] for r in rows]
+    return out
+
+
+def run_longdocs(rebuild: bool) -> None:
+    """The long-document section: quality by answer position before and with passages, BM25 over
+    documents vs passages, and ingest throughput (see ``long_documents``)."""
+    home = cache_dir() / "home"
+    data_set = long_documents()
+    docs, queries = data_set["docs"], data_set["queries"]
+    words = [len(d["text"].split()) for d in docs]
+    tokens = [d["tokens"] for d in docs]
+    data: dict = {
+        "documents": len(docs),
+        "words": {"median": float(np.median(words)), "min": min(words), "max": max(words), "total": sum(words)},
+        "tokens": {"median": float(np.median(tokens)), "min": min(tokens), "max": max(tokens)},
+        "queries": {bucket: sum(q["bucket"] == bucket for q in queries) for bucket in QUERIES_PER_BUCKET},
+        "query_list": [{k: q[k] for k in ("query", "doc", "token", "bucket", "source")} for q in queries],
+        "collections": {},
+    }
+    print(
+        f"long documents: {len(docs)}, median {data['words']['median']:.0f} words / {data['tokens']['median']:.0f} "
+        f"word pieces; queries {data['queries']}"
+    )
+    items = [{"id": d["id"], "text": d["text"], "metadata": {"articles": len(d["articles"])}} for d in docs]
+    rows, ingest_rows = [], []
+    for label, (name, settings) in LONGDOC_COLLECTIONS.items():
+        col = cached_collection(home, name, items, rebuild, **settings)
+        col.search(queries[0]["query"], k=1, mode="vector")  # load the model before timing searches
+        searches = {mode: product_search(col, options) for mode, options in LONGDOC_MODES.items()}
+        if not settings:  # BM25 over passages needs the passages: only the collection that has them
+            searches[PASSAGE_BM25] = passage_bm25(col, [d["id"] for d in docs])
+        results = {}
+        for mode, search in searches.items():
+            r = results[mode] = position_scores(search, queries)
+            first, later = r["first window"], r["later"]
+            print(
+                f"  {label[:20]:20s} {mode:30s} recall@10 {first['recall@10']:.3f} / {later['recall@10']:.3f}  "
+                f"MRR@10 {first['mrr@10']:.3f} / {later['mrr@10']:.3f}  (first window / later)"
+            )
+            shown = [r[bucket]["passage shows answer"] for bucket in QUERIES_PER_BUCKET]
+            rows.append(
+                [label, mode, first["recall@10"], later["recall@10"], first["mrr@10"], later["mrr@10"]]
+                + [" / ".join("–" if v is None else f"{v:.2f}" for v in shown)]
+            )
+        seconds, passages = ingest_seconds(home, name), col.info()["passages"]
+        ingest = {"documents": len(docs), "passages": passages, "seconds": seconds}
+        ingest |= {"documents/s": len(docs) / seconds, "passages/s": passages / seconds}
+        data["collections"][label] = {"name": name, "settings": settings, "ingest": ingest, "results": results}
+        ingest_rows.append([label, len(docs), passages, f"{seconds:.1f}"])
+        ingest_rows[-1] += [f"{ingest['documents/s']:.2f}", f"{ingest['passages/s']:.1f}"]
+        ingest_rows[-1].append(f"{seconds / (sum(words) / 1000):.3f}")
+        col.close()
+    series = []
+    for n in LENGTH_WORDS:
+        name = f"longdocs-len{n}"
+        cut = [
+            {"id": f"len-{i:02d}", "text": truncate_words(t, n), "metadata": {}}
+            for i, t in enumerate(data_set["length_texts"])
+        ]
+        col = cached_collection(home, name, cut, rebuild)
+        seconds, passages = ingest_seconds(home, name), col.info()["passages"]
+        col.close()
+        total = sum(len(d["text"].split()) for d in cut)
+        series.append(
+            {"words per document": n, "documents": len(cut), "passages": passages, "seconds": seconds}
+            | {"seconds per 1000 words": seconds / (total / 1000), "passages/s": passages / seconds}
+        )
+        print(f"  ingest {len(cut)} documents of {n} words: {passages} passages in {seconds:.1f}s")
+        ingest_rows.append(
+            [f"passages, {len(cut)} documents of {n:,} words", len(cut), passages, f"{seconds:.1f}"]
+            + [f"{len(cut) / seconds:.2f}", f"{passages / seconds:.1f}", f"{series[-1]['seconds per 1000 words']:.3f}"]
+        )
+    data["ingest by length"] = series
+    path = report.save("longdocs", data)
+    quality = report.markdown_table(
+        ["collection", "search", "recall@10 first window", "recall@10 later", "MRR@10 first window", "MRR@10 later"]
+        + ["hit passage shows the answer (first window / later)"],
+        rows,
+    )
+    ingest_table = report.markdown_table(
+        ["ingest", "documents", "passages", "seconds", "documents/s", "passages/s", "s / 1,000 words"], ingest_rows
+    )
+    machine = data["machine"]
+    note = (
+        f"{len(docs)} documents (median {data['words']['median']:,.0f} words, {data['tokens']['median']:,.0f} word "
+        f"pieces); {data['queries']['first window']} queries answered in the first window, "
+        f"{data['queries']['later']} later. `python -m benchmarks.retrieval --only longdocs`; "
+        f"{machine['cpu_count']} CPU cores, {machine['date']}."
+    )
+    updated = report.update_readme("longdocs", f"{quality}\n\n{ingest_table}\n\n{note}")
+    print(f"saved {path}" + ("; README table updated" if updated else ""))
+
+
+def run_retrieval(rebuild: bool) -> None:
+    """The labelled-set section: nDCG@10, P@10, recall@100 and latency per mode on Reuters and the Python docs."""
     data: dict = {"datasets": {}}
     rows = []
-    for name, col, queries in datasets(args.rebuild):
+    for name, col, queries in datasets(rebuild):
         print(f"{name}: {col.count():,} documents, {len(queries)} queries")
         results, per_query = evaluate(col, queries)
         data["datasets"][name] = {
@@ -202,6 +534,19 @@ def main() -> None:
     note = f"\n\n`python -m benchmarks.retrieval`; {machine['cpu_count']} CPU cores, {machine['date']}."
     updated = report.update_readme("retrieval", table + note)
     print(f"saved {path}" + ("; README table updated" if updated else ""))
+
+
+SECTIONS = {"retrieval": run_retrieval, "longdocs": run_longdocs}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rebuild", action="store_true", help="re-encode the collections even if cached")
+    parser.add_argument("--only", choices=list(SECTIONS), help="run one section (default: both)")
+    args = parser.parse_args()
+    for name, run in SECTIONS.items():
+        if args.only in (None, name):
+            run(args.rebuild)
 
 
 if __name__ == "__main__":
