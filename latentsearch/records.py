@@ -32,9 +32,10 @@ class Item:
 class Passage:
     """One passage of a document: ``text`` is the document's characters ``start:end`` (``end``
     exclusive), ``index`` its place among the document's passages (0 first), ``page`` the page it
-    lies on (1-based; passages do not cross page breaks; PDFs, else None). In a search hit, ``score`` is the passage's own similarity to
-    the query and ``rank`` its place among every passage the search ranked (None when the passage was
-    picked for a lexical match)."""
+    lies on (1-based; passages do not cross page breaks; PDFs, else None). In a search hit,
+    ``score`` is the passage's own score for the query (cosine similarity, or BM25 when only lexical
+    search found it) and ``rank`` its place among every passage that ranking ranked (None when the
+    passage was picked after ranking)."""
 
     index: int
     start: int

@@ -531,3 +531,23 @@ def test_image_folders_are_encoded_by_the_encoder_actors(autoencoder_images, hom
     assert [h.id for h in got] == [h.id for h in expected] and got[0].id == files[4].name
     single.close()
     sharded.close()
+
+
+def test_a_sharded_collection_made_before_passages_is_upgraded_on_open(tmp_path):
+    """A sharded collection written by the release before passages (tests/data/format-v1): every
+    shard and the shared full-text store are upgraded, and every search works as before."""
+    import shutil
+    from pathlib import Path
+
+    home = tmp_path / "v1"
+    shutil.copytree(Path(__file__).parent / "data" / "format-v1", home)
+    col = ls.open("oldshards", home=home)
+    assert col.count() == 5 and col.passage_count() == 5
+    assert col.search("lava", k=1, mode="lexical")[0].id == "t0"
+    assert col.search("bread", k=1, mode="lexical")[0].passage.text == "item 1 about baking bread"
+    vector = col.vectors_of(["t3"])[0]
+    assert col.search(vector, k=1)[0].id == "t3"
+    assert "t5" not in col.existing_ids(["t5"])
+    col.add(["t9"], ["item 9 about volcanic lava"], vectors=vector[None, :] * -1)
+    assert {h.id for h in col.search("lava", k=2, mode="lexical")} == {"t0", "t9"}
+    col.close()

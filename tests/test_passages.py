@@ -178,6 +178,10 @@ def test_more_passages_than_k_still_give_k_documents(home):
     assert col.passage_count() > 20
     hits = col.search("committee budget report spending", k=5)
     assert sorted(h.id for h in hits) == ["cake", "long0", "long1", "long2", "long3"]
+    # BM25 ranks passages too: every passage of the long texts matches, each document comes once
+    lexical = col.search("committee budget report spending", k=5, mode="lexical")
+    assert sorted(h.id for h in lexical) == ["long0", "long1", "long2", "long3"]
+    assert col.search("final remark number 2", k=1, mode="lexical")[0].passage.index == len(col.passages("long2")) - 1
     col.close()
 
 
@@ -307,6 +311,7 @@ def test_a_read_only_version_1_collection_is_read_without_upgrading(tmp_path, mo
     assert col.read_only and col.count() == 5 and col.passage_count() == 5
     assert col.search(QUERY, k=1)[0].id == "volcano"
     assert col.search(QUERY, k=1)[0].passage.text.startswith("The volcano")
+    assert col.search("flooded river", k=1, mode="lexical")[0].id == "rain"  # full text moved to passages too
     col.close()
     assert format_version(home / "old") == 1
 
@@ -317,7 +322,7 @@ def test_a_failed_upgrade_changes_nothing(tmp_path, monkeypatch):
     home = v1_home(tmp_path)
     real = storage.Store.upgrade
 
-    def failing(self, version):
+    def failing(self):
         original = self.conn
 
         class Failing:  # the connection fails at the deletions' move, inside the upgrade's transaction
@@ -331,7 +336,7 @@ def test_a_failed_upgrade_changes_nothing(tmp_path, monkeypatch):
 
         self.conn = Failing()
         try:
-            return real(self, version)
+            return real(self)
         finally:
             self.conn = original
 
@@ -341,6 +346,7 @@ def test_a_failed_upgrade_changes_nothing(tmp_path, monkeypatch):
     assert format_version(home / "old") == 1
     with sqlite3.connect(home / "old" / "collection.sqlite") as conn:
         assert not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'passages'").fetchone()
+        assert conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'items_fts'").fetchone()
     monkeypatch.undo()
     check_upgraded(home)
 

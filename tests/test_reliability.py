@@ -203,7 +203,7 @@ def test_doctor_repairs_a_stale_full_text_index_and_temp_files(home):
     import sqlite3
 
     conn = sqlite3.connect(home / "t" / "collection.sqlite")
-    conn.execute("INSERT INTO items_fts(items_fts, rowid, text) VALUES ('delete', 1, 'bread and butter')")
+    conn.execute("INSERT INTO passages_fts(passages_fts, rowid, text) VALUES ('delete', 1 << 16, 'bread and butter')")
     conn.commit()
     conn.close()
     report = doctor("t", home=home)

@@ -89,7 +89,7 @@ class LocalBackend:
         if not self.store.read_only:
             log.info("upgrading collection %s to format version %d (passages)", self.name, FORMAT_VERSION)
         try:
-            self.store.upgrade(1)
+            self.store.upgrade()
         except BaseException:
             self.store.close()
             raise
@@ -445,47 +445,10 @@ class LocalBackend:
         ]
 
     def lexical(self, match: str, k: int, where: Any = None, exclude: str | None = None) -> Ranking:
-        sql, params = compile_filter(where)
-        skip = self.store.rowids_of([exclude]).get(exclude) if exclude else None
-        return self.store.lexical_search(match, k, sql, params, skip)  # type: ignore[return-value]
+        return lexical_ranking(self.store, match, k, where, exclude)
 
     def hits(self, rankings: Sequence[Ranking]) -> list[list[Hit | None]]:
-        """Hits for rankings of ``(rowid, score)``, with one SQLite read for all of them (and one of the
-        matched passages' spans); ``None`` for a row deleted between the ranking and the read. A key
-        that names its passage (a vector ranking's) gives text hits their passage. (Hot: one lookup
-        per row and field.)"""
-        rows = self.store.rows_by_rowid(sorted({int(r) for ranking in rankings for r, _ in ranking}))
-        matched = [
-            key.passage
-            for ranking in rankings
-            for key, _ in ranking
-            if isinstance(key, PassageKey) and key in rows and rows[key]["text"] is not None
-        ]
-        spans = self.store.passage_spans(matched) if matched else {}
-        out = []
-        for ranking in rankings:
-            hits: list[Hit | None] = []
-            for rowid, score in ranking:
-                row = rows.get(rowid)
-                if row is None:
-                    hits.append(None)
-                    continue
-                hit = Hit(row["id"], float(score), row["text"], row["uri"], row["metadata"])
-                span = spans.get(rowid.passage) if isinstance(rowid, PassageKey) else None
-                if span is not None:
-                    start, end, page = span
-                    hit.passage = Passage(
-                        rowid.passage & PASSAGE_MASK,
-                        start,
-                        end,
-                        row["text"][start:end],
-                        page,
-                        rowid.passage_score,
-                        rowid.passage_rank,
-                    )
-                hits.append(hit)
-            out.append(hits)
-        return out
+        return read_hits(self.store, rankings)
 
     # --- housekeeping ------------------------------------------------------------------------------
 
@@ -535,6 +498,55 @@ class LocalBackend:
             self.save()
         finally:
             self.store.close()
+
+
+def read_hits(store: Store, rankings: Sequence[Ranking]) -> list[list[Hit | None]]:
+    """Hits for rankings of ``(rowid, score)``, with one SQLite read for all of them (and one of the
+    matched passages' spans); ``None`` for a row deleted between the ranking and the read. A key that
+    names its passage (:class:`PassageKey`) gives a text hit its passage. (Hot: one lookup per row and
+    field.)"""
+    rows = store.rows_by_rowid(sorted({int(r) for ranking in rankings for r, _ in ranking}))
+    matched = [
+        key.passage
+        for ranking in rankings
+        for key, _ in ranking
+        if isinstance(key, PassageKey) and key in rows and rows[key]["text"] is not None
+    ]
+    spans = store.passage_spans(matched) if matched else {}
+    out = []
+    for ranking in rankings:
+        hits: list[Hit | None] = []
+        for rowid, score in ranking:
+            row = rows.get(rowid)
+            if row is None:
+                hits.append(None)
+                continue
+            hit = Hit(row["id"], float(score), row["text"], row["uri"], row["metadata"])
+            span = spans.get(rowid.passage) if isinstance(rowid, PassageKey) else None
+            if span is not None:
+                start, end, page = span
+                hit.passage = Passage(
+                    rowid.passage & PASSAGE_MASK,
+                    start,
+                    end,
+                    row["text"][start:end],
+                    page,
+                    rowid.passage_score,
+                    rowid.passage_rank,
+                )
+            hits.append(hit)
+        out.append(hits)
+    return out
+
+
+def lexical_ranking(store: Store, match: str, k: int, where: Any, exclude: str | None) -> Ranking:
+    """BM25 over a store's passages: its ``k`` best items, each keyed at its best passage."""
+    sql, params = compile_filter(where)
+    skip = store.rowids_of([exclude]).get(exclude) if exclude else None
+    return [
+        (PassageKey(rowid, passage, score, rank), score)
+        for rowid, passage, score, rank in store.lexical_search(match, k, sql, params, skip)
+    ]
 
 
 def _best_per_item(passages: list[tuple[int, float]], k: int) -> Ranking:

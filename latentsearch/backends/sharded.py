@@ -32,11 +32,10 @@ import numpy as np
 from latentsearch import paths
 from latentsearch.backends import SHARDED_FILE
 from latentsearch.backends.base import PassageSpan, ProgressFn, Ranking, VectorTable, WriteBatch
-from latentsearch.backends.local import LocalBackend
+from latentsearch.backends.local import LocalBackend, lexical_ranking, read_hits
 from latentsearch.errors import ClusterUnavailableError, InvalidInputError, LatentSearchError
 from latentsearch.limits import MAX_EF_SEARCH, MAX_SHARDS, check_int
 from latentsearch.records import Hit, Item
-from latentsearch.storage.filters import compile_filter
 from latentsearch.storage.store import Store
 
 LEXICAL_DIR = "lexical"
@@ -273,6 +272,7 @@ class ShardedBackend:
         # those of the whole collection, so lexical and hybrid results equal one collection's.
         (self.path / LEXICAL_DIR).mkdir(exist_ok=True)
         self.lexical_store = Store(self.path / LEXICAL_DIR, create=True)
+        self.lexical_store.upgrade()  # one made before passages: its full text moves to them
 
     @staticmethod
     def create(folder: Path, manifest: dict[str, Any], *, shards: int) -> None:
@@ -349,7 +349,14 @@ class ShardedBackend:
             return
         n = len(batch.ids)
         self.lexical_store.insert(
-            batch.ids, batch.kinds, batch.texts, batch.uris, batch.metadata, np.zeros((n, 0), np.float32), upsert=upsert
+            batch.ids,
+            batch.kinds,
+            batch.texts,
+            batch.uris,
+            batch.metadata,
+            np.zeros((n, 0), np.float32),
+            upsert=upsert,
+            passages=batch.passages,  # the spans only: full text needs no vectors
         )
 
     def delete(self, ids: list[str]) -> int:
@@ -472,16 +479,11 @@ class ShardedBackend:
         return merged
 
     def lexical(self, match: str, k: int, where: Any = None, exclude: str | None = None) -> Ranking:
-        """BM25 over the shared full-text index (the whole collection's statistics)."""
-        sql, params = compile_filter(where)
-        skip = self.lexical_store.rowids_of([exclude]).get(exclude) if exclude else None
-        ranked = self.lexical_store.lexical_search(match, k, sql, params, skip)
-        rows = self.lexical_store.rows_by_rowid([r for r, _ in ranked])
-        return [
-            (ShardKey(Hit(rows[r]["id"], s, rows[r]["text"], rows[r]["uri"], rows[r]["metadata"])), s)
-            for r, s in ranked
-            if r in rows
-        ]
+        """BM25 over the shared full-text index of every shard's passages (the whole collection's
+        statistics), read there at once."""
+        ranking = lexical_ranking(self.lexical_store, match, k, where, exclude)
+        hits = read_hits(self.lexical_store, [ranking])[0]
+        return [(ShardKey(hit), score) for hit, (_, score) in zip(hits, ranking) if hit is not None]
 
     def hits(self, rankings: Sequence[Ranking]) -> list[list[Hit | None]]:
         """The hits the shards read while ranking, with the ranking's (merged or fused) scores."""

@@ -54,15 +54,7 @@ CREATE INDEX IF NOT EXISTS items_seq ON items(seq);
 @passages
 CREATE TABLE IF NOT EXISTS deletions (rowid INTEGER PRIMARY KEY, seq INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS deletions_seq ON deletions(seq);
-CREATE VIRTUAL TABLE IF NOT EXISTS items_fts USING fts5(
-    text, content='items', content_rowid='rowid', tokenize='@tokenizer'
-);
-CREATE TRIGGER IF NOT EXISTS items_fts_insert AFTER INSERT ON items BEGIN
-    INSERT INTO items_fts(rowid, text) VALUES (new.rowid, coalesce(new.text, ''));
-END;
-CREATE TRIGGER IF NOT EXISTS items_fts_delete AFTER DELETE ON items BEGIN
-    INSERT INTO items_fts(items_fts, rowid, text) VALUES ('delete', old.rowid, coalesce(old.text, ''));
-END;
+@triggers
 """
 _PASSAGES_SCHEMA = """
 CREATE TABLE IF NOT EXISTS @db.passages (
@@ -74,8 +66,31 @@ CREATE TABLE IF NOT EXISTS @db.passages (
     seq INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS @db.passages_seq ON passages(seq);
+CREATE VIEW IF NOT EXISTS @db.passage_texts (id, text) AS
+    SELECT passages.id, substr(items.text, passages.start_char + 1, passages.end_char - passages.start_char)
+    FROM passages JOIN items ON items.rowid = passages.id >> 16 WHERE items.text IS NOT NULL;
+CREATE VIRTUAL TABLE IF NOT EXISTS @db.passages_fts USING fts5(
+    text, content='passage_texts', content_rowid='id', tokenize='@tokenizer'
+);
 """
-_SCHEMA = _SCHEMA.replace("@passages", _PASSAGES_SCHEMA.replace("@db", "main")).replace("@tokenizer", TOKENIZER)
+# The full-text rows follow the passages in the same transaction. A passage is deleted before its item
+# (Store._drop_items), so its text can still be read to remove its terms.
+_PASSAGES_TRIGGERS = """
+CREATE TRIGGER IF NOT EXISTS passages_fts_insert AFTER INSERT ON passages BEGIN
+    INSERT INTO passages_fts(rowid, text) SELECT id, text FROM passage_texts WHERE id = new.id;
+END;
+CREATE TRIGGER IF NOT EXISTS passages_fts_delete AFTER DELETE ON passages BEGIN
+    INSERT INTO passages_fts(passages_fts, rowid, text)
+    SELECT 'delete', old.id, substr(text, old.start_char + 1, old.end_char - old.start_char)
+    FROM items WHERE rowid = old.id >> 16 AND text IS NOT NULL;
+END;
+"""
+_SCHEMA = (
+    _SCHEMA.replace("@passages", _PASSAGES_SCHEMA.replace("@db", "main"))
+    .replace("@triggers", _PASSAGES_TRIGGERS)
+    .replace("@tokenizer", TOKENIZER)
+)
+_PASSAGES_SCHEMA = _PASSAGES_SCHEMA.replace("@tokenizer", TOKENIZER)
 PASSAGE_BITS = 16  # a passage id is (item rowid << 16) + its ordinal in the item
 PASSAGE_SPAN = 1 << PASSAGE_BITS
 # An item's passages and its vector in one read: a single passage's vector is the item's.
@@ -282,9 +297,11 @@ class Store:
                     rows.append((base, start, end, page, None, seq))
                     passage_ids.append(base)
                     continue
-                own = np.ascontiguousarray(passage_vectors[position], dtype=np.float32)  # type: ignore[index]
-                for ordinal, ((start, end, page), vector) in enumerate(zip(spans, own)):
-                    rows.append((base + ordinal, start, end, page, vector.tobytes(), seq))
+                given = passage_vectors[position] if passage_vectors is not None else None
+                own = None if given is None else np.ascontiguousarray(given, dtype=np.float32)
+                for ordinal, (start, end, page) in enumerate(spans):  # (a full-text store keeps no vectors)
+                    blob = None if own is None else own[ordinal].tobytes()
+                    rows.append((base + ordinal, start, end, page, blob, seq))
                     passage_ids.append(base + ordinal)
             conn.executemany("INSERT INTO passages VALUES (?, ?, ?, ?, ?, ?)", rows)
         return seq, np.array(passage_ids, dtype=np.int64), replaced
@@ -571,42 +588,33 @@ class Store:
             row = conn.execute(sql, (prime, seq, max_rowid)).fetchone()
         return ":".join(str(int(v)) for v in row)
 
-    def upgrade(self, version: int) -> int:
-        """Bring a collection of an older format ``version`` up to :data:`FORMAT_VERSION`; returns the
-        version it reads as now.
+    def upgrade(self) -> bool:
+        """Bring a store of format version 1 up to :data:`FORMAT_VERSION`; returns True when it did
+        (or, read-only, made this connection read it as version 2).
 
-        Version 1 had no passages: every item gets its one passage (the whole item, the item's own
-        vector, id ``rowid << 16``) and recorded deletions move to passage ids, in one transaction
-        that also writes the new version, so a crash leaves the old format or the new one, never a
-        mix, and the change sequence does not move (no item changed). A read-only collection is not
-        written: the passages are made in a temporary table of this connection instead.
+        Version 1 had no passages and one full-text row per item: every item gets its one passage
+        (the whole item, the item's own vector, id ``rowid << 16``) and its full-text row moves to
+        it, and recorded deletions move to passage ids, in one transaction that also writes the new
+        version, so a crash leaves the old format or the new one, never a mix, and the change
+        sequence does not move (no item changed). A read-only store is not written: its passages and
+        their full-text rows are made in temporary tables of this connection instead.
         """
-        if version != 1:
-            return version
+        if not self._is_version_1():
+            return False
         fill = (
-            f"INSERT INTO {{db}}passages SELECT rowid << {PASSAGE_BITS}, 0, coalesce(length(text), 0), NULL, NULL, seq "
-            "FROM main.items"
+            f"INSERT OR IGNORE INTO {{db}}passages SELECT rowid << {PASSAGE_BITS}, 0, coalesce(length(text), 0), "
+            "NULL, NULL, seq FROM main.items"
         )
         with self._lock:
             try:
                 if self.read_only:
-                    self.conn.executescript(_PASSAGES_SCHEMA.replace("@db", "temp") + fill.format(db="temp.") + ";")
-                    return FORMAT_VERSION
+                    script = _PASSAGES_SCHEMA.replace("@db", "temp") + fill.format(db="temp.") + ";"
+                    self.conn.executescript(script + "INSERT INTO temp.passages_fts(passages_fts) VALUES ('rebuild');")
+                    return True
                 self.conn.execute("BEGIN IMMEDIATE")
                 try:
-                    row = self.conn.execute("SELECT value FROM manifest WHERE key = 'format_version'").fetchone()
-                    if row is not None and json.loads(row[0]) == 1:  # not upgraded meanwhile by another process
-                        for statement in _PASSAGES_SCHEMA.replace("@db", "main").split(";"):
-                            if statement.strip():
-                                self.conn.execute(statement)
-                        self.conn.execute(fill.format(db="main."))
-                        # Two steps, through negative ids, so that no new id meets an old one not yet moved.
-                        self.conn.execute("UPDATE deletions SET rowid = -rowid")
-                        self.conn.execute(f"UPDATE deletions SET rowid = (-rowid) << {PASSAGE_BITS}")
-                        self.conn.execute(
-                            "INSERT OR REPLACE INTO manifest VALUES ('format_version', ?)",
-                            (json.dumps(FORMAT_VERSION),),
-                        )
+                    if self._is_version_1():  # not upgraded meanwhile by another process
+                        self._upgrade_in_transaction(fill.format(db="main."))
                     self.conn.execute("COMMIT")
                 except BaseException:
                     if self.conn.in_transaction:
@@ -615,7 +623,30 @@ class Store:
                     raise
             except sqlite3.DatabaseError as exc:
                 raise self._database_error(exc) from None
-        return FORMAT_VERSION
+        return True
+
+    def _is_version_1(self) -> bool:
+        """A version-1 store: its manifest says so, or it still has the per-item full-text table (the
+        shared full-text store of a sharded collection, which has no manifest)."""
+        conn = self.conn
+        row = conn.execute("SELECT value FROM manifest WHERE key = 'format_version'").fetchone()
+        old_fts = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'items_fts'").fetchone()
+        return (row is not None and json.loads(row[0]) == 1) or old_fts is not None
+
+    def _upgrade_in_transaction(self, fill: str) -> None:
+        conn = self.conn
+        for statement in ("DROP TRIGGER IF EXISTS items_fts_insert", "DROP TRIGGER IF EXISTS items_fts_delete"):
+            conn.execute(statement)
+        conn.execute("DROP TABLE IF EXISTS items_fts")
+        script = _PASSAGES_SCHEMA.replace("@db", "main") + _PASSAGES_TRIGGERS
+        for statement in _statements(script):
+            conn.execute(statement)
+        conn.execute(fill)  # the insert trigger gives each passage its full-text row
+        # Two steps, through negative ids, so that no new id meets an old one not yet moved.
+        conn.execute("UPDATE deletions SET rowid = -rowid")
+        conn.execute(f"UPDATE deletions SET rowid = (-rowid) << {PASSAGE_BITS} WHERE rowid < 0")
+        if conn.execute("SELECT 1 FROM manifest WHERE key = 'format_version'").fetchone():
+            conn.execute("INSERT OR REPLACE INTO manifest VALUES ('format_version', ?)", (json.dumps(FORMAT_VERSION),))
 
     def ensure_collection_id(self) -> str:
         """The collection's id (a random UUID in the manifest), given one now if it predates ids. The
@@ -657,20 +688,31 @@ class Store:
         where_sql: str = "1",
         params: Sequence[Any] = (),
         exclude: int | None = None,
-    ) -> list[tuple[int, float]]:
-        """BM25 top-``k`` ``(rowid, score)`` for an FTS5 MATCH expression, higher scores better.
+    ) -> list[tuple[int, int, float, int]]:
+        """BM25 over passages: the top ``k`` items for an FTS5 MATCH expression, each at its best
+        passage, as ``(rowid, passage id, score, passage rank)``, higher scores better.
 
-        The metadata filter is applied in the same query, so it never shrinks the result list.
+        The metadata filter is applied in the same query, so it never shrinks the result list;
+        passages are fetched until ``k`` distinct items are found (or none are left).
         """
         sql = (
-            "SELECT items_fts.rowid, -bm25(items_fts) AS score FROM items_fts "
-            "JOIN items ON items.rowid = items_fts.rowid "
-            f"WHERE items_fts MATCH ? AND ({where_sql}) AND items.rowid != ? "
-            "ORDER BY bm25(items_fts) LIMIT ?"
+            "SELECT passages_fts.rowid, -bm25(passages_fts) AS score FROM passages_fts "
+            "JOIN items ON items.rowid = passages_fts.rowid >> 16 "
+            f"WHERE passages_fts MATCH ? AND ({where_sql}) AND items.rowid != ? "
+            "ORDER BY bm25(passages_fts) LIMIT ?"
         )
-        with self._read() as conn:
-            rows = conn.execute(sql, [match, *params, -1 if exclude is None else exclude, k]).fetchall()
-        return [(int(r), float(s)) for r, s in rows]
+        fetch = k
+        while True:
+            with self._read() as conn:
+                rows = conn.execute(sql, [match, *params, -1 if exclude is None else exclude, fetch]).fetchall()
+            best: dict[int, tuple[int, int, float, int]] = {}
+            for rank, (passage, score) in enumerate(rows, 1):
+                rowid = int(passage) >> PASSAGE_BITS
+                if rowid not in best:
+                    best[rowid] = (rowid, int(passage), float(score), rank)
+            if len(best) >= k or len(rows) < fetch:
+                return list(best.values())[:k]
+            fetch *= 4
 
     def iter_rows(self, *, batch: int = 1000) -> Iterator[dict[str, Any]]:
         """Yield every item (without vectors) in rowid order."""
@@ -685,6 +727,18 @@ class Store:
             for row in rows:
                 yield _row_dict(row, False)
             last = rows[-1][0]
+
+
+def _statements(script: str) -> list[str]:
+    """The statements of a schema script, for running them one by one inside a transaction (trigger
+    bodies end their inner statements with ';' too: a statement is complete when sqlite3 says so)."""
+    out, current = [], ""
+    for line in script.splitlines(keepends=True):
+        current += line
+        if sqlite3.complete_statement(current):
+            out.append(current.strip())
+            current = ""
+    return [s for s in out if s]
 
 
 def _row_dict(row: tuple[Any, ...], with_vector: bool) -> dict[str, Any]:

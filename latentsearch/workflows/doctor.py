@@ -252,15 +252,17 @@ def _check_contents(db: Path, report: Report, repair: bool) -> None:
         bad = sorted(set(bad))
         report.add("vectors", not bad, f"{len(bad)} items with a damaged vector" if bad else f"all {dim}-d and finite")
         try:
-            # rank = 1: also compare the index with the items it is built from (external content).
-            conn.execute("INSERT INTO items_fts(items_fts, rank) VALUES ('integrity-check', 1)")
+            # rank = 1: also compare the index with the passages it is built from (external content);
+            # a collection not yet upgraded to passages (format 1) still has one row per item.
+            fts = "passages_fts" if has_passages else "items_fts"
+            conn.execute(f"INSERT INTO {fts}({fts}, rank) VALUES ('integrity-check', 1)")
             report.add("full-text index", True, "consistent with the items")
         except sqlite3.DatabaseError as exc:
             if "readonly" in str(exc):  # SQLite runs the check as a write statement
                 report.add("full-text index", True, "not checked: the collection is read-only")
                 return
             if repair:
-                conn.execute("INSERT INTO items_fts(items_fts) VALUES ('rebuild')")
+                conn.execute(f"INSERT INTO {fts}({fts}) VALUES ('rebuild')")
                 conn.commit()
             report.add("full-text index", False, f"inconsistent ({exc})", repaired=repair)
     finally:
