@@ -17,7 +17,7 @@ search call.
    window or after the first window (see ``long_documents``). Reported per mode and position: recall@10
    and MRR@10 for a collection that embeds only the first window (``max_passages=1``, the old
    truncation) and one with passages (the defaults); how often the hit's passage shows the answer
-   article; BM25 over whole documents (the product's lexical mode) against BM25 over passages; ingest
+   article; BM25 over passages (the product's lexical mode) against BM25 over whole documents; ingest
    documents/s and passages/s, and ingest time against length.
 
     python -m benchmarks.retrieval [--rebuild] [--only retrieval|longdocs]
@@ -127,12 +127,9 @@ LONGDOC_COLLECTIONS = {  # label: (collection name, create settings)
     "before passages (first window only)": ("longdocs-first", {"max_passages": 1}),
     "passages": ("longdocs", {}),
 }
-LONGDOC_MODES = {
-    "lexical (BM25 over documents)": {"mode": "lexical"},
-    "vector (MiniLM)": {"mode": "vector"},
-    "hybrid (RRF k=60)": {"mode": "hybrid"},
-}
+DOC_BM25 = "lexical (BM25 over whole documents)"
 PASSAGE_BM25 = "lexical (BM25 over passages)"
+VECTOR, HYBRID = "vector (MiniLM)", "hybrid (RRF k=60)"
 _TRAILER = re.compile(r"\s*Reuter\s*\x03?\s*$")
 _WORD = re.compile(r"\S+")
 
@@ -336,42 +333,62 @@ def long_documents() -> dict:
 Ranked = list[tuple[str, "tuple[int, int] | None"]]  # (document id, its passage's characters), best first
 
 
-def product_search(col, options: dict) -> Callable[[str], Ranked]:
-    """The collection's own search in one mode, top 10, with each hit's passage."""
+def product_search(col, options: dict, k: int = 10) -> Callable[[str], Ranked]:
+    """The collection's own search in one mode, top ``k``, with each hit's passage."""
 
     def search(query: str) -> Ranked:
-        hits = col.search(query, k=10, **options)
+        hits = col.search(query, k=k, **options)
         return [(h.id, (h.passage.start, h.passage.end) if h.passage else None) for h in hits]
 
     return search
 
 
-def passage_bm25(col, ids: list[str]) -> Callable[[str], Ranked]:
-    """BM25 over passages, a document scoring as its best passage: the alternative to the product's BM25
-    over whole documents. An in-memory FTS5 table of the collection's passages, with the tokenizer of the
-    collection's own full-text index and its query words (``fts_query``)."""
-    from latentsearch.storage.fulltext import fts_query
+def document_bm25(docs: list[dict], k: int = 10) -> Callable[[str], Ranked]:
+    """BM25 over whole documents, as the lexical mode ranked before passages (one full-text row an item):
+    an in-memory FTS5 table with the collection's tokenizer and query words (``fts_query``)."""
+    from latentsearch.storage.fulltext import TOKENIZER, fts_query
 
     db = sqlite3.connect(":memory:")
-    db.execute(
-        "CREATE VIRTUAL TABLE p USING fts5(text, doc UNINDEXED, start UNINDEXED, stop UNINDEXED, "
-        "tokenize='porter unicode61 remove_diacritics 2')"
-    )
-    db.executemany(
-        "INSERT INTO p VALUES (?, ?, ?, ?)", ((x.text, i, x.start, x.end) for i in ids for x in col.passages(i))
-    )
+    db.execute(f"CREATE VIRTUAL TABLE d USING fts5(text, doc UNINDEXED, tokenize='{TOKENIZER}')")
+    db.executemany("INSERT INTO d VALUES (?, ?)", ((d["text"], d["id"]) for d in docs))
 
     def search(query: str) -> Ranked:
-        best: dict[str, tuple[int, int]] = {}  # rows come best first: a document's first row is its best passage
-        for doc, start, stop in db.execute(
-            "SELECT doc, start, stop FROM p WHERE p MATCH ? ORDER BY bm25(p)", (fts_query(query),)
-        ):
-            best.setdefault(doc, (start, stop))
-            if len(best) == 10:
-                break
-        return list(best.items())
+        rows = db.execute("SELECT doc FROM d WHERE d MATCH ? ORDER BY bm25(d) LIMIT ?", (fts_query(query), k))
+        return [(doc, None) for (doc,) in rows]
 
     return search
+
+
+def rrf(vector: Callable[[str], Ranked], lexical: Callable[[str], Ranked]) -> Callable[[str], Ranked]:
+    """Hybrid search as the product fuses it (reciprocal rank fusion of each mode's top 100), over two
+    rankings made here: what hybrid mode gave before passages, with BM25 over whole documents."""
+    from latentsearch.search.fusion import fuse
+
+    def search(query: str) -> Ranked:
+        ranked = {"vector": vector(query), "lexical": lexical(query)}
+        spans = dict(ranked["lexical"]) | dict(ranked["vector"])  # the vector hit's passage, where it has one
+        keyed = {mode: [(doc, 1.0) for doc, _ in ranking] for mode, ranking in ranked.items()}
+        return [(doc, spans[doc]) for doc, _ in fuse(keyed, fusion="rrf", rrf_k=60)[:10]]
+
+    return search
+
+
+def longdoc_searches(col, docs: list[dict], before: bool) -> dict[str, Callable[[str], Ranked]]:
+    """The searches measured on one long-document collection. Before passages, lexical search ranked
+    whole documents (and hybrid fused that); with passages, the product ranks passages in every mode,
+    and BM25 over whole documents is measured beside it."""
+    from latentsearch.search.request import HYBRID_DEPTH
+
+    vector = product_search(col, {"mode": "vector"})
+    if before:
+        deep = product_search(col, {"mode": "vector"}, k=HYBRID_DEPTH)
+        return {DOC_BM25: document_bm25(docs), VECTOR: vector, HYBRID: rrf(deep, document_bm25(docs, HYBRID_DEPTH))}
+    return {
+        PASSAGE_BM25: product_search(col, {"mode": "lexical"}),
+        VECTOR: vector,
+        HYBRID: product_search(col, {"mode": "hybrid"}),
+        DOC_BM25: document_bm25(docs),
+    }
 
 
 def position_scores(search: Callable[[str], Ranked], queries: list[dict]) -> dict:
@@ -439,9 +456,7 @@ def run_longdocs(rebuild: bool) -> None:
     for label, (name, settings) in LONGDOC_COLLECTIONS.items():
         col = cached_collection(home, name, items, rebuild, **settings)
         col.search(queries[0]["query"], k=1, mode="vector")  # load the model before timing searches
-        searches = {mode: product_search(col, options) for mode, options in LONGDOC_MODES.items()}
-        if not settings:  # BM25 over passages needs the passages: only the collection that has them
-            searches[PASSAGE_BM25] = passage_bm25(col, [d["id"] for d in docs])
+        searches = longdoc_searches(col, docs, before=bool(settings))
         results = {}
         for mode, search in searches.items():
             r = results[mode] = position_scores(search, queries)

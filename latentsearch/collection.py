@@ -283,8 +283,8 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
         split, cut = split_texts(texts, self.encoder.token_spans, settings, pages)  # type: ignore[attr-defined]
         if cut:
             log.warning(
-                "%d of %d texts need more than %d passages (first: %r); only their first %d passages are "
-                "searchable: raise max_passages (latentsearch create --max-passages) to index them whole",
+                "%d of %d texts are longer than the cap of %d passages (first: %r): only their first %d "
+                "passages are searchable; create the collection with a higher --max-passages to index them whole",
                 len(cut),
                 len(texts),
                 settings.max_passages,

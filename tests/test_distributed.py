@@ -143,6 +143,7 @@ def test_recommendations_equal_one_collection(pair):
         sharded.recommend(user="u1")
 
 
+@pytest.mark.slow  # about 40 s: fits interactions on shards
 def test_learned_users_on_shards_equal_one_collection(home, tmp_path):
     rng = np.random.default_rng(5)
     rows = ["user_id\titem_id\trating\ttimestamp"]
@@ -168,6 +169,7 @@ def test_learned_users_on_shards_equal_one_collection(home, tmp_path):
     sharded.close()
 
 
+@pytest.mark.slow  # about 40 s: fits interactions on shards twice
 def test_sharded_fit_interactions_and_create_are_atomic(home, tmp_path, monkeypatch):
     """Sharded collections are built in a hidden work folder too: a failure while storing the users
     (or while creating the shards) leaves nothing under the name, and a rerun builds it whole."""

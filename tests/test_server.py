@@ -77,8 +77,29 @@ def test_background_add_reports_progress(client):
         if status["state"] != "running":
             break
         time.sleep(0.05)
-    assert status == {"id": job, "state": "done", "done": 40, "total": 40, "error": None}
+    assert status == {
+        "id": job,
+        "state": "done",
+        "done": 40,
+        "total": 40,
+        "passages": 40,
+        "passages_total": 40,
+        "error": None,
+    }
     assert client.get("/api/collections/topics").json()["count"] == 60
+    # A long text: the job counts its passages beside the items.
+    from .test_passages import report
+
+    long = client.post(
+        "/api/collections/topics/items", json={"items": [{"id": "long", "text": report()}], "background": True}
+    )
+    for _ in range(400):
+        status = client.get(f"/api/jobs/{long.json()['job']}").json()
+        if status["state"] != "running":
+            break
+        time.sleep(0.05)
+    assert status["state"] == "done" and status["done"] == status["total"] == 1
+    assert status["passages"] == status["passages_total"] > 1
     assert client.get("/api/jobs/nope").status_code == 404
 
 

@@ -18,13 +18,17 @@ class Jobs:
         self._lock = threading.Lock()
 
     def start(self, work: Callable[[Callable[[int, int], None]], int], total: int) -> str:
-        """Run ``work(progress)`` in a thread; returns the job id. ``progress(done, total)`` updates the job."""
+        """Run ``work(progress)`` in a thread; returns the job id. ``progress(done, total)`` (passages
+        encoded, of how many) updates the job's ``done`` (of ``total`` items), ``passages`` and
+        ``passages_total``."""
         job_id = uuid.uuid4().hex
         self._jobs[job_id] = {"id": job_id, "state": "running", "done": 0, "total": total, "error": None}
 
-        def progress(done: int, _total: int) -> None:
+        def progress(done: int, of: int) -> None:
+            # The add counts passages as it encodes them (more than the items for long texts): the job
+            # shows both, items done in proportion.
             with self._lock:
-                self._jobs[job_id]["done"] = done
+                self._jobs[job_id].update(done=total * done // max(of, 1), passages=done, passages_total=of)
 
         def run() -> None:
             try:
