@@ -22,6 +22,7 @@ from latentsearch.analysis.recommend import RecommendMethods
 from latentsearch.backends.base import Backend, PassageSpan, ProgressFn, WriteBatch
 from latentsearch.encoders import Encoder, get_encoder
 from latentsearch.encoders.passages import DEFAULT_MAX_PASSAGES, PassageSettings, settings_for, split_texts
+from latentsearch.encoders.text import check_texts as check_encoder_texts
 from latentsearch.errors import (
     ConflictError,
     EncoderMismatchError,
@@ -279,6 +280,7 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
         """Split texts into passages, encode every passage, and give each text the normalised mean of
         its passages' vectors (one passage: its vector). Returns the item vectors, each item's spans
         and, for items of several passages, their vectors."""
+        check_encoder_texts(texts, encoder=self.encoder_name)  # a missing or empty text, by its own number
         settings = self.passage_settings
         split, cut = split_texts(texts, self.encoder.token_spans, settings, pages)  # type: ignore[attr-defined]
         if cut:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import re
 import sqlite3
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 _WORD_RE = re.compile(r"\w+", re.UNICODE)
 TOKENIZER = "porter unicode61 remove_diacritics 2"  # the FTS5 tokenizer of every collection's text
@@ -37,19 +39,29 @@ def fts_query(text: str) -> str | None:
     return " OR ".join(f'"{w}"' for w in words)
 
 
-def _scratch() -> sqlite3.Connection:
+_SCRATCH = threading.local()
+
+
+@contextmanager
+def _scratch() -> Iterator[sqlite3.Connection]:
     """An in-memory FTS5 table with the collection's tokenizer, for ranking and cutting a few texts
-    that are not rows of any collection (a document's passages)."""
-    conn = sqlite3.connect(":memory:")
-    conn.execute(f"CREATE VIRTUAL TABLE texts USING fts5(text, tokenize='{TOKENIZER}')")
-    return conn
+    that are not rows of any collection (hits' passages). One per thread, its rows rolled back after
+    each use: making it costs more than the snippets themselves."""
+    conn = getattr(_SCRATCH, "conn", None)
+    if conn is None:
+        conn = _SCRATCH.conn = sqlite3.connect(":memory:", isolation_level=None)
+        conn.execute(f"CREATE VIRTUAL TABLE texts USING fts5(text, tokenize='{TOKENIZER}')")
+    conn.execute("BEGIN")
+    try:
+        yield conn
+    finally:
+        conn.execute("ROLLBACK")  # the texts go with the transaction: nothing to delete
 
 
 def best_texts(match: str, groups: Sequence[Sequence[str]]) -> list[int]:
     """For each group of texts (a document's passages), the position of the one BM25 ranks best for
     ``match`` (0 when none matches)."""
-    conn = _scratch()
-    try:
+    with _scratch() as conn:
         rows = [(i << 16 | j, text) for i, group in enumerate(groups) for j, text in enumerate(group)]
         conn.executemany("INSERT INTO texts (rowid, text) VALUES (?, ?)", rows)
         best = [0] * len(groups)
@@ -57,18 +69,13 @@ def best_texts(match: str, groups: Sequence[Sequence[str]]) -> list[int]:
         for (rowid,) in ranked:  # worst first, so each group ends at its best
             best[rowid >> 16] = rowid & 0xFFFF
         return best
-    finally:
-        conn.close()
 
 
 def snippets_of(match: str, texts: Sequence[str]) -> list[str | None]:
     """FTS5 snippets of texts around the terms of ``match`` (None for a text without a match), cut as
     a collection's snippets are."""
-    conn = _scratch()
-    try:
+    with _scratch() as conn:
         conn.executemany("INSERT INTO texts (rowid, text) VALUES (?, ?)", list(enumerate(texts)))
         sql = "SELECT rowid, snippet(texts, 0, ?, ?, '…', ?) FROM texts WHERE texts MATCH ?"
         found = dict(conn.execute(sql, (*SNIPPET_MARKS, SNIPPET_TOKENS, match)).fetchall())
         return [found.get(i) for i in range(len(texts))]
-    finally:
-        conn.close()

@@ -695,16 +695,23 @@ class Store:
         The metadata filter is applied in the same query, so it never shrinks the result list;
         passages are fetched until ``k`` distinct items are found (or none are left).
         """
-        sql = (
-            "SELECT passages_fts.rowid, -bm25(passages_fts) AS score FROM passages_fts "
-            "JOIN items ON items.rowid = passages_fts.rowid >> 16 "
-            f"WHERE passages_fts MATCH ? AND ({where_sql}) AND items.rowid != ? "
-            "ORDER BY bm25(passages_fts) LIMIT ?"
-        )
+        if where_sql == "1" and exclude is None:  # FTS5 alone, ranked by its own (faster) bm25 rank
+            sql, args = (
+                "SELECT rowid, -rank FROM passages_fts WHERE passages_fts MATCH ? ORDER BY rank LIMIT ?",
+                [match],
+            )
+        else:
+            sql = (
+                "SELECT passages_fts.rowid, -bm25(passages_fts) AS score FROM passages_fts "
+                "JOIN items ON items.rowid = passages_fts.rowid >> 16 "
+                f"WHERE passages_fts MATCH ? AND ({where_sql}) AND items.rowid != ? "
+                "ORDER BY bm25(passages_fts) LIMIT ?"
+            )
+            args = [match, *params, -1 if exclude is None else exclude]
         fetch = k
         while True:
             with self._read() as conn:
-                rows = conn.execute(sql, [match, *params, -1 if exclude is None else exclude, fetch]).fetchall()
+                rows = conn.execute(sql, [*args, fetch]).fetchall()
             best: dict[int, tuple[int, int, float, int]] = {}
             for rank, (passage, score) in enumerate(rows, 1):
                 rowid = int(passage) >> PASSAGE_BITS
