@@ -397,15 +397,14 @@ def test_web_page_search_and_more_like_this_in_a_browser(live_server):
         box.clear()
         box.send_keys(QUERY)
         driver.find_element(By.ID, "go").click()
-        wait.until(
-            lambda d: d.find_elements(By.CSS_SELECTOR, "#results li.hit")[0].get_attribute("data-id") == "report"
+        # Read the list in one script call: the page re-renders it, so element handles may go stale.
+        first_hit = (
+            "const li = document.querySelector('#results li.hit');"
+            "return li && [li.dataset.id, (li.querySelector('.where') || {}).textContent, li.textContent];"
         )
-        first = driver.find_elements(By.CSS_SELECTOR, "#results li.hit")[0]
-        assert first.find_element(By.CSS_SELECTOR, ".where").text.startswith("passage ")
-        assert (
-            "lava"
-            in first.find_element(By.CSS_SELECTOR, "mark").text + first.find_element(By.CSS_SELECTOR, ".text").text
-        )
+        wait.until(lambda d: (d.execute_script(first_hit) or [None])[0] == "report")
+        hit_id, where, text = driver.execute_script(first_hit)
+        assert where.startswith("passage ") and "lava" in text
     finally:
         driver.quit()
 
