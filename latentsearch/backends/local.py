@@ -370,10 +370,12 @@ class LocalBackend:
         skip = set(self.store.rowids_of(list(exclude)).values()) if exclude else set()
         if allowed is not None and skip:
             allowed = allowed[~np.isin(allowed >> PASSAGE_BITS, list(skip))]
-        available = self._counts()[1] if allowed is None else len(allowed)
+        items, passages = self._counts()
+        per_item = passages / items if items else 1.0
+        available = passages if allowed is None else len(allowed)
         # Excluded items' passages may take places in an unfiltered ranking: fetch that many more.
-        wanted = k + (len(skip) * math.ceil(self._passages_per_item()) if allowed is None else 0)
-        fetch = min(available, math.ceil(wanted * min(self._passages_per_item(), FETCH_GROWTH)))
+        wanted = k + (len(skip) * math.ceil(per_item) if allowed is None else 0)
+        fetch = min(available, math.ceil(wanted * min(per_item, FETCH_GROWTH)))
         results: list[Ranking] = [[] for _ in range(len(vectors))]
         scores = [np.empty(0, np.float32) for _ in range(len(vectors))]
         pending = list(range(len(vectors)))
