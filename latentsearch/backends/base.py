@@ -19,9 +19,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from latentsearch.records import Hit, Item
+from latentsearch.storage.store import PassageSpan
 
 ProgressFn = Callable[[int, int], None]
-PassageSpan = tuple[int, int, "int | None"]  # characters start:end of an item's text, and its page
 Key = Hashable
 Ranking = list[tuple[Key, float]]
 # A neighbour search among fitted items: (queries, k) -> (Euclidean distances, positions), -1 = none.

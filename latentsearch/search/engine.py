@@ -10,14 +10,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from latentsearch.backends.base import Backend, Ranking
+from latentsearch.backends.base import Ranking
 from latentsearch.errors import InvalidInputError
 from latentsearch.limits import MAX_K, check_int, check_tuning
-from latentsearch.records import Hit, Passage
+from latentsearch.records import Hit
 from latentsearch.search.fusion import explain_hits, fuse
 from latentsearch.search.request import SearchRequest, is_image, is_text_batch
 from latentsearch.storage.filters import Filter, compile_filter
-from latentsearch.storage.fulltext import best_texts, fts_query, snippets_of
+from latentsearch.storage.fulltext import fts_query, snippets_of
 
 if TYPE_CHECKING:
     from latentsearch.collection import Collection
@@ -49,28 +49,15 @@ def search(collection: Collection, request: SearchRequest) -> list[Hit]:
         ranked = rankings[req.mode][: req.k]
     found = backend.hits([ranked])[0]
     ranked, hits = _present(ranked, found)
-    attach_passages(backend, hits, match)
+    cut_snippets(hits, match)
     if req.explain:
         explain_hits(hits, ranked, rankings, req.mode)
     return hits
 
 
-def attach_passages(backend: Backend, hits: list[Hit], match: str | None) -> None:
-    """Give every text hit its passage and, for a query with words, a snippet of that passage.
-
-    A vector ranking has already named each hit's best passage; a hit only lexical search found gets
-    the passage of its document that BM25 ranks best for the query (its first without words).
-    """
-    missing = [hit for hit in hits if hit.passage is None and hit.text is not None]
-    if missing:
-        spans = backend.passages([hit.id for hit in missing])
-        groups = [spans.get(hit.id) or [(0, len(hit.text or ""), None)] for hit in missing]
-        chosen = [0] * len(missing)
-        if match and any(len(group) > 1 for group in groups):
-            texts = [[(hit.text or "")[a:b] for a, b, _ in group] for hit, group in zip(missing, groups)]
-            chosen = best_texts(match, texts)
-        for hit, group, index in zip(missing, groups, chosen):
-            hit.passage = Passage.of(hit.text or "", index, group[index])
+def cut_snippets(hits: list[Hit], match: str | None) -> None:
+    """For a query with words, give every hit a snippet of its matched passage (of its text when it
+    has none). Both backends key every ranking at its passage, so a text hit always names one."""
     if match and hits:
         texts = [hit.passage.text if hit.passage is not None else hit.text or "" for hit in hits]
         for hit, snippet in zip(hits, snippets_of(match, texts)):

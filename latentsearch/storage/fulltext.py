@@ -58,19 +58,6 @@ def _scratch() -> Iterator[sqlite3.Connection]:
         conn.execute("ROLLBACK")  # the texts go with the transaction: nothing to delete
 
 
-def best_texts(match: str, groups: Sequence[Sequence[str]]) -> list[int]:
-    """For each group of texts (a document's passages), the position of the one BM25 ranks best for
-    ``match`` (0 when none matches)."""
-    with _scratch() as conn:
-        rows = [(i << 16 | j, text) for i, group in enumerate(groups) for j, text in enumerate(group)]
-        conn.executemany("INSERT INTO texts (rowid, text) VALUES (?, ?)", rows)
-        best = [0] * len(groups)
-        ranked = conn.execute("SELECT rowid FROM texts WHERE texts MATCH ? ORDER BY bm25(texts) DESC", (match,))
-        for (rowid,) in ranked:  # worst first, so each group ends at its best
-            best[rowid >> 16] = rowid & 0xFFFF
-        return best
-
-
 def snippets_of(match: str, texts: Sequence[str]) -> list[str | None]:
     """FTS5 snippets of texts around the terms of ``match`` (None for a text without a match), cut as
     a collection's snippets are."""
