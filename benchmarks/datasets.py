@@ -5,7 +5,7 @@ Sources are files shipped inside Debian packages (``apt-get download`` + ``dpkg-
 folder named by the ``LATENTSEARCH_DATA_CACHE`` environment variable; a fetcher downloads only when the cache lacks
 the files, so repeated calls are cheap and offline.
 
-Usage: ``python -m benchmarks.datasets [reuters shuttle movielens_100k fashion_mnist]`` (default: all).
+Usage: ``python -m benchmarks.datasets [reuters wordnet shuttle movielens_100k fashion_mnist]`` (default: all).
 """
 
 from __future__ import annotations
@@ -163,6 +163,32 @@ def reuters() -> dict:
     return {"docs": docs}
 
 
+def wordnet() -> dict:
+    """WordNet 3.0 synsets from the Debian ``wordnet-base`` package (``usr/share/wordnet/data.{noun,verb,adj,adv}``).
+
+    A data line is ``offset lex_filenum ss_type w_cnt word lex_id ... p_cnt pointers... | gloss``; the gloss is
+    a definition followed by ``; "example"`` sentences. Words keep their underscores (``domestic_dog``) and
+    adjective markers (``(a)``), which are dropped here.
+
+    Returns ``{"synsets": [{"id": "n00406612", "lemmas": [...], "definition": str, "examples": [...]}]}`` in
+    file order (nouns, verbs, adjectives, adverbs).
+    """
+    root = _deb("wordnet-base") / "usr/share/wordnet"
+    synsets = []
+    for part, tag in (("noun", "n"), ("verb", "v"), ("adj", "a"), ("adv", "r")):
+        for line in (root / f"data.{part}").read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("  ") or " | " not in line:  # the licence header; every synset has a gloss
+                continue
+            head, gloss = line.split(" | ", 1)
+            fields = head.split()
+            count = int(fields[3], 16)
+            lemmas = [re.sub(r"\(\w+\)$", "", w).replace("_", " ") for w in fields[4 : 4 + 2 * count : 2]]
+            definition, *examples = (piece.strip() for piece in gloss.strip().split(";"))
+            examples = [e.strip('"').strip() for e in examples if e.startswith('"') and len(e) > 2]
+            synsets.append({"id": f"{tag}{fields[0]}", "lemmas": lemmas, "definition": definition, "examples": examples})
+    return {"synsets": synsets}
+
+
 def shuttle() -> tuple[np.ndarray, np.ndarray]:
     """Statlog Shuttle anomaly data from the ``river`` wheel (``river/datasets/shuttle.csv.gz``).
 
@@ -243,6 +269,9 @@ def _summary(name: str) -> str:
             f"reuters: {len(docs)} docs ({n['train']} train, {n['test']} test), "
             f"corn+ {sum(d['corn'] for d in docs)}, grain+ {sum(d['grain'] for d in docs)}"
         )
+    if name == "wordnet":
+        synsets = wordnet()["synsets"]
+        return f"wordnet: {len(synsets)} synsets, {sum(bool(s['examples']) for s in synsets)} with example sentences"
     if name == "shuttle":
         X, y = shuttle()
         return f"shuttle: X {X.shape} {X.dtype}, {int(y.sum())} anomalies"
@@ -259,10 +288,10 @@ def _summary(name: str) -> str:
             f"fashion_mnist: train {fm['train_images'].shape}, test {fm['test_images'].shape}, "
             f"{len(np.unique(fm['train_labels']))} classes"
         )
-    raise SystemExit(f"unknown data set {name!r}; choose from reuters shuttle movielens_100k fashion_mnist")
+    raise SystemExit(f"unknown data set {name!r}; choose from reuters wordnet shuttle movielens_100k fashion_mnist")
 
 
 if __name__ == "__main__":
-    for arg in sys.argv[1:] or ["reuters", "shuttle", "movielens_100k", "fashion_mnist"]:
+    for arg in sys.argv[1:] or ["reuters", "wordnet", "shuttle", "movielens_100k", "fashion_mnist"]:
         t0 = time.perf_counter()
         print(f"{_summary(arg)}  [{time.perf_counter() - t0:.1f}s]", flush=True)

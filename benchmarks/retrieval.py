@@ -227,6 +227,37 @@ def datasets(rebuild: bool):
     present = {item["id"] for item in corpus}
     queries = [(q, set(ids) & present) for q, ids in PYDOCS_QUERIES.items() if set(ids) & present]
     yield "Python docs", cached_collection(home, "pydocs", corpus, rebuild), queries
+    items, queries = wordnet_set()
+    yield "WordNet definitions", cached_collection(home, "wordnet", items, rebuild), queries
+
+
+WORDNET_SEED = 18
+WORDNET_SYNSETS = 10_000  # the collection: this many synsets' definitions
+WORDNET_QUERIES = {"lemmas": 100, "example": 100}  # queries of each kind, from synsets in the collection
+
+
+def wordnet_set() -> tuple[list[dict], list[tuple[str, set[str]]]]:
+    """The WordNet set, made deterministically (seed ``WORDNET_SEED``) from Debian's ``wordnet-base``:
+    ``WORDNET_SYNSETS`` synsets drawn at random from those whose definition has 4 words or more, each an
+    item whose text is its definition (without the example sentences) and whose metadata is its part of
+    speech. Queries are short and answered by exactly one item: a synset's lemmas joined by commas
+    ("dress uniform"), or one of its example sentences ("socks worn wrong side out"). Neither is a span
+    of the definition, and the lemmas are often words the definition never uses, so this set has a
+    character of its own: short dictionary text, where meaning matters more than shared words."""
+    from benchmarks.datasets import wordnet
+
+    rng = np.random.default_rng(WORDNET_SEED)
+    pool = [s for s in wordnet()["synsets"] if len(s["definition"].split()) >= 4]
+    chosen = [pool[i] for i in sorted(rng.choice(len(pool), WORDNET_SYNSETS, replace=False))]
+    items = [{"id": s["id"], "text": s["definition"], "metadata": {"pos": s["id"][0]}} for s in chosen]
+    with_examples = [s for s in chosen if s["examples"]]
+    by_example = [with_examples[i] for i in rng.choice(len(with_examples), WORDNET_QUERIES["example"], replace=False)]
+    taken = {s["id"] for s in by_example}
+    rest = [s for s in chosen if s["id"] not in taken]
+    by_lemmas = [rest[i] for i in rng.choice(len(rest), WORDNET_QUERIES["lemmas"], replace=False)]
+    queries = [(", ".join(s["lemmas"]), {s["id"]}) for s in by_lemmas]
+    queries += [(s["examples"][int(rng.integers(len(s["examples"])))], {s["id"]}) for s in by_example]
+    return items, queries
 
 
 def headline_and_body(text: str) -> tuple[str, str]:

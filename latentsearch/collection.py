@@ -33,7 +33,9 @@ from latentsearch.errors import (
 from latentsearch.limits import check_text
 from latentsearch.records import Hit, Item, Passage
 from latentsearch.search.engine import search, search_batch
+from latentsearch.search.fusion import DEFAULT_FUSION, Fusion
 from latentsearch.search.request import SearchRequest, is_image
+from latentsearch.search.tuning import DEFAULT_SAMPLE, LabelledQuery, TuningReport, tune
 from latentsearch.storage.filters import Filter, compile_filter, field_expression
 from latentsearch.validation import (
     check_ids,
@@ -499,9 +501,9 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
         k: int = 10,
         where: Filter | str | None = None,
         like: str | None = None,
-        mode: str = "vector",
-        fusion: str = "rrf",
-        alpha: float = 0.5,
+        mode: str = "auto",
+        fusion: str | None = None,
+        alpha: float | None = None,
         rrf_k: int = 60,
         explain: bool = False,
         ef_search: int | None = None,
@@ -510,11 +512,15 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
         """Top-``k`` items for a text, an image, a vector, or an item (``like=ID``, itself excluded);
         or run a :class:`~latentsearch.search.request.SearchRequest` given as ``query``.
 
-        ``mode``: ``vector`` (k-NN on the encoder's vectors), ``lexical`` (BM25 over the text, SQLite
-        FTS5) or ``hybrid`` (both, fused by reciprocal rank fusion with ``rrf_k``, or by
-        ``fusion="weighted"`` with ``alpha`` the vector weight). ``where`` is a metadata filter (dict
+        ``mode``: ``auto`` (the default: hybrid for a text query, vector for an image, a vector or
+        ``like``), ``vector`` (k-NN on the encoder's vectors), ``lexical`` (BM25 over the text, SQLite
+        FTS5) or ``hybrid`` (both, fused). Fused searches use the collection's fusion
+        (:attr:`search_fusion`: what :meth:`tune_search` chose, else the default); ``fusion``
+        (``convex`` or ``rrf``), ``alpha`` (the vector weight) and ``rrf_k`` override it. Fused scores
+        are on a 0–1 scale (see :mod:`latentsearch.search.fusion`). ``where`` is a metadata filter (dict
         or expression string) applied before ranking, so a selective filter still returns ``k``
-        results when ``k`` items match. ``explain`` fills each hit's ``details`` with every mode's rank and score.
+        results when ``k`` items match. ``explain`` fills each hit's ``details`` with every mode's
+        rank, score and contribution to the fused score.
         ``ef_search`` (HNSW) and ``nprobe`` (IVF) trade speed for recall per query.
         """
         if isinstance(query, SearchRequest):
@@ -535,6 +541,41 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
             nprobe=nprobe,
         )
         return search(self, request)
+
+    @property
+    def search_fusion(self) -> Fusion:
+        """The fusion that ``auto`` and ``hybrid`` searches use: the one :meth:`tune_search` stored in
+        the manifest, else :data:`~latentsearch.search.fusion.DEFAULT_FUSION`."""
+        tuned = (self.manifest.get("search") or {}).get("fusion")
+        return Fusion.from_dict(tuned) if tuned else DEFAULT_FUSION
+
+    def tune_search(
+        self,
+        queries: str | Path | Sequence[LabelledQuery] | None = None,
+        *,
+        sample: int = DEFAULT_SAMPLE,
+        seed: int = 0,
+        progress: ProgressFn | None = None,
+    ) -> TuningReport:
+        """Learn how to fuse vector and lexical search for this collection, measure it, and store the
+        fusion in the manifest (the stored items are never changed).
+
+        Measures vector, lexical and every candidate fusion on up to ``sample`` pseudo-queries made
+        from the collection's own texts (a sentence or a span of an item, cut out of it, as the query,
+        and the item as its answer) and on ``queries`` when given: labelled queries, a JSONL file of
+        ``{"query": ..., "relevant": [ids]}`` lines or a list of :class:`LabelledQuery`. Raises
+        :class:`~latentsearch.errors.InvalidInputError` when the texts are too few or too short to
+        tune (the default stays); see :mod:`latentsearch.search.tuning`."""
+        report = tune(self, queries, sample=sample, seed=seed, progress=progress)
+        self.backend.write_manifest({"search": {"fusion": report.chosen.to_dict(), "tuning": report.summary()}})
+        return report
+
+    def reset_search_tuning(self) -> bool:
+        """Forget the tuned fusion: searches use the default again. Returns whether there was one."""
+        had = bool(self.manifest.get("search"))
+        if had:
+            self.backend.write_manifest({"search": None})
+        return had
 
     def search_batch(
         self,

@@ -164,6 +164,14 @@ class Backend(Protocol):
         """Number of passages (the vectors searched): at least one per item."""
         ...
 
+    def passage_vectors(self, ids: list[str]) -> dict[str, np.ndarray]:
+        """Each item's passage vectors, ``(passages, dim)`` in passage order (unknown items left out)."""
+        ...
+
+    def write_manifest(self, values: dict[str, Any]) -> None:
+        """Set manifest entries (``None`` removes one), durably, and in :attr:`manifest` too."""
+        ...
+
     # housekeeping
     def prepare_search(self) -> None: ...
 

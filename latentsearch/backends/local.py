@@ -268,6 +268,26 @@ class LocalBackend:
     def passage_count(self) -> int:
         return self.store.vector_count()
 
+    def passage_vectors(self, ids: list[str]) -> dict[str, np.ndarray]:
+        found = self.store.rowids_of(ids)
+        listed = self.store.passages_of(list(found.values()))
+        passage_ids = [row[0] for rowid in found.values() for row in listed.get(rowid, [])]
+        matrix = self.store.passage_vectors(passage_ids, self.dim)
+        out, at = {}, 0
+        for item_id, rowid in found.items():
+            n = len(listed.get(rowid, []))
+            if n:
+                out[item_id], at = matrix[at : at + n], at + n
+        return out
+
+    def write_manifest(self, values: dict[str, Any]) -> None:
+        self.store.write_manifest(values)
+        for key, value in values.items():
+            if value is None:
+                self.manifest.pop(key, None)
+            else:
+                self.manifest[key] = value
+
     def _counts(self) -> tuple[int, int]:
         """``(items, passages)``, counted again only after a change (searches read them each time)."""
         seq = self.store.seq

@@ -34,6 +34,7 @@ from latentsearch.backends import SHARDED_FILE
 from latentsearch.backends.base import PassageSpan, ProgressFn, Ranking, VectorTable, WriteBatch
 from latentsearch.backends.local import LocalBackend, lexical_ranking, read_hits
 from latentsearch.errors import ClusterUnavailableError, InvalidInputError, LatentSearchError
+from latentsearch.fileio import fsync_replace
 from latentsearch.limits import MAX_EF_SEARCH, MAX_SHARDS, check_int
 from latentsearch.records import Hit, Item
 from latentsearch.storage.store import Store
@@ -263,6 +264,8 @@ class ShardedBackend:
             k: self.config.get(k)
             for k in ("encoder", "weights_hash", "dim", "metric", "index", "modality", "created_at")
         }
+        if self.config.get("search"):  # a tuned fusion (see write_manifest)
+            self.manifest["search"] = self.config["search"]
         self.ray = connect_ray(address)
         shard_cls, _ = _actor_classes(self.ray)
         self.shard_names = [shard_name(i) for i in range(self.config["shards"])]
@@ -421,6 +424,22 @@ class ShardedBackend:
 
     def passage_count(self) -> int:
         return int(sum(self._all("passage_count")))
+
+    def passage_vectors(self, ids: list[str]) -> dict[str, np.ndarray]:
+        return {k: v for part in self._routed("passage_vectors", ids) for k, v in part.items()}
+
+    def write_manifest(self, values: dict[str, Any]) -> None:
+        """Kept in ``sharded.json``, written whole to a temporary file and renamed over it."""
+        config = {k: v for k, v in {**self.config, **values}.items() if v is not None}
+        tmp = self.path / (SHARDED_FILE + ".tmp")
+        tmp.write_text(json.dumps(config, indent=2))
+        fsync_replace(tmp, self.path / SHARDED_FILE)
+        self.config = config
+        for key, value in values.items():
+            if value is None:
+                self.manifest.pop(key, None)
+            else:
+                self.manifest[key] = value
 
     def user(self, user: str) -> tuple[np.ndarray | None, list[Any]]:
         return self.lexical_store.get_user(user)

@@ -18,6 +18,7 @@ from latentsearch.cli.app import (
     model_loading,
     open_collection,
     print_json,
+    progress_bar,
     snippet,
     split_ids,
 )
@@ -39,19 +40,27 @@ def search(
     mode: Annotated[
         str,
         typer.Option(
-            help="vector (meaning), lexical (BM25 on words) or hybrid (both, fused; best for codes and names)."
+            help="auto (hybrid for a text, with the fusion `tune` chose; vector for the rest), vector (meaning), "
+            "lexical (BM25 on words) or hybrid (both, fused)."
         ),
-    ] = "vector",
-    fusion: Annotated[str, typer.Option(help="Hybrid fusion: rrf (reciprocal rank) or weighted (scores).")] = "rrf",
-    alpha: Annotated[float, typer.Option(help="Weighted fusion: weight of the vector score (0..1).")] = 0.5,
+    ] = "auto",
+    fusion: Annotated[
+        str | None, typer.Option(help="Fusion: convex (weighted scores) or rrf (reciprocal rank); default: tuned.")
+    ] = None,
+    alpha: Annotated[
+        float | None, typer.Option(help="Fusion: weight of the vector side (0..1); default: tuned.")
+    ] = None,
     rrf_k: Annotated[int, typer.Option(help="RRF constant: larger flattens the rank weights.")] = 60,
-    explain: Annotated[bool, typer.Option("--explain", help="Show each mode's rank and score.")] = False,
+    explain: Annotated[
+        bool, typer.Option("--explain", help="Show each mode's rank, score and share of the fused score.")
+    ] = False,
     ef_search: Annotated[int | None, typer.Option(help="HNSW: candidates explored (recall vs speed).")] = None,
     nprobe: Annotated[int | None, typer.Option(help="IVF: lists probed (recall vs speed).")] = None,
     home: HomeOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Search by text (vector, lexical or hybrid), by an image (--image), a vector (--vector) or an item (--like)."""
+    """Search by text (auto, vector, lexical or hybrid), by an image (--image), a vector (--vector) or an item
+    (--like). Scores: cosine similarity (vector), BM25 (lexical), 0-1 (auto and hybrid: see `tune --help`)."""
     from latentsearch import SearchRequest
     from latentsearch.io.inputs import load_vectors
 
@@ -121,8 +130,58 @@ def recommend(
     print_hits(hits, as_json)
 
 
+@command()
+def tune(
+    name: str,
+    queries: Annotated[
+        Path | None,
+        typer.Option(help='Labelled queries, JSONL: {"query": "text", "relevant": ["id", ...]} a line.'),
+    ] = None,
+    sample: Annotated[int, typer.Option(help="Pseudo-queries made from the collection's texts (0: none).")] = 200,
+    seed: Annotated[int, typer.Option(help="Seed of the pseudo-query sample.")] = 0,
+    reset: Annotated[bool, typer.Option("--reset", help="Forget the tuned fusion: back to the default.")] = False,
+    home: HomeOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Learn how `auto` and `hybrid` search fuse meaning (vector) and words (lexical) for this collection.
+
+    Makes pseudo-queries from the collection's own texts (a sentence of an item, cut out of it, as the
+    query; the item as its answer), and uses your labelled --queries when given; measures vector,
+    lexical and every fusion (convex at vector weights 0 to 1, RRF) by nDCG@10, and stores the best in
+    the collection's manifest. The stored items never change. Fused scores are on a 0-1 scale: the
+    weighted sum of each mode's score as a share of its best candidate's (1: best in both modes).
+    """
+    from latentsearch.search.fusion import DEFAULT_FUSION
+
+    with open_collection(name, home) as col:
+        if reset:
+            had = col.reset_search_tuning()
+            what = "forgot the tuned fusion" if had else "nothing was tuned"
+            console.print(f"{name}: {what}; searches use the default ({DEFAULT_FUSION.describe()})")
+            return
+        with progress_bar(f"tuning {name}", unit="queries") as update:
+            report = col.tune_search(queries, sample=sample, seed=seed, progress=update)
+    if as_json:
+        print_json(report.to_dict())
+        return
+    table = Table("queries", "search", "nDCG@10", "MRR@10", "recall@100")
+    labels = {"vector": "vector", "lexical": "lexical", "rrf": "RRF (k=60, 0.5)", "default": "default fusion"}
+    labels["tuned"] = f"chosen: {report.chosen.describe()}"
+    for query_set, results in report.measured.items():
+        for key, values in results.items():
+            count = f"{query_set} ({report.queries[query_set]})"
+            table.add_row(count, labels[key], *(f"{values[m]:.3f}" for m in ("ndcg@10", "mrr@10", "recall@100")))
+    console.print(table)
+    console.print(
+        f"{name}: stored {report.chosen.describe()} (default: {report.default.describe()}); "
+        f"{report.corpus['items']:,} items, {report.corpus['passages']:,} passages measured in "
+        f"{report.seconds:.1f}s. Undo with: latentsearch tune {name} --reset"
+    )
+
+
 def print_hits(hits: list[Any], as_json: bool, *, explain: bool = False) -> None:
-    """Hits as JSON, or as a table (with each mode's rank when ``explain``)."""
+    """Hits as JSON, or as a table (with each mode's rank, score and share of a fused score when
+    ``explain``). Scores print with 4 decimals, every one the same."""
     if as_json:
         print_json([hit.to_dict() for hit in hits])
         return
@@ -131,14 +190,14 @@ def print_hits(hits: list[Any], as_json: bool, *, explain: bool = False) -> None
         return
     columns = ["#", "score", "id", "text / uri", "metadata"]
     if explain:
-        columns[2:2] = ["vector rank (score)", "lexical rank (score)", "passage rank (score)"]
+        columns.insert(2, "mode: rank (score) + share")
     table = Table(*columns)
     for rank, hit in enumerate(hits, 1):
         metadata = escape(json.dumps(hit.metadata, ensure_ascii=False))
-        row = [str(rank), f"{hit.score:.4g}", hit.id, _highlight(hit) + _where(hit), metadata]
+        row = [str(rank), f"{hit.score:.4f}", hit.id, _highlight(hit) + _where(hit), metadata]
         if explain:
             details = hit.details or {}
-            row[2:2] = [_rank_cell(details, "vector"), _rank_cell(details, "lexical"), _rank_cell(details, "passage")]
+            row.insert(2, "\n".join(_rank_cell(details, mode) for mode in ("vector", "lexical", "passage")))
         table.add_row(*row)
     console.print(table)
 
@@ -162,5 +221,7 @@ def _where(hit: Any) -> str:
 
 
 def _rank_cell(details: dict[str, Any], mode: str) -> str:
-    rank = details.get(f"{mode}_rank")
-    return "-" if rank is None else f"{rank} ({details[f'{mode}_score']:.3g})"
+    """``mode: rank (score)``, and ``+ share`` of the fused score when the search was fused."""
+    rank, share = details.get(f"{mode}_rank"), details.get(f"{mode}_contribution")
+    cell = f"{mode}: -" if rank is None else f"{mode}: {rank} ({details[f'{mode}_score']:.4f})"
+    return cell if share is None else f"{cell} + {share:.4f}"

@@ -14,8 +14,8 @@ from latentsearch.backends.base import Ranking
 from latentsearch.errors import InvalidInputError
 from latentsearch.limits import MAX_K, check_int, check_tuning
 from latentsearch.records import Hit
-from latentsearch.search.fusion import explain_hits, fuse
-from latentsearch.search.request import SearchRequest, is_image, is_text_batch
+from latentsearch.search.fusion import explain_hits, fuse, score_floors
+from latentsearch.search.request import HYBRID_DEPTH, SearchRequest, is_image, is_text_batch
 from latentsearch.storage.filters import Filter, compile_filter
 from latentsearch.storage.fulltext import fts_query, snippets_of
 
@@ -31,28 +31,43 @@ def search(collection: Collection, request: SearchRequest) -> list[Hit]:
     if req.like is not None:
         item = collection.get([req.like], with_vectors=True)[0]  # one read: its text and vector
         text, exclude = item.text, [req.like]
-    if req.needs_encoder:
+    match = fts_query(text) if text else None
+    mode = resolved_mode(collection, req, match)
+    if req.query is not None and mode != "lexical":
         collection.check_encoder()  # fail on a missing/mismatched encoder before any work
+    fusion = req.fusion_for(collection.search_fusion) if mode == "hybrid" else None
+    depth = max(req.k, HYBRID_DEPTH) if fusion is not None else req.k
     rankings: dict[str, Ranking] = {}
-    if req.mode in ("vector", "hybrid"):
+    if mode in ("vector", "hybrid"):
         backend.prepare_search()  # the index opens while a model loading in the background finishes
         vectors = item.vector[None, :] if req.like is not None else query_vector(collection, req.query, req.vector)
-        rankings["vector"] = backend.knn(vectors, req.depth, req.where, exclude, req.ef_search, req.nprobe)[0]
-    match = fts_query(text) if text else None
-    if req.mode in ("lexical", "hybrid"):
-        if text is not None and match is None and req.mode == "lexical":
+        rankings["vector"] = backend.knn(vectors, depth, req.where, exclude, req.ef_search, req.nprobe)[0]
+    if mode in ("lexical", "hybrid"):
+        if text is not None and match is None and mode == "lexical":
             raise InvalidInputError(f"lexical search needs words to match; the query {text!r} has none")
-        rankings["lexical"] = backend.lexical(match, req.depth, req.where, req.like) if match else []
-    if req.mode == "hybrid":
-        ranked = fuse(rankings, fusion=req.fusion, alpha=req.alpha, rrf_k=req.rrf_k)[: req.k]
-    else:
-        ranked = rankings[req.mode][: req.k]
+        rankings["lexical"] = backend.lexical(match, depth, req.where, req.like) if match else []
+    floors = score_floors(collection.metric)
+    ranked = fuse(rankings, fusion, floors)[: req.k] if fusion is not None else rankings[mode][: req.k]
     found = backend.hits([ranked])[0]
     ranked, hits = _present(ranked, found)
     cut_snippets(hits, match)
     if req.explain:
-        explain_hits(hits, ranked, rankings, req.mode)
+        explain_hits(hits, ranked, rankings, mode, fusion, floors)
     return hits
+
+
+def resolved_mode(collection: Collection, req: SearchRequest, match: str | None) -> str:
+    """The mode a request runs in. ``auto`` is hybrid for a text query with words on a text collection,
+    lexical for a text query on a collection of precomputed vectors (its texts are all a text can
+    meet), and vector for everything else: an image, a vector, ``like`` (more of an item is a question
+    of meaning), a query of no words, or an image collection."""
+    if req.mode != "auto":
+        return req.mode
+    if req.text is None or req.like is not None:
+        return "vector"
+    if collection.modality == "vector":
+        return "lexical"
+    return "hybrid" if collection.modality == "text" and match is not None else "vector"
 
 
 def cut_snippets(hits: list[Hit], match: str | None) -> None:

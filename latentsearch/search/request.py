@@ -11,10 +11,11 @@ from typing import Any
 
 from latentsearch.errors import InvalidInputError
 from latentsearch.limits import MAX_EF_SEARCH, MAX_K, MAX_NPROBE, MAX_RRF_K, check_int, check_text, check_tuning
+from latentsearch.search.fusion import ALIASES, METHODS, Fusion
 from latentsearch.storage.filters import Filter, compile_filter
 
-MODES = ("vector", "lexical", "hybrid")
-FUSIONS = ("rrf", "weighted")
+MODES = ("auto", "vector", "lexical", "hybrid")
+FUSIONS = METHODS + tuple(ALIASES)
 
 
 def _option(default: Any, description: str, **bounds: Any) -> Any:
@@ -36,11 +37,20 @@ class SearchRequest:
     like: str | None = _option(None, "An item id: items like it (the item itself is left out).")
     k: int = _option(10, f"Number of results, 1 to {MAX_K:,}.", ge=1, le=MAX_K)
     where: Filter | str | None = _option(None, "A metadata filter: a dict, or an expression such as \"lang = 'en'\".")
-    mode: str = _option("vector", "vector (k-NN), lexical (BM25 full text) or hybrid (both, fused).")
-    fusion: str = _option("rrf", "How hybrid search fuses its rankings: rrf (reciprocal rank) or weighted.")
-    alpha: float = _option(0.5, "The vector weight in weighted fusion, 0 to 1.", ge=0.0, le=1.0)
+    mode: str = _option(
+        "auto",
+        "auto (hybrid for a text query, with the collection's tuned fusion; vector for anything else), "
+        "vector (k-NN), lexical (BM25 full text) or hybrid (both, fused).",
+    )
+    fusion: str | None = _option(
+        None, "How hybrid search fuses its rankings: convex (weighted scores) or rrf (reciprocal rank); "
+        "default: the collection's tuned fusion."
+    )
+    alpha: float | None = _option(
+        None, "The vector side's weight in fusion, 0 to 1; default: the collection's tuned weight.", ge=0.0, le=1.0
+    )
     rrf_k: int = _option(60, "The rank offset of reciprocal rank fusion.", ge=0, le=MAX_RRF_K)
-    explain: bool = _option(False, "Fill each hit's details with every mode's rank and score.")
+    explain: bool = _option(False, "Fill each hit's details with every mode's rank, score and contribution.")
     ef_search: int | None = _option(None, "HNSW search breadth (more: better recall, slower).", ge=1, le=MAX_EF_SEARCH)
     nprobe: int | None = _option(None, "IVF lists visited (more: better recall, slower).", ge=1, le=MAX_NPROBE)
 
@@ -55,10 +65,14 @@ class SearchRequest:
         meaning (vector or hybrid mode), or an image query; lexical search, vectors and ``like`` need none."""
         return self.query is not None and (self.mode != "lexical" or is_image(self.query))
 
-    @property
-    def depth(self) -> int:
-        """How many candidates each mode ranks: k, or more for hybrid so fusion has overlap to work with."""
-        return self.k if self.mode != "hybrid" else max(self.k, HYBRID_DEPTH)
+    def fusion_for(self, tuned: Fusion) -> Fusion:
+        """The fusion this request runs: ``tuned`` (the collection's), with the request's own ``fusion``
+        and ``alpha`` in its place where they are given."""
+        if self.fusion is None and self.alpha is None and self.rrf_k == tuned.rrf_k:
+            return tuned
+        method = tuned.method if self.fusion is None else self.fusion
+        weight = tuned.weight if self.alpha is None else self.alpha
+        return Fusion(method, weight, self.rrf_k)
 
     def validated(self) -> SearchRequest:
         """This request checked and normalised (see the class docstring)."""
@@ -75,7 +89,7 @@ class SearchRequest:
         if self.mode != "vector" and self.text is None and self.like is None:
             what = "an image" if is_image(self.query) else "a vector query"
             raise InvalidInputError(f"{self.mode} search needs a text query (or like=ID); {what} searches by vector")
-        check_fusion(self.fusion, self.alpha, self.rrf_k)
+        self.fusion_for(Fusion())  # a bad fusion, weight or rrf_k is refused here
         compile_filter(self.where)  # a malformed filter is refused before any work
         if not isinstance(self.explain, bool):
             raise InvalidInputError(f"explain is true or false, got {self.explain!r}")
@@ -84,15 +98,6 @@ class SearchRequest:
 
 
 HYBRID_DEPTH = 100  # candidates taken from each mode before fusing
-
-
-def check_fusion(fusion: str, alpha: float, rrf_k: int) -> None:
-    """Validate hybrid fusion options."""
-    if fusion not in FUSIONS:
-        raise InvalidInputError(f"unknown fusion {fusion!r}: use one of {', '.join(FUSIONS)}")
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= alpha <= 1.0:
-        raise InvalidInputError(f"alpha is the vector weight in weighted fusion, between 0 and 1; got {alpha!r}")
-    check_int("rrf_k", rrf_k, 0, MAX_RRF_K)
 
 
 def check_k(k: int) -> int:

@@ -227,12 +227,13 @@ class Store:
         return {key: json.loads(value) for key, value in rows}
 
     def write_manifest(self, values: dict[str, Any]) -> None:
-        """Set manifest entries in one transaction."""
+        """Set manifest entries in one transaction (``None`` removes an entry)."""
         with self.write() as (conn, _):
             conn.executemany(
                 "INSERT OR REPLACE INTO manifest VALUES (?, ?)",
-                [(key, json.dumps(value)) for key, value in values.items()],
+                [(key, json.dumps(value)) for key, value in values.items() if value is not None],
             )
+            conn.executemany("DELETE FROM manifest WHERE key = ?", [(k,) for k, v in values.items() if v is None])
 
     @property
     def seq(self) -> int:
