@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 import latentsearch as ls
 from latentsearch.cli import app
-from latentsearch.search.engine import fuse
+from latentsearch.search.fusion import Fusion, fuse
 from latentsearch.storage.fulltext import fts_query
 
 from .conftest import topic_items
@@ -50,9 +50,15 @@ def test_paraphrase_is_found_by_vector_and_hybrid_not_lexical(corpus):
     assert ids(corpus.search(query, k=3, mode="hybrid"))[0] == "paraphrase"
 
 
-def test_default_mode_is_vector_and_lexical_needs_text(corpus, topic_vectors):
-    assert corpus.search("E-4711X", k=1, explain=True)[0].details["mode"] == "vector"
+def test_default_mode_auto_fuses_texts_and_searches_the_rest_by_vector(corpus, topic_vectors):
+    # A text with words: hybrid, with the collection's (default) fusion; the rare code is found.
+    top = corpus.search("E-4711X", k=1, explain=True)[0]
+    assert top.id == "err-code" and top.details["mode"] == "hybrid"
+    assert top.details["fusion"] == corpus.search_fusion.to_dict()
+    # A vector, an item (more like it is a question of meaning) and a query of no words: vector.
     assert corpus.search(topic_vectors[0], k=1, explain=True)[0].details["mode"] == "vector"
+    assert corpus.search(like="finance-4", k=1, explain=True)[0].details["mode"] == "vector"
+    assert corpus.search("?!", k=1, explain=True)[0].details["mode"] == "vector"
     with pytest.raises(ls.InvalidInputError, match="needs a text query"):
         corpus.search(topic_vectors[0], mode="lexical")
 
@@ -66,13 +72,29 @@ def test_filters_apply_to_every_mode(corpus):
 
 
 def test_explain_shows_both_ranks_and_the_fused_score(corpus):
-    hits = corpus.search("bond prices and interest rates", k=3, mode="hybrid", explain=True)
+    hits = corpus.search("bond prices and interest rates", k=3, mode="hybrid", fusion="rrf", alpha=0.5, explain=True)
     top = hits[0]
     assert top.id == "finance-4"
     assert top.details["vector_rank"] >= 1 and top.details["lexical_rank"] >= 1
-    expected = 1 / (60 + top.details["vector_rank"]) + 1 / (60 + top.details["lexical_rank"])
+    # RRF on its 0-1 scale: divided by the most an item can score, 1 / (60 + 1).
+    expected = (0.5 / (60 + top.details["vector_rank"]) + 0.5 / (60 + top.details["lexical_rank"])) * 61
     assert top.details["fused_score"] == pytest.approx(expected) == pytest.approx(top.score)
     assert top.details["lexical_score"] > 0 and -1 <= top.details["vector_score"] <= 1
+
+
+def test_convex_scores_are_each_modes_share_over_its_floor(corpus):
+    hits = corpus.search("bond prices and interest rates", k=5, mode="hybrid", explain=True)
+    vector_best = corpus.search("bond prices and interest rates", k=1, mode="vector")[0].score
+    lexical_best = corpus.search("bond prices and interest rates", k=1, mode="lexical")[0].score
+    w = corpus.search_fusion.weight
+    for hit in hits:
+        d = hit.details
+        vector = w * (d["vector_score"] + 1) / (vector_best + 1) if d["vector_rank"] else 0.0
+        lexical = (1 - w) * d["lexical_score"] / lexical_best if d["lexical_rank"] else 0.0
+        assert d["vector_contribution"] == pytest.approx(vector)
+        assert d["lexical_contribution"] == pytest.approx(lexical)
+        assert hit.score == pytest.approx(vector + lexical) and 0.0 <= hit.score <= 1.0
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
 
 
 def test_lexical_hits_carry_highlighted_snippets(corpus):
@@ -110,11 +132,15 @@ def test_odd_queries_do_not_break_lexical_search(corpus, query):
 
 def test_weighted_fusion_and_fuse_function(corpus):
     rankings = {"vector": [(1, 0.9), (2, 0.5), (3, 0.1)], "lexical": [(3, 12.0), (1, 2.0)]}
-    assert [r for r, _ in fuse(rankings)] == [1, 3, 2]
-    weighted = dict(fuse(rankings, fusion="weighted", alpha=0.8))
+    assert [r for r, _ in fuse(rankings, Fusion("rrf", 0.5))] == [1, 3, 2]
+    # Without floors, min-max over the candidates: the best 1, the last 0.
+    weighted = dict(fuse(rankings, Fusion("weighted", 0.8)))
     assert weighted[1] == pytest.approx(0.8 * 1.0 + 0.2 * 0.0)
     assert weighted[3] == pytest.approx(0.8 * 0.0 + 0.2 * 1.0)
-    only_lexical = fuse(rankings, fusion="weighted", alpha=0.0)
+    floored = dict(fuse(rankings, Fusion("convex", 0.8), {"vector": -1.0, "lexical": 0.0}))
+    assert floored[3] == pytest.approx(0.8 * 1.1 / 1.9 + 0.2 * 1.0)
+    assert floored[2] == pytest.approx(0.8 * 1.5 / 1.9)  # missed by lexical: it gives 0
+    only_lexical = fuse(rankings, Fusion("convex", 0.0))
     assert only_lexical[0][0] == 3
     hits = corpus.search("E-4711X", k=1, mode="hybrid", fusion="weighted", alpha=0.3)
     assert ids(hits) == ["err-code"]
@@ -141,6 +167,6 @@ def test_cli_mode_and_explain(home, tmp_path):
     table = runner.invoke(
         app, ["search", "c", "parallax distance", "--mode", "hybrid", "--explain", "-k", "2"], env={"COLUMNS": "250"}
     )
-    assert "lexical rank" in table.stdout and "astronomy-3" in table.stdout
+    assert "lexical: 1 (" in table.stdout and "astronomy-3" in table.stdout and "+ 0." in table.stdout
     bad = runner.invoke(app, ["search", "c", "x", "--mode", "fuzzy"])
     assert bad.exit_code == 1 and "unknown search mode" in bad.stderr

@@ -393,7 +393,7 @@ def test_cli_creates_with_passage_options_and_shows_where_a_hit_matched(home, tm
     assert found.exit_code == 0, found.output
     hit = json.loads(runner.invoke(app, ["search", "docs", QUERY, "-k", "1", "--json"]).stdout)[0]["passage"]
     where = f"passage {hit['index'] + 1}: characters {hit['start']:,}–{hit['end']:,}"
-    assert "report" in found.stdout and where in found.stdout and "passage rank" in found.stdout
+    assert "report" in found.stdout and where in found.stdout and "passage: 1 (" in found.stdout
     hits = json.loads(runner.invoke(app, ["search", "docs", QUERY, "-k", "1", "--json"]).stdout)
     assert hits[0]["passage"]["index"] > 0 and VOLCANO in hits[0]["passage"]["text"]
     info = json.loads(runner.invoke(app, ["info", "docs", "--json"]).stdout)

@@ -50,7 +50,7 @@ def test_search_by_vector_matches_search_by_text(topics):
 
 
 def test_results_carry_text_and_metadata(topics):
-    hit = topics.search("knead the dough", k=1)[0]
+    hit = topics.search("knead the dough", k=1, mode="vector")[0]
     assert hit.id == "cooking-1"
     assert hit.text == TOPIC_DOCS["cooking"][1]
     assert hit.metadata == {"topic": "cooking", "lang": "de", "n": 1}
@@ -64,6 +64,8 @@ def test_results_carry_text_and_metadata(topics):
         "rank": 1,
     }
     assert "**Knead**" in hit.snippet and "**dough**" in hit.snippet
+    fused = topics.search("knead the dough", k=1)[0]  # auto: hybrid, scored 0-1; the same passage
+    assert fused.id == "cooking-1" and fused.passage == hit.passage and 0 < fused.score <= 1
 
 
 def test_k_larger_than_collection_returns_everything(topics):

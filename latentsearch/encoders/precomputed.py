@@ -25,5 +25,6 @@ class PrecomputedEncoder:
     def encode(self, inputs: Sequence[Any], *, batch_size: int = 64) -> np.ndarray:
         raise InvalidInputError(
             "this collection stores precomputed vectors and has no encoder for text: pass vectors "
-            "(Python: vectors=..., CLI: a .npy file or --vector-field), and search with a vector or --like ID"
+            "(Python: vectors=..., CLI: a .npy file or --vector-field), and search with a vector or --like ID "
+            "(or by words in its texts: mode lexical)"
         )

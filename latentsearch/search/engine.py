@@ -58,16 +58,13 @@ def search(collection: Collection, request: SearchRequest) -> list[Hit]:
 
 def resolved_mode(collection: Collection, req: SearchRequest, match: str | None) -> str:
     """The mode a request runs in. ``auto`` is hybrid for a text query with words on a text collection,
-    lexical for a text query on a collection of precomputed vectors (its texts are all a text can
-    meet), and vector for everything else: an image, a vector, ``like`` (more of an item is a question
-    of meaning), a query of no words, or an image collection."""
+    and vector for everything else: an image, a vector, ``like`` (more of an item is a question of
+    meaning), a query of no words, an image collection (a joint model finds images by text), and a
+    collection of precomputed vectors (whose refusal of a text names lexical mode)."""
     if req.mode != "auto":
         return req.mode
-    if req.text is None or req.like is not None:
-        return "vector"
-    if collection.modality == "vector":
-        return "lexical"
-    return "hybrid" if collection.modality == "text" and match is not None else "vector"
+    fused = req.text is not None and req.like is None and match is not None and collection.modality == "text"
+    return "hybrid" if fused else "vector"
 
 
 def cut_snippets(hits: list[Hit], match: str | None) -> None:

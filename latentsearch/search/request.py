@@ -86,7 +86,7 @@ class SearchRequest:
             check_text(self.text, "the query")
         if self.like is not None and not (isinstance(self.like, str) and self.like.strip()):
             raise InvalidInputError(f"like is an item id (a non-empty string), got {self.like!r}")
-        if self.mode != "vector" and self.text is None and self.like is None:
+        if self.mode in ("lexical", "hybrid") and self.text is None and self.like is None:
             what = "an image" if is_image(self.query) else "a vector query"
             raise InvalidInputError(f"{self.mode} search needs a text query (or like=ID); {what} searches by vector")
         self.fusion_for(Fusion())  # a bad fusion, weight or rrf_k is refused here
