@@ -1,4 +1,4 @@
-"""Retrieval quality of lexical, vector and hybrid search on two labelled text sets, and on long documents.
+"""Retrieval quality of lexical, vector, hybrid and auto search on four labelled text sets, and on long documents.
 
 1. Reuters-21578 grain and corn subsets shipped in Debian's ``weka`` package (2,158 news articles,
    160 about grain, 69 about corn; see benchmarks/datasets.py). 20 queries below, 10 per topic, from
@@ -7,8 +7,15 @@
    Python). 28 queries below with the API items that answer them: paraphrases ("delete a directory
    tree" -> shutil.rmtree) and identifiers ("zip_longest"), as people search code docs.
 
-Reported per mode: nDCG@10 (binary gains), precision@10, recall@100, and the mean latency of one
-search call.
+3. WordNet definitions (``wordnet_set``): 10,000 synsets' definitions; 200 queries, each a synset's
+   lemmas or one of its example sentences, answered by that synset alone.
+4. The long documents of section ``longdocs`` (below), with their 150 headline queries.
+
+Reported per set and search (issue #18): nDCG@10 (binary gains), its gap to the set's best single mode,
+MRR@10, recall@100 and the mean latency of one search call, for lexical, vector, RRF, the weighted
+fusion of before #18, ``auto`` untuned (the default fusion), ``auto`` tuned on pseudo-queries
+(``tune_search()``), and ``auto`` tuned on half the labelled queries and measured on the other half
+(both ways round); then the mean over the sets and each search's worst gap.
 
 3. Long documents (section ``longdocs``, issue #17): the Reuters articles again, without their
    headlines, concatenated 10 to 20 at a time into 129 documents (median 1,818 words, 2,527 word
@@ -111,9 +118,13 @@ PYDOCS_QUERIES = {
 MODES = {
     "lexical (BM25)": {"mode": "lexical"},
     "vector (MiniLM)": {"mode": "vector"},
-    "hybrid (RRF k=60)": {"mode": "hybrid"},
-    "hybrid (weighted 0.5)": {"mode": "hybrid", "fusion": "weighted", "alpha": 0.5},
+    "hybrid (RRF k=60, 0.5)": {"mode": "hybrid", "fusion": "rrf", "alpha": 0.5},
+    "hybrid (convex min-max 0.5, before #18)": None,  # the old weighted fusion, rebuilt from both rankings
+    "auto, untuned (the default fusion)": {"mode": "auto"},
 }
+TUNED = "auto, tuned on pseudo-queries"
+CROSS = "auto, tuned on labelled queries (2-fold)"
+SINGLE = ("lexical (BM25)", "vector (MiniLM)")
 
 # Long documents (section "longdocs"): how they are made, and what is measured on them.
 LONGDOC_SEED = 17
@@ -184,29 +195,64 @@ def ingest_seconds(home: Path, name: str) -> float | None:
     return json.loads(stamp.read_text())["seconds"] if stamp.exists() else None
 
 
+def scores_of(ranked: list[str], relevant: set[str]) -> dict[str, float]:
+    """nDCG@10, MRR@10 and recall@100 of one ranking."""
+    first = next((1 / (i + 1) for i, doc in enumerate(ranked[:10]) if doc in relevant), 0.0)
+    recall = sum(doc in relevant for doc in ranked[:100]) / len(relevant)
+    return {"ndcg@10": ndcg_at(ranked, relevant), "mrr@10": first, "recall@100": recall}
+
+
+def old_weighted(col, query: str) -> list[str]:
+    """The weighted fusion of before #18: min-max over each mode's top 100, weight 0.5."""
+    from latentsearch.search.fusion import Fusion, fuse
+
+    rankings = {mode: [(h.id, h.score) for h in col.search(query, k=100, mode=mode)] for mode in ("vector", "lexical")}
+    return [doc for doc, _ in fuse(rankings, Fusion("convex", 0.5))]
+
+
 def evaluate(col, queries: list[tuple[str, set[str]]]) -> tuple[dict, dict]:
-    """Mean metrics per mode, and nDCG@10 per query and mode."""
+    """Mean metrics per mode (and the tuned fusions), and nDCG@10 per query and mode. The collection's
+    tuned fusion is reset before and after."""
+    from latentsearch.search.tuning import LabelledQuery
+
+    col.reset_search_tuning()
     col.search(queries[0][0], k=1, mode="vector")  # load the model before timing
     results: dict[str, dict] = {}
     per_query: dict[str, dict[str, float]] = {}
+
+    def run(name: str, search: Callable[[str], list[str]], subset: list[int] | None = None) -> list[dict]:
+        rows = []
+        for i in range(len(queries)) if subset is None else subset:
+            query, rel = queries[i]
+            started = time.perf_counter()
+            ranked = search(query)
+            rows.append({**scores_of(ranked, rel), "latency": time.perf_counter() - started, "i": i})
+            per_query.setdefault(query, {})[name] = round(rows[-1]["ndcg@10"], 4)
+        return rows
+
+    def summarise(name: str, rows: list[dict], **extra: Any) -> None:
+        results[name] = {m: float(np.mean([r[m] for r in rows])) for m in ("ndcg@10", "mrr@10", "recall@100")}
+        results[name]["latency_ms"] = 1000 * float(np.mean([r["latency"] for r in rows]))
+        results[name] |= extra
+        print(f"  {name:42s} " + "  ".join(f"{k} {v:.3f}" for k, v in results[name].items() if isinstance(v, float)))
+
     for name, options in MODES.items():
-        ndcg, p10, r100, latency = [], [], [], []
-        for query, rel in queries:
-            start = time.perf_counter()
-            hits = col.search(query, k=100, **options)
-            latency.append(time.perf_counter() - start)
-            ranked = [h.id for h in hits]
-            ndcg.append(ndcg_at(ranked, rel))
-            p10.append(sum(doc in rel for doc in ranked[:10]) / 10)
-            r100.append(sum(doc in rel for doc in ranked[:100]) / len(rel))
-            per_query.setdefault(query, {})[name] = round(ndcg[-1], 4)
-        results[name] = {
-            "ndcg@10": float(np.mean(ndcg)),
-            "p@10": float(np.mean(p10)),
-            "recall@100": float(np.mean(r100)),
-            "latency_ms": 1000 * float(np.mean(latency)),
-        }
-        print(f"  {name:24s} " + "  ".join(f"{k} {v:.3f}" for k, v in results[name].items()))
+        if options is None:
+            summarise(name, run(name, lambda q: old_weighted(col, q)))
+        else:
+            summarise(name, run(name, lambda q, o=options: [h.id for h in col.search(q, k=100, **o)]))
+    report = col.tune_search()
+    rows = run(TUNED, lambda q: [h.id for h in col.search(q, k=100)])
+    summarise(TUNED, rows, fusion=report.chosen.describe(), tuning_seconds=report.seconds)
+    # Labelled queries, tuned on one half and measured on the other, both ways round.
+    rows, chosen = [], []
+    folds = [list(range(0, len(queries), 2)), list(range(1, len(queries), 2))]
+    for train, test in (folds, folds[::-1]):
+        labelled = [LabelledQuery(queries[i][0], tuple(sorted(queries[i][1]))) for i in train]
+        chosen.append(col.tune_search(labelled, sample=0).chosen.describe())
+        rows += run(CROSS, lambda q: [h.id for h in col.search(q, k=100)], test)
+    summarise(CROSS, rows, fusion=" / ".join(chosen))
+    col.reset_search_tuning()
     return results, per_query
 
 
@@ -229,6 +275,10 @@ def datasets(rebuild: bool):
     yield "Python docs", cached_collection(home, "pydocs", corpus, rebuild), queries
     items, queries = wordnet_set()
     yield "WordNet definitions", cached_collection(home, "wordnet", items, rebuild), queries
+    long_set = long_documents()
+    items = [{"id": d["id"], "text": d["text"], "metadata": {"articles": len(d["articles"])}} for d in long_set["docs"]]
+    queries = [(q["query"], {q["doc"]}) for q in long_set["queries"]]
+    yield "Long documents (Reuters headlines)", cached_collection(home, "longdocs", items, rebuild), queries
 
 
 WORDNET_SEED = 18
@@ -417,7 +467,7 @@ def longdoc_searches(col, docs: list[dict], before: bool) -> dict[str, Callable[
     return {
         PASSAGE_BM25: product_search(col, {"mode": "lexical"}),
         VECTOR: vector,
-        HYBRID: product_search(col, {"mode": "hybrid"}),
+        HYBRID: product_search(col, {"mode": "hybrid", "fusion": "rrf", "alpha": 0.5}),
         DOC_BM25: document_bm25(docs),
     }
 
@@ -551,33 +601,49 @@ def run_longdocs(rebuild: bool) -> None:
 
 
 def run_retrieval(rebuild: bool) -> None:
-    """The labelled-set section: nDCG@10, P@10, recall@100 and latency per mode on Reuters and the Python docs."""
+    """The labelled-set section: nDCG@10, MRR@10, recall@100 and latency per mode and fusion on every
+    labelled set, and how far each is from the best single mode of its set (see ``evaluate``)."""
     data: dict = {"datasets": {}}
     rows = []
     for name, col, queries in datasets(rebuild):
         print(f"{name}: {col.count():,} documents, {len(queries)} queries")
         results, per_query = evaluate(col, queries)
+        best = max(results[mode]["ndcg@10"] for mode in SINGLE)
         data["datasets"][name] = {
             "documents": col.count(),
             "queries": len(queries),
+            "best single mode ndcg@10": best,
             "results": results,
             "per_query_ndcg@10": per_query,
         }
         col.close()
         for mode, r in results.items():
-            rows.append([name, mode, r["ndcg@10"], r["p@10"], r["recall@100"], f"{r['latency_ms']:.1f}"])
-    # Which mode is best over both sets (mean of the per-set means, so each set weighs the same).
-    overall = {
-        mode: float(np.mean([d["results"][mode]["ndcg@10"] for d in data["datasets"].values()])) for mode in MODES
-    }
-    data["mean_ndcg@10_over_sets"] = overall
+            label = mode + (f" → {r['fusion']}" if "fusion" in r else "")
+            rows.append([name, label, r["ndcg@10"], f"{r['ndcg@10'] - best:+.3f}", r["mrr@10"], r["recall@100"]])
+            rows[-1].append(f"{r['latency_ms']:.1f}")
+    # Each set weighs the same in the mean; the gap is the worst over the sets.
+    modes = list(next(iter(data["datasets"].values()))["results"])
+    sets = data["datasets"].values()
+    overall = {mode: float(np.mean([d["results"][mode]["ndcg@10"] for d in sets])) for mode in modes}
+    worst = {mode: min(d["results"][mode]["ndcg@10"] - d["best single mode ndcg@10"] for d in sets) for mode in modes}
+    data["mean_ndcg@10_over_sets"], data["worst_gap_to_best_single_mode"] = overall, worst
+    best_mean = float(np.mean([d["best single mode ndcg@10"] for d in sets]))
+    data["mean_of_best_single_modes"] = best_mean
     path = report.save("retrieval", data)
-    for mode, value in overall.items():
-        rows.append(["**mean of both sets**", mode, value, "", "", ""])
-        print(f"mean nDCG@10 over sets  {mode:24s} {value:.3f}")
-    table = report.markdown_table(["data", "mode", "nDCG@10", "P@10", "recall@100", "ms / query"], rows)
+    for mode in modes:
+        rows.append([f"**mean of {len(data['datasets'])} sets**", mode, overall[mode], f"worst {worst[mode]:+.3f}"])
+        rows[-1] += ["", "", ""]
+        print(f"mean nDCG@10 over sets  {mode:42s} {overall[mode]:.3f}  worst gap {worst[mode]:+.3f}")
+    rows.append(
+        [f"**mean of {len(data['datasets'])} sets**", "best single mode of each set", best_mean, "", "", "", ""]
+    )
+    table = report.markdown_table(
+        ["data", "search", "nDCG@10", "vs best single mode", "MRR@10", "recall@100", "ms / query"], rows
+    )
     machine = data["machine"]
-    note = f"\n\n`python -m benchmarks.retrieval`; {machine['cpu_count']} CPU cores, {machine['date']}."
+    wordnet = data["datasets"].get("WordNet definitions", {}).get("results", {}).get(TUNED, {})
+    timing = f" Tuning the 10,000-item WordNet collection took {wordnet['tuning_seconds']:.1f} s." if wordnet else ""
+    note = f"\n\n`python -m benchmarks.retrieval --only retrieval`; {machine['cpu_count']} CPU cores, {machine['date']}.{timing}"
     updated = report.update_readme("retrieval", table + note)
     print(f"saved {path}" + ("; README table updated" if updated else ""))
 

@@ -33,7 +33,9 @@ def docs_corpus():
 @pytest.fixture
 def docs(home, docs_corpus):
     col = ls.create("docs", home=home, index="flat")
-    col.add([d["id"] for d in docs_corpus], [d["text"] for d in docs_corpus], metadata=[d["metadata"] for d in docs_corpus])
+    col.add(
+        [d["id"] for d in docs_corpus], [d["text"] for d in docs_corpus], metadata=[d["metadata"] for d in docs_corpus]
+    )
     yield col
     col.close()
 
@@ -113,8 +115,10 @@ def test_tuning_refuses_collections_without_text(home):
         (['{"query": "  ", "relevant": ["E4710X"]}'], r"line 1: the query is empty"),
         (['{"query": "jam", "relevant": []}'], r"line 1: relevant is a non-empty list"),
         (['{"query": "jam", "relevant": ["E4710X"], "x": 1}'], r"line 1: write \{"),
-        (['{"query": "jam", "relevant": ["E4710X"]}', "", '{"query": "jam", "relevant": ["ghost"]}'],
-         r"line 3: 1 relevant id\(s\) are not in collection 'tickets' \('ghost'\)"),
+        (
+            ['{"query": "jam", "relevant": ["E4710X"]}', "", '{"query": "jam", "relevant": ["ghost"]}'],
+            r"line 3: 1 relevant id\(s\) are not in collection 'tickets' \('ghost'\)",
+        ),
     ],
 )
 def test_bad_queries_files_name_the_line_and_change_nothing(tickets, tmp_path, lines, message):
@@ -178,7 +182,9 @@ rankings_strategy = st.fixed_dictionaries(
 
 
 @settings(max_examples=200, deadline=None)
-@given(scores=rankings_strategy, weight=st.floats(0, 1), method=st.sampled_from(["convex", "rrf"]), seed=st.integers(0, 9))
+@given(
+    scores=rankings_strategy, weight=st.floats(0, 1), method=st.sampled_from(["convex", "rrf"]), seed=st.integers(0, 9)
+)
 def test_fused_scores_are_on_0_1_and_sum_each_modes_share(scores, weight, method, seed):
     rng = np.random.default_rng(seed)
     rankings = {}

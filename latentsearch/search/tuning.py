@@ -38,7 +38,8 @@ if TYPE_CHECKING:
 DEFAULT_SAMPLE = 200  # pseudo-queries measured: enough to tell weights 0.1 apart, seconds to run
 MAX_SAMPLE = 5_000
 MIN_ITEMS = 50  # fewer texts than this: every mode finds the answer, there is nothing to measure
-MIN_QUERIES = 20  # pseudo and labelled queries together
+MIN_PSEUDO = 20  # pseudo-queries needed to tune on them alone
+MIN_LABELLED = 10  # labelled queries needed to tune on them alone (they are real queries)
 CORPUS_PASSAGES = 50_000  # the evaluation corpus: every passage up to this many, else a sample of items
 MIN_REST_WORDS = 4  # what must remain of an item once its query is cut out
 QUERY_WORDS = (4, 40)  # a sentence this long (in words) can be a query
@@ -167,11 +168,11 @@ def tune(
             f"search on (keeping the default fusion, {DEFAULT_FUSION.describe()})"
         )
     pseudo = corpus.pseudo_queries(sample, rng) if sample and len(corpus.items) >= MIN_ITEMS else []
-    if len(pseudo) + len(labelled) < MIN_QUERIES:
+    if len(pseudo) < MIN_PSEUDO and len(labelled) < MIN_LABELLED:
         raise InvalidInputError(
             f"collection {name!r} has {len(pseudo)} texts long enough to make a query of (a sentence, or "
-            f"{QUERY_WORDS[0]}+ words, with {MIN_REST_WORDS}+ words left); tuning needs {MIN_QUERIES} queries: "
-            f"keeping the default fusion ({DEFAULT_FUSION.describe()}); give labelled queries to tune anyway"
+            f"{QUERY_WORDS[0]}+ words, with {MIN_REST_WORDS}+ words left) and {len(labelled)} labelled queries; "
+            f"tuning needs {MIN_PSEUDO} or {MIN_LABELLED}: keeping the default fusion ({DEFAULT_FUSION.describe()})"
         )
     steps = len(pseudo) + len(labelled) + 1
     if progress:

@@ -49,7 +49,7 @@ function renderHits(list, hits, withMore) {
     li.dataset.id = hit.id;
     const thumb = hit.uri && !hit.text
       ? `<img alt="" src="/api/collections/${encodeURIComponent(name)}/thumbnails/${encodeURIComponent(hit.id)}">` : "";
-    li.innerHTML = `${thumb}<span class="id">${escapeHtml(hit.id)}</span><span class="score">${hit.score.toFixed(3)}</span>` +
+    li.innerHTML = `${thumb}<span class="id">${escapeHtml(hit.id)}</span><span class="score">${hit.score.toFixed(4)}</span>` +
       (withMore ? '<button class="more">more like this</button>' : "") +
       `<div class="text">${snippetHtml(hit)}</div>${whereHtml(hit)}<div class="meta">${escapeHtml(JSON.stringify(hit.metadata))}</div>`;
     if (withMore) li.querySelector("button.more").addEventListener("click", () => moreLike(hit.id));
@@ -112,7 +112,7 @@ async function loadOutliers() {
     list.innerHTML = found.length ? "" : '<li class="meta">nothing flagged</li>';
     for (const r of found) {
       const li = document.createElement("li");
-      li.innerHTML = `<span class="id">${escapeHtml(r.id)}</span><span class="score">score ${r.score.toFixed(3)}, ` +
+      li.innerHTML = `<span class="id">${escapeHtml(r.id)}</span><span class="score">score ${r.score.toFixed(4)}, ` +
         `percentile ${r.percentile.toFixed(1)}</span><div class="text">${escapeHtml((r.text || "").slice(0, 140))}</div>`;
       list.appendChild(li);
     }
