@@ -45,7 +45,9 @@ MIN_REST_WORDS = 4  # what must remain of an item once its query is cut out
 QUERY_WORDS = (4, 40)  # a sentence this long (in words) can be a query
 CANDIDATES = tuple(Fusion("convex", w / 20) for w in range(21)) + tuple(Fusion("rrf", w / 10) for w in range(3, 8))
 MEASURES = ("ndcg@10", "mrr@10", "recall@100")
-_SENTENCE = re.compile(r"[^.!?\n]+(?:[.!?]+|\n|$)")
+# A sentence ends at . ! or ? before white space, or at a blank line; a single line break is a hard
+# wrap inside a paragraph (news wires, docstrings), not an end.
+_SENTENCE_END = re.compile(r"(?<!\b[A-Z])[.!?]+(?=\s)|\n\s*\n")
 _WORD = re.compile(r"\S+")
 
 
@@ -337,13 +339,22 @@ class _Corpus:
         db.close()
 
 
+def sentence_spans(text: str) -> list[tuple[int, int]]:
+    """The character spans of ``text``'s sentences, their surrounding white space left out."""
+    spans, start = [], 0
+    for end in [m.end() for m in _SENTENCE_END.finditer(text)] + [len(text)]:
+        piece = text[start:end]
+        if piece.strip():
+            spans.append((start + len(piece) - len(piece.lstrip()), end - (len(piece) - len(piece.rstrip()))))
+        start = end
+    return spans
+
+
 def _query_span(text: str, rng: np.random.Generator) -> tuple[int, int] | None:
     """Characters of ``text`` to use as a query: a sentence of :data:`QUERY_WORDS` words when the text
     has several, else a span of a third of its words; ``None`` when too little would remain."""
     words = len(_WORD.findall(text))
-    sentences = [
-        m.span() for m in _SENTENCE.finditer(text) if QUERY_WORDS[0] <= len(m.group().split()) <= QUERY_WORDS[1]
-    ]
+    sentences = [(s, e) for s, e in sentence_spans(text) if QUERY_WORDS[0] <= len(text[s:e].split()) <= QUERY_WORDS[1]]
     sentences = [(s, e) for s, e in sentences if words - len(text[s:e].split()) >= MIN_REST_WORDS]
     if sentences:
         return sentences[int(rng.integers(len(sentences)))]
