@@ -30,6 +30,7 @@ from latentsearch.errors import (
     ItemNotFoundError,
     LatentSearchError,
 )
+from latentsearch.fileio import read_only_error
 from latentsearch.limits import check_text
 from latentsearch.records import Hit, Item, Passage
 from latentsearch.search.engine import search, search_batch
@@ -448,6 +449,8 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
             "modality": self.modality,
             "index": self.manifest["index"],
             "created_at": self.manifest.get("created_at"),
+            "search_fusion": self.search_fusion.to_dict(),
+            "tuned": bool(self.manifest.get("search")),
             **self.backend.info(),
         }
 
@@ -566,6 +569,8 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
         ``{"query": ..., "relevant": [ids]}`` lines or a list of :class:`LabelledQuery`. Raises
         :class:`~latentsearch.errors.InvalidInputError` when the texts are too few or too short to
         tune (the default stays); see :mod:`latentsearch.search.tuning`."""
+        if self.read_only:  # refused before the measuring, not after it
+            raise read_only_error(self.name, self.path)
         report = tune(self, queries, sample=sample, seed=seed, progress=progress)
         self.backend.write_manifest({"search": {"fusion": report.chosen.to_dict(), "tuning": report.summary()}})
         return report

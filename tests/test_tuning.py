@@ -171,6 +171,16 @@ def test_server_searches_auto_by_default(home, tickets):
         assert 0 <= hits[1]["score"] <= hits[0]["score"] <= 1
         bad = client.post("/api/collections/tickets/search", json={"query": "x", "alpha": 1.5})
         assert bad.status_code == 422 or bad.status_code == 400
+        queries = [{"query": c, "relevant": [c]} for c in CODES[:12]]
+        tuned = client.post("/api/collections/tickets/tune", json={"queries": queries, "sample": 0})
+        assert tuned.status_code == 200 and tuned.json()["queries"] == {"labelled": 12}
+        assert client.get("/api/collections/tickets").json()["search_fusion"] == tuned.json()["chosen"]
+        unknown = client.post("/api/collections/tickets/tune", json={"queries": [{"query": "x", "relevant": ["no"]}]})
+        assert unknown.status_code == 400 and "labelled query 1" in unknown.json()["error"]
+        blank = client.post("/api/collections/tickets/tune", json={"queries": [{"query": " ", "relevant": ["E4710X"]}]})
+        assert blank.status_code == 400 and "the query is empty" in blank.json()["error"]
+        reset = client.post("/api/collections/tickets/tune", json={"reset": True})
+        assert reset.json() == {"reset": True, "fusion": DEFAULT_FUSION.to_dict()}
 
 
 rankings_strategy = st.fixed_dictionaries(

@@ -137,7 +137,7 @@ def tune(
         Path | None,
         typer.Option(help='Labelled queries, JSONL: {"query": "text", "relevant": ["id", ...]} a line.'),
     ] = None,
-    sample: Annotated[int, typer.Option(help="Pseudo-queries made from the collection's texts (0: none).")] = 200,
+    sample: Annotated[int, typer.Option(help="Pseudo-queries made from the collection's texts (0: none).")] = 500,
     seed: Annotated[int, typer.Option(help="Seed of the pseudo-query sample.")] = 0,
     reset: Annotated[bool, typer.Option("--reset", help="Forget the tuned fusion: back to the default.")] = False,
     home: HomeOption = None,

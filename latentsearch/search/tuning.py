@@ -35,13 +35,14 @@ from latentsearch.storage.fulltext import TOKENIZER, fts_query
 if TYPE_CHECKING:
     from latentsearch.collection import Collection
 
-DEFAULT_SAMPLE = 200  # pseudo-queries measured: enough to tell weights 0.1 apart, seconds to run
+DEFAULT_SAMPLE = 500  # pseudo-queries measured: a smooth nDCG curve over the weights, seconds to run
 MAX_SAMPLE = 5_000
 MIN_ITEMS = 50  # fewer texts than this: every mode finds the answer, there is nothing to measure
 MIN_PSEUDO = 20  # pseudo-queries needed to tune on them alone
 MIN_LABELLED = 10  # labelled queries needed to tune on them alone (they are real queries)
 CORPUS_PASSAGES = 50_000  # the evaluation corpus: every passage up to this many, else a sample of items
 MIN_REST_WORDS = 4  # what must remain of an item once its query is cut out
+MAX_QUERIES_PER_ITEM = 8  # on small collections: further sentences of an item, up to half its words
 QUERY_WORDS = (4, 40)  # a sentence this long (in words) can be a query
 CANDIDATES = tuple(Fusion("convex", w / 20) for w in range(21)) + tuple(Fusion("rrf", w / 10) for w in range(3, 8))
 MEASURES = ("ndcg@10", "mrr@10", "recall@100")
@@ -268,30 +269,36 @@ class _Corpus:
         self.metric = collection.metric
 
     def pseudo_queries(self, sample: int, rng: np.random.Generator) -> list[_Query]:
-        """Up to ``sample`` pseudo-queries, cut out of the corpus (its passage texts are changed)."""
-        order = rng.permutation(len(self.items))
-        ids = list(self.items)
-        first = {}
-        for position, item_id in enumerate(self.owner):
-            first.setdefault(item_id, position)
-        self.cut: dict[int, str] = {}  # passage position -> its text with a query cut out
-        queries = []
-        for i in order:
-            if len(queries) >= sample:
+        """Up to ``sample`` pseudo-queries, cut out of the corpus (its passage texts are changed).
+
+        Items are visited in a random order, one query each; when that gives too few (a small
+        collection), more rounds take further sentences of the items with several, never more than
+        half of an item's words."""
+        order = [list(self.items)[int(i)] for i in rng.permutation(len(self.items))]
+        taken: dict[str, list[tuple[int, int]]] = {}
+        queries: list[_Query] = []
+        for _ in range(MAX_QUERIES_PER_ITEM):
+            before = len(queries)
+            for item_id in order:
+                if len(queries) >= sample:
+                    break
+                text, spans = self.items[item_id], taken.setdefault(item_id, [])
+                span = _query_span(text, spans, rng)
+                if span is not None:
+                    spans.append(span)
+                    queries.append(_Query(" ".join(text[span[0] : span[1]].split()), {item_id}))
+            if len(queries) >= sample or len(queries) == before:
                 break
-            item_id = ids[int(i)]
-            span = _query_span(self.items[item_id], rng)
-            if span is None:
-                continue
-            start, end = span
-            queries.append(_Query(" ".join(self.items[item_id][start:end].split()), {item_id}))
-            text = self.items[item_id]
-            position = first[item_id]
-            while position < len(self.owner) and self.owner[position] == item_id:
-                s, e = self.spans[position]
-                if s < end and e > start:  # the passage holds some of the query: cut it out
-                    self.cut[position] = text[s : max(s, start)] + " " + text[min(e, end) : e]
-                position += 1
+        self.cut: dict[int, str] = {}  # passage position -> its text with the queries in it cut out
+        for position, item_id in enumerate(self.owner):
+            s, e = self.spans[position]
+            inside = sorted((max(a, s), min(b, e)) for a, b in taken.get(item_id, []) if a < e and b > s)
+            if inside:
+                text, pieces, at = self.items[item_id], [], s
+                for a, b in inside:
+                    pieces.append(text[at:a])
+                    at = b
+                self.cut[position] = " ".join(pieces + [text[at:e]])
         return queries
 
     def rank(self, queries: list[_Query], collection: Collection, progress: Any = None) -> None:
@@ -350,17 +357,26 @@ def sentence_spans(text: str) -> list[tuple[int, int]]:
     return spans
 
 
-def _query_span(text: str, rng: np.random.Generator) -> tuple[int, int] | None:
+def _query_span(text: str, taken: list[tuple[int, int]], rng: np.random.Generator) -> tuple[int, int] | None:
     """Characters of ``text`` to use as a query: a sentence of :data:`QUERY_WORDS` words when the text
-    has several, else a span of a third of its words; ``None`` when too little would remain."""
+    has several, else (for its first query) a span of a third of its words; ``None`` when too little
+    would remain. ``taken`` are the spans already used: a further query is a sentence that overlaps
+    none of them and leaves at least half of the text's words."""
     words = len(_WORD.findall(text))
-    sentences = [(s, e) for s, e in sentence_spans(text) if QUERY_WORDS[0] <= len(text[s:e].split()) <= QUERY_WORDS[1]]
-    sentences = [(s, e) for s, e in sentences if words - len(text[s:e].split()) >= MIN_REST_WORDS]
+    used = sum(len(text[a:b].split()) for a, b in taken)
+    rest = max(MIN_REST_WORDS, words // 2) if taken else MIN_REST_WORDS
+    sentences = [
+        (s, e)
+        for s, e in sentence_spans(text)
+        if QUERY_WORDS[0] <= len(text[s:e].split()) <= QUERY_WORDS[1]
+        and words - used - len(text[s:e].split()) >= rest
+        and not any(s < b and e > a for a, b in taken)
+    ]
     if sentences:
         return sentences[int(rng.integers(len(sentences)))]
     spans = list(_WORD.finditer(text))
     size = max(3, len(spans) // 3)
-    if len(spans) - size < MIN_REST_WORDS:
+    if taken or len(spans) - size < MIN_REST_WORDS:
         return None
     first = int(rng.integers(len(spans) - size + 1))
     return spans[first].start(), spans[first + size - 1].end()

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 from latentsearch import limits
 from latentsearch.encoders.passages import DEFAULT_MAX_PASSAGES, MAX_PASSAGES_LIMIT
 from latentsearch.search.request import SearchRequest
+from latentsearch.search.tuning import DEFAULT_SAMPLE, MAX_SAMPLE
 
 
 class ErrorBody(BaseModel):
@@ -41,6 +42,18 @@ class Body(BaseModel):
     coerced (``"background": 0`` is not false, ``"seed": false`` is not 0), as the schema says."""
 
     model_config = ConfigDict(strict=True)
+
+
+class LabelledQueryBody(Body):
+    query: str = Field(min_length=1, description="A query text.")
+    relevant: list[str] = Field(min_length=1, max_length=limits.MAX_K, description="Ids of the items answering it.")
+
+
+class TuneBody(Body):
+    queries: list[LabelledQueryBody] | None = Field(None, max_length=10_000, description="Labelled queries.")
+    sample: int = Field(DEFAULT_SAMPLE, ge=0, le=MAX_SAMPLE, description="Pseudo-queries made from its texts.")
+    seed: int = Field(0, ge=0, le=2**32 - 1)
+    reset: bool = Field(False, description="Forget the tuned fusion instead: back to the default.")
 
 
 class CreateBody(Body):

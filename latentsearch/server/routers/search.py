@@ -10,8 +10,9 @@ from typing import Any
 from fastapi import APIRouter, Depends, File, Form, UploadFile
 
 from latentsearch import limits
-from latentsearch.server.auth import reader
-from latentsearch.server.models import HistoryBody, RecommendBody, SearchBody, search_request
+from latentsearch.search.tuning import LabelledQuery
+from latentsearch.server.auth import reader, writer
+from latentsearch.server.models import HistoryBody, RecommendBody, SearchBody, TuneBody, search_request
 from latentsearch.server.state import State
 
 router = APIRouter()
@@ -20,6 +21,16 @@ router = APIRouter()
 @router.post("/api/collections/{name}/search", dependencies=[Depends(reader)])
 def search(name: str, body: SearchBody, server: State) -> list[dict[str, Any]]:  # type: ignore[valid-type]
     return [hit.to_dict() for hit in server.registry.get(name).search(search_request(body))]
+
+
+@router.post("/api/collections/{name}/tune", dependencies=[Depends(writer)])
+def tune(name: str, body: TuneBody, server: State) -> dict[str, Any]:
+    """Tune the collection's fusion (or, with ``reset``, forget it); the report of ``latentsearch tune``."""
+    col = server.registry.get(name)
+    if body.reset:
+        return {"reset": col.reset_search_tuning(), "fusion": col.search_fusion.to_dict()}
+    queries = [LabelledQuery(q.query, tuple(q.relevant)) for q in body.queries] if body.queries else None
+    return col.tune_search(queries, sample=body.sample, seed=body.seed).to_dict()
 
 
 @router.post("/api/collections/{name}/search/image", dependencies=[Depends(reader)])
