@@ -553,3 +553,31 @@ def test_a_sharded_collection_made_before_passages_is_upgraded_on_open(tmp_path)
     col.add(["t9"], ["item 9 about volcanic lava"], vectors=vector[None, :] * -1)
     assert {h.id for h in col.search("lava", k=2, mode="lexical")} == {"t0", "t9"}
     col.close()
+
+
+@pytest.mark.slow
+def test_tuning_a_sharded_collection_equals_one_collection_and_persists(home):
+    """The same pseudo-queries and labelled queries measure the same on shards as on one collection;
+    the fusion is kept in sharded.json."""
+    from .test_tuning import CODES, TICKET
+
+    single = ls.create("single-tickets", home=home)
+    texts = [TICKET.format(code=c, floor=i % 7) + " Call the help desk if it happens again." for i, c in enumerate(CODES)]
+    single.add(CODES, texts)
+    sharded = ls.create("sharded-tickets", home=home, shards=2)
+    sharded.backend.write(single.backend.batch_of(CODES), upsert=False)
+    from latentsearch.search.tuning import LabelledQuery
+
+    queries = [LabelledQuery(c, (c,)) for c in CODES[:12]]
+    expected = single.tune_search(queries, sample=40)
+    report = sharded.tune_search(queries, sample=40)
+    assert report.measured == expected.measured and report.chosen == expected.chosen
+    sharded.close()
+    reopened = ls.open("sharded-tickets", home=home)
+    assert reopened.search_fusion == expected.chosen
+    assert reopened.reset_search_tuning()
+    reopened.close()
+    from latentsearch.search.fusion import DEFAULT_FUSION
+
+    assert ls.open("sharded-tickets", home=home).search_fusion == DEFAULT_FUSION
+    single.close()
