@@ -46,11 +46,11 @@ class Body(BaseModel):
 
 class LabelledQueryBody(Body):
     query: str = Field(min_length=1, description="A query text.")
-    relevant: list[str] = Field(min_length=1, max_length=limits.MAX_K, description="Ids of the items answering it.")
+    relevant: list[str] = Field(min_length=1, max_length=1_000, description="Ids of the items answering it.")
 
 
 class TuneBody(Body):
-    queries: list[LabelledQueryBody] | None = Field(None, max_length=10_000, description="Labelled queries.")
+    queries: list[LabelledQueryBody] | None = Field(None, max_length=1_000, description="Labelled queries.")
     sample: int = Field(DEFAULT_SAMPLE, ge=0, le=MAX_SAMPLE, description="Pseudo-queries made from its texts.")
     seed: int = Field(0, ge=0, le=2**32 - 1)
     reset: bool = Field(False, description="Forget the tuned fusion instead: back to the default.")
