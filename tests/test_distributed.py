@@ -562,7 +562,8 @@ def test_tuning_a_sharded_collection_equals_one_collection_and_persists(home):
     from .test_tuning import CODES, TICKET
 
     single = ls.create("single-tickets", home=home)
-    texts = [TICKET.format(code=c, floor=i % 7) + " Call the help desk if it happens again." for i, c in enumerate(CODES)]
+    help_desk = " Call the help desk if it happens again."
+    texts = [TICKET.format(code=c, floor=i % 7) + help_desk for i, c in enumerate(CODES)]
     single.add(CODES, texts)
     sharded = ls.create("sharded-tickets", home=home, shards=2)
     sharded.backend.write(single.backend.batch_of(CODES), upsert=False)

@@ -93,7 +93,7 @@ def print_outliers(results: list[Any], as_json: bool, *, label: str = "id") -> N
         near = ", ".join(f"{n['id']} ({n['distance']:.3g})" for n in r.neighbors[:3])
         table.add_row(
             escape(str(r.id) if r.id is not None else f"#{i}"),
-            f"{r.score:.4g}",
+            f"{r.score:.4f}",
             f"{r.percentile:.1f}",
             f"{r.p_value:.3g}",
             "yes" if r.flagged else "no",
@@ -249,5 +249,5 @@ def interpolate(
         return
     table = Table("t", "nearest item", "score", "text")
     for step in path:
-        table.add_row(f"{step.t:.2f}", escape(step.id), f"{step.score:.3f}", escape(snippet(step.text, 70)))
+        table.add_row(f"{step.t:.2f}", escape(step.id), f"{step.score:.4f}", escape(snippet(step.text, 70)))
     console.print(table)

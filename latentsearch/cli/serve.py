@@ -73,7 +73,7 @@ def demo(
         title = f"[bold]{search.query}[/]" + (f"  [dim]where {search.where}[/]" if search.where else "")
         table = Table("score", "id", "text", title=title, title_justify="left")
         for hit in search.hits:
-            table.add_row(f"{hit.score:.3f}", hit.id, escape(snippet(hit.text, 80)))
+            table.add_row(f"{hit.score:.4f}", hit.id, escape(snippet(hit.text, 80)))
         console.print(table)
     console.print(
         f'try it yourself: latentsearch search demo "your question" -k 5{" --home " + str(home) if home else ""}'
