@@ -185,7 +185,9 @@ def wordnet() -> dict:
             lemmas = [re.sub(r"\(\w+\)$", "", w).replace("_", " ") for w in fields[4 : 4 + 2 * count : 2]]
             definition, *examples = (piece.strip() for piece in gloss.strip().split(";"))
             examples = [e.strip('"').strip() for e in examples if e.startswith('"') and len(e) > 2]
-            synsets.append({"id": f"{tag}{fields[0]}", "lemmas": lemmas, "definition": definition, "examples": examples})
+            synsets.append(
+                {"id": f"{tag}{fields[0]}", "lemmas": lemmas, "definition": definition, "examples": examples}
+            )
     return {"synsets": synsets}
 
 

@@ -108,8 +108,12 @@ def test_run_demo_builds_the_collection_and_answers_its_queries(home):
     assert [(s.query, s.where) for s in run.searches] == list(DEMO_QUERIES)
     assert all(len(s.hits) == 2 for s in run.searches)
     assert all(h.metadata["kind"] == "function" for h in run.searches[3].hits)  # where kind = "function"
+    assert run.tuning is not None and run.tuning.queries["pseudo"] >= 100  # tuned before searching
+    with db.open("demo") as col:
+        assert col.search_fusion == run.tuning.chosen
     again = run_demo(db, k=1, items=subset[:10])  # replaces the demo collection of the run before
     assert again.items == 10 and all(len(s.hits) <= 1 for s in again.searches)
+    assert again.tuning is None  # 10 texts are too few to tune: the default stays
     with db.open("demo") as col:
         assert col.count() == 10
 

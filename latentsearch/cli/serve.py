@@ -68,7 +68,15 @@ def demo(
             yield update
 
     run = run_demo(connect(home), k=k, items=items, encoding=encoding)
-    console.print(f"indexed {run.items:,} items in {run.elapsed:.1f}s ({run.rate:,.0f} items/s) at {run.path}\n")
+    console.print(f"indexed {run.items:,} items in {run.elapsed:.1f}s ({run.rate:,.0f} items/s) at {run.path}")
+    if run.tuning is not None:
+        tuned = run.tuning.measured["pseudo"]
+        console.print(
+            f"tuned auto search in {run.tuning.seconds:.1f}s on {run.tuning.queries['pseudo']} pseudo-queries: "
+            f"{run.tuning.chosen.describe()} (nDCG@10 {tuned['tuned']['ndcg@10']:.3f}; vector "
+            f"{tuned['vector']['ndcg@10']:.3f}, lexical {tuned['lexical']['ndcg@10']:.3f})"
+        )
+    console.print()
     for search in run.searches:
         title = f"[bold]{search.query}[/]" + (f"  [dim]where {search.where}[/]" if search.where else "")
         table = Table("score", "id", "text", title=title, title_justify="left")

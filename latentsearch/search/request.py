@@ -43,8 +43,9 @@ class SearchRequest:
         "vector (k-NN), lexical (BM25 full text) or hybrid (both, fused).",
     )
     fusion: str | None = _option(
-        None, "How hybrid search fuses its rankings: convex (weighted scores) or rrf (reciprocal rank); "
-        "default: the collection's tuned fusion."
+        None,
+        "How hybrid search fuses its rankings: convex (weighted scores) or rrf (reciprocal rank); "
+        "default: the collection's tuned fusion.",
     )
     alpha: float | None = _option(
         None, "The vector side's weight in fusion, 0 to 1; default: the collection's tuned weight.", ge=0.0, le=1.0

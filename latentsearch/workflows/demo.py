@@ -19,10 +19,13 @@ from pathlib import Path
 from time import perf_counter
 from typing import TYPE_CHECKING
 
+from latentsearch.errors import InvalidInputError
+
 if TYPE_CHECKING:
     from latentsearch.collection import Collection
     from latentsearch.connection import Connection
     from latentsearch.records import Hit
+    from latentsearch.search.tuning import TuningReport
 
 DEMO_NAME = "demo"
 DEMO_ENCODER = "minilm"
@@ -191,6 +194,7 @@ class DemoRun:
     elapsed: float
     path: Path
     searches: list[DemoSearch] = field(default_factory=list)
+    tuning: TuningReport | None = None  # how auto search was tuned to the collection (None: too few texts)
 
     @property
     def rate(self) -> float:
@@ -209,6 +213,8 @@ def run_demo(
     """Build collection ``demo`` in ``db`` from Python's documentation (replacing one left by an
     earlier run), then run :data:`DEMO_QUERIES` on it, ``k`` hits each.
 
+    Between the two it tunes the collection's fusion (:meth:`Collection.tune_search`), as a user
+    would after adding their texts; a corpus too small to tune keeps the default.
     ``items`` defaults to :func:`demo_corpus`; ``progress(done, total)`` follows the encoding.
     ``encoding``, if given, is entered around the encoding with the new collection and yields the
     progress callback to use (the CLI shows its model-loading note and progress bar there).
@@ -231,6 +237,10 @@ def run_demo(
         with around as update:
             ingest(col, records, progress=update)
         run = DemoRun(len(items), perf_counter() - start, Path(col.path))
+        try:
+            run.tuning = col.tune_search()
+        except InvalidInputError:  # too few texts to measure on: the default fusion stays
+            run.tuning = None
         for query, where in DEMO_QUERIES:
             run.searches.append(DemoSearch(query, where, col.search(SearchRequest(query=query, k=k, where=where))))
     return run
