@@ -63,7 +63,8 @@ class SearchRequest:
     @property
     def needs_encoder(self) -> bool:
         """True when running this request runs the collection's model: a text query searched by
-        meaning (vector or hybrid mode), or an image query; lexical search, vectors and ``like`` need none."""
+        meaning (auto, vector or hybrid mode), or an image query; lexical search, vectors and ``like`` need
+        none."""
         return self.query is not None and (self.mode != "lexical" or is_image(self.query))
 
     def fusion_for(self, tuned: Fusion) -> Fusion:
