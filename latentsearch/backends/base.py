@@ -152,6 +152,10 @@ class Backend(Protocol):
 
     def lexical(self, match: str, k: int, where: Any = None, exclude: str | None = None) -> Ranking: ...
 
+    def search_plan(self) -> str | None:
+        """How this thread's last filtered vector search ran, for ``explain`` (None: no filter)."""
+        ...
+
     def hits(self, rankings: Sequence[Ranking]) -> list[list[Hit | None]]:
         """The hits of each ranking, in order; ``None`` where an item vanished since it was ranked."""
         ...

@@ -2,10 +2,10 @@
 
 Keys are SQLite rowids of items. The FAISS index holds passages (ids ``rowid << 16 | ordinal``): a
 vector search ranks passages and keeps each item's best, fetching more passages until it has k
-items (or none are left). It pre-filters through an IDSelector: a filter matching few passages is
-answered exactly over their stored vectors (cheaper than a graph walk that skips 99% of its nodes,
-and it always finds k results); above :data:`EXACT_SUBSET_LIMIT` the ANN index searches with the
-selector, and a query whose walk found too few allowed neighbours is answered exactly.
+items (or none are left). A filter is applied before ranking; :mod:`latentsearch.backends.planner`
+chooses, from its match count, between exact search over the matches' vectors in memory and the ANN
+index with a selector and a breadth scaled to the selectivity, and a query whose walk found too few
+allowed neighbours is answered exactly.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from latentsearch.backends.base import PassageSpan, Ranking, VectorTable, WriteBatch
+from latentsearch.backends.planner import SubsetCache, plan_filtered
 from latentsearch.errors import EncoderMismatchError, InvalidInputError
 from latentsearch.index.faiss_index import CHECKPOINT_FILE, INDEX_FILE, ProgressFn, VectorIndex
 from latentsearch.index.specs import faiss_metric, is_compressed, to_scores
@@ -30,7 +31,6 @@ from latentsearch.storage.filters import compile_filter
 from latentsearch.storage.store import DB_FILE, FORMAT_VERSION, PASSAGE_BITS, Store
 
 log = logging.getLogger("latentsearch")
-EXACT_SUBSET_LIMIT = 2_000
 RERANK_FACTOR = 4  # compressed indexes fetch k*4 candidates and re-rank on the float vectors
 FILTER_CACHE_SIZE = 32  # distinct filters whose matching rowids are kept between searches
 PASSAGE_MASK = (1 << PASSAGE_BITS) - 1
@@ -81,6 +81,8 @@ class LocalBackend:
         self._lock = threading.RLock()
         self._filters: dict[tuple[str, str], np.ndarray] = {}
         self._filters_seq = -1
+        self._subsets = SubsetCache()  # filters' match vectors, for exact search over them
+        self._plan = threading.local()  # the last filtered search's plan, per thread (for --explain)
         self._shape = (-1, 0, 0)  # (change sequence, items, passages): how many passages an item has
 
     def _upgrade(self) -> None:
@@ -421,14 +423,27 @@ class LocalBackend:
         ef_search: int | None = None,
         nprobe: int | None = None,
     ) -> list[list[tuple[int, float]]]:
-        """k nearest passage ids and scores for each query row, best first, optionally within ``allowed``."""
+        """k nearest passage ids and scores for each query row, best first, optionally within ``allowed``
+        (a filter's matches: :func:`~latentsearch.backends.planner.plan_filtered` chooses how)."""
         ef_search, nprobe = check_tuning(ef_search, nprobe)  # every vector search of a collection passes here
         index = self.index
+        self._plan.value = None
         if allowed is not None:
             if len(allowed) == 0:
                 return [[] for _ in range(len(queries))]
-            if len(allowed) <= EXACT_SUBSET_LIMIT and index.factory != "Flat":
-                return self.exact_knn(queries, k, allowed)
+            plan = plan_filtered(
+                len(allowed),
+                max(index.ntotal - len(index.tombstones), 1),
+                factory=index.factory,
+                dim=self.dim,
+                ef_search=ef_search,
+                nprobe=nprobe,
+                nlist=index.nlist,
+            )
+            self._plan.value = plan
+            if plan.kind == "exact":
+                return self.exact_knn(queries, k, allowed, cache=True)
+            ef_search, nprobe = plan.ef_search or ef_search, plan.nprobe or nprobe
         if index.ntotal == 0:
             return [[] for _ in range(len(queries))]
         compressed = is_compressed(index.factory)
@@ -444,7 +459,7 @@ class LocalBackend:
             found = labels[qi] >= 0
             if allowed is not None and found.sum() < min(k, len(allowed)):
                 # The approximate walk ran out of allowed neighbours: answer this query exactly.
-                results.append(self.exact_knn(queries[qi : qi + 1], k, allowed)[0])
+                results.append(self.exact_knn(queries[qi : qi + 1], k, allowed, cache=True)[0])
                 continue
             rowids = labels[qi][found]
             if compressed:
@@ -453,18 +468,36 @@ class LocalBackend:
                 results.append(list(zip(rowids.tolist(), scores[qi][found].tolist())))
         return results
 
-    def exact_knn(self, queries: np.ndarray, k: int, rowids: np.ndarray) -> list[list[tuple[int, float]]]:
-        """Exact k-NN among the given passage ids, on the float vectors stored in SQLite."""
+    def search_plan(self) -> str | None:
+        """How this thread's last filtered vector search ran (None: it had no filter)."""
+        plan = getattr(self._plan, "value", None)
+        return plan.describe() if plan is not None else None
+
+    def exact_knn(
+        self, queries: np.ndarray, k: int, rowids: np.ndarray, *, cache: bool = False
+    ) -> list[list[tuple[int, float]]]:
+        """Exact k-NN among the given passage ids on their float vectors: those the index holds, else
+        SQLite's. ``cache``: the ids are a filter's matches, whose vectors are kept in memory until
+        the collection changes (a re-rank's candidates differ every query: not kept)."""
         import faiss
 
         rowids = np.unique(np.asarray(rowids, dtype=np.int64))
-        base = self.store.passage_vectors(rowids, self.dim)
+        if cache:
+            base = self._subsets.get(self.store.seq, rowids, self._float_vectors)
+        else:
+            base = self.store.passage_vectors(rowids, self.dim)
         distances, positions = faiss.knn(queries, base, min(k, len(rowids)), metric=faiss_metric(self.metric))
         scores = to_scores(self.metric, distances)
         return [
             [(int(rowids[p]), float(s)) for p, s in zip(positions[qi], scores[qi]) if p >= 0]
             for qi in range(len(queries))
         ]
+
+    def _float_vectors(self, rowids: np.ndarray) -> np.ndarray:
+        """Float vectors of passage ids: copied out of the index when it holds them, else read from SQLite
+        in one pass."""
+        held = self.index.stored_vectors(rowids)
+        return held if held is not None else self.store.passage_vectors(rowids, self.dim)
 
     def lexical(self, match: str, k: int, where: Any = None, exclude: str | None = None) -> Ranking:
         return lexical_ranking(self.store, match, k, where, exclude)

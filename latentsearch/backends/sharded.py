@@ -425,6 +425,9 @@ class ShardedBackend:
     def passage_count(self) -> int:
         return int(sum(self._all("passage_count")))
 
+    def search_plan(self) -> str | None:
+        return None  # each shard plans its own part; their plans stay on the shards
+
     def passage_vectors(self, ids: list[str]) -> dict[str, np.ndarray]:
         return {k: v for part in self._routed("passage_vectors", ids) for k, v in part.items()}
 

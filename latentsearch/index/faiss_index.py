@@ -29,6 +29,7 @@ from latentsearch.fileio import exclusive_lock, file_sha256, fsync_replace, remo
 from latentsearch.index.specs import (
     DEFAULT_EF_SEARCH,
     factory_for,
+    is_compressed,
     new_faiss_index,
     to_scores,
     validate_spec,
@@ -339,6 +340,22 @@ class VectorIndex:
     def ntotal(self) -> int:
         """Vectors held by FAISS, tombstones included."""
         return 0 if self.index is None else int(self.index.ntotal)
+
+    @property
+    def nlist(self) -> int:
+        """An IVF index's list count (1 for the others)."""
+        ivf = faiss.try_extract_index_ivf(self.index) if self.index is not None else None
+        return int(ivf.nlist) if ivf is not None else 1
+
+    def stored_vectors(self, rowids: np.ndarray) -> np.ndarray | None:
+        """The float vectors the index holds for ``rowids`` (copied out), or None when it keeps none
+        it can give back exactly (compressed codes, IVF lists) or lacks one of them."""
+        if not isinstance(self.index, faiss.IndexIDMap2) or is_compressed(self.factory):
+            return None
+        try:
+            return self.index.reconstruct_batch(np.ascontiguousarray(rowids, dtype=np.int64))
+        except RuntimeError:  # an id the index does not hold (yet): the caller reads SQLite
+            return None
 
     # --- search ----------------------------------------------------------------------------------
 

@@ -38,10 +38,12 @@ def search(collection: Collection, request: SearchRequest) -> list[Hit]:
     fusion = req.fusion_for(collection.search_fusion) if mode == "hybrid" else None
     depth = max(req.k, HYBRID_DEPTH) if fusion is not None else req.k
     rankings: dict[str, Ranking] = {}
+    plan = None
     if mode in ("vector", "hybrid"):
         backend.prepare_search()  # the index opens while a model loading in the background finishes
         vectors = item.vector[None, :] if req.like is not None else query_vector(collection, req.query, req.vector)
         rankings["vector"] = backend.knn(vectors, depth, req.where, exclude, req.ef_search, req.nprobe)[0]
+        plan = backend.search_plan() if req.explain else None  # how a filtered vector search ran
     if mode in ("lexical", "hybrid"):
         if text is not None and match is None and mode == "lexical":
             raise InvalidInputError(f"lexical search needs words to match; the query {text!r} has none")
@@ -53,6 +55,9 @@ def search(collection: Collection, request: SearchRequest) -> list[Hit]:
     cut_snippets(hits, match)
     if req.explain:
         explain_hits(hits, ranked, rankings, mode, fusion, floors)
+        if plan is not None:
+            for hit in hits:
+                hit.details["plan"] = plan
     return hits
 
 

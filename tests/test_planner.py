@@ -1,0 +1,93 @@
+"""The filter planner (issue #19): plans chosen by match count, the in-memory match vectors, and
+full-recall filtered search at every selectivity."""
+
+from __future__ import annotations
+
+import faiss
+import numpy as np
+import pytest
+
+import latentsearch as ls
+from latentsearch.backends.planner import SUBSET_CACHE_BYTES, Plan, SubsetCache, plan_filtered
+
+from .conftest import random_vectors
+
+
+def test_plans_follow_the_match_count():
+    hnsw = {"factory": "HNSW32", "dim": 784}
+    assert plan_filtered(600, 60_000, **hnsw) == Plan("exact", 600)
+    assert plan_filtered(6_000, 60_000, **hnsw) == Plan("exact", 6_000)  # 10%: fewer than one wide walk
+    # 50%: the index, its breadth scaled by 1/sqrt(share); a given breadth is the base that is scaled.
+    assert plan_filtered(30_000, 60_000, **hnsw) == Plan("index", 30_000, ef_search=91)
+    assert plan_filtered(30_000, 60_000, ef_search=128, **hnsw).ef_search == 182
+    assert plan_filtered(60_000, 60_000, **hnsw) == Plan("index", 60_000, ef_search=64)
+    # Matches whose vectors would not fit the cache are never gathered per query.
+    too_big = SUBSET_CACHE_BYTES // (4 * 4096) + 1
+    assert plan_filtered(too_big, 10 * too_big, factory="HNSW32", dim=4096).kind == "index"
+    ivf = {"factory": "IVF1024,Flat", "dim": 128, "nlist": 1024}
+    assert plan_filtered(500, 1_000_000, **ivf).kind == "exact"
+    assert plan_filtered(500_000, 1_000_000, **ivf) == Plan("index", 500_000, nprobe=128)
+    assert plan_filtered(10, 100, factory="Flat", dim=8) == Plan("exact", 10)
+    assert plan_filtered(300_000, 400_000, factory="Flat", dim=8).kind == "scan"
+    assert "efSearch 91" in plan_filtered(30_000, 60_000, **hnsw).describe()
+
+
+def test_the_subset_cache_gathers_once_a_version_and_stays_in_bounds():
+    calls = []
+
+    def gather(ids):
+        calls.append(len(ids))
+        return np.ones((len(ids), 4), np.float32) * ids[:, None]
+
+    cache = SubsetCache(limit=3 * 100 * 4 * 4)
+    ids = np.arange(100, dtype=np.int64)
+    first = cache.get(1, ids, gather)
+    assert cache.get(1, ids, gather) is first and calls == [100]
+    cache.get(2, ids, gather)  # a write changed the collection: gathered again
+    assert calls == [100, 100]
+    for start in (100, 200, 300):  # three more subsets: the least recently used one goes
+        cache.get(2, ids + start, gather)
+    cache.get(2, ids, gather)
+    assert calls[-1] == 100 and len(calls) == 6
+
+
+@pytest.fixture
+def clustered(home):
+    rng = np.random.default_rng(3)
+    centres = rng.normal(size=(20, 24)).astype(np.float32)
+    x = (centres[rng.integers(0, 20, 12_000)] + 0.35 * rng.normal(size=(12_000, 24))).astype(np.float32)
+    buckets = rng.integers(0, 10_000, size=len(x))
+    col = ls.create("clustered", encoder="precomputed", dim=24, metric="l2", index="hnsw", home=home)
+    col.add([str(i) for i in range(len(x))], vectors=x, metadata=[{"b": int(b)} for b in buckets])
+    yield col, x, buckets
+    col.close()
+
+
+@pytest.mark.parametrize("pct", [100, 50, 10, 1, 0.1, 0.01])
+def test_filtered_search_finds_the_true_neighbours_at_every_selectivity(clustered, pct):
+    col, x, buckets = clustered
+    limit = int(pct * 100)
+    subset = np.flatnonzero(buckets < limit)
+    queries = x[:30] + 0.2 * random_vectors(30, 24, seed=5)  # near the data, as queries are
+    k = min(10, len(subset))
+    _, truth = faiss.knn(queries, x[subset], k)
+    found, recalls = [], []
+    for q, t in zip(queries, truth):
+        hits = col.search(q, k=10, where=f"b < {limit}")
+        found.append(len(hits))
+        recalls.append(len({int(h.id) for h in hits} & set(subset[t].tolist())) / k)
+    assert all(n == k for n in found)  # k results whenever k items match
+    assert np.mean(recalls) >= 0.95
+    plan = col.search(queries[0], k=10, where=f"b < {limit}", explain=True)[0].details["plan"]
+    assert plan.endswith(f"over {len(subset):,} matches")
+
+
+def test_a_write_is_seen_by_the_next_exact_filtered_search(clustered):
+    col, x, buckets = clustered
+    inside = np.flatnonzero(buckets < 10)  # 0.1%: the exact plan, from vectors kept in memory
+    target = random_vectors(1, 24, seed=9)[0] * 3
+    assert col.search(target, k=1, where="b < 10")[0].id != str(inside[0])
+    col.upsert([str(inside[0])], vectors=target[None, :], metadata=[{"b": int(buckets[inside[0]])}])
+    hit = col.search(target, k=1, where="b < 10", explain=True)[0]
+    assert hit.id == str(inside[0]) and hit.score == pytest.approx(0.0, abs=1e-4)
+    assert hit.details["plan"].startswith("exact")
