@@ -16,7 +16,8 @@ from .conftest import random_vectors
 def test_plans_follow_the_match_count():
     hnsw = {"factory": "HNSW32", "dim": 784}
     assert plan_filtered(600, 60_000, **hnsw) == Plan("exact", 600)
-    assert plan_filtered(6_000, 60_000, **hnsw) == Plan("exact", 6_000)  # 10%: fewer than one wide walk
+    assert plan_filtered(2_000, 60_000, **hnsw) == Plan("exact", 2_000)  # fewer than a wide walk's distances
+    assert plan_filtered(6_000, 60_000, **hnsw) == Plan("index", 6_000, ef_search=203)  # 10%
     # 50%: the index, its breadth scaled by 1/sqrt(share); a given breadth is the base that is scaled.
     assert plan_filtered(30_000, 60_000, **hnsw) == Plan("index", 30_000, ef_search=91)
     assert plan_filtered(30_000, 60_000, ef_search=128, **hnsw).ef_search == 182

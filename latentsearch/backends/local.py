@@ -481,7 +481,9 @@ class LocalBackend:
         the collection changes (a re-rank's candidates differ every query: not kept)."""
         import faiss
 
-        rowids = np.unique(np.asarray(rowids, dtype=np.int64))
+        rowids = np.asarray(rowids, dtype=np.int64)
+        if len(rowids) > 1 and not bool(np.all(rowids[1:] > rowids[:-1])):  # a filter's matches come sorted
+            rowids = np.unique(rowids)
         if cache:
             base = self._subsets.get(self.store.seq, rowids, self._float_vectors)
         else:

@@ -44,6 +44,7 @@ CHECKPOINT_FILE = "index.checkpoint.json"
 LOCK_FILE = "index.lock"
 
 COMPACT_TOMBSTONE_FRACTION = 0.3  # HNSW rebuilds once this share of its vectors are deleted
+FILTERED_PARAMS_CACHE = 8  # search parameters (with their selector) kept for the latest filters
 DIGEST_PRIME = 2**31 - 1  # rowid fingerprints: squares stay below 2**62, sums of 2**31 terms in int64
 
 ProgressFn = Callable[[int, int], None]
@@ -107,6 +108,7 @@ class VectorIndex:
         # Unfiltered search parameters by (ef_search, nprobe); building them (and the tombstone selector)
         # costs about a tenth of a small HNSW search. Emptied whenever the tombstones change.
         self._params: dict[tuple[int | None, int | None], Any] = {}
+        self._filtered_params: dict[tuple[int, int, int | None, int | None], tuple[np.ndarray, Any]] = {}
 
     # --- construction ----------------------------------------------------------------------------
 
@@ -389,7 +391,17 @@ class VectorIndex:
 
     def _search_params(self, allowed: np.ndarray | None, ef_search: int | None, nprobe: int | None) -> Any:
         if allowed is not None:
-            return self._new_search_params(allowed, ef_search, nprobe)
+            # A selector over a filter's matches is a hash set of them: built once per cached match
+            # array (the backend keeps one per filter until a write), not once per query.
+            key = (id(allowed), len(allowed), ef_search, nprobe)
+            found = self._filtered_params.get(key)
+            if found is not None and found[0] is allowed:
+                return found[1]
+            params = self._new_search_params(allowed, ef_search, nprobe)
+            if len(self._filtered_params) >= FILTERED_PARAMS_CACHE:
+                self._filtered_params.pop(next(iter(self._filtered_params)))
+            self._filtered_params[key] = (allowed, params)  # the array is kept: its id stays its own
+            return params
         key = (ef_search, nprobe)
         params = self._params.get(key)
         if params is None:
