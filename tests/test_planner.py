@@ -92,3 +92,20 @@ def test_a_write_is_seen_by_the_next_exact_filtered_search(clustered):
     hit = col.search(target, k=1, where="b < 10", explain=True)[0]
     assert hit.id == str(inside[0]) and hit.score == pytest.approx(0.0, abs=1e-4)
     assert hit.details["plan"].startswith("exact")
+
+
+def test_cli_explain_names_the_plan(clustered, home):
+    from typer.testing import CliRunner
+
+    from latentsearch.cli import app
+
+    col, x, _ = clustered
+    col.close()
+    np.save(home.parent / "q.npy", x[0])
+    found = CliRunner().invoke(
+        app,
+        ["search", "clustered", "--vector", str(home.parent / "q.npy"), "--where", "b < 10", "--explain"],
+        env={"COLUMNS": "250"},
+    )
+    assert found.exit_code == 0, found.output
+    assert "plan: exact k-NN in memory over" in found.stdout

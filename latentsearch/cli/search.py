@@ -197,7 +197,10 @@ def print_hits(hits: list[Any], as_json: bool, *, explain: bool = False) -> None
         row = [str(rank), f"{hit.score:.4f}", hit.id, _highlight(hit) + _where(hit), metadata]
         if explain:
             details = hit.details or {}
-            row.insert(2, "\n".join(_rank_cell(details, mode) for mode in ("vector", "lexical", "passage")))
+            cells = [_rank_cell(details, mode) for mode in ("vector", "lexical", "passage")]
+            if details.get("plan"):  # how a filtered vector search ran
+                cells.append(f"plan: {details['plan']}")
+            row.insert(2, "\n".join(cells))
         table.add_row(*row)
     console.print(table)
 
