@@ -14,6 +14,7 @@ become tombstones excluded at search time through an ``IDSelector``, and :meth:`
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -399,7 +400,8 @@ class VectorIndex:
                 return found[1]
             params = self._new_search_params(allowed, ef_search, nprobe)
             if len(self._filtered_params) >= FILTERED_PARAMS_CACHE:
-                self._filtered_params.pop(next(iter(self._filtered_params)))
+                with contextlib.suppress(KeyError, RuntimeError, StopIteration):  # another thread evicted first
+                    self._filtered_params.pop(next(iter(self._filtered_params)))
             self._filtered_params[key] = (allowed, params)  # the array is kept: its id stays its own
             return params
         key = (ef_search, nprobe)
