@@ -11,11 +11,10 @@ from typing import Any
 
 from latentsearch.errors import InvalidInputError
 from latentsearch.limits import MAX_EF_SEARCH, MAX_K, MAX_NPROBE, MAX_RRF_K, check_int, check_text, check_tuning
-from latentsearch.search.fusion import ALIASES, METHODS, Fusion
+from latentsearch.search.fusion import Fusion
 from latentsearch.storage.filters import Filter, compile_filter
 
 MODES = ("auto", "vector", "lexical", "hybrid")
-FUSIONS = METHODS + tuple(ALIASES)
 
 
 def _option(default: Any, description: str, **bounds: Any) -> Any:
