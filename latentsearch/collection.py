@@ -511,6 +511,7 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
         explain: bool = False,
         ef_search: int | None = None,
         nprobe: int | None = None,
+        include: Sequence[str] | None = None,
     ) -> list[Hit]:
         """Top-``k`` items for a text, an image, a vector, or an item (``like=ID``, itself excluded);
         or run a :class:`~latentsearch.search.request.SearchRequest` given as ``query``.
@@ -524,7 +525,10 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
         or expression string) applied before ranking, so a selective filter still returns ``k``
         results when ``k`` items match. ``explain`` fills each hit's ``details`` with every mode's
         rank, score and contribution to the fused score.
-        ``ef_search`` (HNSW) and ``nprobe`` (IVF) trade speed for recall per query.
+        ``ef_search`` (HNSW) and ``nprobe`` (IVF) trade speed for recall per query. ``include`` names
+        what each hit carries beside its id and score, Chroma's way: any of ``"text"`` (text and URI),
+        ``"metadata"``, ``"passage"`` (and the snippet) and ``"vector"``; the default is the first three,
+        and ``[]`` (ids and scores only) is the fastest search.
         """
         if isinstance(query, SearchRequest):
             return search(self, query)
@@ -542,6 +546,7 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
             explain=explain,
             ef_search=ef_search,
             nprobe=nprobe,
+            include=include,
         )
         return search(self, request)
 
@@ -591,11 +596,14 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
         exclude: Sequence[str] = (),
         ef_search: int | None = None,
         nprobe: int | None = None,
+        include: Sequence[str] | None = None,
     ) -> list[list[Hit]]:
         """Vector search for many queries (an (n, dim) array or a list of texts) in one call: one index
         search and one read of the hits for all of them. Returns one list of hits per query;
-        ``exclude`` ids never appear."""
-        return search_batch(self, queries, k=k, where=where, exclude=exclude, ef_search=ef_search, nprobe=nprobe)
+        ``exclude`` ids never appear; ``include`` as in :meth:`search`."""
+        return search_batch(
+            self, queries, k=k, where=where, exclude=exclude, ef_search=ef_search, nprobe=nprobe, include=include
+        )
 
     # --- learned users -----------------------------------------------------------------------------
 

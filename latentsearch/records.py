@@ -2,10 +2,47 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+
+from latentsearch.errors import InvalidInputError
+
+# What a search hit may carry beside its id and score (Chroma's ``include=`` convention): "text" is
+# the item's text and URI, "metadata" its metadata, "passage" the matched passage (and the snippet cut
+# from it), "vector" the item's stored vector. What is not included is not read.
+INCLUDE_FIELDS = ("text", "metadata", "passage", "vector")
+DEFAULT_INCLUDE: frozenset[str] = frozenset(("text", "metadata", "passage"))
+
+
+def check_include(include: Iterable[str] | str | None) -> frozenset[str]:
+    """The fields a search reads into its hits: ``None`` gives :data:`DEFAULT_INCLUDE`; anything else
+    is a list of :data:`INCLUDE_FIELDS` (or one comma-separated string of them; empty: ids and scores
+    only). Raises :class:`InvalidInputError` naming an unknown field."""
+    if include is None:
+        return DEFAULT_INCLUDE
+    if isinstance(include, frozenset) and include <= _KNOWN:
+        return include
+    if isinstance(include, str):
+        include = [part.strip() for part in include.split(",") if part.strip()]
+    try:
+        fields = frozenset(include)
+    except TypeError:  # not iterable, or of unhashable things
+        raise InvalidInputError(
+            f"include is a list of fields among {', '.join(INCLUDE_FIELDS)}, got {include!r}"
+        ) from None
+    unknown = sorted(map(str, fields - _KNOWN))
+    if unknown:
+        raise InvalidInputError(
+            f"include names unknown field {unknown[0]!r}: choose among {', '.join(INCLUDE_FIELDS)} "
+            "(ids and scores always come)"
+        )
+    return fields
+
+
+_KNOWN = frozenset(INCLUDE_FIELDS)
 
 
 @dataclass
@@ -62,22 +99,27 @@ class Hit:
     matches: cosine similarity (of the best passage), or the negated Euclidean distance for l2
     collections; in hybrid search, the fused score. ``passage`` says where in the text the match is
     (text items). ``snippet`` is the part of that passage around the query's words (matches between
-    ``**``). ``details`` holds each mode's rank and score when asked for (``explain=True``)."""
+    ``**``). ``details`` holds each mode's rank and score when asked for (``explain=True``).
+
+    A search's ``include`` chooses what is read: a field left out stays ``None`` (``metadata`` too),
+    and ``vector`` (the item's stored vector) is read only when included."""
 
     id: str
     score: float
     text: str | None = None
     uri: str | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any] | None = field(default_factory=dict)
     snippet: str | None = None
     details: dict[str, Any] | None = None
     passage: Passage | None = None
+    vector: np.ndarray | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (``snippet``, ``details`` and ``passage`` only when set)."""
+        """JSON-ready dict (``snippet``, ``details``, ``passage`` and ``vector`` only when set)."""
         out = asdict(self)
         out["passage"] = None if self.passage is None else self.passage.to_dict()
-        for optional in ("snippet", "details", "passage"):
+        out["vector"] = None if self.vector is None else self.vector.tolist()
+        for optional in ("snippet", "details", "passage", "vector"):
             if out[optional] is None:
                 del out[optional]
         return out

@@ -85,6 +85,16 @@ def test_search_filters_and_more_like_this_equal_one_collection(pair):
         many = explained(sharded, **query)
         assert many == explained(single, **query) and "**token7**" in many[0][1]
 
+    # include=: the same fields as one collection reads, vectors included.
+    for include in ([], ["metadata", "vector"], ["text", "passage"]):
+        one = single.search("token7 item", k=5, mode="lexical", include=include)
+        many = sharded.search("token7 item", k=5, mode="lexical", include=include)
+        assert [(h.id, h.text, h.metadata, h.passage, h.snippet) for h in many] == [
+            (h.id, h.text, h.metadata, h.passage, h.snippet) for h in one
+        ]
+        assert all(np.array_equal(a.vector, b.vector) if "vector" in include else a.vector is b.vector is None
+                   for a, b in zip(many, one))  # fmt: skip
+
 
 def test_long_documents_on_shards_rank_by_passage_as_one_collection(home):
     """Passages on shards: the same documents, passages, ranks and snippets as one collection. The

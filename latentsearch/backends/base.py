@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from latentsearch.records import Hit, Item
+from latentsearch.records import DEFAULT_INCLUDE, Hit, Item
 from latentsearch.storage.store import PassageSpan
 
 ProgressFn = Callable[[int, int], None]
@@ -156,8 +156,9 @@ class Backend(Protocol):
         """How this thread's last filtered vector search ran, for ``explain`` (None: no filter)."""
         ...
 
-    def hits(self, rankings: Sequence[Ranking]) -> list[list[Hit | None]]:
-        """The hits of each ranking, in order; ``None`` where an item vanished since it was ranked."""
+    def hits(self, rankings: Sequence[Ranking], include: frozenset[str] = DEFAULT_INCLUDE) -> list[list[Hit | None]]:
+        """The hits of each ranking, in order, carrying the fields ``include`` names (see
+        :func:`~latentsearch.records.check_include`); ``None`` where an item vanished since it was ranked."""
         ...
 
     def passages(self, ids: list[str]) -> dict[str, list[PassageSpan]]:

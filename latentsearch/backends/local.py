@@ -26,7 +26,7 @@ from latentsearch.errors import EncoderMismatchError, InvalidInputError
 from latentsearch.index.faiss_index import CHECKPOINT_FILE, INDEX_FILE, ProgressFn, VectorIndex
 from latentsearch.index.specs import faiss_metric, is_compressed, to_scores
 from latentsearch.limits import check_tuning
-from latentsearch.records import Hit, Item, Passage
+from latentsearch.records import DEFAULT_INCLUDE, Hit, Item, Passage
 from latentsearch.storage.filters import compile_filter
 from latentsearch.storage.store import DB_FILE, FORMAT_VERSION, PASSAGE_BITS, Store
 
@@ -119,12 +119,16 @@ class LocalBackend:
     @property
     def index(self) -> VectorIndex:
         """The FAISS index, loaded (or rebuilt) on first use and caught up with SQLite on each use."""
+        return self._index_at(self.store.seq)
+
+    def _index_at(self, seq: int) -> VectorIndex:
+        """:attr:`index`, for a change sequence the caller has just read (a search reads it once)."""
         with self._lock:
             if self._index is None:
                 index = self.new_index()
                 index.load(self.store)
                 self._index = index
-            elif self._index.seq != self.store.seq:  # another process wrote
+            elif self._index.seq != seq:  # another process wrote
                 self._index.catch_up(self.store)
             return self._index
 
@@ -140,8 +144,10 @@ class LocalBackend:
         )
 
     def prepare_search(self) -> None:
-        """Open the index now (search does it first, while a model loading in the background finishes)."""
-        self.index  # noqa: B018
+        """Open the index now (search does it first, while a model loading in the background finishes;
+        the search itself catches it up with other processes' writes)."""
+        if self._index is None:
+            self.index  # noqa: B018
 
     def encoder_pool(self) -> None:
         """Encoding runs in this process."""
@@ -290,9 +296,9 @@ class LocalBackend:
             else:
                 self.manifest[key] = value
 
-    def _counts(self) -> tuple[int, int]:
+    def _counts(self, seq: int | None = None) -> tuple[int, int]:
         """``(items, passages)``, counted again only after a change (searches read them each time)."""
-        seq = self.store.seq
+        seq = self.store.seq if seq is None else seq
         if self._shape[0] != seq:
             self._shape = (seq, *self.store.passage_counts())
         return self._shape[1], self._shape[2]
@@ -345,7 +351,7 @@ class LocalBackend:
 
     # --- ranking -----------------------------------------------------------------------------------
 
-    def allowed_passages(self, where: Any) -> np.ndarray | None:
+    def allowed_passages(self, where: Any, seq: int | None = None) -> np.ndarray | None:
         """Passage ids of the items matching a metadata filter, or None when there is no filter.
 
         The SQL scan is cached per filter until the collection changes: repeated filters (a facet, a
@@ -354,7 +360,7 @@ class LocalBackend:
         if where is None or where == {}:
             return None
         sql, params = compile_filter(where)
-        seq = self.store.seq
+        seq = self.store.seq if seq is None else seq
         key = (sql, json.dumps(params))
         with self._lock:
             if self._filters_seq != seq:
@@ -388,11 +394,12 @@ class LocalBackend:
     ) -> tuple[list[Ranking], list[np.ndarray]]:
         """:meth:`knn`, and for each query the scores of every passage it ranked, best first (what
         places a passage among several shards' passages)."""
-        allowed = self.allowed_passages(where)
+        seq = self.store.seq  # read once: the index, the counts and the filter cache follow it
+        allowed = self.allowed_passages(where, seq)
         skip = set(self.store.rowids_of(list(exclude)).values()) if exclude else set()
         if allowed is not None and skip:
             allowed = allowed[~np.isin(allowed >> PASSAGE_BITS, list(skip))]
-        items, passages = self._counts()
+        items, passages = self._counts(seq)
         per_item = passages / items if items else 1.0
         available = passages if allowed is None else len(allowed)
         # Excluded items' passages may take places in an unfiltered ranking: fetch that many more.
@@ -402,13 +409,13 @@ class LocalBackend:
         scores = [np.empty(0, np.float32) for _ in range(len(vectors))]
         pending = list(range(len(vectors)))
         while pending and fetch > 0:
-            ranked = self.rowid_knn(vectors[pending], fetch, allowed, ef_search, nprobe)
+            ranked = self.rowid_knn(vectors[pending], fetch, allowed, ef_search, nprobe, seq=seq)
             short = []
             for q, ranked_here in zip(pending, ranked):
                 passages = ranked_here
                 if skip:  # an excluded item's passages are not ranked at all
                     passages = [(p, s) for p, s in passages if p >> PASSAGE_BITS not in skip]
-                results[q] = _best_per_item(passages, k)
+                results[q] = _best_per_item(passages, k, one_each=per_item == 1.0)
                 scores[q] = np.array([s for _, s in passages], dtype=np.float32)
                 if len(results[q]) < k and len(ranked_here) >= fetch and fetch < available:
                     short.append(q)  # more passages may hold more items
@@ -422,11 +429,14 @@ class LocalBackend:
         allowed: np.ndarray | None = None,
         ef_search: int | None = None,
         nprobe: int | None = None,
+        *,
+        seq: int | None = None,
     ) -> list[list[tuple[int, float]]]:
         """k nearest passage ids and scores for each query row, best first, optionally within ``allowed``
-        (a filter's matches: :func:`~latentsearch.backends.planner.plan_filtered` chooses how)."""
+        (a filter's matches: :func:`~latentsearch.backends.planner.plan_filtered` chooses how); ``seq``:
+        the change sequence the caller read for this search."""
         ef_search, nprobe = check_tuning(ef_search, nprobe)  # every vector search of a collection passes here
-        index = self.index
+        index = self.index if seq is None else self._index_at(seq)
         self._plan.value = None
         if allowed is not None:
             if len(allowed) == 0:
@@ -504,8 +514,8 @@ class LocalBackend:
     def lexical(self, match: str, k: int, where: Any = None, exclude: str | None = None) -> Ranking:
         return lexical_ranking(self.store, match, k, where, exclude)
 
-    def hits(self, rankings: Sequence[Ranking]) -> list[list[Hit | None]]:
-        return read_hits(self.store, rankings)
+    def hits(self, rankings: Sequence[Ranking], include: frozenset[str] = DEFAULT_INCLUDE) -> list[list[Hit | None]]:
+        return read_hits(self.store, rankings, include)
 
     # --- housekeeping ------------------------------------------------------------------------------
 
@@ -557,41 +567,53 @@ class LocalBackend:
             self.store.close()
 
 
-def read_hits(store: Store, rankings: Sequence[Ranking]) -> list[list[Hit | None]]:
-    """Hits for rankings of ``(rowid, score)``, with one SQLite read for all of them (and one of the
-    matched passages' spans); ``None`` for a row deleted between the ranking and the read. A key that
-    names its passage (:class:`PassageKey`) gives a text hit its passage. (Hot: one lookup per row and
-    field.)"""
-    rows = store.rows_by_rowid(sorted({int(r) for ranking in rankings for r, _ in ranking}))
-    matched = [
-        key.passage
-        for ranking in rankings
-        for key, _ in ranking
-        if isinstance(key, PassageKey) and key in rows and rows[key]["text"] is not None
-    ]
-    spans = store.passage_spans(matched) if matched else {}
+def read_hits(
+    store: Store, rankings: Sequence[Ranking], include: frozenset[str] = DEFAULT_INCLUDE
+) -> list[list[Hit | None]]:
+    """Hits for rankings of ``(rowid, score)`` with the fields ``include`` names, read in one SQLite
+    query for all of them (:meth:`Store.hit_rows`); ``None`` for a row deleted between the ranking and
+    the read. A key that names its passage (:class:`PassageKey`) is read through it, so a text hit
+    gets its passage in the same query. (Hot: kept to one pass over the rows.)"""
+    through_passage = "passage" in include
+    passage_ids, rowids = set(), set()
+    for ranking in rankings:
+        for key, _ in ranking:
+            if through_passage and isinstance(key, PassageKey):
+                passage_ids.add(key.passage)
+            else:
+                rowids.add(int(key))
+    by_passage = store.hit_rows(sorted(passage_ids), include, by_passage=True) if passage_ids else {}
+    # A passage gone while its item stays (the item was rewritten since the ranking): the item alone.
+    rowids.update(p >> PASSAGE_BITS for p in passage_ids if p not in by_passage)
+    by_rowid = store.hit_rows(sorted(rowids), include, by_passage=False) if rowids else {}
+    has_text, has_metadata, has_vector = "text" in include, "metadata" in include, "vector" in include
     out = []
     for ranking in rankings:
         hits: list[Hit | None] = []
-        for rowid, score in ranking:
-            row = rows.get(rowid)
-            if row is None:
-                hits.append(None)
-                continue
-            hit = Hit(row["id"], float(score), row["text"], row["uri"], row["metadata"])
-            span = spans.get(rowid.passage) if isinstance(rowid, PassageKey) else None
-            if span is not None:
-                start, end, page = span
-                hit.passage = Passage(
-                    rowid.passage & PASSAGE_MASK,
-                    start,
-                    end,
-                    row["text"][start:end],
-                    page,
-                    rowid.passage_score,
-                    rowid.passage_rank,
-                )
-            hits.append(hit)
+        for key, score in ranking:
+            row = by_passage.get(key.passage) if through_passage and isinstance(key, PassageKey) else None
+            spanned = row is not None
+            if not spanned:
+                row = by_rowid.get(int(key))
+                if row is None:
+                    hits.append(None)
+                    continue
+            text = uri = metadata = vector = passage = None
+            at = 2
+            if has_text:
+                text, uri, at = row[2], row[3], 4
+            if has_metadata:
+                metadata = {} if row[at] == "{}" else json.loads(row[at])  # most items carry none
+                at += 1
+            if has_vector:
+                vector = np.frombuffer(row[at], dtype=np.float32)
+                at += 1
+            if spanned and row[at + 3] is not None:  # a text item's passage
+                passage = Passage(
+                    key.passage & PASSAGE_MASK, row[at], row[at + 1], row[at + 3], row[at + 2],
+                    key.passage_score, key.passage_rank,
+                )  # fmt: skip
+            hits.append(Hit(row[1], float(score), text, uri, metadata, None, None, passage, vector))
         out.append(hits)
     return out
 
@@ -606,8 +628,14 @@ def lexical_ranking(store: Store, match: str, k: int, where: Any, exclude: str |
     ]
 
 
-def _best_per_item(passages: list[tuple[int, float]], k: int) -> Ranking:
-    """The first ``k`` items of a passage ranking, each at its best passage."""
+def _best_per_item(passages: list[tuple[int, float]], k: int, *, one_each: bool = False) -> Ranking:
+    """The first ``k`` items of a passage ranking, each at its best passage. ``one_each``: every item
+    has one passage, so every passage is a new item (the common case, kept to one pass)."""
+    if one_each:
+        return [
+            (PassageKey(passage >> PASSAGE_BITS, passage, score, rank), score)
+            for rank, (passage, score) in enumerate(passages[:k], 1)
+        ]
     seen: set[int] = set()
     ranking: Ranking = []
     for rank, (passage, score) in enumerate(passages, 1):

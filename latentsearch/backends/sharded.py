@@ -36,7 +36,7 @@ from latentsearch.backends.local import LocalBackend, lexical_ranking, read_hits
 from latentsearch.errors import ClusterUnavailableError, InvalidInputError, LatentSearchError
 from latentsearch.fileio import fsync_replace
 from latentsearch.limits import MAX_EF_SEARCH, MAX_SHARDS, check_int
-from latentsearch.records import Hit, Item
+from latentsearch.records import DEFAULT_INCLUDE, Hit, Item
 from latentsearch.storage.store import Store
 
 LEXICAL_DIR = "lexical"
@@ -507,9 +507,22 @@ class ShardedBackend:
         hits = read_hits(self.lexical_store, [ranking])[0]
         return [(ShardKey(hit), score) for hit, (_, score) in zip(hits, ranking) if hit is not None]
 
-    def hits(self, rankings: Sequence[Ranking]) -> list[list[Hit | None]]:
-        """The hits the shards read while ranking, with the ranking's (merged or fused) scores."""
-        return [[dataclasses.replace(key.hit, score=float(score)) for key, score in ranking] for ranking in rankings]
+    def hits(self, rankings: Sequence[Ranking], include: frozenset[str] = DEFAULT_INCLUDE) -> list[list[Hit | None]]:
+        """The hits the shards read while ranking, with the ranking's (merged or fused) scores, cut to
+        the fields ``include`` names (vectors are read for them when included)."""
+        out = [[dataclasses.replace(key.hit, score=float(score)) for key, score in ranking] for ranking in rankings]
+        if include != DEFAULT_INCLUDE:
+            flat = [hit for hits in out for hit in hits]
+            vectors = self.vectors_of(sorted({hit.id for hit in flat})) if "vector" in include else {}
+            for hit in flat:
+                if "text" not in include:
+                    hit.text = hit.uri = None
+                if "metadata" not in include:
+                    hit.metadata = None
+                if "passage" not in include:
+                    hit.passage = None
+                hit.vector = vectors.get(hit.id)
+        return out
 
     # --- housekeeping ------------------------------------------------------------------------------
 

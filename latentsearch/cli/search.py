@@ -56,6 +56,13 @@ def search(
     ] = False,
     ef_search: Annotated[int | None, typer.Option(help="HNSW: candidates explored (recall vs speed).")] = None,
     nprobe: Annotated[int | None, typer.Option(help="IVF: lists probed (recall vs speed).")] = None,
+    include: Annotated[
+        str | None,
+        typer.Option(
+            help="What each hit carries beside id and score, comma-separated: text, metadata, passage, vector "
+            "(default: text,metadata,passage; '' for ids and scores only, the fastest)."
+        ),
+    ] = None,
     home: HomeOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -79,6 +86,7 @@ def search(
         explain=explain,
         ef_search=ef_search,
         nprobe=nprobe,
+        include=include,
     )
     with open_collection(name, home) as col, model_loading(col, request.needs_encoder):
         hits = col.search(request)
@@ -193,7 +201,7 @@ def print_hits(hits: list[Any], as_json: bool, *, explain: bool = False) -> None
         columns.insert(2, "mode: rank (score) + share")
     table = Table(*columns)
     for rank, hit in enumerate(hits, 1):
-        metadata = escape(json.dumps(hit.metadata, ensure_ascii=False))
+        metadata = "" if hit.metadata is None else escape(json.dumps(hit.metadata, ensure_ascii=False))
         row = [str(rank), f"{hit.score:.4f}", hit.id, _highlight(hit) + _where(hit), metadata]
         if explain:
             details = hit.details or {}
@@ -210,7 +218,7 @@ def _highlight(hit: Any) -> str:
     if hit.snippet:
         parts = escape(" ".join(hit.snippet.split())).split("**")
         return "".join(f"[bold yellow]{p}[/]" if i % 2 else p for i, p in enumerate(parts))
-    return escape(snippet(hit.passage.text if hit.passage is not None else hit.text or hit.uri))
+    return escape(snippet(hit.passage.text if hit.passage is not None else hit.text or hit.uri or ""))
 
 
 def _where(hit: Any) -> str:

@@ -13,7 +13,7 @@ import numpy as np
 from latentsearch.backends.base import Ranking
 from latentsearch.errors import InvalidInputError
 from latentsearch.limits import MAX_K, check_int, check_tuning
-from latentsearch.records import Hit
+from latentsearch.records import Hit, check_include
 from latentsearch.search.fusion import explain_hits, fuse, score_floors
 from latentsearch.search.request import HYBRID_DEPTH, SearchRequest, is_image, is_text_batch
 from latentsearch.storage.filters import Filter, compile_filter
@@ -50,9 +50,10 @@ def search(collection: Collection, request: SearchRequest) -> list[Hit]:
         rankings["lexical"] = backend.lexical(match, depth, req.where, req.like) if match else []
     floors = score_floors(collection.metric)
     ranked = fuse(rankings, fusion, floors)[: req.k] if fusion is not None else rankings[mode][: req.k]
-    found = backend.hits([ranked])[0]
+    found = backend.hits([ranked], req.include)[0]
     ranked, hits = _present(ranked, found)
-    cut_snippets(hits, match)
+    if req.include & {"text", "passage"}:
+        cut_snippets(hits, match)
     if req.explain:
         explain_hits(hits, ranked, rankings, mode, fusion, floors)
         if plan is not None:
@@ -96,15 +97,18 @@ def search_batch(
     exclude: Sequence[str] = (),
     ef_search: int | None = None,
     nprobe: int | None = None,
+    include: Sequence[str] | None = None,
 ) -> list[list[Hit]]:
     """Vector search for many queries at once (one index call, one read of the hits); see
     :meth:`Collection.search_batch`."""
     k = check_int("k", k, 1, MAX_K)
     ef_search, nprobe = check_tuning(ef_search, nprobe)
+    fields = check_include(include)
     compile_filter(where)  # refused here, before any encoding or any shard sees it
     vectors = collection.encode(list(queries)) if is_text_batch(queries) else collection.prepare_vectors(queries)
     rankings = collection.backend.knn(vectors, k, where, list(exclude), ef_search, nprobe)
-    return [_present(ranking, found)[1] for ranking, found in zip(rankings, collection.backend.hits(rankings))]
+    found = collection.backend.hits(rankings, fields)
+    return [_present(ranking, hits)[1] for ranking, hits in zip(rankings, found)]
 
 
 def query_vector(collection: Collection, query: Any, vector: Any = None) -> np.ndarray:

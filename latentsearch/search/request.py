@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from latentsearch.errors import InvalidInputError
 from latentsearch.limits import MAX_EF_SEARCH, MAX_K, MAX_NPROBE, MAX_RRF_K, check_int, check_text, check_tuning
+from latentsearch.records import DEFAULT_INCLUDE, INCLUDE_FIELDS, check_include
 from latentsearch.search.fusion import Fusion
 from latentsearch.storage.filters import Filter, compile_filter
 
@@ -53,6 +55,11 @@ class SearchRequest:
     explain: bool = _option(False, "Fill each hit's details with every mode's rank, score and contribution.")
     ef_search: int | None = _option(None, "HNSW search breadth (more: better recall, slower).", ge=1, le=MAX_EF_SEARCH)
     nprobe: int | None = _option(None, "IVF lists visited (more: better recall, slower).", ge=1, le=MAX_NPROBE)
+    include: Sequence[str] | None = _option(
+        None,
+        f"What each hit carries beside its id and score: any of {', '.join(INCLUDE_FIELDS)} "
+        f"(default: {', '.join(f for f in INCLUDE_FIELDS if f in DEFAULT_INCLUDE)}; [] for ids and scores only).",
+    )
 
     @property
     def text(self) -> str | None:
@@ -95,7 +102,8 @@ class SearchRequest:
         if not isinstance(self.explain, bool):
             raise InvalidInputError(f"explain is true or false, got {self.explain!r}")
         ef_search, nprobe = check_tuning(self.ef_search, self.nprobe)
-        return dataclasses.replace(self, k=k, ef_search=ef_search, nprobe=nprobe)
+        include = check_include(self.include)
+        return dataclasses.replace(self, k=k, ef_search=ef_search, nprobe=nprobe, include=include)
 
 
 HYBRID_DEPTH = 100  # candidates taken from each mode before fusing

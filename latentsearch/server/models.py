@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from latentsearch import limits
 from latentsearch.encoders.passages import DEFAULT_MAX_PASSAGES, MAX_PASSAGES_LIMIT
+from latentsearch.records import INCLUDE_FIELDS
 from latentsearch.search.request import SearchRequest
 from latentsearch.search.tuning import DEFAULT_SAMPLE, MAX_SAMPLE
 
@@ -99,7 +100,12 @@ class MetadataBody(Body):
 SEARCH_TARGETS = ("query", "vector", "like")
 # The JSON types of SearchRequest fields whose Python type is wider than JSON (an image, a numpy array);
 # every other field's type is its annotation in SearchRequest.
-SEARCH_JSON_TYPES: dict[str, Any] = {"query": str | None, "vector": list[float] | None, "like": str | None}
+SEARCH_JSON_TYPES: dict[str, Any] = {
+    "query": str | None,
+    "vector": list[float] | None,
+    "like": str | None,
+    "include": list[Literal[INCLUDE_FIELDS]] | None,  # type: ignore[valid-type]
+}
 BOUNDS = ("ge", "gt", "le", "lt")
 
 

@@ -447,6 +447,30 @@ class Store:
                     out[row[0]] = _row_dict(row, with_vectors)
         return out
 
+    def hit_rows(self, keys: Sequence[int], include: frozenset[str], *, by_passage: bool) -> dict[int, tuple[Any, ...]]:
+        """What search hits show, in one query per 900 hits. ``keys`` are item rowids, or with
+        ``by_passage`` the matched passages' ids (then each row also has that passage's ``start,
+        end, page, text``; NULLs for an item without text). Each row is ``(key, id)``, then ``text,
+        uri`` when ``include`` has "text", ``metadata`` (JSON) for "metadata" and ``vector`` (bytes)
+        for "vector". Keys whose item (or passage) is gone are left out."""
+        columns = ["p.id" if by_passage else "items.rowid", "items.id"]
+        columns += ["items.text", "items.uri"] if "text" in include else []
+        columns += ["items.metadata"] if "metadata" in include else []
+        columns += ["items.vector"] if "vector" in include else []
+        if by_passage:
+            span = "p.start_char, p.end_char, p.page, substr(items.text, p.start_char + 1, p.end_char - p.start_char)"
+            columns.append(span)
+            source = "passages p JOIN items ON items.rowid = p.id >> 16 WHERE p.id"
+        else:
+            source = "items WHERE items.rowid"
+        out: dict[int, tuple[Any, ...]] = {}
+        with self._read() as conn:
+            for start in range(0, len(keys), 900):
+                chunk = [int(r) for r in keys[start : start + 900]]
+                sql = f"SELECT {', '.join(columns)} FROM {source} IN ({','.join('?' * len(chunk))})"
+                out.update((row[0], row) for row in conn.execute(sql, chunk))
+        return out
+
     def thumbnails(self, rowids: Sequence[int]) -> dict[int, bytes]:
         """JPEG thumbnails of image items by rowid (items without one are left out)."""
         out: dict[int, bytes] = {}
