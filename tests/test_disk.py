@@ -88,6 +88,9 @@ def test_a_full_disk_fails_with_the_real_cause_and_keeps_everything(tmp_path, ca
         with pytest.raises(DiskFullError):
             col.compact()  # a new index cannot be written: the old one stays
         assert col.count() == 301
+        # The index, fed while SQLite wrote, forgot the failed batch: reloaded, it finds what was acknowledged.
+        assert col.search(vectors(1, 9)[0], k=1)[0].id == "small"
+        assert col.backend.index.ntotal == 301
         col.close()  # the checkpoint fails: logged in one line, not raised
         assert any("no space left on device" in r.getMessage() for r in caplog.records)
         assert file_sha256(home / "c" / "index.faiss") == old_index

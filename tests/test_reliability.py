@@ -136,7 +136,8 @@ def damaged_collection(home, name="broken", n=3000):
     col.close()
     db = home / name / "collection.sqlite"
     data = bytearray(db.read_bytes())
-    data[200_000:260_000] = b"Z" * 60_000
+    third = len(data) // 3  # the middle of the file: table and index pages, whatever the page size
+    data[third : 2 * third] = b"Z" * third
     db.write_bytes(bytes(data))
     return db
 
@@ -177,7 +178,8 @@ def test_damaged_sqlite_gives_a_clear_error_and_doctor_salvages(home):
     col.close()
     db = home / "broken" / "collection.sqlite"
     data = bytearray(db.read_bytes())
-    data[200_000:260_000] = b"Z" * 60_000
+    third = len(data) // 3  # the middle of the file: table and index pages, whatever the page size
+    data[third : 2 * third] = b"Z" * third
     db.write_bytes(bytes(data))
     with pytest.raises(ls.CorruptCollectionError, match=r"collection.sqlite.*latentsearch doctor broken --repair"):
         ls.open("broken", home=home).count()

@@ -159,25 +159,29 @@ class LocalBackend:
         n = len(batch.ids)
         with self._lock:
             index = self.index  # caught up before the write, so it can follow with a plain add
-            before = index.seq
-            seq, passage_ids, replaced = self.store.insert(
-                batch.ids,
-                batch.kinds,
-                batch.texts,
-                batch.uris,
-                batch.metadata,
-                batch.vectors,
-                upsert=upsert,
-                thumbnails=batch.thumbnails,
-                passages=batch.passages,
-                passage_vectors=batch.passage_vectors,
-            )
-            if seq != before + 1:  # another process wrote in between: replay from SQLite
+            feeder = _IndexFeeder(index, index.seq, batch.index_vectors())
+            try:
+                seq, _, _ = self.store.insert(
+                    batch.ids,
+                    batch.kinds,
+                    batch.texts,
+                    batch.uris,
+                    batch.metadata,
+                    batch.vectors,
+                    upsert=upsert,
+                    thumbnails=batch.thumbnails,
+                    passages=batch.passages,
+                    passage_vectors=batch.passage_vectors,
+                    before_write=feeder.start,
+                )
+                feeder.join()
+            except BaseException:
+                if feeder.started:  # the index took rows SQLite may not have: reload it on next use
+                    feeder.join(raising=False)
+                    self._index = None
+                raise
+            if not feeder.started:  # another process wrote in between: replay from SQLite
                 index.catch_up(self.store)
-            else:
-                if len(replaced):
-                    index.remove(replaced)
-                index.add(passage_ids, batch.index_vectors(), seq)
             self._maintain()
         return n
 
@@ -565,6 +569,40 @@ class LocalBackend:
             self.save()
         finally:
             self.store.close()
+
+
+class _IndexFeeder:
+    """Adds a write's vectors to the index in a thread while SQLite writes and commits them (FAISS and
+    SQLite both release the GIL): the index's work overlaps the database's instead of following it.
+    Started from inside the transaction, once the passage ids are known, and only when no other
+    process wrote since the index last caught up (else the index replays SQLite after the commit)."""
+
+    def __init__(self, index: VectorIndex, index_seq: int, vectors: np.ndarray) -> None:
+        self.index, self.index_seq, self.vectors = index, index_seq, vectors
+        self.started = False
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def start(self, seq: int, passage_ids: np.ndarray, replaced: np.ndarray) -> None:
+        if seq != self.index_seq + 1:
+            return
+        self.started = True
+        self._thread = threading.Thread(target=self._feed, args=(seq, passage_ids, replaced), daemon=True)
+        self._thread.start()
+
+    def _feed(self, seq: int, passage_ids: np.ndarray, replaced: np.ndarray) -> None:
+        try:
+            if len(replaced):
+                self.index.remove(replaced)
+            self.index.add(passage_ids, self.vectors, seq)
+        except BaseException as exc:  # re-raised by join, in the writing thread
+            self._error = exc
+
+    def join(self, *, raising: bool = True) -> None:
+        if self._thread is not None:
+            self._thread.join()
+        if raising and self._error is not None:
+            raise self._error
 
 
 def read_hits(
