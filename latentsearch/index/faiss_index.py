@@ -6,6 +6,11 @@ temp files, fsynced and renamed into place. On load a checkpoint that does not m
 unreadable file or a different dimension/metric means "rebuild from SQLite"; an older sequence means
 "catch up" (add the newer rows, drop the deleted ones).
 
+HNSW and flat indexes are written lean: ``index.faiss`` then holds the id map, the HNSW graph (or an
+empty flat index) and only the vectors of tombstones, and the vectors themselves are read back from
+SQLite when it is loaded, so each vector is on disk once (see :meth:`VectorIndex._write_lean`).
+Compressed and IVF indexes are written as FAISS writes them.
+
 FAISS ids are SQLite rowids. Flat and scalar-quantised indexes sit in an ``IndexIDMap2`` and delete
 with ``remove_ids``; IVF indexes take ids natively. HNSW cannot remove vectors, so deleted rowids
 become tombstones excluded at search time through an ``IDSelector``, and :meth:`VectorIndex.build`
@@ -46,7 +51,9 @@ LOCK_FILE = "index.lock"
 
 COMPACT_TOMBSTONE_FRACTION = 0.3  # HNSW rebuilds once this share of its vectors are deleted
 FILTERED_PARAMS_CACHE = 8  # search parameters (with their selector) kept for the latest filters
-DIGEST_PRIME = 2**31 - 1  # rowid fingerprints: squares stay below 2**62, sums of 2**31 terms in int64
+DIGEST_PRIME = 2**31 - 1
+# A lean index.faiss (HNSW and flat) keeps no vectors: SQLite's are attached when it is read.
+LEAN_MAGIC = b"LSLEAN01"  # rowid fingerprints: squares stay below 2**62, sums of 2**31 terms in int64
 
 ProgressFn = Callable[[int, int], None]
 
@@ -210,8 +217,8 @@ class VectorIndex:
         if size != ckpt.size or verified_sha256(path) != ckpt.sha256:
             return "index.faiss does not match its checksum (truncated or corrupt)"
         try:
-            index = faiss.read_index(str(path))
-        except RuntimeError as exc:
+            index = self._read_index_file(path, store)
+        except (RuntimeError, ValueError) as exc:
             return f"FAISS cannot read index.faiss ({str(exc).splitlines()[0][:100]})"
         if index.d != self.dim:
             return "index.faiss has another dimension"
@@ -244,7 +251,10 @@ class VectorIndex:
                 # Through Python's file object, so a write error is an OSError with its errno (FAISS's
                 # own writer prints "close error" on stderr and raises a RuntimeError with the text).
                 writer = faiss.PyCallbackIOWriter(handle.write)
-                faiss.write_index(self.index, writer)
+                if self._lean_inner() is not None:
+                    self._write_lean(handle, writer)
+                else:
+                    faiss.write_index(self.index, writer)
                 del writer
             ckpt = Checkpoint(
                 seq=self.seq,
@@ -264,6 +274,74 @@ class VectorIndex:
             fsync_replace(ckpt_tmp, ckpt_path)
             remember_sha256(path, ckpt.sha256)  # so the next open need not hash it again
         self.dirty = False
+
+    # --- lean files: the vectors are SQLite's -------------------------------------------------------
+
+    def _lean_inner(self) -> Any:
+        """The inner index when this index is saved lean (HNSW over float vectors, or flat, in an
+        IndexIDMap2), else None (compressed codes and IVF lists are small or hold vectors FAISS
+        alone can search: saved as FAISS writes them)."""
+        if not isinstance(self.index, faiss.IndexIDMap2):
+            return None
+        inner = faiss.downcast_index(self.index.index)
+        return inner if isinstance(inner, (faiss.IndexHNSWFlat, faiss.IndexFlat)) else None
+
+    def _write_lean(self, handle: Any, writer: Any) -> None:
+        """Write :data:`LEAN_MAGIC`, the id map (FAISS position -> passage id), the tombstones' ids and
+        vectors (SQLite no longer holds them; the graph still walks through them), then the inner
+        index without its vectors: the HNSW graph (``IO_FLAG_SKIP_STORAGE``) or an empty flat index."""
+        inner = self._lean_inner()
+        ids = faiss.vector_to_array(self.index.id_map).astype(np.int64)
+        dead = np.array(sorted(self.tombstones), dtype=np.int64)
+        dead_vectors = self.index.reconstruct_batch(dead) if len(dead) else np.empty((0, self.dim), np.float32)
+        handle.write(LEAN_MAGIC + np.int64(len(ids)).tobytes() + ids.tobytes())
+        handle.write(np.int64(len(dead)).tobytes() + dead.tobytes() + np.ascontiguousarray(dead_vectors).tobytes())
+        handle.flush()
+        if isinstance(inner, faiss.IndexHNSWFlat):
+            faiss.write_index(inner, writer, faiss.IO_FLAG_SKIP_STORAGE)
+        else:
+            faiss.write_index(faiss.IndexFlat(self.dim, inner.metric_type), writer)
+
+    def _read_index_file(self, path: Path, store: Store) -> faiss.Index:
+        """Read ``index.faiss``: a FAISS file, or a lean one (see :meth:`_write_lean`) whose vectors are
+        read back from SQLite in the id map's order. A passage deleted from SQLite after the checkpoint
+        gets a zero vector: catching up tombstones it, and compaction drops it."""
+        with open(path, "rb") as handle:
+            lean = handle.read(len(LEAN_MAGIC)) == LEAN_MAGIC
+        if not lean:
+            return faiss.read_index(str(path))
+        data = path.read_bytes()
+        at = len(LEAN_MAGIC)
+        n = int(np.frombuffer(data, np.int64, 1, at)[0])
+        ids = np.frombuffer(data, np.int64, n, at + 8)
+        at += 8 + 8 * n
+        t = int(np.frombuffer(data, np.int64, 1, at)[0])
+        dead = np.frombuffer(data, np.int64, t, at + 8)
+        dead_vectors = np.frombuffer(data, np.float32, t * self.dim, at + 8 + 8 * t).reshape(t, self.dim)
+        at += 8 + 8 * t + 4 * t * self.dim
+        inner = faiss.deserialize_index(np.frombuffer(data, np.uint8, offset=at))  # (its own subclass)
+        del data
+        vectors = store.passage_vectors(ids, self.dim, missing_ok=True)
+        if t:
+            vectors[np.searchsorted(ids, dead) if _sorted(ids) else _positions(ids, dead)] = dead_vectors
+        if isinstance(inner, faiss.IndexHNSWFlat):
+            storage = faiss.IndexFlat(self.dim, inner.metric_type)
+            storage.add(vectors)
+            if storage.ntotal != inner.ntotal:
+                raise ValueError("the HNSW graph and its id map disagree")
+            storage.this.disown()  # owned by the HNSW index from here on
+            inner.storage, inner.own_fields = storage, True
+        else:
+            inner.add(vectors)
+        del vectors
+        # The id map's constructor refuses a full inner index: it wraps an empty one, swapped for it.
+        index = faiss.IndexIDMap2(faiss.IndexFlat(self.dim, inner.metric_type))
+        index.index, index.ntotal, index.referenced_objects = inner, inner.ntotal, []
+        inner.this.disown()  # owned by the id map from here on
+        index.own_fields = True
+        faiss.copy_array_to_vector(ids, index.id_map)
+        index.construct_rev_map()
+        return index
 
     # --- changes ---------------------------------------------------------------------------------
 
@@ -430,3 +508,13 @@ class VectorIndex:
             params.sel = selector
             params.referenced = selector
         return params
+
+
+def _sorted(ids: np.ndarray) -> bool:
+    return bool(np.all(ids[1:] > ids[:-1])) if len(ids) > 1 else True
+
+
+def _positions(ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Positions of ``wanted`` in ``ids`` (every one present)."""
+    order = np.argsort(ids)
+    return order[np.searchsorted(ids[order], wanted)]

@@ -559,17 +559,23 @@ class Store:
             rows = conn.execute(sql, list(params)).fetchall()
         return np.array([r[0] for r in rows], dtype=np.int64)
 
-    def passage_vectors(self, passage_ids: Sequence[int] | np.ndarray, dim: int) -> np.ndarray:
-        """Float32 vectors of the given passages, in the same order; raises on an unknown id."""
-        return self._vectors_by_key(passage_ids, dim, f"SELECT id, {_PASSAGE_VECTOR} FROM passages WHERE id IN")
+    def passage_vectors(
+        self, passage_ids: Sequence[int] | np.ndarray, dim: int, *, missing_ok: bool = False
+    ) -> np.ndarray:
+        """Float32 vectors of the given passages, in the same order; raises on an unknown id (zeros
+        for it with ``missing_ok``)."""
+        select = f"SELECT id, {_PASSAGE_VECTOR} FROM passages WHERE id IN"
+        return self._vectors_by_key(passage_ids, dim, select, missing_ok=missing_ok)
 
     def vectors(self, rowids: Sequence[int] | np.ndarray, dim: int) -> np.ndarray:
         """Float32 vectors of the given rowids, in the same order; raises on an unknown rowid."""
         return self._vectors_by_key(rowids, dim, "SELECT rowid, vector FROM items WHERE rowid IN")
 
-    def _vectors_by_key(self, keys: Sequence[int] | np.ndarray, dim: int, select: str) -> np.ndarray:
+    def _vectors_by_key(
+        self, keys: Sequence[int] | np.ndarray, dim: int, select: str, *, missing_ok: bool = False
+    ) -> np.ndarray:
         position = {int(r): i for i, r in enumerate(keys)}
-        out = np.empty((len(position), dim), dtype=np.float32)
+        out = (np.zeros if missing_ok else np.empty)((len(position), dim), dtype=np.float32)
         seen = 0
         with self._read() as conn:
             keys = list(position)
@@ -579,7 +585,7 @@ class Store:
                 for rowid, blob in conn.execute(f"{select} ({marks})", chunk):
                     out[position[rowid]] = np.frombuffer(blob, dtype=np.float32)
                     seen += 1
-        if seen != len(position):
+        if seen != len(position) and not missing_ok:
             raise ItemNotFoundError("some rows vanished while reading vectors: retry the call")
         return out
 
