@@ -350,14 +350,15 @@ def memory(base: np.ndarray, queries: np.ndarray, truth: np.ndarray, home: Path)
     for spec in ("flat", "hnsw", "ivfpq", "sq8"):
         col = ls.create(f"mem-{spec}", encoder="precomputed", dim=base.shape[1], metric="l2", index=spec, home=home)
         col.add([str(i) for i in range(len(base))], vectors=base)
-        col.save()
-        size = (col.path / "index.faiss").stat().st_size
-        total = sum(f.stat().st_size for f in col.path.iterdir() if f.is_file())
         hits = col.search_batch(queries[:500], k=K, ef_search=64, nprobe=16)
         found = np.array([[int(h.id) for h in hs] + [-1] * (K - len(hs)) for hs in hits])
+        factory = col.backend.index.factory
+        col.close()  # (closed: SQLite's write-ahead log is folded into the file, as it rests on disk)
+        size = (col.path / "index.faiss").stat().st_size
+        total = sum(f.stat().st_size for f in col.path.iterdir() if f.is_file())
         out.append(
             {
-                "index": col.backend.index.factory,
+                "index": factory,
                 "bytes_per_vector": size / len(base),
                 "collection_bytes_per_vector": total / len(base),
                 "float_bytes_per_vector": 4 * base.shape[1],
@@ -365,7 +366,6 @@ def memory(base: np.ndarray, queries: np.ndarray, truth: np.ndarray, home: Path)
             }
         )
         print(f"  {out[-1]}")
-        col.close()
     return out
 
 
