@@ -51,9 +51,9 @@ LOCK_FILE = "index.lock"
 
 COMPACT_TOMBSTONE_FRACTION = 0.3  # HNSW rebuilds once this share of its vectors are deleted
 FILTERED_PARAMS_CACHE = 8  # search parameters (with their selector) kept for the latest filters
-DIGEST_PRIME = 2**31 - 1
+DIGEST_PRIME = 2**31 - 1  # rowid fingerprints: squares stay below 2**62, sums of 2**31 terms in int64
 # A lean index.faiss (HNSW and flat) keeps no vectors: SQLite's are attached when it is read.
-LEAN_MAGIC = b"LSLEAN01"  # rowid fingerprints: squares stay below 2**62, sums of 2**31 terms in int64
+LEAN_MAGIC = b"LSLEAN01"
 
 ProgressFn = Callable[[int, int], None]
 
@@ -323,7 +323,7 @@ class VectorIndex:
         del data
         vectors = store.passage_vectors(ids, self.dim, missing_ok=True)
         if t:
-            vectors[np.searchsorted(ids, dead) if _sorted(ids) else _positions(ids, dead)] = dead_vectors
+            vectors[_positions(ids, dead)] = dead_vectors
         if isinstance(inner, faiss.IndexHNSWFlat):
             storage = faiss.IndexFlat(self.dim, inner.metric_type)
             storage.add(vectors)
@@ -508,10 +508,6 @@ class VectorIndex:
             params.sel = selector
             params.referenced = selector
         return params
-
-
-def _sorted(ids: np.ndarray) -> bool:
-    return bool(np.all(ids[1:] > ids[:-1])) if len(ids) > 1 else True
 
 
 def _positions(ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:

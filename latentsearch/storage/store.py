@@ -440,17 +440,6 @@ class Store:
                     out[int(rowid)] = rows
         return out
 
-    def passage_spans(self, passage_ids: Sequence[int]) -> dict[int, tuple[int, int, int | None]]:
-        """``(start, end, page)`` of the given passages by id (unknown ids are left out)."""
-        out: dict[int, tuple[int, int, int | None]] = {}
-        with self._read() as conn:
-            for start in range(0, len(passage_ids), 900):
-                chunk = [int(p) for p in passage_ids[start : start + 900]]
-                marks = ",".join("?" * len(chunk))
-                sql = f"SELECT id, start_char, end_char, page FROM passages WHERE id IN ({marks})"
-                out.update((row[0], row[1:]) for row in conn.execute(sql, chunk))
-        return out
-
     def passage_counts(self) -> tuple[int, int]:
         """``(items, passages)``, in one snapshot."""
         with self._read() as conn:
