@@ -472,7 +472,7 @@ class Store:
         if by_passage:
             span = "p.start_char, p.end_char, p.page, substr(items.text, p.start_char + 1, p.end_char - p.start_char)"
             columns.append(span)
-            source = "passages p JOIN items ON items.rowid = p.id >> 16 WHERE p.id"
+            source = f"passages p JOIN items ON items.rowid = p.id >> {PASSAGE_BITS} WHERE p.id"
         else:
             source = "items WHERE items.rowid"
         out: dict[int, tuple[Any, ...]] = {}
