@@ -306,6 +306,7 @@ def test_efficientnet_runs_on_onnx_with_the_features_of_pytorch(tmp_path):
     assert float(np.abs(fast.encode(files) - slow.encode(files)).max()) <= 1e-4
 
 
+@pytest.mark.slow  # about 25 s: exports the ONNX graph in a fresh process
 def test_the_cli_says_when_it_exports_the_model_and_then_stays_quiet(tmp_path, onnx_minilm):
     home = tmp_path / "home"
     ls.create("notes", encoder="minilm", home=home).close()

@@ -130,6 +130,7 @@ def exercise(case) -> None:
         build(home, target, vectors)  # the next cases find the collection whole again
 
 
+@pytest.mark.slow  # about 30 s a collection: every operation of the schema, fuzzed
 @schema.parametrize()
 @settings(deadline=None, suppress_health_check=list(HealthCheck))
 def test_the_api_answers_every_request_as_its_schema_says(case):

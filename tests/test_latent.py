@@ -16,7 +16,7 @@ from .browser import browser
 from .conftest import random_vectors
 
 
-@pytest.mark.parametrize("method", ["pca", "tsne", "umap"])
+@pytest.mark.parametrize("method", ["pca", "tsne", pytest.param("umap", marks=pytest.mark.slow)])  # umap: ~25 s
 @pytest.mark.parametrize("dim", [2, 3])
 def test_projections(topics, method, dim):
     projection = topics.project(method, dim=dim)
