@@ -19,11 +19,14 @@
    second on onnxruntime vs PyTorch.
 5. Memory: bytes per vector and recall@10 of flat, HNSW, IVF-PQ and SQ8 (compressed ones re-ranked on
    the stored float vectors).
-6. Start-up: wall time of ``latentsearch search`` by text and by vector on a 100,000-item ``minilm``
+6. Peers (``benchmarks/peers.py``): latentsearch, Chroma ``PersistentClient``, LanceDB (local, with and
+   without an index) and Qdrant's local mode on the same 60,000 vectors: ingest, disk bytes per vector,
+   reopening, and recall@10 with queries/s unfiltered and under 10% and 1% filters.
+7. Start-up: wall time of ``latentsearch search`` by text and by vector on a 100,000-item ``minilm``
    collection beside ``latentsearch --help`` and ``import sentence_transformers``, whether they
    import torch, and ``latentsearch serve``'s time to answer and first-request latency.
 
-    python -m benchmarks.performance [--quick] [--only bulk,ingest,startup]
+    python -m benchmarks.performance [--quick] [--only bulk,ingest,peers,startup]
 
 ``--quick`` uses 20,000 base vectors and 1,000 queries. Writes benchmarks/results/performance.json,
 the curve, and the README table between the bench:performance markers.
@@ -40,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks import report
+from benchmarks import peers, report
 from benchmarks.datasets import fashion_mnist
 
 K = 10
@@ -510,7 +513,7 @@ def curve(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-SECTIONS = ("ann", "filtered", "bulk", "ingest", "memory", "startup")
+SECTIONS = ("ann", "filtered", "bulk", "ingest", "memory", "peers", "startup")
 
 
 def main() -> None:
@@ -540,7 +543,7 @@ def main() -> None:
     n_base, n_queries = (20_000, 1_000) if args.quick else (60_000, 10_000)
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp)
-        if chosen & {"ann", "filtered", "bulk", "memory"}:
+        if chosen & {"ann", "filtered", "bulk", "memory", "peers"}:
             data = fashion_mnist()
             base = data["train_images"].reshape(60_000, -1)[:n_base].astype(np.float32)
             queries = data["test_images"].reshape(10_000, -1)[:n_queries].astype(np.float32)
@@ -562,6 +565,9 @@ def main() -> None:
         if "memory" in chosen:
             print("memory:")
             results["memory"] = memory(base, queries, truth, home)
+        if "peers" in chosen:
+            print("peers:")
+            results["peers"] = peers.compare(base, queries, home, K)
         if "startup" in chosen:
             print("start-up:")
             results["startup"] = startup(home)
@@ -583,17 +589,48 @@ def _dates(results: dict, machine: dict) -> str:
     return "; ".join(f"{', '.join(sections)} on {day}" for day, sections in sorted(by_day.items()))
 
 
+def _peers_table(rows: list[dict]) -> str:
+    """The embedded stores side by side: recall@10 beside each queries/s, since speed means little
+    without the recall it was bought at."""
+
+    def qps(r: dict, label: str) -> str:
+        return f"{r[f'qps_{label}']:,.0f} ({r[f'recall_{label}']:.3f})"
+
+    filters = [f"filtered_{pct}pct" for pct in peers.FILTER_PERCENTS]
+    table = report.markdown_table(
+        ["store", "ingest vectors/s", "disk bytes / vector", "reopen s", "q/s (recall@10)"]
+        + [f"q/s, {pct}% filter (recall)" for pct in peers.FILTER_PERCENTS],
+        [
+            [
+                r["store"],
+                f"{r['ingest_vectors_per_s']:,.0f}",
+                f"{r['disk_bytes_per_vector']:,.0f}",
+                f"{r['reopen_seconds']:.2f}",
+                qps(r, "unfiltered"),
+                *(qps(r, label) for label in filters),
+            ]
+            for r in rows
+        ],
+    )
+    slow = [r for r in rows if r["queries"] < max(x["queries"] for x in rows)]
+    return (
+        f"\n\n**Beside the embedded stores** (`benchmarks/peers.py`: the same {rows[0]['vectors']:,} Fashion-MNIST "
+        "vectors, a numeric field per item for the filters, euclidean distance, each store with its own defaults and "
+        "returning ids and the field; one query at a time, best of 3 rounds; ingest includes building the index; "
+        "disk once closed; reopen is open + first search"
+        + (
+            f"; {', '.join(r['store'] for r in slow)} timed on {slow[0]['queries']} queries in one round, being far slower"
+            if slow
+            else ""
+        )
+        + "):\n\n"
+        + table
+    )
+
+
 def update_readme(results: dict) -> None:
     """The README tables of this benchmark, with each target's ratio."""
     lines = []
-    best = {}
-    for r in results["ann"]:
-        if "recall_latentsearch" in r:
-            key = r["index"].split(",")[0].rstrip("0123456789")
-            if r["recall_latentsearch"] >= 0.9 and (
-                key not in best or r["qps_single_latentsearch"] > best[key]["qps_single_latentsearch"]
-            ):
-                best[key] = r
 
     def against(qps: float | None, faiss_qps: float) -> str:
         return "–" if qps is None else f"{qps:.0f} ({qps / faiss_qps:.2f}×)"
@@ -711,6 +748,8 @@ def update_readme(results: dict) -> None:
             ],
         )
     )
+    if results.get("peers"):
+        lines.append(_peers_table(results["peers"]))
     s = results["startup"]
     server = s["server"]
     machine = results.get("machine", report.machine())

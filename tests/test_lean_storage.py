@@ -79,3 +79,43 @@ def test_an_index_file_written_with_its_vectors_is_still_read_and_then_saved_lea
     col = ls.open("c", home=home)
     assert col.count() == N + 1 and col.search(vectors[7], k=1)[0].id == "7"
     col.close()
+
+
+def test_many_passage_vectors_are_read_by_one_scan_in_id_order_with_the_lookups_answer(home, monkeypatch):
+    from latentsearch.errors import ItemNotFoundError
+    from latentsearch.storage import store as store_module
+
+    vectors = random_vectors(N, DIM, seed=6)
+    col = ls.create("c", encoder="precomputed", dim=DIM, metric="l2", index="flat", home=home)
+    col.add([str(i) for i in range(N)], vectors=vectors)
+    store = col.backend.store
+    rowids = store.rowids_of([str(i) for i in range(N)])
+    gone = rowids["5"] << store_module.PASSAGE_BITS
+    col.delete(["5"])
+    order = np.random.default_rng(0).permutation([i for i in range(N) if i != 5])
+    wanted = np.array([rowids[str(i)] << store_module.PASSAGE_BITS for i in order])
+    scans = []
+    scan = store_module.Store._passage_vectors_by_scan
+    monkeypatch.setattr(
+        store_module.Store, "_passage_vectors_by_scan", lambda *a, **kw: scans.append(1) or scan(*a, **kw)
+    )
+    monkeypatch.setattr(store_module, "SCAN_MIN", 10**9)
+    looked_up = store.passage_vectors(wanted, DIM)
+    monkeypatch.setattr(store_module, "SCAN_MIN", 10)
+    scanned = store.passage_vectors(wanted, DIM)
+    assert len(scans) == 1  # the second read scanned, the first looked ids up
+    np.testing.assert_array_equal(scanned, looked_up)
+    np.testing.assert_array_equal(scanned, vectors[order])
+    with_gone = store.passage_vectors(np.append(wanted, gone), DIM, missing_ok=True)  # a deleted row: zeros
+    assert len(scans) == 2 and not with_gone[-1].any()
+    np.testing.assert_array_equal(with_gone[:-1], vectors[order])
+    with pytest.raises(ItemNotFoundError):
+        store.passage_vectors(np.append(wanted, gone), DIM)
+    assert len(scans) == 3
+    spread = np.argsort(wanted)[::180]  # 12 ids spread over 2,000 rows: looked up, not scanned
+    np.testing.assert_array_equal(store.passage_vectors(wanted[spread], DIM), vectors[order[spread]])
+    assert len(scans) == 3
+    col.close()
+    col = ls.open("c", home=home)  # the lean flat index's open reads every vector by the scan
+    assert col.search(vectors[order[0]], k=1)[0].id == str(order[0]) and len(scans) == 4
+    col.close()

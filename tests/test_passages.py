@@ -419,3 +419,25 @@ def test_http_creates_with_passage_options_and_returns_the_passage(home):
         assert hits[0]["details"]["passage_rank"] == 1
         bad = client.post("/api/collections", json={"name": "bad", "max_passages": 0})
         assert bad.status_code == 422 and "max_passages" in bad.text
+
+
+def test_a_lean_index_of_documents_reads_each_passages_own_vector_back_on_open(docs, monkeypatch):
+    from latentsearch.storage import store as store_module
+
+    monkeypatch.setattr(store_module, "SCAN_MIN", 2)  # the range scans, not the lookups, for these few
+    index = docs.backend.index
+    ids = faiss_ids(index)
+    held = index.index.reconstruct_batch(ids)  # each passage's own vector (the report's several, the others')
+    before = [(h.id, h.passage.index, round(h.score, 5)) for h in docs.search(QUERY, k=3, mode="vector")]
+    docs.close()
+    reopened = ls.open("docs", home=docs.path.parent)
+    np.testing.assert_array_equal(reopened.backend.index.index.reconstruct_batch(ids), held)
+    after = [(h.id, h.passage.index, round(h.score, 5)) for h in reopened.search(QUERY, k=3, mode="vector")]
+    assert after == before and after[0][:2] != ("report", 0)  # the volcano is in a later passage
+    reopened.close()
+
+
+def faiss_ids(index) -> np.ndarray:
+    import faiss
+
+    return faiss.vector_to_array(index.index.id_map).astype(np.int64)

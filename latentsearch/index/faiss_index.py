@@ -321,19 +321,22 @@ class VectorIndex:
         at += 8 + 8 * t + 4 * t * self.dim
         inner = faiss.deserialize_index(np.frombuffer(data, np.uint8, offset=at))  # (its own subclass)
         del data
-        vectors = store.passage_vectors(ids, self.dim, missing_ok=True)
+        hnsw = isinstance(inner, faiss.IndexHNSWFlat)
+        if hnsw and inner.ntotal != n:
+            raise ValueError("the HNSW graph and its id map disagree")
+        storage = faiss.IndexFlat(self.dim, inner.metric_type) if hnsw else inner
+        # The vectors go from SQLite straight into the flat storage's own (zeroed) memory, once.
+        storage.codes.resize(n * self.dim * 4)
+        vectors = faiss.rev_swig_ptr(storage.codes.data(), n * self.dim * 4).view(np.float32).reshape(n, self.dim)
+        if n:
+            store.passage_vectors(ids, self.dim, missing_ok=True, out=vectors)
         if t:
             vectors[_positions(ids, dead)] = dead_vectors
-        if isinstance(inner, faiss.IndexHNSWFlat):
-            storage = faiss.IndexFlat(self.dim, inner.metric_type)
-            storage.add(vectors)
-            if storage.ntotal != inner.ntotal:
-                raise ValueError("the HNSW graph and its id map disagree")
+        storage.ntotal = n
+        del vectors
+        if hnsw:
             storage.this.disown()  # owned by the HNSW index from here on
             inner.storage, inner.own_fields = storage, True
-        else:
-            inner.add(vectors)
-        del vectors
         # The id map's constructor refuses a full inner index: it wraps an empty one, swapped for it.
         index = faiss.IndexIDMap2(faiss.IndexFlat(self.dim, inner.metric_type))
         index.index, index.ntotal, index.referenced_objects = inner, inner.ntotal, []
