@@ -285,6 +285,9 @@ def update_readme(results: dict) -> None:
         + (
             f"From the peak RSS per vector between the two largest runs, {MEMORY_GB} GB holds {advice} "
             "in an HNSW collection while ingesting (four fifths of the memory, the rest left to the system). "
+            'Beyond that, keep fewer bytes per vector in memory with a compressed index (`index="ivfpq"` or '
+            '`"sq8"`, re-ranked on the floats in SQLite: the Memory table in [Performance](#performance)), or '
+            "spread the collection over machines with `shards=N` on Ray ([Scale out on Ray](#scale-out-on-ray)). "
             if fits
             else ""
         )
