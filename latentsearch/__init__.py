@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from latentsearch.collection import Collection
     from latentsearch.connection import Connection, connect, create, drop, list_collections
     from latentsearch.connection import open_collection as open  # noqa: A004
-    from latentsearch.records import Hit, Item
+    from latentsearch.records import Hit, Hits, Item
     from latentsearch.search.request import SearchRequest
     from latentsearch.workflows.interactions import fit_interactions
 
@@ -47,6 +47,7 @@ _LAZY = {
     "drop": ("connection", "drop"),
     "fit_interactions": ("workflows.interactions", "fit_interactions"),
     "Hit": ("records", "Hit"),
+    "Hits": ("records", "Hits"),
     "Item": ("records", "Item"),
 }
 
@@ -69,6 +70,7 @@ __all__ = [
     "EncoderMismatchError",
     "FilterError",
     "Hit",
+    "Hits",
     "InvalidInputError",
     "Item",
     "SearchRequest",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ import numpy as np
 from latentsearch.analysis.latent import LatentSpaceMethods
 from latentsearch.analysis.outliers import FitData, OutlierMethods, ReconstructionScorer, make_scorer
 from latentsearch.analysis.recommend import RecommendMethods
+from latentsearch.backends import holds_local_collection, open_backend
 from latentsearch.backends.base import Backend, PassageSpan, ProgressFn, WriteBatch
 from latentsearch.encoders import Encoder, get_encoder
 from latentsearch.encoders.passages import DEFAULT_MAX_PASSAGES, PassageSettings, settings_for, split_texts
@@ -37,7 +38,17 @@ from latentsearch.search.engine import search, search_batch
 from latentsearch.search.fusion import DEFAULT_FUSION, Fusion
 from latentsearch.search.request import SearchRequest, is_image
 from latentsearch.search.tuning import DEFAULT_SAMPLE, LabelledQuery, TuningReport, tune
+from latentsearch.storage.backup import backup_folder
 from latentsearch.storage.filters import Filter, compile_filter, field_expression
+from latentsearch.tables import (
+    MetadataKinds,
+    TableColumns,
+    is_table,
+    items_schema,
+    items_table,
+    metadata_structs,
+    table_columns,
+)
 from latentsearch.validation import (
     check_ids,
     check_metadata,
@@ -169,7 +180,7 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
 
     def add(
         self,
-        ids: Sequence[str],
+        ids: Sequence[str] | Any,
         texts: Sequence[str] | None = None,
         *,
         vectors: np.ndarray | Sequence[Sequence[float]] | None = None,
@@ -179,6 +190,9 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
         pages: Sequence[Sequence[int] | None] | None = None,
         batch_size: int = 64,
         progress: ProgressFn | None = None,
+        id_field: str = "id",
+        text_field: str = "text",
+        vector_field: str = "vector",
     ) -> int:
         """Add new items in one transaction; an id that already exists is an error.
 
@@ -188,12 +202,20 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
         searched (see :meth:`passages`); ``pages`` gives, per text, the character offsets at which its
         pages start (first 0), so each passage knows its page. ``progress(done, total)`` is called
         while encoding, counting passages. Returns the number of items added.
+
+        ``ids`` may instead be a table (a pandas or polars DataFrame, or a pyarrow Table): its
+        ``id_field`` column holds the ids, ``text_field`` the texts and ``vector_field`` the vectors
+        (either or both), a ``uri`` column the URIs, every other column the metadata.
         """
+        if is_table(ids):
+            ids, texts, vectors, metadata, uris = self._table_items(
+                ids, texts, vectors, metadata, uris, id_field, text_field, vector_field
+            )
         return self._write(ids, texts, vectors, metadata, uris, thumbnails, pages, batch_size, progress, upsert=False)
 
     def upsert(
         self,
-        ids: Sequence[str],
+        ids: Sequence[str] | Any,
         texts: Sequence[str] | None = None,
         *,
         vectors: np.ndarray | Sequence[Sequence[float]] | None = None,
@@ -203,10 +225,35 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
         pages: Sequence[Sequence[int] | None] | None = None,
         batch_size: int = 64,
         progress: ProgressFn | None = None,
+        id_field: str = "id",
+        text_field: str = "text",
+        vector_field: str = "vector",
     ) -> int:
         """Add items, replacing those whose id exists (all of a replaced item's passages go with it, in
-        the same transaction). Same arguments as :meth:`add`."""
+        the same transaction). Same arguments as :meth:`add`, a table among them."""
+        if is_table(ids):
+            ids, texts, vectors, metadata, uris = self._table_items(
+                ids, texts, vectors, metadata, uris, id_field, text_field, vector_field
+            )
         return self._write(ids, texts, vectors, metadata, uris, thumbnails, pages, batch_size, progress, upsert=True)
+
+    @staticmethod
+    def _table_items(
+        table: Any,
+        texts: Any,
+        vectors: Any,
+        metadata: Any,
+        uris: Any,
+        id_field: str,
+        text_field: str,
+        vector_field: str,
+    ) -> TableColumns:
+        if texts is not None or vectors is not None or metadata is not None or uris is not None:
+            raise InvalidInputError(
+                "a table holds the texts, vectors and metadata itself: name its columns with text_field, "
+                "vector_field (the other columns are metadata) instead of passing texts, vectors or metadata"
+            )
+        return table_columns(table, id_field=id_field, text_field=text_field, vector_field=vector_field)
 
     def _write(
         self,
@@ -346,6 +393,24 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
         self._require(ids, ": nothing was deleted")
         return self.backend.delete(ids)
 
+    def backup(self, dest: str | Path, *, on_file: Callable[[str], None] | None = None) -> Path:
+        """Copy the collection into the new folder ``dest``, consistently while writers run: its
+        databases through SQLite's online backup (one snapshot each), the index beside them checkpointed
+        first (on open it catches up with what was written since). The copy appears only when complete
+        and is checked by opening it. ``on_file(path)`` is called as each file is copied. Restore it with
+        :meth:`~latentsearch.connection.Connection.restore` (or open the folder where it lies)."""
+        dest = Path(dest)
+        if not self.read_only:
+            self.save()
+        backup_folder(self.path, dest, on_file=on_file)
+        if holds_local_collection(dest):  # (a sharded copy's shards were each checked by SQLite)
+            backend = open_backend(dest)
+            try:
+                backend.count()
+            finally:
+                backend.close()
+        return dest
+
     def compact(self, *, progress: ProgressFn | None = None) -> None:
         """Rebuild the index from the stored vectors (drops HNSW tombstones, retrains IVF/PQ) and
         checkpoint it; on shards, every shard's."""
@@ -433,6 +498,31 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
     def items(self) -> list[Item]:
         """Every item (without vectors), in insertion order (shard by shard on sharded collections)."""
         return list(self.backend.iter_items())
+
+    def iter_items(self, *, with_vectors: bool = False) -> Iterator[Item]:
+        """Every item, in insertion order, read in batches (a collection larger than memory streams);
+        ``with_vectors``: each with its own vector (a document's: the mean of its passages')."""
+        return self.backend.iter_items(with_vectors=with_vectors)
+
+    def to_arrow(self, *, vectors: bool = False, flatten: bool = True) -> Any:
+        """The items as a pyarrow Table: ``id``, ``text``, ``uri``, the metadata (a column per field
+        with ``flatten``, else one ``metadata`` column of structs) and, with ``vectors``, ``vector``
+        (fixed-size lists of float32). Needs pyarrow (``pip install 'latentsearch[tables]'``)."""
+        items = list(self.iter_items(with_vectors=vectors))
+        kinds = MetadataKinds()
+        if flatten:
+            kinds.see([i.metadata for i in items])
+        table = items_table(items, items_schema(kinds, dim=self.dim, vectors=vectors), kinds)
+        if not flatten:
+            table = table.append_column("metadata", metadata_structs([i.metadata for i in items]))
+            if vectors:  # the vectors stay last
+                table = table.select([n for n in table.column_names if n != "vector"] + ["vector"])
+        return table
+
+    def to_pandas(self, *, vectors: bool = False, flatten: bool = True) -> Any:
+        """The items as a pandas DataFrame (see :meth:`to_arrow`; vectors as numpy arrays). Needs pandas
+        and pyarrow."""
+        return self.to_arrow(vectors=vectors, flatten=flatten).to_pandas()
 
     def info(self) -> dict[str, Any]:
         """A summary: name, path, count (of documents), passages, encoder, dim, metric, modality, index

@@ -40,6 +40,7 @@ from latentsearch.errors import (
 from latentsearch.fileio import fsync_path, process_alive
 from latentsearch.index.specs import METRICS, check_index, validate_spec
 from latentsearch.limits import MAX_DIM, check_int
+from latentsearch.storage.backup import backup_folder
 
 
 class Connection:
@@ -199,6 +200,22 @@ class Connection:
         os.rename(folder, trash)
         shutil.rmtree(trash)
         _remove_stale_work_folders(folder)
+
+    def restore(self, backup: str | os.PathLike[str], name: str) -> Collection:
+        """Bring a backup (a folder :meth:`Collection.backup` wrote) back as collection ``name``, which
+        must not exist: copied beside it and renamed into place when complete, then opened (its index
+        catches up with its database, or is rebuilt if it does not match)."""
+        source = Path(backup)
+        if not holds_collection(source):
+            raise CollectionNotFoundError(f"{source} holds no collection backup: give the folder `backup` wrote")
+        folder = self.folder(name)
+        if holds_collection(folder) or folder.exists():
+            raise ConflictError(
+                f"collection {name!r} exists in {self.home}: restore under another name, or drop it first"
+            )
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        backup_folder(source, folder)
+        return self.open(name)
 
     def describe(self, name: str, *, opener: Callable[[str], Collection] | None = None) -> dict[str, Any]:
         """One line about a collection for listings: name, count, encoder, dim, modality (and shards).

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import html
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -123,3 +124,61 @@ class Hit:
             if out[optional] is None:
                 del out[optional]
         return out
+
+    def __repr__(self) -> str:
+        """One readable line: the id, the score and what the hit carries (long texts cut)."""
+        parts = [f"id={self.id!r}", f"score={self.score:.4f}"]
+        shown = self.snippet or self.text or self.uri
+        if shown:
+            parts.append(f"text={_cut(shown, REPR_TEXT)!r}")
+        if self.metadata:
+            parts.append(f"metadata={_cut(repr(self.metadata), REPR_TEXT)}")
+        if self.passage is not None:
+            parts.append(
+                f"passage={self.passage.index}" + (f" (page {self.passage.page})" if self.passage.page else "")
+            )
+        if self.vector is not None:
+            parts.append(f"vector=<{len(self.vector)} floats>")
+        return f"Hit({', '.join(parts)})"
+
+    def _repr_html_(self) -> str:
+        return hits_html([self])
+
+
+REPR_TEXT = 60  # characters of a text or metadata a Hit's repr shows
+
+
+def _cut(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+class Hits(list[Hit]):
+    """Search results: a plain list of :class:`Hit` that a notebook shows as a table."""
+
+    def _repr_html_(self) -> str:
+        return hits_html(self)
+
+    def to_dicts(self) -> list[dict[str, Any]]:
+        """JSON-ready dicts of every hit."""
+        return [hit.to_dict() for hit in self]
+
+
+def hits_html(hits: Sequence[Hit]) -> str:
+    """An HTML table of hits (rank, id, score, text or snippet, metadata as a small table), escaped."""
+    if not hits:
+        return "<p><i>no results</i></p>"
+    rows = []
+    for rank, hit in enumerate(hits, 1):
+        text = hit.snippet or hit.text or hit.uri or ""
+        text = html.escape(_cut(text, 200)).replace("**", "")  # (a snippet marks its matches with **)
+        meta = "".join(
+            f"<tr><td><b>{html.escape(str(k))}</b></td><td>{html.escape(_cut(str(v), 80))}</td></tr>"
+            for k, v in (hit.metadata or {}).items()
+        )
+        rows.append(
+            f"<tr><td>{rank}</td><td><code>{html.escape(hit.id)}</code></td><td>{hit.score:.4f}</td>"
+            f"<td style='text-align:left'>{text}</td><td><table>{meta}</table></td></tr>"
+        )
+    head = "<tr><th>#</th><th>id</th><th>score</th><th>text</th><th>metadata</th></tr>"
+    return f"<table>{head}{''.join(rows)}</table>"

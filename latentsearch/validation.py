@@ -14,6 +14,8 @@ import numpy as np
 from latentsearch.errors import InvalidInputError
 from latentsearch.limits import check_json_value, check_text
 
+UNIT_TOLERANCE = 1e-6  # |norm - 1| below this: already normalised (float32 rounding is about 6e-8)
+
 
 def prepare_vectors(vectors: Any, *, dim: int, metric: str, name: str, expected: int | None = None) -> np.ndarray:
     """Vectors as a contiguous float32 (n, dim) array: right dimension, finite, and L2-normalised for
@@ -39,7 +41,11 @@ def prepare_vectors(vectors: Any, *, dim: int, metric: str, name: str, expected:
             raise InvalidInputError(
                 f"vector #{int(np.argmax(norms[:, 0] == 0))} is all zeros and has no direction for cosine"
             )
-        matrix = matrix / norms
+        # A vector already of unit length (one exported from a collection, say) is kept bit for bit:
+        # dividing by a norm one rounding away from 1 would change its last digits.
+        unit = np.abs(norms - 1) <= UNIT_TOLERANCE
+        if not unit.all():
+            matrix = np.where(unit, matrix, matrix / norms)
     return np.ascontiguousarray(matrix, dtype=np.float32)
 
 

@@ -50,6 +50,20 @@ class Projection:
         out["coords"] = self.coords.tolist()
         return out
 
+    def figure(
+        self,
+        collection: Any,
+        *,
+        color_by: str | None = None,
+        path: list[Step] | None = None,
+        title: str | None = None,
+    ) -> Any:
+        """This projection of ``collection`` as an interactive plotly Figure, for a notebook to show
+        inline (``fig.show()``, or as a cell's value): what ``write_map`` writes as HTML."""
+        from latentsearch.analysis.plots import map_figure
+
+        return map_figure(collection, self, color_by=color_by, path=path, title=title)
+
 
 def _cache_key(method: str, dim: int, where: Any, sample: int | None, seed: int, params: dict[str, Any]) -> str:
     text = json.dumps([method, dim, where, sample, seed, params], sort_keys=True, default=str)

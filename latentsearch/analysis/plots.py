@@ -101,6 +101,33 @@ def map_html(
     title: str | None = None,
 ) -> Path:
     """Write an interactive map: hover shows each item's id, text and metadata. Works offline."""
+    fig = map_figure(collection, projection, color_by=color_by, path=path, title=title)
+    out = Path(out)
+    # plotly.js inline: no CDN, works offline. Hover labels cannot hold images, so image items show their
+    # thumbnail (customdata[3]) in a small panel beside the plot while hovered.
+    rows = [row for trace in fig.data if trace.customdata is not None for row in trace.customdata]
+    script = THUMBNAIL_SCRIPT if any(row[3] for row in rows) else ""
+    fig.write_html(
+        out,
+        include_plotlyjs=True,
+        full_html=True,
+        default_width="100%",
+        config={"responsive": True},
+        post_script=script,
+    )
+    return out
+
+
+def map_figure(
+    collection: Collection,
+    projection: Projection,
+    *,
+    color_by: str | None = None,
+    path: list[Step] | None = None,
+    title: str | None = None,
+) -> Any:
+    """The interactive map as a plotly Figure (what :func:`map_html` writes; a notebook shows it inline):
+    hover shows each item's id, text and metadata."""
     import plotly.graph_objects as go
 
     values = _colour_values(collection, projection, color_by)
@@ -144,19 +171,7 @@ def map_html(
         f" (trustworthiness {projection.trustworthiness:.3f})"
     )
     fig.update_layout(title=heading, legend_title_text=color_by or "", template="plotly_white", height=800)
-    out = Path(out)
-    # plotly.js inline: no CDN, works offline. Hover labels cannot hold images, so image items show their
-    # thumbnail (customdata[3]) in a small panel beside the plot while hovered.
-    script = THUMBNAIL_SCRIPT if any(row[3] for row in hover) else ""
-    fig.write_html(
-        out,
-        include_plotlyjs=True,
-        full_html=True,
-        default_width="100%",
-        config={"responsive": True},
-        post_script=script,
-    )
-    return out
+    return fig
 
 
 def map_png(

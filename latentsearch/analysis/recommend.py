@@ -22,7 +22,7 @@ import numpy as np
 
 from latentsearch.errors import InvalidInputError, ItemNotFoundError
 from latentsearch.limits import MAX_K, check_text
-from latentsearch.records import Hit
+from latentsearch.records import Hit, Hits
 from latentsearch.search.engine import query_vector
 from latentsearch.search.request import check_k
 from latentsearch.storage.filters import Filter
@@ -370,10 +370,12 @@ class RecommendMethods:
         if user is not None:
             if positive is not None or negative is not None:
                 raise InvalidInputError("give either user= or positive/negative examples, not both")
-            return recommend_user(
-                self, user, k=k, where=where, diversity=diversity, blend=blend, blend_weight=blend_weight
+            return Hits(
+                recommend_user(
+                    self, user, k=k, where=where, diversity=diversity, blend=blend, blend_weight=blend_weight
+                )
             )
-        return recommend(
+        found = recommend(
             self,
             positive,
             negative,
@@ -384,6 +386,7 @@ class RecommendMethods:
             exclude=exclude,
             diversity=diversity,
         )
+        return Hits(found)
 
     def recommend_for(
         self,
@@ -400,7 +403,7 @@ class RecommendMethods:
         recency decay (``half_life`` seconds, default 30 days) when timestamps are given; items in the
         history are left out. See :func:`latentsearch.analysis.recommend.recommend_for`.
         """
-        return recommend_for(
+        found = recommend_for(
             self,
             history,
             k=k,
@@ -410,3 +413,4 @@ class RecommendMethods:
             exclude_seen=exclude_seen,
             diversity=diversity,
         )
+        return Hits(found)

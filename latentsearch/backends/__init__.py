@@ -23,6 +23,11 @@ def holds_collection(folder: Path) -> bool:
     return (folder / DB_FILE).is_file() or (folder / SHARDED_FILE).is_file()
 
 
+def holds_local_collection(folder: Path) -> bool:
+    """True when ``folder`` holds a one-folder (not sharded) collection."""
+    return (folder / DB_FILE).is_file() and not (folder / SHARDED_FILE).is_file()
+
+
 def open_backend(folder: Path, *, ray_address: str | None = None) -> Backend:
     """The backend of the collection in ``folder`` (sharded ones join Ray at ``ray_address``)."""
     if (folder / SHARDED_FILE).is_file():

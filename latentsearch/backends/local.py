@@ -239,8 +239,8 @@ class LocalBackend:
         sql, params = compile_filter(where)
         return self.store.matching_vectors(sql, params, self.dim)
 
-    def iter_items(self) -> Iterator[Item]:
-        return (_item(row) for row in self.store.iter_rows())
+    def iter_items(self, *, with_vectors: bool = False) -> Iterator[Item]:
+        return (_item(row) for row in self.store.iter_rows(with_vectors=with_vectors))
 
     def batch_of(self, ids: list[str]) -> WriteBatch:
         """Stored items as a batch another backend can write as they are (kinds and thumbnails kept)."""

@@ -157,8 +157,8 @@ def _actor_classes(ray: Any) -> tuple[Any, Any]:
             rankings, scores = self.backend.knn_passages(*args)
             return [[h for h in hits if h is not None] for hits in self.backend.hits(rankings)], scores
 
-        def items(self) -> list[Item]:
-            return list(self.backend.iter_items())
+        def items(self, with_vectors: bool = False) -> list[Item]:
+            return list(self.backend.iter_items(with_vectors=with_vectors))
 
         def vector_rows(self) -> tuple[list[str], np.ndarray, list[str | None]]:
             table = self.backend.vector_table()
@@ -412,9 +412,9 @@ class ShardedBackend:
         ids = [i for part_ids, _ in parts for i in part_ids]
         return ids, np.concatenate([v for _, v in parts]) if parts else np.empty((0, self.dim), np.float32)
 
-    def iter_items(self) -> Iterator[Item]:
+    def iter_items(self, *, with_vectors: bool = False) -> Iterator[Item]:
         for actor in self.actors:  # shard by shard: one shard's items in memory at a time
-            yield from self._get(actor.items.remote())
+            yield from self._get(actor.items.remote(with_vectors))
 
     def thumbnails(self, ids: list[str]) -> dict[str, bytes]:
         return {k: v for part in self._routed("thumbnails", ids) for k, v in part.items()}

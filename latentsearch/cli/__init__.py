@@ -3,8 +3,9 @@
 The commands are grouped by concern, each module registering its own on the one typer ``app``
 (:mod:`latentsearch.cli.app`, which also holds what they share):
 
-- :mod:`~latentsearch.cli.collections`: create, list, info, drop, count, index-field, compact, doctor
-- :mod:`~latentsearch.cli.items`: add, get, delete, update-metadata
+- :mod:`~latentsearch.cli.collections`: create, list, info, drop, count, index-field, compact, doctor,
+  backup, restore
+- :mod:`~latentsearch.cli.items`: add, get, delete, update-metadata, export
 - :mod:`~latentsearch.cli.search`: search, recommend
 - :mod:`~latentsearch.cli.analysis`: fit-interactions, outliers, check, map, clusters, interpolate
 - :mod:`~latentsearch.cli.models`: align, train-autoencoder, ae-interpolate, ae-sample

@@ -31,13 +31,15 @@ def add(
     source: Annotated[
         Path,
         typer.Argument(
-            help="A .jsonl/.csv/.tsv file, a .npy/.npz of vectors, a document (.txt, .md, .html, .pdf) or a folder "
-            "of documents (or of images, for an image collection)."
+            help="A .jsonl/.csv/.tsv/.parquet file, a .npy/.npz of vectors, a document (.txt, .md, .html, .pdf) or "
+            "a folder of documents (or of images, for an image collection)."
         ),
     ],
     text_field: Annotated[str, typer.Option(help="Field holding the text (JSONL/CSV).")] = "text",
     id_field: Annotated[str, typer.Option(help="Field holding the id; absent: ids are FILE-LINE.")] = "id",
-    vector_field: Annotated[str | None, typer.Option(help="Field holding a precomputed vector.")] = None,
+    vector_field: Annotated[
+        str | None, typer.Option(help="Field holding a precomputed vector [Parquet default: vector, when present].")
+    ] = None,
     metadata_fields: Annotated[
         str | None, typer.Option(help="Comma-separated fields to keep as metadata [default: all others].")
     ] = None,
@@ -51,11 +53,15 @@ def add(
     Documents (.txt, .md/.markdown, .html/.htm, .pdf) are read as plain text: Markdown without its markup,
     an HTML page's main text, a PDF page by page (search hits name the page). Their metadata holds path,
     suffix, source (the absolute path), title and, for PDFs, pages. Files of a folder that cannot be read
-    (encrypted or scanned PDFs, binary files, empty ones) are skipped and listed with the reason."""
+    (encrypted or scanned PDFs, binary files, empty ones) are skipped and listed with the reason.
+    A Parquet file is streamed in batches (checked whole first, then added batch by batch)."""
     from latentsearch.io.ingest import ingest
     from latentsearch.io.inputs import read_for
 
     fields = [f.strip() for f in metadata_fields.split(",") if f.strip()] if metadata_fields else None
+    if source.suffix.lower() == ".parquet":
+        _add_parquet(name, source, text_field, id_field, vector_field, fields, upsert, batch_size, home)
+        return
     with open_collection(name, home) as col:
         records = read_for(
             col,
@@ -75,12 +81,62 @@ def add(
             )
         elapsed = perf_counter() - start
         total, passages = col.count(), col.passage_count()
+    _report_added(name, upsert, done, elapsed, before, total, passages)
+
+
+def _report_added(name: str, upsert: bool, done: int, elapsed: float, before: int, total: int, passages: int) -> None:
     verb = "upserted" if upsert else "added"
     rate = f"{done / max(elapsed, 1e-9):,.0f} items/s"
     if passages - before > done:  # long texts: say what the encoder really did
         rate += f", {passages - before:,} new passages"
     shown = f"{total:,}" + (f" ({passages:,} passages)" if passages > total else "")
     console.print(f"{verb} {done:,} items in {elapsed:.1f}s ({rate}); {name} has {shown}")
+
+
+def _add_parquet(
+    name: str,
+    source: Path,
+    text_field: str,
+    id_field: str,
+    vector_field: str | None,
+    fields: list[str] | None,
+    upsert: bool,
+    batch_size: int,
+    home: Path | None,
+) -> None:
+    from latentsearch.io.parquet import ParquetSource, ingest_parquet
+
+    with open_collection(name, home) as col:
+        parquet = ParquetSource(
+            source, id_field=id_field, text_field=text_field, vector_field=vector_field, metadata_fields=fields
+        )
+        start = perf_counter()
+        with model_loading(col, parquet.needs_encoder), progress_bar(f"adding to {name}") as update:
+            before = col.passage_count()
+            done = ingest_parquet(col, parquet, upsert=upsert, batch_size=batch_size, progress=update)
+        elapsed = perf_counter() - start
+        _report_added(name, upsert, done, elapsed, before, col.count(), col.passage_count())
+
+
+@command()
+def export(
+    name: str,
+    dest: Annotated[Path, typer.Argument(help="The file to write: .parquet or .jsonl.")],
+    vectors: Annotated[bool, typer.Option("--vectors", help="Include each item's vector.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace DEST if it exists.")] = False,
+    home: HomeOption = None,
+) -> None:
+    """Write every item to a Parquet or JSONL file: id, text, uri, the metadata fields as columns and,
+    with --vectors, the vector. Streams in batches; the file appears only when complete. A file written
+    with --vectors adds back into a precomputed collection (latentsearch add NEW FILE --vector-field
+    vector) with the same ids, metadata and vectors, bit for bit."""
+    from latentsearch.io.parquet import export_items
+
+    with open_collection(name, home) as col:
+        start = perf_counter()
+        with progress_bar(f"exporting {name}") as update:
+            done = export_items(col, dest, vectors=vectors, overwrite=overwrite, progress=update)
+    console.print(f"exported {done:,} items to {dest} in {perf_counter() - start:.1f}s")
 
 
 @command()

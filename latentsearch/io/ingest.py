@@ -17,6 +17,7 @@ from latentsearch.backends.base import ProgressFn
 from latentsearch.errors import ConflictError, InvalidInputError
 from latentsearch.io.documents import DOCUMENT_SUFFIXES, UnreadableDocument, read_document
 from latentsearch.limits import INT64_MAX, INT64_MIN, MAX_NESTING, check_json_value
+from latentsearch.tables import metadata_key
 from latentsearch.validation import check_ids, check_metadata, check_texts
 
 if TYPE_CHECKING:
@@ -199,7 +200,9 @@ def _records_from_rows(
         lineno = rows[has_ids.index(False)][0]
         raise InvalidInputError(f"{path} line {lineno}: no {id_field!r} field while other lines have one")
     ids, texts, vectors, metadata = [], [], [], []
-    skip = {text_field, id_field, vector_field}
+    # A "uri" field is the item's URI (what an export writes), every other field not named is metadata.
+    uris = [row.get("uri") for _, row in rows] if any(isinstance(row.get("uri"), str) for _, row in rows) else None
+    skip = {text_field, id_field, vector_field, "uri" if uris is not None else None}
     for lineno, row in rows:
         item_id = str(row[id_field]) if has_ids[0] else f"{path.stem}-{lineno}"
         ids.append(item_id)
@@ -219,7 +222,7 @@ def _records_from_rows(
                 f"{path} line {lineno}: no {text_field!r} field (fields: {fields}); name it with --text-field"
             )
         keys = metadata_fields if metadata_fields is not None else [k for k in row if k not in skip]
-        meta = {key: row[key] for key in keys if key in row}
+        meta = {metadata_key(key): row[key] for key in keys if key in row}
         metadata.append({k: _csv_value(v) for k, v in meta.items()} if csv_like else meta)
     if texts and len(texts) != len(ids):
         raise InvalidInputError(f"{path}: some lines have {text_field!r} and others do not")
@@ -229,7 +232,7 @@ def _records_from_rows(
             matrix = np.asarray(vectors, dtype=np.float32)
         except (TypeError, ValueError):
             raise InvalidInputError(f"{path}: {vector_field!r} must hold lists of numbers of one length") from None
-    return Records(ids, texts or None, matrix, metadata, str(path))
+    return Records(ids, texts or None, matrix, metadata, str(path), uris=uris)
 
 
 def _read_folder(folder: Path) -> Records:

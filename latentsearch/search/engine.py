@@ -13,7 +13,7 @@ import numpy as np
 from latentsearch.backends.base import Ranking
 from latentsearch.errors import InvalidInputError
 from latentsearch.limits import MAX_K, check_int, check_tuning
-from latentsearch.records import Hit, check_include
+from latentsearch.records import Hit, Hits, check_include
 from latentsearch.search.fusion import explain_hits, fuse, score_floors
 from latentsearch.search.request import HYBRID_DEPTH, SearchRequest, is_image, is_text_batch
 from latentsearch.storage.filters import Filter, compile_filter
@@ -59,7 +59,7 @@ def search(collection: Collection, request: SearchRequest) -> list[Hit]:
         if plan is not None:
             for hit in hits:
                 hit.details["plan"] = plan
-    return hits
+    return Hits(hits)
 
 
 def resolved_mode(collection: Collection, req: SearchRequest, match: str | None) -> str:
@@ -108,7 +108,7 @@ def search_batch(
     vectors = collection.encode(list(queries)) if is_text_batch(queries) else collection.prepare_vectors(queries)
     rankings = collection.backend.knn(vectors, k, where, list(exclude), ef_search, nprobe)
     found = collection.backend.hits(rankings, fields)
-    return [_present(ranking, hits)[1] for ranking, hits in zip(rankings, found)]
+    return [Hits(_present(ranking, hits)[1]) for ranking, hits in zip(rankings, found)]
 
 
 def query_vector(collection: Collection, query: Any, vector: Any = None) -> np.ndarray:

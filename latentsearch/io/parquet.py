@@ -1,0 +1,229 @@
+"""Parquet and JSONL files in and out of a collection, streamed in batches so that neither the file nor
+the collection has to fit in memory.
+
+Adding a Parquet file reads it twice: once to check every row (ids, texts, vector dimensions, ids
+already in the collection) so that bad input changes nothing, then to add it batch by batch (one
+transaction each). Exporting writes the items in insertion order with their metadata as columns
+(Parquet; JSONL: as fields) and, when asked, their vectors, so that a file exported with vectors adds
+back into a new ``precomputed`` collection with the same ids, metadata and bit-identical vectors.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator, Sequence
+from itertools import islice
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from latentsearch.errors import ConflictError, InvalidInputError
+from latentsearch.io.ingest import Records
+from latentsearch.tables import ITEM_COLUMNS, MetadataKinds, items_schema, items_table, json_columns, table_columns
+from latentsearch.validation import check_ids, check_metadata, check_texts
+
+if TYPE_CHECKING:
+    from latentsearch.collection import Collection
+    from latentsearch.records import Item
+
+PARQUET_BATCH = 8192  # rows read or written at a time
+EXPORT_SUFFIXES = (".parquet", ".jsonl")
+
+
+class ParquetSource:
+    """A Parquet file, read in batches of :data:`PARQUET_BATCH` rows as :class:`Records`."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        id_field: str = "id",
+        text_field: str = "text",
+        vector_field: str | None = None,
+        metadata_fields: Sequence[str] | None = None,
+    ) -> None:
+        try:
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise InvalidInputError("reading Parquet needs pyarrow: pip install 'latentsearch[tables]'") from None
+        self.path = Path(path)
+        self.source = str(self.path)
+        try:
+            self.file = pq.ParquetFile(self.path)
+        except FileNotFoundError:
+            raise InvalidInputError(f"cannot read {self.path}: no such file") from None
+        except Exception as exc:  # pyarrow raises ArrowInvalid or OSError for a file that is not Parquet
+            raise InvalidInputError(f"cannot read {self.path}: not a Parquet file ({_first_line(exc)})") from None
+        self.fields = {"id_field": id_field, "text_field": text_field, "vector_field": vector_field or "vector"}
+        self.metadata_fields = metadata_fields
+        self.json_fields = json_columns(self.file.schema_arrow)
+
+    def __len__(self) -> int:
+        return int(self.file.metadata.num_rows)
+
+    @property
+    def needs_encoder(self) -> bool:
+        """True when the rows have texts and no vectors: adding them runs the collection's model."""
+        names = self.file.schema_arrow.names
+        return self.fields["text_field"] in names and self.fields["vector_field"] not in names
+
+    def batches(self) -> Iterator[Records]:
+        first = 0
+        try:
+            for batch in self.file.iter_batches(batch_size=PARQUET_BATCH):
+                columns = table_columns(
+                    batch,
+                    **self.fields,
+                    metadata_fields=self.metadata_fields,
+                    source=self.source,
+                    first_row=first,
+                    json_fields=self.json_fields,
+                )
+                yield Records(
+                    columns.ids, columns.texts, columns.vectors, columns.metadata, self.source, uris=columns.uris
+                )
+                first += batch.num_rows
+        except InvalidInputError:
+            raise
+        except Exception as exc:  # a damaged page or column chunk
+            raise InvalidInputError(f"cannot read {self.path} after row {first}: {_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def ingest_parquet(
+    collection: Collection,
+    source: ParquetSource,
+    *,
+    upsert: bool = False,
+    batch_size: int = 64,
+    progress: Callable[[int, int], None] | None = None,
+) -> int:
+    """Add a Parquet file's rows batch by batch (one transaction each), after checking every row."""
+    total, seen = len(source), set()
+    for records in source.batches():  # the first pass: everything that can be refused, refused now
+        for item_id in records.ids:
+            if item_id in seen:
+                raise InvalidInputError(f"{source.source}: duplicate id {item_id!r} in the file")
+            seen.add(item_id)
+        check_ids(records.ids)
+        check_texts("texts", records.texts, len(records))
+        check_texts("uris", records.uris, len(records))
+        check_metadata(records.metadata, len(records))
+        if records.vectors is not None:
+            collection.prepare_vectors(records.vectors, expected=len(records))
+        if not upsert and (existing := collection.existing_ids(records.ids)):
+            first = next(i for i in records.ids if i in existing)
+            raise ConflictError(
+                f"ids from {source.source} already exist (first: {first!r}): use --upsert to replace them"
+            )
+    del seen
+    write = collection.upsert if upsert else collection.add
+    done = 0
+    for records in source.batches():
+
+        def encoding(d: int, t: int, at: int = done, n: int = len(records)) -> None:
+            if progress:  # within a batch, as its texts are encoded
+                progress(at + n * d // max(t, 1), total)
+
+        write(
+            records.ids,
+            records.texts,
+            vectors=records.vectors,
+            metadata=records.metadata,
+            uris=records.uris,
+            batch_size=batch_size,
+            progress=encoding,
+        )
+        done += len(records)
+        if progress:
+            progress(done, total)
+    return done
+
+
+def export_items(
+    collection: Collection,
+    path: str | os.PathLike[str],
+    *,
+    vectors: bool = False,
+    overwrite: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> int:
+    """Write every item to ``path`` (``.parquet`` or ``.jsonl``, written to a temporary file and renamed
+    into place when complete): ``id``, ``text``, ``uri``, the metadata fields and, with ``vectors``,
+    ``vector``. Returns the number of items written."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in EXPORT_SUFFIXES:
+        raise InvalidInputError(f"cannot export to {path}: use a .parquet or .jsonl file name")
+    if path.exists() and not overwrite:
+        raise ConflictError(f"{path} exists: choose another name, or pass --overwrite to replace it")
+    if not path.parent.is_dir():
+        raise InvalidInputError(f"cannot export to {path}: the folder {path.parent} does not exist")
+    total = collection.count()
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        if suffix == ".parquet":
+            done = _write_parquet(collection, partial, vectors, total, progress)
+        else:
+            done = _write_jsonl(collection, partial, vectors, total, progress)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return done
+
+
+def _batches(items: Iterator[Item]) -> Iterator[list[Item]]:
+    while batch := list(islice(items, PARQUET_BATCH)):
+        yield batch
+
+
+def _write_parquet(
+    collection: Collection, path: Path, vectors: bool, total: int, progress: Callable[[int, int], None] | None
+) -> int:
+    import pyarrow.parquet as pq
+
+    kinds = MetadataKinds()  # a first pass learns the metadata's columns: a Parquet file has one schema
+    for batch in _batches(collection.iter_items()):
+        kinds.see([item.metadata for item in batch])
+    schema = items_schema(kinds, dim=collection.dim, vectors=vectors)
+    done = 0
+    with pq.ParquetWriter(path, schema) as writer:
+        for batch in _batches(collection.iter_items(with_vectors=vectors)):
+            writer.write_table(items_table(batch, schema, kinds))
+            done += len(batch)
+            if progress:
+                progress(done, total)
+    return done
+
+
+def _write_jsonl(
+    collection: Collection, path: Path, vectors: bool, total: int, progress: Callable[[int, int], None] | None
+) -> int:
+    done = 0
+    with open(path, "w", encoding="utf-8") as out:
+        for batch in _batches(collection.iter_items(with_vectors=vectors)):
+            for item in batch:
+                out.write(json.dumps(_jsonl_row(item, vectors), ensure_ascii=False) + "\n")
+            done += len(batch)
+            if progress:
+                progress(done, total)
+    return done
+
+
+def _jsonl_row(item: Item, vectors: bool) -> dict[str, Any]:
+    """One JSONL line: what ``latentsearch add`` reads back (metadata as fields, a field named like an
+    item column prefixed ``metadata.``). A float32 vector's numbers are written as the exact decimal of
+    each (float32 to float64 is exact), so reading them back gives the same bits."""
+    row: dict[str, Any] = {"id": item.id}
+    if item.text is not None:
+        row["text"] = item.text
+    if item.uri is not None:
+        row["uri"] = item.uri
+    for key, value in (item.metadata or {}).items():
+        row[f"metadata.{key}" if key in ITEM_COLUMNS else key] = value
+    if vectors and item.vector is not None:
+        row["vector"] = item.vector.tolist()
+    return row
