@@ -7,7 +7,7 @@ each with a numeric field ``b`` for filters:
   ingesting process's peak RSS;
 - disk: the collection folder once closed, bytes per vector;
 - open: a fresh process's ``open`` + first search (the lean index reads its vectors from SQLite),
-  and that process's peak RSS after 1,000 searches;
+  and that process's peak RSS after the searches below;
 - latency: p50 and p99 of single queries (ids and the default hits), unfiltered and under filters
   matching 1% and 10% of the items, with recall@10 against brute force.
 

@@ -32,8 +32,9 @@ from latentsearch.errors import (
     LatentSearchError,
 )
 from latentsearch.fileio import read_only_error
+from latentsearch.index.faiss_index import LOCK_FILE
 from latentsearch.limits import check_text
-from latentsearch.records import Hit, Item, Passage
+from latentsearch.records import Hits, Item, Passage
 from latentsearch.search.engine import search, search_batch
 from latentsearch.search.fusion import DEFAULT_FUSION, Fusion
 from latentsearch.search.request import SearchRequest, is_image
@@ -59,6 +60,16 @@ from latentsearch.validation import (
 )
 
 log = logging.getLogger("latentsearch")
+
+
+def _check_copy(folder: Path) -> None:
+    """Open a copied collection and count it (a sharded copy's shards were each checked by SQLite)."""
+    if holds_local_collection(folder):
+        backend = open_backend(folder)
+        try:
+            backend.count()
+        finally:
+            backend.close()
 
 
 class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
@@ -402,13 +413,7 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
         dest = Path(dest)
         if not self.read_only:
             self.save()
-        backup_folder(self.path, dest, on_file=on_file)
-        if holds_local_collection(dest):  # (a sharded copy's shards were each checked by SQLite)
-            backend = open_backend(dest)
-            try:
-                backend.count()
-            finally:
-                backend.close()
+        backup_folder(self.path, dest, on_file=on_file, lock_name=LOCK_FILE, verify=_check_copy)
         return dest
 
     def compact(self, *, progress: ProgressFn | None = None) -> None:
@@ -512,7 +517,7 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
         kinds = MetadataKinds()
         if flatten:
             kinds.see([i.metadata for i in items])
-        table = items_table(items, items_schema(kinds, dim=self.dim, vectors=vectors), kinds)
+        table = items_table(items, items_schema(kinds, dim=self.dim, vectors=vectors), kinds if flatten else None)
         if not flatten:
             table = table.append_column("metadata", metadata_structs([i.metadata for i in items]))
             if vectors:  # the vectors stay last
@@ -522,6 +527,10 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
     def to_pandas(self, *, vectors: bool = False, flatten: bool = True) -> Any:
         """The items as a pandas DataFrame (see :meth:`to_arrow`; vectors as numpy arrays). Needs pandas
         and pyarrow."""
+        try:
+            import pandas  # noqa: F401
+        except ImportError:
+            raise InvalidInputError("to_pandas needs pandas: pip install 'latentsearch[tables]'") from None
         return self.to_arrow(vectors=vectors, flatten=flatten).to_pandas()
 
     def info(self) -> dict[str, Any]:
@@ -602,7 +611,7 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
         ef_search: int | None = None,
         nprobe: int | None = None,
         include: Sequence[str] | None = None,
-    ) -> list[Hit]:
+    ) -> Hits:
         """Top-``k`` items for a text, an image, a vector, or an item (``like=ID``, itself excluded);
         or run a :class:`~latentsearch.search.request.SearchRequest` given as ``query``.
 
@@ -687,7 +696,7 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
         ef_search: int | None = None,
         nprobe: int | None = None,
         include: Sequence[str] | None = None,
-    ) -> list[list[Hit]]:
+    ) -> list[Hits]:
         """Vector search for many queries (an (n, dim) array or a list of texts) in one call: one index
         search and one read of the hits for all of them. Returns one list of hits per query;
         ``exclude`` ids never appear; ``include`` as in :meth:`search`."""

@@ -38,6 +38,7 @@ from latentsearch.errors import (
     LatentSearchError,
 )
 from latentsearch.fileio import fsync_path, process_alive
+from latentsearch.index.faiss_index import LOCK_FILE
 from latentsearch.index.specs import METRICS, check_index, validate_spec
 from latentsearch.limits import MAX_DIM, check_int
 from latentsearch.storage.backup import backup_folder
@@ -209,12 +210,12 @@ class Connection:
         if not holds_collection(source):
             raise CollectionNotFoundError(f"{source} holds no collection backup: give the folder `backup` wrote")
         folder = self.folder(name)
-        if holds_collection(folder) or folder.exists():
+        if folder.exists():
             raise ConflictError(
                 f"collection {name!r} exists in {self.home}: restore under another name, or drop it first"
             )
         folder.parent.mkdir(parents=True, exist_ok=True)
-        backup_folder(source, folder)
+        backup_folder(source, folder, lock_name=LOCK_FILE)
         return self.open(name)
 
     def describe(self, name: str, *, opener: Callable[[str], Collection] | None = None) -> dict[str, Any]:

@@ -92,6 +92,7 @@ class LatentSearchVectorStore(VectorStore):
 
     @property
     def embeddings(self) -> Embeddings | None:
+        """The LangChain Embeddings this store encodes with (None: the collection's own model)."""
         return self._embedding
 
     # --- writes -----------------------------------------------------------------------------------
@@ -145,6 +146,7 @@ class LatentSearchVectorStore(VectorStore):
         return self.collection.search(np.asarray(vector, np.float32), k=k, where=filter, include=include)
 
     def similarity_search(self, query: str, k: int = 4, filter: Any = None, **kwargs: Any) -> list[Document]:
+        """The ``k`` documents nearest ``query`` (by meaning), optionally under a collection ``filter``."""
         return [doc for doc, _ in self.similarity_search_with_score(query, k, filter=filter, **kwargs)]
 
     def similarity_search_with_score(
@@ -157,6 +159,7 @@ class LatentSearchVectorStore(VectorStore):
     def similarity_search_by_vector(
         self, embedding: list[float], k: int = 4, filter: Any = None, **kwargs: Any
     ) -> list[Document]:
+        """The ``k`` documents nearest a query vector (of the store's embedding dimension)."""
         return [_document(hit) for hit in self._search(embedding, k, filter)]
 
     def max_marginal_relevance_search(
@@ -168,6 +171,7 @@ class LatentSearchVectorStore(VectorStore):
         filter: Any = None,
         **kwargs: Any,
     ) -> list[Document]:
+        """:meth:`max_marginal_relevance_search_by_vector` for a text query."""
         return self.max_marginal_relevance_search_by_vector(
             self._query_vector(query).tolist(), k, fetch_k, lambda_mult, filter=filter
         )

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from latentsearch.errors import InvalidInputError
+from latentsearch.errors import ConflictError, InvalidInputError
 from latentsearch.records import Item
 
 if TYPE_CHECKING:
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 TABLE_MODULES = ("pandas", "polars", "pyarrow")
 # Columns an exported table gives the item itself; metadata fields of these names are prefixed.
-ITEM_COLUMNS = ("id", "text", "uri", "vector")
+RESERVED_COLUMNS = ("id", "text", "uri", "vector")
 
 
 def is_table(value: Any) -> bool:
@@ -49,10 +49,13 @@ def as_arrow(table: Any) -> pa.Table:
     """A pyarrow Table of a pandas or polars DataFrame or a pyarrow Table/RecordBatch."""
     pa = _pyarrow()
     module = type(table).__module__.split(".")[0]
-    if module == "pandas":
-        return pa.Table.from_pandas(table, preserve_index=False)
-    if module == "polars":
-        return table.to_arrow()
+    try:
+        if module == "pandas":
+            return pa.Table.from_pandas(table, preserve_index=False)
+        if module == "polars":
+            return table.to_arrow()
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:  # a column of mixed kinds, say
+        raise InvalidInputError(f"cannot read the table: {str(exc).splitlines()[0]}") from None
     if isinstance(table, pa.RecordBatch):
         return pa.Table.from_batches([table])
     return table
@@ -117,21 +120,14 @@ def table_columns(
                 raise InvalidInputError(f"{source} row {row}: empty or non-string {text_field!r}")
     vectors = vector_column(data, vector_field, source, first_row) if has_vector else None
     uris = data.column("uri").to_pylist() if "uri" in names and uri_field_used(data) else None
-    kept = (
-        list(metadata_fields)
-        if metadata_fields is not None
-        else [n for n in names if n not in (id_field, text_field, vector_field, "uri")]
-    )
+    item_columns = (id_field, text_field, vector_field, "uri" if uris is not None else id_field)
+    kept = list(metadata_fields) if metadata_fields is not None else [n for n in names if n not in item_columns]
     decode = set(json_columns(data.schema) if json_fields is None else json_fields)
     keys = {name: metadata_key(name) for name in kept}
-    metadata = [
-        {
-            keys[name]: json.loads(value) if name in decode else _json_value(value)
-            for name, value in row.items()
-            if value is not None
-        }
-        for row in (data.select(kept).to_pylist() if kept else [{}] * data.num_rows)
-    ]
+    metadata = []
+    for row in data.select(kept).to_pylist() if kept else [{}] * data.num_rows:
+        values = {name: json.loads(v) if name in decode else _json_value(v) for name, v in row.items() if v is not None}
+        metadata.append({keys[name]: v for name, v in values.items() if v is not None})  # (NaN became None)
     return TableColumns(ids, texts, vectors, metadata, uris)
 
 
@@ -140,13 +136,22 @@ def uri_field_used(data: pa.Table) -> bool:
     import pyarrow as pa
 
     column = data.column("uri")
-    return pa.types.is_string(column.type) and column.null_count < data.num_rows
+    kind = column.type
+    texts = pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind)
+    return texts and column.null_count < data.num_rows
+
+
+def column_name(key: str) -> str:
+    """The column (or JSONL field) an export gives a metadata field: its own name, prefixed
+    ``metadata.`` when it is named like one of the item's own columns."""
+    return f"metadata.{key}" if key in RESERVED_COLUMNS else key
 
 
 def metadata_key(column: str) -> str:
-    """The metadata field a column holds: an export prefixes fields named like an item column."""
+    """The metadata field a column holds (:func:`column_name` read back; a field whose own name is
+    ``metadata.id`` comes back as ``id``)."""
     prefix = "metadata."
-    return column[len(prefix) :] if column.startswith(prefix) and column[len(prefix) :] in ITEM_COLUMNS else column
+    return column[len(prefix) :] if column.startswith(prefix) and column[len(prefix) :] in RESERVED_COLUMNS else column
 
 
 def vector_column(data: pa.Table, field: str, source: str, first_row: int = 0) -> np.ndarray:
@@ -228,7 +233,7 @@ class MetadataKinds:
     def fields(self) -> list[tuple[str, str, str]]:
         """``(metadata key, column name, kind)`` in first-seen order; a key named like an item column
         is prefixed ``metadata.``."""
-        return [(key, f"metadata.{key}" if key in ITEM_COLUMNS else key, kind) for key, kind in self.kinds.items()]
+        return [(key, column_name(key), kind) for key, kind in self.kinds.items()]
 
 
 def _kind_of(value: Any) -> str:
@@ -261,16 +266,23 @@ def items_schema(kinds: MetadataKinds, *, dim: int, vectors: bool) -> pa.Schema:
     return pa.schema(fields, metadata={JSON_COLUMNS_KEY: json.dumps(json_columns).encode()})
 
 
-def items_table(items: Sequence[Item], schema: pa.Schema, kinds: MetadataKinds) -> pa.Table:
+def items_table(items: Sequence[Item], schema: pa.Schema, kinds: MetadataKinds | None) -> pa.Table:
     """An Arrow table of items in ``schema`` (:func:`items_schema`): ``id``, ``text``, ``uri``, a
-    column per metadata field and, when the schema has it, ``vector``."""
+    column per metadata field of ``kinds`` (None: no metadata columns) and, when the schema has it,
+    ``vector``. A field the kinds do not know, or of another kind, is a :class:`ConflictError` (an
+    export whose items changed between its passes)."""
     pa = _pyarrow()
+    unknown = {key for i in items for key in (i.metadata or {})} - set(kinds.kinds) if kinds is not None else set()
+    if unknown:  # (an export's second pass: a writer added the field since the first)
+        raise ConflictError(
+            f"metadata field {sorted(unknown)[0]!r} appeared while exporting: export again (or from a backup)"
+        )
     columns: list[Any] = [
         pa.array([i.id for i in items], pa.string()),
         pa.array([i.text for i in items], pa.string()),
         pa.array([i.uri for i in items], pa.string()),
     ]
-    for key, _, kind in kinds.fields():
+    for key, _, kind in kinds.fields() if kinds is not None else []:
         values = [(i.metadata or {}).get(key) for i in items]
         if kind == "json":
             values = [None if v is None else json.dumps(v, ensure_ascii=False) for v in values]
@@ -281,10 +293,13 @@ def items_table(items: Sequence[Item], schema: pa.Schema, kinds: MetadataKinds) 
         dim = schema.field("vector").type.list_size
         matrix = np.stack([i.vector for i in items]).astype(np.float32) if items else np.empty((0, dim), np.float32)
         columns.append(pa.FixedSizeListArray.from_arrays(pa.array(matrix.ravel(), pa.float32()), dim))
-    return pa.Table.from_arrays(
-        [c if isinstance(c, pa.Array) else pa.array(c, schema.field(n).type) for c, n in zip(columns, schema.names)],
-        schema=schema,
-    )
+    try:
+        arrays = [
+            c if isinstance(c, pa.Array) else pa.array(c, schema.field(n).type) for c, n in zip(columns, schema.names)
+        ]
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        raise ConflictError("a metadata field changed kind while exporting: export again (or from a backup)") from None
+    return pa.Table.from_arrays(arrays, schema=schema)
 
 
 def json_columns(schema: pa.Schema) -> list[str]:

@@ -111,3 +111,40 @@ def test_the_cli_backs_up_and_restores(home, tmp_path):
     assert np.allclose(restored.get(["y"], with_vectors=True)[0].vector, ls.open("c", home=home).vectors_of(["y"])[0])
     clash = runner.invoke(app, ["restore", str(tmp_path / "bk"), "c"])
     assert clash.exit_code != 0 and "exists" in clash.stderr
+
+
+def test_a_copy_that_fails_its_check_never_appears(home, tmp_path, monkeypatch):
+    from latentsearch import collection as collection_module
+
+    col = ls.create("c", encoder="precomputed", dim=DIM, home=home)
+    col.add(["x"], vectors=random_vectors(1, DIM))
+
+    def broken(folder):
+        raise ls.CorruptCollectionError(f"{folder.name} does not open")
+
+    monkeypatch.setattr(collection_module, "_check_copy", broken)
+    with pytest.raises(ls.CorruptCollectionError, match="does not open"):
+        col.backup(tmp_path / "copy")
+    assert not (tmp_path / "copy").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    col.close()
+
+
+def test_the_index_and_its_checkpoint_are_copied_under_the_index_lock(home, tmp_path, monkeypatch, caplog):
+    from latentsearch.storage import backup as backup_module
+
+    col = ls.create("c", encoder="precomputed", dim=DIM, index="hnsw", home=home)
+    col.add(["x", "y"], vectors=random_vectors(2, DIM))
+    col.save()
+    held = []
+    real = backup_module.exclusive_lock
+    monkeypatch.setattr(backup_module, "exclusive_lock", lambda path: held.append(path.name) or real(path))
+    copied = []
+    col.backup(tmp_path / "copy", on_file=copied.append)
+    assert held == ["index.lock"] and {"index.faiss", "index.checkpoint.json"} <= set(copied)
+    with caplog.at_level("WARNING", logger="latentsearch"):
+        restored = ls.connect(home).restore(tmp_path / "copy", "r")
+        assert restored.backend.index.ntotal == 2
+    assert "rebuilding" not in caplog.text  # the copied pair loaded as it was
+    col.close()
+    restored.close()

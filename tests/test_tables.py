@@ -209,3 +209,43 @@ def test_files_that_are_not_what_they_claim_are_one_line_errors(home, tmp_path):
     assert (tmp_path / "taken.jsonl").read_text() == "keep me\n"
     run("export", "v", tmp_path / "taken.jsonl", "--overwrite")
     assert (tmp_path / "taken.jsonl").read_text() == ""  # an empty collection: an empty file
+
+
+def test_polars_uris_arrow_nans_and_mixed_pandas_columns(home):
+    col = ls.create("t", encoder="precomputed", dim=DIM, home=home)
+    vectors = random_vectors(3, DIM)
+    col.add(pl.DataFrame({"id": ["a"], "vector": [vectors[0].tolist()], "uri": ["file:///a.png"]}))  # large_string
+    assert col.get(["a"])[0].uri == "file:///a.png" and col.get(["a"])[0].metadata == {}
+    col.add(pa.table({"id": ["b"], "vector": [vectors[1].tolist()], "x": pa.array([float("nan")])}))
+    assert col.get(["b"])[0].metadata == {}  # a NaN is a missing value: no field
+    before = snapshot(col)
+    with pytest.raises(ls.InvalidInputError, match="cannot read the table"):
+        col.add(pd.DataFrame({"id": ["c", "d"], "vector": [vectors[2], vectors[2]], "m": [1, "two"]}))
+    assert snapshot(col) == before
+
+
+def test_an_upsert_during_an_export_does_not_export_an_item_twice(home, tmp_path, monkeypatch):
+    monkeypatch.setattr(parquet_module, "PARQUET_BATCH", 10)
+    col = ls.create("src", encoder="precomputed", dim=DIM, home=home)
+    col.add([f"i{i}" for i in range(50)], vectors=random_vectors(50, DIM), metadata=[{"n": i} for i in range(50)])
+    moved = []
+
+    def progress(done: int, total: int) -> None:
+        if done == 10 and not moved:  # after the first batch: i0 is rewritten, to a row after the last
+            col.upsert(["i0"], vectors=random_vectors(1, DIM, seed=7), metadata=[{"n": -1}])
+            moved.append(1)
+
+    out = tmp_path / "out.parquet"
+    parquet_module.export_items(col, out, progress=progress)
+    ids = pq.read_table(out).column("id").to_pylist()
+    assert moved and len(ids) == len(set(ids)) == 50
+
+
+def test_a_named_vector_column_must_exist_and_an_export_needs_a_file_name(home, tmp_path):
+    run("create", "v", "--encoder", "precomputed", "--dim", DIM)
+    pq.write_table(pa.table({"id": ["a"], "text": ["hello"]}), tmp_path / "t.parquet")
+    result = run("add", "v", tmp_path / "t.parquet", "--vector-field", "emb", ok=False)
+    assert result.exit_code != 0 and "no 'emb' column for the vectors (columns: id, text)" in result.stderr
+    (tmp_path / "folder.jsonl").mkdir()
+    result = run("export", "v", tmp_path / "folder.jsonl", "--overwrite", ok=False)
+    assert result.exit_code != 0 and "it is a folder" in result.stderr

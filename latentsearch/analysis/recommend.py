@@ -356,7 +356,7 @@ class RecommendMethods:
         diversity: float = 0.0,
         blend: Any = None,
         blend_weight: float = 0.5,
-    ) -> list[Hit]:
+    ) -> Hits:
         """Items like the ``positive`` examples and unlike the ``negative`` ones, or for a ``user``.
 
         Examples are item ids, raw vectors, or ``{"text": ...}`` / ``{"vector": ...}`` / ``{"id": ...}``.
@@ -398,7 +398,7 @@ class RecommendMethods:
         where: Filter | str | None = None,
         exclude_seen: bool = True,
         diversity: float = 0.0,
-    ) -> list[Hit]:
+    ) -> Hits:
         """Recommend from a history of ids, ``(id, weight)``, ``(id, weight, timestamp)`` or dicts, with
         recency decay (``half_life`` seconds, default 30 days) when timestamps are given; items in the
         history are left out. See :func:`latentsearch.analysis.recommend.recommend_for`.

@@ -36,7 +36,9 @@ def add(
         ),
     ],
     text_field: Annotated[str, typer.Option(help="Field holding the text (JSONL/CSV).")] = "text",
-    id_field: Annotated[str, typer.Option(help="Field holding the id; absent: ids are FILE-LINE.")] = "id",
+    id_field: Annotated[
+        str, typer.Option(help="Field holding the id; absent: ids are FILE-LINE (JSONL/CSV; Parquet needs it).")
+    ] = "id",
     vector_field: Annotated[
         str | None, typer.Option(help="Field holding a precomputed vector [Parquet default: vector, when present].")
     ] = None,

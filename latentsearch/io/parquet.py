@@ -18,8 +18,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from latentsearch.errors import ConflictError, InvalidInputError
+from latentsearch.fileio import disk_full_error, is_disk_full
 from latentsearch.io.ingest import Records
-from latentsearch.tables import ITEM_COLUMNS, MetadataKinds, items_schema, items_table, json_columns, table_columns
+from latentsearch.tables import (
+    MetadataKinds,
+    column_name,
+    items_schema,
+    items_table,
+    json_columns,
+    table_columns,
+)
 from latentsearch.validation import check_ids, check_metadata, check_texts
 
 if TYPE_CHECKING:
@@ -54,6 +62,9 @@ class ParquetSource:
             raise InvalidInputError(f"cannot read {self.path}: no such file") from None
         except Exception as exc:  # pyarrow raises ArrowInvalid or OSError for a file that is not Parquet
             raise InvalidInputError(f"cannot read {self.path}: not a Parquet file ({_first_line(exc)})") from None
+        if vector_field is not None and vector_field not in self.file.schema_arrow.names:
+            columns = ", ".join(self.file.schema_arrow.names)
+            raise InvalidInputError(f"{self.path} has no {vector_field!r} column for the vectors (columns: {columns})")
         self.fields = {"id_field": id_field, "text_field": text_field, "vector_field": vector_field or "vector"}
         self.metadata_fields = metadata_fields
         self.json_fields = json_columns(self.file.schema_arrow)
@@ -162,6 +173,8 @@ def export_items(
         raise ConflictError(f"{path} exists: choose another name, or pass --overwrite to replace it")
     if not path.parent.is_dir():
         raise InvalidInputError(f"cannot export to {path}: the folder {path.parent} does not exist")
+    if path.is_dir():
+        raise InvalidInputError(f"cannot export to {path}: it is a folder; give a file name")
     total = collection.count()
     partial = path.with_name(f".{path.name}.partial")
     try:
@@ -170,21 +183,32 @@ def export_items(
         else:
             done = _write_jsonl(collection, partial, vectors, total, progress)
         os.replace(partial, path)
+    except OSError as exc:
+        if is_disk_full(exc):
+            raise disk_full_error(str(path)) from None
+        raise InvalidInputError(f"cannot write {path}: {exc.strerror or exc}") from None
     finally:
         partial.unlink(missing_ok=True)
     return done
 
 
 def _batches(items: Iterator[Item]) -> Iterator[list[Item]]:
+    """Items in batches, each id once: a writer's upsert during the export moves an item to a later
+    row, where the reading would meet it a second time."""
+    seen: set[str] = set()
     while batch := list(islice(items, PARQUET_BATCH)):
-        yield batch
+        fresh = [item for item in batch if item.id not in seen]
+        seen.update(item.id for item in fresh)
+        yield fresh
 
 
 def _write_parquet(
     collection: Collection, path: Path, vectors: bool, total: int, progress: Callable[[int, int], None] | None
 ) -> int:
-    import pyarrow.parquet as pq
-
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise InvalidInputError("writing Parquet needs pyarrow: pip install 'latentsearch[tables]'") from None
     kinds = MetadataKinds()  # a first pass learns the metadata's columns: a Parquet file has one schema
     for batch in _batches(collection.iter_items()):
         kinds.see([item.metadata for item in batch])
@@ -223,7 +247,7 @@ def _jsonl_row(item: Item, vectors: bool) -> dict[str, Any]:
     if item.uri is not None:
         row["uri"] = item.uri
     for key, value in (item.metadata or {}).items():
-        row[f"metadata.{key}" if key in ITEM_COLUMNS else key] = value
+        row[column_name(key)] = value
     if vectors and item.vector is not None:
         row["vector"] = item.vector.tolist()
     return row

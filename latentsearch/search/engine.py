@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from latentsearch.collection import Collection
 
 
-def search(collection: Collection, request: SearchRequest) -> list[Hit]:
+def search(collection: Collection, request: SearchRequest) -> Hits:
     """Run a search request; see :meth:`Collection.search`."""
     req = request.validated()
     backend = collection.backend
@@ -98,7 +98,7 @@ def search_batch(
     ef_search: int | None = None,
     nprobe: int | None = None,
     include: Sequence[str] | None = None,
-) -> list[list[Hit]]:
+) -> list[Hits]:
     """Vector search for many queries at once (one index call, one read of the hits); see
     :meth:`Collection.search_batch`."""
     k = check_int("k", k, 1, MAX_K)

@@ -607,6 +607,7 @@ class Store:
             began = not conn.in_transaction  # (inside a write's transaction, that is the snapshot)
             if began:
                 conn.execute("BEGIN")
+            ok = False
             try:
                 own = conn.execute(
                     "SELECT id, vector FROM passages WHERE id BETWEEN ? AND ? AND vector IS NOT NULL ORDER BY id",
@@ -620,9 +621,17 @@ class Store:
                 )
                 while rows := items.fetchmany(8192):  # as passage 0 of each item, where not yet filled
                     place(rows, np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows)) << PASSAGE_BITS)
+                rest = ordered[~filled].tolist()  # any other passage without a vector of its own: looked up
+                for start in range(0, len(rest), 900):
+                    chunk = rest[start : start + 900]
+                    sql = f"SELECT id, {_PASSAGE_VECTOR} FROM passages WHERE id IN ({','.join('?' * len(chunk))})"
+                    rows = [row for row in conn.execute(sql, chunk) if row[1] is not None]
+                    if rows:
+                        place(rows, np.array([r[0] for r in rows], dtype=np.int64))
+                ok = True
             finally:
-                if began:
-                    conn.execute("COMMIT")
+                if began and conn.in_transaction:  # (SQLite may have rolled back after an I/O error)
+                    conn.execute("COMMIT" if ok else "ROLLBACK")
         if int(filled.sum()) != len(keys) and not missing_ok:
             raise ItemNotFoundError("some rows vanished while reading vectors: retry the call")
         return out
