@@ -594,7 +594,9 @@ def _peers_table(rows: list[dict]) -> str:
     without the recall it was bought at."""
 
     def qps(r: dict, label: str) -> str:
-        return f"{r[f'qps_{label}']:,.0f} ({r[f'recall_{label}']:.3f})"
+        value = r[f"qps_{label}"]
+        shown = f"{value:,.0f}" if value >= 10 else f"{value:.1f}"
+        return f"{shown} ({r[f'recall_{label}']:.3f})"
 
     filters = [f"filtered_{pct}pct" for pct in peers.FILTER_PERCENTS]
     table = report.markdown_table(
