@@ -249,3 +249,14 @@ def test_a_named_vector_column_must_exist_and_an_export_needs_a_file_name(home, 
     (tmp_path / "folder.jsonl").mkdir()
     result = run("export", "v", tmp_path / "folder.jsonl", "--overwrite", ok=False)
     assert result.exit_code != 0 and "it is a folder" in result.stderr
+
+
+def test_a_parquet_file_whose_texts_stop_part_way_is_refused_whatever_its_batches(home, tmp_path, monkeypatch):
+    monkeypatch.setattr(parquet_module, "PARQUET_BATCH", 4)
+    run("create", "v", "--encoder", "precomputed", "--dim", DIM)
+    vectors = random_vectors(8, DIM)
+    table = pa.table({"id": [f"r{i}" for i in range(8)], "text": ["t"] * 4 + [None] * 4, "vector": vectors.tolist()})
+    pq.write_table(table, tmp_path / "half.parquet")
+    result = run("add", "v", tmp_path / "half.parquet", ok=False)
+    assert result.exit_code != 0 and "some rows have a 'text' text and others" in result.stderr
+    assert ls.open("v", home=home).count() == 0

@@ -113,8 +113,14 @@ def ingest_parquet(
     progress: Callable[[int, int], None] | None = None,
 ) -> int:
     """Add a Parquet file's rows batch by batch (one transaction each), after checking every row."""
-    total, seen = len(source), set()
+    total, seen, with_text = len(source), set(), set()
     for records in source.batches():  # the first pass: everything that can be refused, refused now
+        with_text.add(records.texts is not None)
+        if len(with_text) > 1:  # (a batch's all-empty text column counts as none: decided here for the file)
+            raise InvalidInputError(
+                f"{source.source}: some rows have a {source.fields['text_field']!r} text and others (from row "
+                f"{len(seen)} or before) have none; give every row a text, or none"
+            )
         for item_id in records.ids:
             if item_id in seen:
                 raise InvalidInputError(f"{source.source}: duplicate id {item_id!r} in the file")
