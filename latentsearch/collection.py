@@ -218,11 +218,10 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
         ``id_field`` column holds the ids, ``text_field`` the texts and ``vector_field`` the vectors
         (either or both), a ``uri`` column the URIs, every other column the metadata.
         """
-        if is_table(ids):
-            ids, texts, vectors, metadata, uris = self._table_items(
-                ids, texts, vectors, metadata, uris, id_field, text_field, vector_field
-            )
-        return self._write(ids, texts, vectors, metadata, uris, thumbnails, pages, batch_size, progress, upsert=False)
+        columns = (id_field, text_field, vector_field)
+        return self._write(
+            ids, texts, vectors, metadata, uris, thumbnails, pages, batch_size, progress, columns, upsert=False
+        )
 
     def upsert(
         self,
@@ -242,11 +241,10 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
     ) -> int:
         """Add items, replacing those whose id exists (all of a replaced item's passages go with it, in
         the same transaction). Same arguments as :meth:`add`, a table among them."""
-        if is_table(ids):
-            ids, texts, vectors, metadata, uris = self._table_items(
-                ids, texts, vectors, metadata, uris, id_field, text_field, vector_field
-            )
-        return self._write(ids, texts, vectors, metadata, uris, thumbnails, pages, batch_size, progress, upsert=True)
+        columns = (id_field, text_field, vector_field)
+        return self._write(
+            ids, texts, vectors, metadata, uris, thumbnails, pages, batch_size, progress, columns, upsert=True
+        )
 
     @staticmethod
     def _table_items(
@@ -277,9 +275,12 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
         pages: Sequence[Sequence[int] | None] | None,
         batch_size: int,
         progress: ProgressFn | None,
+        columns: tuple[str, str, str],
         *,
         upsert: bool,
     ) -> int:
+        if is_table(ids):  # a DataFrame or Arrow table: its (id, text, vector) columns and the rest
+            ids, texts, vectors, metadata, uris = self._table_items(ids, texts, vectors, metadata, uris, *columns)
         ids = check_ids(ids)
         n = len(ids)
         if n == 0:

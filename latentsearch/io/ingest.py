@@ -339,6 +339,33 @@ def _read_numpy(path: Path, ids_file: str | Path | None) -> Records:
     return Records(ids, None, vectors, [{} for _ in ids], str(path))
 
 
+def check_records(collection: Collection, records: Records, *, upsert: bool, seen: set[str]) -> None:
+    """The checks each chunk's add runs, over records before the first of them is written: ids unique
+    (also against ``seen``, the ids of the input's earlier batches, which gains these), texts, uris,
+    metadata, vectors, and ids already in the collection unless ``upsert``."""
+    for item_id in records.ids:
+        if item_id in seen:
+            raise InvalidInputError(f"{records.source}: duplicate id {item_id!r} in the input")
+        seen.add(item_id)
+    n = len(records)
+    check_ids(records.ids)
+    check_texts("texts", records.texts, n)
+    check_texts("uris", records.uris, n)
+    check_metadata(records.metadata, n)
+    if not upsert:
+        existing = collection.existing_ids(records.ids)
+        if existing:
+            first = next(i for i in records.ids if i in existing)
+            raise ConflictError(
+                f"{len(existing)} ids from {records.source} already exist (first: {first!r}): "
+                "use --upsert to replace them"
+            )
+    if records.vectors is not None:
+        collection.prepare_vectors(records.vectors, expected=n)  # fail before writing anything
+    elif records.texts is None and records.uris is None:
+        raise InvalidInputError(f"{records.source}: no texts, images or vectors to add")
+
+
 def ingest(
     collection: Collection,
     records: Records,
@@ -356,27 +383,7 @@ def ingest(
     within a chunk as its passages are encoded); ``passage_progress(done)`` counts passages encoded.
     """
     n = len(records)
-    if len(set(records.ids)) != n:
-        seen: set[str] = set()
-        dup = next(i for i in records.ids if i in seen or seen.add(i))
-        raise InvalidInputError(f"{records.source}: duplicate id {dup!r} in the input")
-    # The checks each chunk's add runs, over every record before the first chunk is written.
-    check_ids(records.ids)
-    check_texts("texts", records.texts, n)
-    check_texts("uris", records.uris, n)
-    check_metadata(records.metadata, n)
-    if not upsert:
-        existing = collection.existing_ids(records.ids)
-        if existing:
-            first = next(i for i in records.ids if i in existing)
-            raise ConflictError(
-                f"{len(existing)} ids from {records.source} already exist (first: {first!r}): "
-                "use --upsert to replace them"
-            )
-    if records.vectors is not None:
-        collection.prepare_vectors(records.vectors, expected=n)  # fail before writing anything
-    elif records.texts is None and records.uris is None:
-        raise InvalidInputError(f"{records.source}: no texts, images or vectors to add")
+    check_records(collection, records, upsert=upsert, seen=set())
     write = collection.upsert if upsert else collection.add
     done = 0
     passages = [0, 0]  # encoded in earlier chunks, in this one

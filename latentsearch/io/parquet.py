@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from latentsearch.errors import ConflictError, InvalidInputError
 from latentsearch.fileio import disk_full_error, is_disk_full
-from latentsearch.io.ingest import Records
+from latentsearch.io.ingest import Records, check_records
 from latentsearch.tables import (
     MetadataKinds,
     column_name,
@@ -28,7 +28,6 @@ from latentsearch.tables import (
     json_columns,
     table_columns,
 )
-from latentsearch.validation import check_ids, check_metadata, check_texts
 
 if TYPE_CHECKING:
     from latentsearch.collection import Collection
@@ -121,21 +120,7 @@ def ingest_parquet(
                 f"{source.source}: some rows have a {source.fields['text_field']!r} text and others (from row "
                 f"{len(seen)} or before) have none; give every row a text, or none"
             )
-        for item_id in records.ids:
-            if item_id in seen:
-                raise InvalidInputError(f"{source.source}: duplicate id {item_id!r} in the file")
-            seen.add(item_id)
-        check_ids(records.ids)
-        check_texts("texts", records.texts, len(records))
-        check_texts("uris", records.uris, len(records))
-        check_metadata(records.metadata, len(records))
-        if records.vectors is not None:
-            collection.prepare_vectors(records.vectors, expected=len(records))
-        if not upsert and (existing := collection.existing_ids(records.ids)):
-            first = next(i for i in records.ids if i in existing)
-            raise ConflictError(
-                f"ids from {source.source} already exist (first: {first!r}): use --upsert to replace them"
-            )
+        check_records(collection, records, upsert=upsert, seen=seen)
     del seen
     write = collection.upsert if upsert else collection.add
     done = 0
