@@ -204,6 +204,7 @@ def test_autoencoder_workflow_from_the_cli(tmp_path, monkeypatch):
         ],
     )
     assert result.exit_code == 0, result.output
+    assert "reconstruction error" in result.output and "for the mean image" in result.output
     for picture in ("loss.png", "reconstructions.png", "samples.png"):
         assert (tmp_path / "model" / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     config = json.loads((tmp_path / "model" / "config.json").read_text())
@@ -214,8 +215,12 @@ def test_autoencoder_workflow_from_the_cli(tmp_path, monkeypatch):
     col = ls.open("ae")
     assert col.dim == 8 and col.count() == 301
     assert col.search(folder / "d007.png", k=1)[0].id == "d007.png"
-    flagged = col.outliers("reconstruction", contamination=0.01)
+    steps: list[tuple[int, int]] = []
+    flagged = col.outliers(
+        "reconstruction", contamination=0.01, progress=lambda done, total: steps.append((done, total))
+    )
     assert flagged[0].id == "zz_photo.png"
+    assert steps[-1] == (301, 301) and len(steps) > 1 and all(t == 301 for _, t in steps)  # real progress, per batch
     checked = col.check([folder / "zz_photo.png", folder / "d001.png"], method="reconstruction", fpr=0.01)
     assert [r.flagged for r in checked] == [True, False]
     col.close()

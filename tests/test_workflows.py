@@ -207,8 +207,26 @@ def test_autoencoder_pictures_from_a_saved_model(tmp_path, digit_folder):
     assert training.array.shape == (60, 1, 16, 16) and len(training.kept) == 60
     trained = train_and_save(training, tmp_path / "model", epochs=2)
     assert trained.pictures == ["loss.png", "reconstructions.png"]  # no samples from a plain autoencoder
+    # The verdict compares the model's error on its images with the mean image's, both measured here.
+    from latentsearch.encoders.autoencoder import AutoencoderEncoder, mean_image_error
+
+    errors = AutoencoderEncoder(trained.folder).reconstruction_error(training.array)
+    assert trained.error == pytest.approx(float(errors.mean()), rel=1e-5)
+    assert trained.baseline_error == pytest.approx(float(training.array.var(axis=0).mean()), rel=1e-4)
+    assert trained.baseline_error == mean_image_error(training.array)
     strip = interpolation_strip(trained.folder, digit_folder / "d01.png", digit_folder / "d02.png", tmp_path / "s.png")
     grid = sample_grid(trained.folder, tmp_path / "g.png", n=4)
     assert strip.read_bytes()[:8] == PNG_SIGNATURE and grid.read_bytes()[:8] == PNG_SIGNATURE
     with pytest.raises(ls.InvalidInputError):
         sample_grid(tmp_path, tmp_path / "x.png")  # not a model folder
+
+
+def test_an_autoencoder_no_better_than_the_mean_image_says_so(tmp_path):
+    from latentsearch.workflows.autoencoder import TrainedAutoencoder
+
+    learned = TrainedAutoencoder(tmp_path, [0.09, 0.02], 500, error=0.01, baseline_error=0.05)
+    assert learned.beats_baseline and learned.verdict().endswith("(5.0x better)")
+    flat = TrainedAutoencoder(tmp_path, [0.06, 0.05, 0.05], 40, error=0.048, baseline_error=0.05)
+    assert not flat.beats_baseline  # within 10% of the baseline: nothing learnt worth showing
+    verdict = flat.verdict()
+    assert verdict.startswith("warning:") and "--epochs, 3 now" in verdict and "40 now" in verdict

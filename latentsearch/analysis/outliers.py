@@ -336,11 +336,11 @@ class ReconstructionScorer(OutlierScorer):
     def _fit_scores(self, data: FitData, progress: ProgressFn | None) -> np.ndarray:
         if not data.uris or any(u is None for u in data.uris):
             raise InvalidInputError("reconstruction scores need every item's image file (its uri)")
-        return self.images_scores([Path(u) for u in data.uris])
+        return self.images_scores([Path(u) for u in data.uris], progress=progress)
 
-    def images_scores(self, images: list[Any]) -> np.ndarray:
-        """Reconstruction errors of images (paths or PIL images)."""
-        return np.asarray(self.encoder.reconstruction_error(images), dtype=np.float64)
+    def images_scores(self, images: list[Any], *, progress: ProgressFn | None = None) -> np.ndarray:
+        """Reconstruction errors of images (paths or PIL images); ``progress(done, total)`` per batch."""
+        return np.asarray(self.encoder.reconstruction_error(images, progress=progress), dtype=np.float64)
 
     def _score(self, x: np.ndarray) -> np.ndarray:
         raise InvalidInputError("reconstruction scores need images, not vectors: check image files instead")

@@ -68,6 +68,7 @@ def train_autoencoder(
         f"saved {trained.folder} ({', '.join(trained.pictures)}); "
         f"use it: latentsearch create NAME --encoder {trained.spec}"
     )
+    console.print(trained.verdict(), style=None if trained.beats_baseline else "yellow")
 
 
 @command("ae-interpolate")

@@ -415,6 +415,15 @@ def train_autoencoder(
 # --------------------------------------------------------------------------------------- save / load
 
 
+def mean_image_error(images: np.ndarray) -> float:
+    """The trivial baseline for a reconstruction: the mean per-pixel squared error of answering every
+    image with the average image (what a model that learned nothing converges to)."""
+    images = np.asarray(images, dtype=np.float32)
+    if len(images) == 0:
+        return float("nan")
+    return float(np.mean((images - images.mean(axis=0, keepdims=True)) ** 2))
+
+
 def save_autoencoder(
     model: ConvAutoencoder,
     config: AutoencoderConfig,
@@ -629,13 +638,26 @@ class AutoencoderEncoder:
                 out.append(self.model.decode(self.model.encode(x)).numpy())
         return np.concatenate(out)
 
-    def reconstruction_error(self, images_or_paths: Any, *, batch_size: int = 64) -> np.ndarray:
-        """Per-image mean squared reconstruction error, float32 ``(n,)``: higher means less like the training set."""
+    def reconstruction_error(
+        self,
+        images_or_paths: Any,
+        *,
+        batch_size: int = 64,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> np.ndarray:
+        """Per-image mean squared reconstruction error, float32 ``(n,)``: higher means less like the
+        training set. ``progress(done, total)`` is called after each batch of images."""
+        if not isinstance(images_or_paths, np.ndarray):
+            images_or_paths = self._as_list(images_or_paths)  # sized, so progress knows the total
+        total, done = len(images_or_paths), 0
         out = [np.empty(0, dtype=np.float32)]
         with torch.inference_mode():
             for x in self._batches(images_or_paths, batch_size):
                 recon = self.model.decode(self.model.encode(x))
                 out.append(((recon - x) ** 2).flatten(1).mean(dim=1).numpy())
+                done += len(x)
+                if progress is not None:
+                    progress(done, total)
         return np.concatenate(out).astype(np.float32, copy=False)
 
     def interpolate(self, a: Any, b: Any, steps: int = 8) -> np.ndarray:

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from latentsearch.encoders.autoencoder import AutoencoderConfig
 
 EpochFn = Callable[[int, int], None]  # progress(epoch, epochs), epochs counted from 1
+BASELINE_MARGIN = 0.1  # a model must beat the mean image's error by 10% to count as having learned
 PREVIEW_IMAGES = 8  # training images shown above their reconstructions in reconstructions.png
 SAMPLE_IMAGES = 32  # new images drawn from a VAE's prior into samples.png
 
@@ -52,11 +53,31 @@ class TrainedAutoencoder:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     pictures: list[str] = field(default_factory=list)
     collection: Collection | None = None
+    error: float = float("nan")  # mean per-pixel squared reconstruction error on the training images
+    baseline_error: float = float("nan")  # the same error for the mean image drawn for every input
 
     @property
     def spec(self) -> str:
         """The encoder spec of the model: ``ae:FOLDER``."""
         return f"ae:{self.folder}"
+
+    @property
+    def beats_baseline(self) -> bool:
+        """Whether the model reconstructs its images better than the trivial baseline (by more than
+        :data:`BASELINE_MARGIN`): a model that does not has learned nothing its latents can show."""
+        return self.error < self.baseline_error * (1 - BASELINE_MARGIN)
+
+    def verdict(self) -> str:
+        """One line: the reconstruction error beside the mean-image baseline, and what to do when the
+        model is not better than it."""
+        line = f"reconstruction error {self.error:.4f} against {self.baseline_error:.4f} for the mean image"
+        if self.beats_baseline:
+            return f"{line} ({self.baseline_error / max(self.error, 1e-12):.1f}x better)"
+        return (
+            f"warning: {line}: the model is no better than drawing the average image, so its latents, "
+            f"interpolations and samples carry little; train longer (--epochs, {len(self.losses)} now) "
+            f"or on more images ({self.images:,} now)"
+        )
 
 
 def load_training_images(
@@ -90,7 +111,9 @@ def train_and_save(
     """Train on ``training`` (from :func:`load_training_images`), save the model in ``out``
     (model.safetensors + config.json) with pictures of how it did: loss.png (the loss per epoch),
     reconstructions.png (some training images above their reconstructions) and, for a VAE,
-    samples.png (new images from the prior). ``progress(epoch, epochs)`` follows the training."""
+    samples.png (new images from the prior). ``progress(epoch, epochs)`` follows the training. The
+    result holds the model's reconstruction error on the images and the mean image's
+    (:attr:`TrainedAutoencoder.verdict` says whether it learned anything)."""
     import numpy as np
 
     from latentsearch.encoders import autoencoder as ae
@@ -111,7 +134,10 @@ def train_and_save(
     if config.variational:
         ae.save_grid(encoder.sample(SAMPLE_IMAGES, seed=seed), folder / "samples.png")
         pictures.append("samples.png")
-    return TrainedAutoencoder(folder, losses, len(training.kept), list(training.skipped), pictures)
+    error = float(np.mean(encoder.reconstruction_error(array)))
+    trained = TrainedAutoencoder(folder, losses, len(training.kept), list(training.skipped), pictures)
+    trained.error, trained.baseline_error = error, ae.mean_image_error(array)
+    return trained
 
 
 def train_autoencoder_from_folder(
