@@ -113,7 +113,7 @@ def train_and_save(
     reconstructions.png (some training images above their reconstructions) and, for a VAE,
     samples.png (new images from the prior). ``progress(epoch, epochs)`` follows the training. The
     result holds the model's reconstruction error on the images and the mean image's
-    (:attr:`TrainedAutoencoder.verdict` says whether it learned anything)."""
+    (:meth:`TrainedAutoencoder.verdict` says whether it learned anything)."""
     import numpy as np
 
     from latentsearch.encoders import autoencoder as ae
@@ -134,10 +134,15 @@ def train_and_save(
     if config.variational:
         ae.save_grid(encoder.sample(SAMPLE_IMAGES, seed=seed), folder / "samples.png")
         pictures.append("samples.png")
-    error = float(np.mean(encoder.reconstruction_error(array)))
-    trained = TrainedAutoencoder(folder, losses, len(training.kept), list(training.skipped), pictures)
-    trained.error, trained.baseline_error = error, ae.mean_image_error(array)
-    return trained
+    return TrainedAutoencoder(
+        folder,
+        losses,
+        len(training.kept),
+        list(training.skipped),
+        pictures,
+        error=float(np.mean(encoder.reconstruction_error(array))),
+        baseline_error=ae.mean_image_error(array),
+    )
 
 
 def train_autoencoder_from_folder(
