@@ -33,11 +33,11 @@ from latentsearch.errors import (
 )
 from latentsearch.fileio import read_only_error
 from latentsearch.index.faiss_index import LOCK_FILE
-from latentsearch.limits import check_text
+from latentsearch.limits import check_text, check_tuning
 from latentsearch.records import Hits, Item, Passage
 from latentsearch.search.engine import search, search_batch
 from latentsearch.search.fusion import DEFAULT_FUSION, Fusion
-from latentsearch.search.request import SearchRequest, is_image
+from latentsearch.search.request import SearchRequest, check_k, is_image
 from latentsearch.search.tuning import DEFAULT_SAMPLE, LabelledQuery, TuningReport, tune
 from latentsearch.storage.backup import backup_folder
 from latentsearch.storage.filters import Filter, compile_filter, field_expression
@@ -632,6 +632,13 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
         """
         if isinstance(query, SearchRequest):
             return search(self, query)
+        plain = where is like is fusion is alpha is None and rrf_k == 60 and explain is False and include == []
+        if plain and mode in ("auto", "vector") and isinstance(query, np.ndarray):
+            # The hot path of vector search by id (a recommender's, an evaluation's): nothing to fuse,
+            # filter or read beyond ids, so no request, ranking or hit reading is built.
+            k = check_k(k)
+            ef_search, nprobe = check_tuning(ef_search, nprobe)
+            return Hits(self.backend.nearest(self.prepare_vectors(query, expected=1), k, ef_search, nprobe))
         text_or_image = query is None or isinstance(query, str) or is_image(query)
         request = SearchRequest(
             query=query if text_or_image else None,

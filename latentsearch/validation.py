@@ -32,8 +32,8 @@ def prepare_vectors(vectors: Any, *, dim: int, metric: str, name: str, expected:
         )
     if expected is not None and matrix.shape[0] != expected:
         raise InvalidInputError(f"got {matrix.shape[0]} vectors for {expected} items")
-    bad = ~np.isfinite(matrix).all(axis=1)
-    if bad.any():
+    if not np.isfinite(matrix).all():  # (one check on the hot path; the row only for the message)
+        bad = ~np.isfinite(matrix).all(axis=1)
         raise InvalidInputError(f"vector #{int(np.argmax(bad))} contains NaN or infinity")
     if metric == "cosine":
         norms = np.linalg.norm(matrix, axis=1, keepdims=True)

@@ -113,3 +113,38 @@ def test_the_cli_and_http_take_include(library, home):
         assert answer.json()[0]["id"] == "report" and answer.json()[0]["metadata"] is None
         refused = client.post("/api/collections/library/search", json={"query": QUERY, "include": ["colour"]})
         assert refused.status_code in (400, 422) and "include" in refused.text
+
+
+@pytest.mark.parametrize("index", ["flat", "hnsw", "sq8"])
+def test_an_ids_only_vector_search_ranks_as_the_full_one_through_writes(home, index):
+    """``include=[]`` with a vector query takes the backend's shortest path (:meth:`nearest`): its
+    ranking is the full search's after adds, deletes (tombstones) and upserts, and never names a
+    deleted item from the ids it keeps between searches."""
+    vectors = random_vectors(300, 8, seed=5)
+    col = ls.create("ids", encoder="precomputed", dim=8, metric="l2", index=index, home=home)
+    col.add([str(i) for i in range(200)], vectors=vectors[:200])
+
+    def same_rankings() -> list[str]:
+        for query in vectors[::37]:
+            bare = col.search(query, k=7, include=[])
+            assert all(h.metadata is None and h.text is None for h in bare)
+            assert [(h.id, h.score) for h in bare] == [(h.id, h.score) for h in col.search(query, k=7)]
+        return [h.id for h in col.search(vectors[0], k=7, include=[])]
+
+    first = same_rankings()
+    col.delete(first[:3])
+    assert not set(first[:3]) & set(same_rankings())
+    col.upsert([str(i) for i in range(150, 250)], vectors=vectors[200:300])
+    same_rankings()
+    other = ls.connect(home).open("ids")  # another connection's write moves the sequence too
+    other.delete([h.id for h in col.search(vectors[74], k=2, include=[])])
+    other.close()
+    same_rankings()
+    col.close()
+
+
+def test_an_ids_only_vector_search_of_long_documents_ranks_items_by_their_best_passage(library):
+    query = library.search(QUERY, k=1, include=["vector"])[0].vector
+    bare, full = library.search(query, k=6, include=[]), library.search(query, k=6)
+    assert [(h.id, h.score) for h in bare] == [(h.id, h.score) for h in full]
+    assert len({h.id for h in bare}) == 6  # one hit per item though "report" has several passages

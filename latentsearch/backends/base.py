@@ -150,6 +150,12 @@ class Backend(Protocol):
         nprobe: int | None = None,
     ) -> list[Ranking]: ...
 
+    def nearest(self, vector: np.ndarray, k: int, ef_search: int | None = None, nprobe: int | None = None) -> list[Hit]:
+        """The ``k`` nearest items to one ``(1, dim)`` query, ids and scores only: the unfiltered ids-only
+        vector search, answered as :meth:`knn` then :meth:`hits` would (:func:`nearest_by_knn`) by the
+        shortest path the backend has."""
+        ...
+
     def lexical(self, match: str, k: int, where: Any = None, exclude: str | None = None) -> Ranking: ...
 
     def search_plan(self) -> str | None:
@@ -197,3 +203,11 @@ class Backend(Protocol):
     def save(self) -> None: ...
 
     def close(self) -> None: ...
+
+
+def nearest_by_knn(
+    backend: Backend, vector: np.ndarray, k: int, ef_search: int | None = None, nprobe: int | None = None
+) -> list[Hit]:
+    """:meth:`Backend.nearest` through the general path (a ranking, then its hits read)."""
+    ranking = backend.knn(vector, k, None, (), ef_search, nprobe)[0]
+    return [hit for hit in backend.hits([ranking], frozenset())[0] if hit is not None]

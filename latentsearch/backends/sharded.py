@@ -31,7 +31,7 @@ import numpy as np
 
 from latentsearch import paths
 from latentsearch.backends import SHARDED_FILE
-from latentsearch.backends.base import PassageSpan, ProgressFn, Ranking, VectorTable, WriteBatch
+from latentsearch.backends.base import PassageSpan, ProgressFn, Ranking, VectorTable, WriteBatch, nearest_by_knn
 from latentsearch.backends.local import LocalBackend, lexical_ranking, read_hits
 from latentsearch.errors import ClusterUnavailableError, InvalidInputError, LatentSearchError
 from latentsearch.fileio import fsync_replace
@@ -499,6 +499,9 @@ class ShardedBackend:
                     hit.passage.rank = above + 1
             merged.append([(ShardKey(hit), hit.score) for hit in top])
         return merged
+
+    def nearest(self, vector: np.ndarray, k: int, ef_search: int | None = None, nprobe: int | None = None) -> list[Hit]:
+        return nearest_by_knn(self, vector, k, ef_search, nprobe)
 
     def lexical(self, match: str, k: int, where: Any = None, exclude: str | None = None) -> Ranking:
         """BM25 over the shared full-text index of every shard's passages (the whole collection's

@@ -113,6 +113,7 @@ class VectorIndex:
         self.tombstones: set[int] = set()
         self.dirty = False  # in-memory changes not yet checkpointed
         self._ids: np.ndarray | None = None  # rowid of each internal position of an IDMap2 index
+        self._direct: tuple[Any, np.ndarray, Any, np.ndarray] | None = None  # see _direct_search
         # Unfiltered search parameters by (ef_search, nprobe); building them (and the tombstone selector)
         # costs about a tenth of a small HNSW search. Emptied whenever the tombstones change.
         self._params: dict[tuple[int | None, int | None], Any] = {}
@@ -149,7 +150,7 @@ class VectorIndex:
                 progress(done, n)
         self.index, self.factory, self.seq, self.trained_n = index, factory, seq, n
         self.tombstones, self._params = set(), {}
-        self.dirty, self._ids = True, None
+        self.dirty, self._ids, self._direct = True, None, None
 
     def _training_sample(self, store: Store, n: int, max_points: int = 100_000) -> np.ndarray:
         chunks, taken = [], 0
@@ -223,13 +224,14 @@ class VectorIndex:
         if index.d != self.dim:
             return "index.faiss has another dimension"
         self.index, self.factory, self.seq, self._ids = index, ckpt.factory, ckpt.seq, None
+        self._direct = None  # (it holds the index it was made from: released with it)
         self.trained_n, self.tombstones, self._params = ckpt.trained_n, set(ckpt.tombstones), {}
         self.dirty = False
         if adopting:
             live = self.live_rowids()
             max_rowid = int(live.max()) if len(live) else 0
             if store.rowids_digest_at(ckpt.seq, max_rowid, DIGEST_PRIME) != rowids_digest(live):
-                self.index = None
+                self.index, self._direct = None, None
                 return "it does not hold the items SQLite had at its change sequence"
             self.dirty = True  # the next checkpoint records the collection's id and the digest
         return None
@@ -463,13 +465,23 @@ class VectorIndex:
         if allowed is None and not self.tombstones and isinstance(self.index, faiss.IndexIDMap2):
             # Search the inner index and map ids in numpy: IndexIDMap maps them in an OpenMP loop whose
             # thread start-up costs more than a whole single-query HNSW search on a busy machine.
-            if self._ids is None:
-                self._ids = faiss.vector_to_array(self.index.id_map)
-            distances, positions = self.index.index.search(queries, k, params=params)
-            labels = np.where(positions >= 0, self._ids[np.maximum(positions, 0)], -1)
+            inner, labels_of = self._direct_search()
+            distances, positions = inner.search(queries, k, params=params)
+            labels = labels_of[positions]  # position -1 (no result) reads the trailing -1
         else:
             distances, labels = self.index.search(queries, k, params=params)
         return to_scores(self.metric, distances), labels
+
+    def _direct_search(self) -> tuple[Any, np.ndarray]:
+        """The inner index of an IDMap2 and its positions' rowids with a trailing -1, kept until the id
+        map or the index changes: fetching the inner index's proxy and mapping missing
+        results each query cost more than the rest of the mapping."""
+        if self._ids is None:
+            self._ids = faiss.vector_to_array(self.index.id_map)
+        direct = self._direct
+        if direct is None or direct[0] is not self.index or direct[1] is not self._ids:
+            direct = self._direct = (self.index, self._ids, self.index.index, np.append(self._ids, -1))
+        return direct[2], direct[3]
 
     def _search_params(self, allowed: np.ndarray | None, ef_search: int | None, nprobe: int | None) -> Any:
         if allowed is not None:
