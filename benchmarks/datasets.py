@@ -5,7 +5,8 @@ Sources are files shipped inside Debian packages (``apt-get download`` + ``dpkg-
 folder named by the ``LATENTSEARCH_DATA_CACHE`` environment variable; a fetcher downloads only when the cache lacks
 the files, so repeated calls are cheap and offline.
 
-Usage: ``python -m benchmarks.datasets [reuters wordnet shuttle movielens_100k fashion_mnist]`` (default: all).
+Usage: ``python -m benchmarks.datasets [reuters wordnet shuttle movielens_100k fashion_mnist debian_packages]``
+(default: all).
 """
 
 from __future__ import annotations
@@ -191,6 +192,64 @@ def wordnet() -> dict:
     return {"synsets": synsets}
 
 
+PACKAGE_SECTIONS = (
+    "games", "sound", "graphics", "fonts", "science", "math", "mail", "web", "editors", "database", "video",
+    "electronics",
+)  # fmt: skip
+
+
+def debian_packages(per_section: int = 250, seed: int = 0) -> dict:
+    """Descriptions of Debian packages from topical archive sections (:data:`PACKAGE_SECTIONS`): text
+    with known topics, the kind of corpus people cluster. Sections come from ``apt-cache dumpavail``,
+    long descriptions from apt's ``Translation-en`` lists (fetched by ``apt-get update -o
+    Acquire::Languages=en`` when absent); the sample is kept in the cache so later runs see the same one.
+
+    Returns ``{"docs": [{"id": package, "text": summary + description, "section": str}]}``: at most
+    ``per_section`` per section (seeded sample), descriptions of at least 80 characters, each text once.
+    """
+    import json
+
+    cached = cache_dir() / f"debian-packages-{per_section}-{seed}.json"
+    if cached.exists():
+        return json.loads(cached.read_text())
+    lists = Path("/var/lib/apt/lists")
+    if not list(lists.glob("*_i18n_Translation-en*")):
+        _run(["apt-get", "update", "-qq", "-o", "Acquire::Languages=en"], cache_dir())
+    translations = sorted(lists.glob("*_i18n_Translation-en*"))
+    avail = subprocess.run(["apt-cache", "dumpavail"], capture_output=True, text=True).stdout
+    if not translations or "Package:" not in avail:
+        raise DatasetUnavailable("no apt package lists with descriptions: run `apt-get update -o Acquire::Languages=en`")
+    section_of = {}
+    for stanza in avail.split("\n\n"):
+        fields = dict(re.findall(r"^(Package|Section|Description-md5): (.+)$", stanza, flags=re.M))
+        section = fields.get("Section", "").split("/")[-1]
+        if section in PACKAGE_SECTIONS and "Description-md5" in fields:
+            section_of[(fields["Package"], fields["Description-md5"])] = section
+    by_section: dict[str, dict[str, str]] = {s: {} for s in PACKAGE_SECTIONS}
+    seen: set[str] = set()
+    for path in translations:
+        text = subprocess.run(["/usr/lib/apt/apt-helper", "cat-file", str(path)], capture_output=True, text=True).stdout
+        for stanza in text.split("\n\n"):
+            fields = dict(re.findall(r"^(Package|Description-md5): (.+)$", stanza, flags=re.M))
+            section = section_of.get((fields.get("Package"), fields.get("Description-md5")))
+            match = re.search(r"^Description-en: (.+)\n((?: .*\n?)*)", stanza, flags=re.M)
+            if section is None or match is None:
+                continue
+            body = " ".join(line.strip() for line in match.group(2).splitlines() if line.strip() != ".")
+            description = f"{match.group(1).strip()}. {body}".strip()
+            if len(description) >= 80 and description not in seen:
+                seen.add(description)
+                by_section[section].setdefault(fields["Package"], description)
+    rng = np.random.default_rng(seed)
+    docs = []
+    for section, packages in by_section.items():
+        names = sorted(packages)
+        for i in sorted(rng.permutation(len(names))[:per_section]):
+            docs.append({"id": names[i], "text": packages[names[i]], "section": section})
+    cached.write_text(json.dumps({"docs": docs}))
+    return {"docs": docs}
+
+
 def shuttle() -> tuple[np.ndarray, np.ndarray]:
     """Statlog Shuttle anomaly data from the ``river`` wheel (``river/datasets/shuttle.csv.gz``).
 
@@ -290,10 +349,15 @@ def _summary(name: str) -> str:
             f"fashion_mnist: train {fm['train_images'].shape}, test {fm['test_images'].shape}, "
             f"{len(np.unique(fm['train_labels']))} classes"
         )
-    raise SystemExit(f"unknown data set {name!r}; choose from reuters wordnet shuttle movielens_100k fashion_mnist")
+    if name == "debian_packages":
+        docs = debian_packages()["docs"]
+        return f"debian_packages: {len(docs)} descriptions in {len({d['section'] for d in docs})} sections"
+    raise SystemExit(
+        f"unknown data set {name!r}; choose from reuters wordnet shuttle movielens_100k fashion_mnist debian_packages"
+    )
 
 
 if __name__ == "__main__":
-    for arg in sys.argv[1:] or ["reuters", "wordnet", "shuttle", "movielens_100k", "fashion_mnist"]:
+    for arg in sys.argv[1:] or ["reuters", "wordnet", "shuttle", "movielens_100k", "fashion_mnist", "debian_packages"]:
         t0 = time.perf_counter()
         print(f"{_summary(arg)}  [{time.perf_counter() - t0:.1f}s]", flush=True)

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from latentsearch.analysis.latent import LatentSpaceMethods
+from latentsearch.analysis.layers import layer_fields
 from latentsearch.analysis.outliers import FitData, OutlierMethods, ReconstructionScorer, make_scorer
 from latentsearch.analysis.recommend import RecommendMethods
 from latentsearch.backends import holds_local_collection, open_backend
@@ -594,6 +595,17 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
         found = self.backend.vectors_of(list(dict.fromkeys(ids)))
         self._check_found(ids, found)
         return np.stack([found[i] for i in ids]) if ids else np.empty((0, self.dim), np.float32)
+
+    @property
+    def layers(self) -> dict[str, dict[str, Any]]:
+        """The derived metadata layers written into the items (``clusters``, ``outliers``): each with
+        its ``fields`` and how it was made (see :mod:`latentsearch.analysis.layers`)."""
+        return dict(self.manifest.get("layers") or {})
+
+    @property
+    def layer_fields(self) -> frozenset[str]:
+        """Metadata fields of every layer: left out of result tables and the web page unless asked."""
+        return layer_fields(self.manifest)
 
     # --- search ----------------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ MAX_EF_SEARCH = 10_000  # HNSW search depth per query
 MAX_NPROBE = 65_536  # IVF lists visited per query
 MAX_SAMPLE = 10_000_000  # items sampled for a map (projection)
 MAX_CLUSTERS = 10_000  # k-means clusters
+MAX_LABEL_WORDS = 100  # words in a cluster's label, and examples shown with it
 MAX_RRF_K = 1_000_000  # reciprocal rank fusion constant
 MAX_SEED = 2**32 - 1  # seeds of sampling, projections and k-means (NumPy's legacy seed range)
 MAX_DIM = 65_536  # vector dimension of a collection

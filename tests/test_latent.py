@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 import latentsearch as ls
-from latentsearch.analysis.latent import CACHE_DIR, slerp
+from latentsearch.analysis.latent import CACHE_DIR, class_tfidf_words, slerp
 from latentsearch.analysis.plots import MAP_TEXT_CHARS, PNG_SIZE, map_payload, write_map
 from latentsearch.cli import app
 
@@ -139,6 +139,92 @@ def test_clusters_are_labelled_by_their_topic(topics):
     assert all(len(clusters) == 1 for clusters in by_topic.values())
 
 
+def test_labels_leave_out_words_the_whole_collection_shares():
+    topics = {
+        "games": "a chess game for players with puzzle levels",
+        "audio": "an audio mixer for music with midi sound",
+        "mail": "an email client reading imap mail messages",
+    }
+    texts, labels = [], []
+    for c, words in enumerate(topics.values()):
+        for i in range(10):  # every item also says "package", "files", "library": common to all clusters
+            texts.append(f"This package provides the library files of {words} (version {i}).")
+            labels.append(c)
+    labels = np.array(labels)
+    shared = {"package", "provides", "library", "files", "version"}
+    plain = class_tfidf_words(texts, labels, top=20, distinct_ratio=0)  # BERTopic's c-TF-IDF alone
+    assert all(shared <= set(words) for words in plain.values())
+    found = class_tfidf_words(texts, labels, top=20)
+    for c, topic in enumerate(topics):
+        assert found[c] and not shared & set(found[c]) and set(found[c]) <= set(topics[topic].split())
+    assert class_tfidf_words(["one two", "three four"], np.array([-1, -1])) == {}  # noise only: no labels
+
+
+def test_bigram_labels_do_not_repeat_their_words():
+    texts = ["noto sans font for japanese"] * 6 + ["email client imap mail"] * 6
+    labels = np.array([0] * 6 + [1] * 6)
+    words = class_tfidf_words(texts, labels, top=4, bigrams=True)[0]
+    assert any(" " in w for w in words)
+    flat = [part for w in words for part in w.split()]
+    assert len(flat) == len(set(flat))  # "noto sans" and "noto" are not both there
+
+
+def test_auto_clusters_reduce_before_density_so_noise_is_a_minority(home):
+    rng = np.random.default_rng(1)
+    centres = rng.normal(size=(4, 64)) * 3
+    blobs = np.concatenate([rng.normal(c, 0.6, size=(100, 64)) for c in centres] + [rng.normal(size=(20, 64)) * 6])
+    truth = np.repeat(np.arange(5), [100, 100, 100, 100, 20])
+    col = ls.create("auto", encoder="precomputed", dim=64, metric="l2", home=home)
+    col.add([f"b{i}" for i in range(len(blobs))], vectors=blobs.astype(np.float32))
+    found = col.clusters("auto", write=False)
+    noise = sum(c.size for c in found if c.cluster == -1)
+    assert noise < 0.15 * len(blobs)
+    assert sorted(c.size for c in found if c.cluster != -1)[-4:] >= [95, 95, 95, 95]
+    members = {c.cluster: {int(e["id"][1:]) for e in c.examples} for c in found}
+    assert all(len({truth[i] for i in m}) == 1 for c, m in members.items() if c != -1)  # one blob each
+    col.close()
+
+
+def test_clusters_are_a_layer_that_filters_and_maps_use_and_a_new_run_replaces(topics, tmp_path):
+    found = topics.clusters(4, seed=0)
+    assert topics.layers["clusters"]["fields"] == ["cluster", "cluster_label"]
+    assert topics.layers["clusters"]["method"] == "kmeans" and topics.layer_fields == {"cluster", "cluster_label"}
+    first = found[0]
+    members = topics.search_batch(topics.vectors_of(["cooking-0"]), k=20, where=f"cluster = {first.cluster}")[0]
+    assert len(members) == first.size and {h.metadata["cluster_label"] for h in members} == {first.label}
+    # A second run on English items only: the others lose the first run's clusters.
+    topics.clusters(2, where={"lang": "en"}, seed=0)
+    for item in topics.items():
+        assert ("cluster" in item.metadata) == (item.metadata["lang"] == "en"), item.id
+    topics.close()
+    runner = CliRunner()
+    hidden = runner.invoke(app, ["search", "topics", "bread dough", "-k", "3"])
+    assert hidden.exit_code == 0, hidden.output
+    assert "cluster" not in hidden.stdout and '"topic"' in hidden.stdout  # user fields stay, the layer does not
+    shown = runner.invoke(app, ["search", "topics", "bread dough", "-k", "3", "--layers"])
+    assert "cluster_label" in shown.stdout
+    english = runner.invoke(app, ["search", "topics", "bread", "--where", 'lang = "en"', "--json"])
+    assert "cluster" in json.loads(english.stdout)[0]["metadata"]  # data keeps the layer; only tables hide it
+    out = runner.invoke(
+        app, ["map", "topics", "--method", "pca", "--color-by", "cluster", "--out", str(tmp_path / "m.png")]
+    )
+    assert out.exit_code == 0, out.output
+    kept = runner.invoke(app, ["clusters", "topics", "-n", "3", "--no-write"])
+    assert kept.exit_code == 0 and "Kept as the clusters layer" not in kept.stdout
+    assert ls.connect(topics.path.parent).open("topics").layers["clusters"]["clusters"] == 2  # --no-write kept it
+
+
+def test_cli_clusters_auto_says_what_share_is_noise(home):
+    rng = np.random.default_rng(0)
+    blobs = np.concatenate([rng.normal(loc, 0.05, size=(30, 4)) for loc in (0.0, 3.0, -3.0)] + [[[9, 9, 9, 9]]])
+    col = ls.create("blobs", encoder="precomputed", dim=4, metric="l2", home=home)
+    col.add([f"b{i}" for i in range(len(blobs))], vectors=blobs)
+    col.close()
+    result = CliRunner().invoke(app, ["clusters", "blobs", "-n", "auto"])
+    assert result.exit_code == 0, result.output
+    assert "noise (in no cluster, -1): 1 items (1%)" in " ".join(result.stdout.split())
+
+
 def test_hdbscan_auto_clusters_and_noise(home):
     rng = np.random.default_rng(0)
     blobs = np.concatenate([rng.normal(loc, 0.05, size=(30, 4)) for loc in (0.0, 3.0, -3.0)] + [[[9, 9, 9, 9]]])
@@ -150,15 +236,66 @@ def test_hdbscan_auto_clusters_and_noise(home):
     col.close()
 
 
-def test_interpolation_walks_from_one_item_to_the_other(topics):
-    path = topics.interpolate("cooking-0", "astronomy-0", steps=8)
-    assert len(path) == 8
-    assert path[0].id == "cooking-0" and path[-1].id == "astronomy-0"
+CHAIN_DOCS = {  # nutrition lies between baking and medicine
+    "baking": [
+        "Knead the bread dough and let it rise before baking.",
+        "Bake the sponge cake at 180 degrees for thirty minutes.",
+        "Whisk butter and sugar until pale, then fold in the flour.",
+        "A sourdough loaf needs a lively starter and a hot oven.",
+        "Pipe the icing onto the cupcakes once they have cooled.",
+    ],
+    "nutrition": [
+        "Whole grains provide fibre that keeps digestion regular.",
+        "A balanced diet limits added sugar and saturated fat.",
+        "Vitamin C from fruit supports the immune system.",
+        "Protein needs rise for people who exercise a lot.",
+        "Too many calories from sweets lead to weight gain.",
+    ],
+    "medicine": [
+        "The patient was prescribed antibiotics for the infection.",
+        "Doctors diagnosed type 2 diabetes from the blood test.",
+        "The surgeon repaired the damaged heart valve.",
+        "Vaccination prevents the spread of measles.",
+        "High blood pressure is treated with medication and rest.",
+    ],
+}
+
+
+@pytest.fixture
+def chain(home):
+    """Three topics on the real encoder, the middle one between the others in meaning."""
+    col = ls.create("chain", home=home)
+    ids = [f"{topic}-{i}" for topic, docs in CHAIN_DOCS.items() for i in range(len(docs))]
+    col.add(ids, [doc for docs in CHAIN_DOCS.values() for doc in docs])
+    yield col
+    col.close()
+
+
+@pytest.mark.parametrize(("start", "end"), [("baking-0", "medicine-1"), ("baking-1", "medicine-0")])
+def test_a_walk_between_distant_topics_passes_through_the_topic_between(chain, start, end):
+    path = chain.interpolate(start, end, steps=8)
     assert [s.t for s in path] == pytest.approx(np.linspace(0, 1, 8))
-    topic_seq = [s.id.split("-")[0] for s in path]
-    switch = topic_seq.index("astronomy")
-    assert set(topic_seq[:switch]) == {"cooking"} or "cooking" not in topic_seq[switch:]
-    assert "cooking" not in topic_seq[switch:]  # once across, the path does not go back
+    assert not {start, end} & {s.id for s in path}  # each step shows an item that is neither end
+    assert all(s.between for s in path) and {s.id.split("-")[0] for s in path} == {"nutrition"}
+    a, b = chain.vectors_of([start, end])
+    for step in path:
+        v = chain.vectors_of([step.id])[0]
+        assert (step.to_start, step.to_end) == pytest.approx((float(v @ a), float(v @ b)), abs=1e-5)
+
+
+def test_a_walk_between_neighbours_says_nothing_lies_between(chain):
+    path = chain.interpolate("baking-0", "baking-3", steps=5)
+    assert len(path) == 5 and not any(s.between for s in path)
+    assert all(s.id not in ("baking-0", "baking-3") for s in path)
+    result = CliRunner().invoke(app, ["interpolate", "chain", "baking-0", "baking-3", "--home", str(chain.path.parent)])
+    assert result.exit_code == 0, result.output
+    assert "nothing lies between 'baking-0' and 'baking-3'" in " ".join(result.stdout.split())
+
+
+def test_a_walk_within_a_filter_uses_only_its_items(chain):
+    chain.update_metadata({f"nutrition-{i}": {"skip": True} for i in range(5)})
+    path = chain.interpolate("baking-0", "medicine-1", steps=6, where={"skip": {"$ne": True}})
+    assert path and not any(s.id.startswith("nutrition") for s in path)
 
 
 def test_slerp_stays_on_the_sphere():
@@ -241,7 +378,8 @@ def test_cli_map_clusters_interpolate(topics, tmp_path):
     )
     assert colored.exit_code == 0, colored.output
     steps = json.loads(runner.invoke(app, ["interpolate", "topics", "cooking-0", "astronomy-0", "--json"]).stdout)
-    assert steps[0]["id"] == "cooking-0" and steps[-1]["id"] == "astronomy-0"
+    assert len(steps) == 8 and {"to_start", "to_end", "between"} <= set(steps[0])
+    assert not {"cooking-0", "astronomy-0"} & {s["id"] for s in steps}
     bad = runner.invoke(app, ["map", "topics", "--out", str(tmp_path / "m.gif")])
     assert bad.exit_code == 1 and "use a .html or .png" in bad.stderr
     bad = runner.invoke(app, ["clusters", "topics", "-n", "many"])

@@ -8,6 +8,7 @@ neighbours: 1 is perfect) and are cached in the collection folder until the coll
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
 import logging
 import os
@@ -18,9 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from latentsearch.analysis.layers import CLUSTERS, write_layer
 from latentsearch.errors import InvalidInputError, LatentSearchError
 from latentsearch.fileio import fsync_replace, remove_stale_temp_files, writing
-from latentsearch.limits import MAX_CLUSTERS, MAX_SAMPLE, MAX_SEED, MAX_STEPS, check_int
+from latentsearch.limits import MAX_CLUSTERS, MAX_LABEL_WORDS, MAX_SAMPLE, MAX_SEED, MAX_STEPS, check_int
 from latentsearch.storage.filters import Filter, compile_filter
 
 PROJECTIONS = ("pca", "tsne", "umap")
@@ -158,26 +160,92 @@ class Cluster:
         return asdict(self)
 
 
-def class_tfidf_words(texts: list[str], labels: np.ndarray, top: int = 5) -> dict[int, list[str]]:
-    """Most distinctive words per cluster by class-based TF-IDF (as BERTopic defines it):
-    ``tf(t, c) * log(1 + A / f(t))`` with A the mean number of words per cluster, f(t) the frequency of t
-    over all clusters."""
+LABEL_TOKENS = r"(?u)\b[^\W\d_][^\W\d_]+\b"  # words of two letters or more, no digits
+AUTO_DIMENSIONS = 5  # UMAP's output for density clustering (BERTopic's default)
+AUTO_MIN_SIZE = 5  # smallest density cluster, whatever the collection's size
+# A label word is at least this many times as common among its cluster's items as among the others':
+# words the whole collection shares ("package", "files") name no cluster, however frequent.
+DISTINCT_RATIO = 2.0
+
+
+def class_tfidf_words(
+    texts: list[str], labels: np.ndarray, top: int = 5, *, bigrams: bool = False, distinct_ratio: float = DISTINCT_RATIO
+) -> dict[int, list[str]]:
+    """Most distinctive words per cluster (``-1``, noise, gets none) by class-based TF-IDF as BERTopic
+    defines it, ``tf(t, c) * log(1 + A / f(t))`` (A: mean words per cluster, f(t): the word's frequency
+    over all clusters), with its ``reduce_frequent_words`` (the square root of tf) and English stop
+    words. A word is kept for a cluster only when the share of the cluster's items containing it is
+    at least ``distinct_ratio`` times the share of the other items' (``0`` keeps every word: plain
+    c-TF-IDF). ``bigrams`` adds two-word phrases; no word appears twice in a label."""
+    from scipy import sparse
     from sklearn.feature_extraction.text import CountVectorizer
 
     classes = sorted(set(labels.tolist()) - {-1})
-    documents = [" ".join(t for t, lab in zip(texts, labels) if lab == c) for c in classes]
-    if not any(d.strip() for d in documents):
+    if not classes or not any(t.strip() for t in texts):
         return {}
+    vectorizer = CountVectorizer(
+        stop_words="english", token_pattern=LABEL_TOKENS, ngram_range=(1, 2 if bigrams else 1), dtype=np.float64
+    )
     try:
-        vectorizer = CountVectorizer(stop_words="english", token_pattern=r"(?u)\b[^\W\d_][^\W\d_]+\b")
-        counts = vectorizer.fit_transform(documents).toarray().astype(np.float64)
+        counts = vectorizer.fit_transform(texts)
     except ValueError:  # only stop words
         return {}
-    tf = counts / np.maximum(counts.sum(1, keepdims=True), 1)
-    idf = np.log(1 + counts.sum(1).mean() / np.maximum(counts.sum(0), 1))
+    rows = np.flatnonzero(labels != -1)
+    member = sparse.csr_matrix(
+        (np.ones(len(rows)), (np.searchsorted(classes, labels[rows]), rows)), shape=(len(classes), len(texts))
+    )
+    words_in = np.asarray((member @ counts).todense())  # words of each cluster
+    items_with = np.asarray((member @ (counts > 0).astype(np.float64)).todense())  # its items containing each
+    tf = np.sqrt(words_in / np.maximum(words_in.sum(1, keepdims=True), 1))
+    idf = np.log(1 + words_in.sum(1).mean() / np.maximum(words_in.sum(0), 1))
     scores = tf * idf
+    if distinct_ratio > 0:
+        sizes = np.asarray(member.sum(1))
+        share_in = items_with / sizes
+        share_out = (items_with.sum(0) - items_with) / np.maximum(len(texts) - sizes, 1)
+        scores = np.where(share_in >= distinct_ratio * share_out, scores, 0.0)
     vocab = vectorizer.get_feature_names_out()
-    return {c: [str(vocab[j]) for j in np.argsort(-scores[i])[:top] if scores[i, j] > 0] for i, c in enumerate(classes)}
+    out = {}
+    for i, c in enumerate(classes):
+        chosen: list[str] = []
+        for j in np.argsort(-scores[i]):
+            if len(chosen) == top or scores[i, j] <= 0:
+                break
+            term = str(vocab[j])
+            if not any(_overlaps(term, other) for other in chosen):
+                chosen.append(term)
+        out[c] = chosen
+    return out
+
+
+def _overlaps(term: str, other: str) -> bool:
+    """The terms share a word (``noto`` and ``noto sans``): a label does not say it twice."""
+    return bool(set(term.split()) & set(other.split()))
+
+
+def auto_cluster_labels(vectors: np.ndarray, metric: str, seed: int) -> np.ndarray:
+    """Density clusters as BERTopic finds them: UMAP to :data:`AUTO_DIMENSIONS` dimensions (when the
+    vectors have more; density is meaningless in hundreds of dimensions, where nearly every item
+    was noise), then HDBSCAN with a minimum cluster size of 1% of the items (at least
+    :data:`AUTO_MIN_SIZE`). Noise is ``-1``."""
+    from sklearn.cluster import HDBSCAN
+
+    n = len(vectors)
+    reduced = vectors
+    if vectors.shape[1] > AUTO_DIMENSIONS and n > AUTO_DIMENSIONS + 1:
+        import umap
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # umap-learn's notes on seeds and threads
+            reduced = umap.UMAP(
+                n_components=AUTO_DIMENSIONS,
+                n_neighbors=min(15, n - 1),
+                min_dist=0.0,
+                metric="cosine" if metric == "cosine" else "euclidean",
+                random_state=seed,
+            ).fit_transform(vectors)
+    min_size = min(max(AUTO_MIN_SIZE, n // 100), max(2, n // 2))
+    return HDBSCAN(min_cluster_size=min_size, copy=True).fit_predict(reduced)
 
 
 # --- interpolation ---------------------------------------------------------------------------------
@@ -185,16 +253,69 @@ def class_tfidf_words(texts: list[str], labels: np.ndarray, top: int = 5) -> dic
 
 @dataclass
 class Step:
-    """One step on the path between two items: the position t and the item nearest to it."""
+    """One point on the path between two items, at position ``t`` (0 at the start, 1 at the end), and the
+    item shown there, never one of the ends: the item of the route (below) nearest to the point, or,
+    when no route passes through other items, the nearest other item. ``score`` is its similarity to
+    the point, ``to_start`` and ``to_end`` its similarities to the two ends (the collection's scores:
+    cosine similarity, or negated Euclidean distance for l2); ``between`` is true when it is on the
+    route, the shortest chain of nearest neighbours from one end to the other (Isomap's geodesic)."""
 
     t: float
     id: str
     score: float
     text: str | None
+    to_start: float
+    to_end: float
+    between: bool
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
         return asdict(self)
+
+
+ROUTE_NEIGHBOURS = 5  # edges of the route's neighbour graph per item (Isomap's default)
+ROUTE_EXPANSIONS = 2_000  # items whose neighbours the route search reads at most
+ROUTE_BATCH = 8  # items expanded per neighbour search
+
+
+def neighbour_route(
+    search: Callable[[np.ndarray], list[Any]], start: str, end: str, a: np.ndarray, b: np.ndarray
+) -> list[str] | None:
+    """The shortest chain of items from ``start`` to ``end`` in the directed graph joining each item
+    to its :data:`ROUTE_NEIGHBOURS` nearest (edges weighted by Euclidean distance), found by A* with
+    the straight-line distance to ``end`` as its estimate, expanding a few items per search. ``search``
+    maps query vectors to their hits (with vectors). None when no chain is found within
+    :data:`ROUTE_EXPANSIONS` items (the neighbour graph does not join them)."""
+    vectors = {start: a, end: b}
+    cost, previous, done = {start: 0.0}, {}, set()
+    frontier = [(float(np.linalg.norm(a - b)), start)]
+    while frontier and len(done) < ROUTE_EXPANSIONS:
+        batch = []
+        while frontier and len(batch) < ROUTE_BATCH:
+            _, item = heapq.heappop(frontier)
+            if item == end:
+                frontier = []
+                break
+            if item not in done:
+                done.add(item)
+                batch.append(item)
+        if not batch:
+            break
+        for item, hits in zip(batch, search(np.stack([vectors[i] for i in batch]))):
+            for hit in hits:
+                if hit.id == item:
+                    continue
+                vectors.setdefault(hit.id, hit.vector)
+                reached = cost[item] + float(np.linalg.norm(vectors[item] - hit.vector))
+                if reached < cost.get(hit.id, np.inf):
+                    cost[hit.id], previous[hit.id] = reached, item
+                    heapq.heappush(frontier, (reached + float(np.linalg.norm(hit.vector - b)), hit.id))
+    if end not in previous:
+        return None
+    route = [end]
+    while route[-1] != start:
+        route.append(previous[route[-1]])
+    return route[::-1]
 
 
 def slerp(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
@@ -283,33 +404,36 @@ class LatentSpaceMethods:
         seed: int = 0,
         words: int = 5,
         examples: int = 3,
+        bigrams: bool = False,
         write: bool = True,
     ) -> list[Cluster]:
-        """Cluster the items: k-means with ``n`` clusters, or density clustering (HDBSCAN) with ``n="auto"``.
+        """Cluster the items: k-means with ``n`` clusters, or density clustering with ``n="auto"``
+        (UMAP to 5 dimensions, then HDBSCAN; items in no dense region are noise, cluster ``-1``).
 
-        Each cluster is labelled by its most distinctive words (class-based TF-IDF over its texts) and shown
-        with the items nearest its centre. With ``write``, each item's metadata gets ``cluster`` (HDBSCAN's
-        noise is -1) and ``cluster_label``.
+        Each cluster is labelled by its most distinctive words (:func:`class_tfidf_words`: words the
+        whole collection shares are left out; ``bigrams`` adds two-word phrases) and shown with the
+        items nearest its centre. With ``write``, the clusters become the collection's ``clusters``
+        layer: each item's metadata gets ``cluster`` and ``cluster_label`` (filters and maps use them;
+        result tables leave them out unless asked), replacing an earlier clustering everywhere.
         """
         if n != "auto":
             n = check_int("n", n, 1, MAX_CLUSTERS, hint=" (or 'auto' for density clustering)")
         seed = check_int("seed", seed, 0, MAX_SEED)
+        words = check_int("words", words, 1, MAX_LABEL_WORDS)
+        examples = check_int("examples", examples, 0, MAX_LABEL_WORDS)
         ids, vectors = self.matching_vectors(where)
         if n != "auto" and n > len(ids):
             raise InvalidInputError(f"cannot make {n} clusters of {len(ids)} items: lower -n")
         if len(ids) < 2:
             raise InvalidInputError(f"clustering needs at least 2 items, got {len(ids)}")
         if n == "auto":
-            from sklearn.cluster import HDBSCAN
-
-            labels = HDBSCAN(min_cluster_size=max(2, min(15, len(ids) // 20)), copy=True).fit_predict(vectors)
+            labels = auto_cluster_labels(vectors, self.metric, seed)
         else:
             from sklearn.cluster import KMeans
 
             labels = KMeans(n_clusters=n, random_state=seed, n_init=4).fit_predict(vectors)
         items = self.get(ids)
-        texts = [item.text or "" for item in items]
-        top_words = class_tfidf_words(texts, labels, words)
+        top_words = class_tfidf_words([item.text or "" for item in items], labels, words, bigrams=bigrams)
         result = []
         for c in sorted(set(labels.tolist()) - {-1}) + ([-1] if -1 in labels else []):
             members = np.flatnonzero(labels == c)
@@ -327,24 +451,47 @@ class LatentSpaceMethods:
             )
         if write:
             names = {c.cluster: c.label for c in result}
-            self.update_metadata(
-                {item_id: {"cluster": int(c), "cluster_label": names[int(c)]} for item_id, c in zip(ids, labels)}
-            )
+            values = {item_id: {"cluster": int(c), "cluster_label": names[int(c)]} for item_id, c in zip(ids, labels)}
+            method = "umap+hdbscan" if n == "auto" else "kmeans"
+            write_layer(self, CLUSTERS, values, {"method": method, "clusters": len(set(labels.tolist()) - {-1})})
         return sorted(result, key=lambda c: (c.cluster == -1, -c.size))
 
     def interpolate(self, start: str, end: str, *, steps: int = 8, where: Filter | str | None = None) -> list[Step]:
         """Walk from item ``start`` to item ``end`` in ``steps`` equal steps (spherical for cosine
-        collections) and give the item nearest to each point on the way."""
+        collections). Each :class:`Step` shows an item other than the ends: on the route between them
+        (the shortest chain of nearest neighbours, :func:`neighbour_route`) when one passes through
+        other items, so a walk between distant items goes through the items in between; else the item
+        nearest to the point, with ``between`` false (nothing lies between the two). ``where``
+        restricts both to the items matching it."""
         steps = check_int("steps", steps, 2, MAX_STEPS)  # before any work: a huge path is refused at once
         a, b = self.vectors_of([start, end])
-        points = np.stack(
-            [slerp(a, b, t) if self.metric == "cosine" else (1 - t) * a + t * b for t in np.linspace(0, 1, steps)]
-        ).astype(np.float32)
+        ts = np.linspace(0, 1, steps)
+        points = np.stack([slerp(a, b, t) if self.metric == "cosine" else (1 - t) * a + t * b for t in ts])
+        points = points.astype(np.float32)
         if self.metric == "cosine":
             points /= np.linalg.norm(points, axis=1, keepdims=True)
-        nearest = self.search_batch(points, k=1, where=where)
-        return [
-            Step(float(t), hits[0].id, hits[0].score, hits[0].text)
-            for t, hits in zip(np.linspace(0, 1, steps), nearest)
-            if hits
-        ]
+
+        def neighbours(vectors: np.ndarray) -> list[Any]:
+            return self.search_batch(vectors, k=ROUTE_NEIGHBOURS + 1, where=where, include=["vector"])
+
+        route = neighbour_route(neighbours, start, end, a, b) if start != end else None
+        inner = self.get(route[1:-1], with_vectors=True) if route else []
+        if inner:  # each point shows the route's item nearest to it
+            scores = np.stack([_similarity(self.metric, points, item.vector) for item in inner])
+            shown = [(inner[i], float(scores[i, p])) for p, i in enumerate(scores.argmax(0))]
+        else:
+            found = self.search_batch(points, k=1, where=where, exclude=[start, end], include=["text", "vector"])
+            shown = [(hits[0], hits[0].score) if hits else (None, 0.0) for hits in found]
+        path = []
+        for t, (item, score) in zip(ts, shown):
+            if item is not None:
+                to_start, to_end = _similarity(self.metric, np.stack([a, b]), item.vector)
+                path.append(Step(float(t), item.id, score, item.text, float(to_start), float(to_end), bool(inner)))
+        return path
+
+
+def _similarity(metric: str, rows: np.ndarray, vector: np.ndarray) -> np.ndarray:
+    """Scores between each row and ``vector``, as the collection scores hits."""
+    if metric == "l2":
+        return -np.linalg.norm(rows - vector, axis=1)
+    return rows @ vector

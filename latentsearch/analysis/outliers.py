@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from latentsearch.analysis.layers import OUTLIERS, write_layer
 from latentsearch.backends.base import VectorTable
 from latentsearch.errors import InvalidInputError
 from latentsearch.limits import MAX_K, check_int
@@ -461,20 +462,20 @@ class OutlierMethods:
         first, each with its score, percentile, p-value and nearest normal neighbours.
 
         ``write=True`` stores ``outlier_score`` and ``outlier`` (bool) in every item's metadata, so
-        filters can use them (``where="outlier_score > 0.8"``).
+        filters and maps can use them (``where="outlier_score > 0.8"``): the collection's ``outliers``
+        layer, which result tables leave out unless asked and a later run replaces.
         """
         if top is not None:
             top = check_int("top", top, 0, MAX_K)  # before fitting, and before anything is written
         scorer = self.outlier_scorer(
             method, k=k, contamination=contamination, percentile=percentile, fpr=fpr, progress=progress
         )
-        if write:
-            self.update_metadata(
-                {
-                    item: {"outlier_score": float(score), "outlier": bool(flag)}
-                    for item, score, flag in zip(scorer.ids_, scorer.train_scores_, scorer.labels_)
-                }
-            )
+        if write:  # the collection's outliers layer (see latentsearch.analysis.layers)
+            values = {
+                item: {"outlier_score": float(score), "outlier": bool(flag)}
+                for item, score, flag in zip(scorer.ids_, scorer.train_scores_, scorer.labels_)
+            }
+            write_layer(self, OUTLIERS, values, {"method": method})
         return report_fitted(scorer, lambda ids: {it.id: it.text for it in self.get(ids)}, top, flagged_only, neighbors)
 
     def check(

@@ -201,14 +201,25 @@ def map_(
 @command()
 def clusters(
     name: str,
-    n: Annotated[str, typer.Option("-n", help="Number of clusters (k-means), or 'auto' (HDBSCAN).")] = "8",
+    n: Annotated[
+        str, typer.Option("-n", help="Number of clusters (k-means), or 'auto' (UMAP to 5-d, then HDBSCAN).")
+    ] = "8",
     where: Annotated[str | None, typer.Option(help="Only items matching this filter.")] = None,
-    seed: Annotated[int, typer.Option(help="k-means seed.")] = 0,
-    write: Annotated[bool, typer.Option(help="Store cluster and cluster_label in the metadata.")] = True,
+    seed: Annotated[int, typer.Option(help="k-means and UMAP seed.")] = 0,
+    words: Annotated[int, typer.Option(help="Words in each cluster's label.")] = 5,
+    bigrams: Annotated[bool, typer.Option("--bigrams", help="Let labels hold two-word phrases.")] = False,
+    write: Annotated[
+        bool,
+        typer.Option(
+            help="Keep the clusters as the collection's clusters layer (cluster and cluster_label in the "
+            "metadata, for --where and --color-by; replaces the last clustering)."
+        ),
+    ] = True,
     home: HomeOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Cluster the items and label each cluster with its most distinctive words."""
+    """Cluster the items and label each cluster with its most distinctive words (words every cluster
+    shares are left out)."""
     count: int | str = n
     if n != "auto":
         try:
@@ -216,7 +227,7 @@ def clusters(
         except ValueError:
             raise InvalidInputError(f"-n takes a number of clusters or 'auto', got {n!r}") from None
     with open_collection(name, home) as col:
-        found = col.clusters(count, where=where, seed=seed, write=write)
+        found = col.clusters(count, where=where, seed=seed, words=words, bigrams=bigrams, write=write)
     if as_json:
         print_json([c.to_dict() for c in found])
         return
@@ -229,6 +240,14 @@ def clusters(
             escape(" | ".join(snippet(e["text"] or e["id"], 40) for e in c.examples)),
         )
     console.print(table)
+    total = sum(c.size for c in found)
+    noise = sum(c.size for c in found if c.cluster == -1)
+    summary = f"{len(found) - (noise > 0)} clusters of {total:,} items"
+    if count == "auto":
+        summary += f"; noise (in no cluster, -1): {noise:,} items ({noise / total:.0%})"
+    if write:
+        summary += f". Kept as the clusters layer: --where 'cluster = {found[0].cluster}', --color-by cluster"
+    console.print(summary)
 
 
 @command()
@@ -241,13 +260,31 @@ def interpolate(
     home: HomeOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Walk the latent space from one item to another and list the nearest item at each step."""
+    """Walk the latent space from one item to another: at each step, the nearest item that is neither end,
+    its similarity to both ends, and whether it lies between them (closer to each than they are to each
+    other)."""
     with open_collection(name, home) as col:
         path = col.interpolate(start, end, steps=steps, where=where)
     if as_json:
         print_json([s.to_dict() for s in path])
         return
-    table = Table("t", "nearest item", "score", "text")
+    if not path:
+        console.print(f"no item other than {start!r} and {end!r} to walk through")
+        return
+    table = Table("t", "nearest item", "score", f"to {start}", f"to {end}", "between", "text")
     for step in path:
-        table.add_row(f"{step.t:.2f}", escape(step.id), f"{step.score:.4f}", escape(snippet(step.text, 70)))
+        table.add_row(
+            f"{step.t:.2f}",
+            escape(step.id),
+            f"{step.score:.4f}",
+            f"{step.to_start:.4f}",
+            f"{step.to_end:.4f}",
+            "yes" if step.between else "no",
+            escape(snippet(step.text, 60)),
+        )
     console.print(table)
+    if not any(step.between for step in path):
+        console.print(
+            f"nothing lies between {start!r} and {end!r}: every other item is farther from one of them than "
+            "they are from each other"
+        )

@@ -42,6 +42,10 @@ HomeOption = Annotated[
     typer.Option("--home", help="Data directory of collections [default: $LATENTSEARCH_HOME or ./indexes]."),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+LayersOption = Annotated[
+    bool,
+    typer.Option("--layers", help="Also print the metadata fields latentsearch derived (cluster, outlier_score, ...)."),
+]
 
 
 def command(*args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

@@ -9,9 +9,11 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from latentsearch.analysis.layers import without_layers
 from latentsearch.cli.app import (
     HomeOption,
     JsonOption,
+    LayersOption,
     command,
     console,
     escape,
@@ -63,6 +65,7 @@ def search(
             "(default: text,metadata,passage; '' for ids and scores only, the fastest)."
         ),
     ] = None,
+    layers: LayersOption = False,
     home: HomeOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -90,7 +93,8 @@ def search(
     )
     with open_collection(name, home) as col, model_loading(col, request.needs_encoder):
         hits = col.search(request)
-    print_hits(hits, as_json, explain=explain)
+        hidden = frozenset() if layers else col.layer_fields
+    print_hits(hits, as_json, explain=explain, hidden=hidden)
 
 
 @command()
@@ -109,6 +113,7 @@ def recommend(
         str | None, typer.Option(help="With --user: a content collection over the same ids to blend in.")
     ] = None,
     blend_weight: Annotated[float, typer.Option(help="Weight of the blended content ranking (0..1).")] = 0.5,
+    layers: LayersOption = False,
     home: HomeOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -135,7 +140,8 @@ def recommend(
         finally:
             if content is not None:
                 content.close()
-    print_hits(hits, as_json)
+        hidden = frozenset() if layers else col.layer_fields
+    print_hits(hits, as_json, hidden=hidden)
 
 
 @command()
@@ -187,9 +193,9 @@ def tune(
     )
 
 
-def print_hits(hits: list[Any], as_json: bool, *, explain: bool = False) -> None:
+def print_hits(hits: list[Any], as_json: bool, *, explain: bool = False, hidden: frozenset[str] = frozenset()) -> None:
     """Hits as JSON, or as a table (with each mode's rank, score and share of a fused score when
-    ``explain``). Scores print with 4 decimals, every one the same."""
+    ``explain``; without the layer fields ``hidden``). Scores print with 4 decimals, every one the same."""
     if as_json:
         print_json([hit.to_dict() for hit in hits])
         return
@@ -201,7 +207,8 @@ def print_hits(hits: list[Any], as_json: bool, *, explain: bool = False) -> None
         columns.insert(2, "mode: rank (score) + share")
     table = Table(*columns)
     for rank, hit in enumerate(hits, 1):
-        metadata = "" if hit.metadata is None else escape(json.dumps(hit.metadata, ensure_ascii=False))
+        shown = without_layers(hit.metadata, hidden)
+        metadata = "" if shown is None else escape(json.dumps(shown, ensure_ascii=False))
         row = [str(rank), f"{hit.score:.4f}", hit.id, _highlight(hit) + _where(hit), metadata]
         if explain:
             details = hit.details or {}

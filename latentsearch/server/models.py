@@ -185,3 +185,5 @@ class ClustersBody(Body):
     where: dict[str, Any] | str | None = None
     write: bool = True
     seed: int = _seed()
+    words: Annotated[int, Field(ge=1, le=limits.MAX_LABEL_WORDS)] = 5
+    bigrams: bool = False

@@ -57,7 +57,9 @@ def map_data(
 
 @router.post("/api/collections/{name}/clusters", dependencies=[Depends(writer)])
 def clusters(name: str, body: ClustersBody, server: State) -> list[dict[str, Any]]:
-    found = server.registry.get(name).clusters(body.n, where=body.where, write=body.write, seed=body.seed)
+    found = server.registry.get(name).clusters(
+        body.n, where=body.where, write=body.write, seed=body.seed, words=body.words, bigrams=body.bigrams
+    )
     return [c.to_dict() for c in found]
 
 
