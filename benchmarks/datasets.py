@@ -218,7 +218,9 @@ def debian_packages(per_section: int = 250, seed: int = 0) -> dict:
     translations = sorted(lists.glob("*_i18n_Translation-en*"))
     avail = subprocess.run(["apt-cache", "dumpavail"], capture_output=True, text=True).stdout
     if not translations or "Package:" not in avail:
-        raise DatasetUnavailable("no apt package lists with descriptions: run `apt-get update -o Acquire::Languages=en`")
+        raise DatasetUnavailable(
+            "no apt package lists with descriptions: run `apt-get update -o Acquire::Languages=en`"
+        )
     section_of = {}
     for stanza in avail.split("\n\n"):
         fields = dict(re.findall(r"^(Package|Section|Description-md5): (.+)$", stanza, flags=re.M))
