@@ -650,7 +650,7 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
             # filter or read beyond ids, so no request, ranking or hit reading is built.
             k = check_k(k)
             ef_search, nprobe = check_tuning(ef_search, nprobe)
-            return Hits(self.backend.nearest(self.prepare_vectors(query, expected=1), k, ef_search, nprobe))
+            return Hits(self.backend.nearest(self.prepare_vectors(query, expected=1), k, ef_search, nprobe)[0])
         text_or_image = query is None or isinstance(query, str) or is_image(query)
         request = SearchRequest(
             query=query if text_or_image else None,

@@ -228,7 +228,7 @@ def test_batch_search_and_the_latent_space_equal_one_collection(pair):
         assert [as_pairs(h) for h in got] == [as_pairs(h) for h in expected]
     steps = [(s.id, round(s.score, 5)) for s in sharded.interpolate("v1", "v2", steps=6)]
     assert steps == [(s.id, round(s.score, 5)) for s in single.interpolate("v1", "v2", steps=6)]
-    assert steps[0][0] == "v1" and steps[-1][0] == "v2"
+    assert len(steps) == 6 and not {"v1", "v2"} & {item for item, _ in steps}  # each step shows another item
 
     # PCA is unique up to each axis's sign: the same coordinates per item, in any order.
     one, many = single.project("pca"), sharded.project("pca")

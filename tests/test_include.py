@@ -129,6 +129,8 @@ def test_an_ids_only_vector_search_ranks_as_the_full_one_through_writes(home, in
             bare = col.search(query, k=7, include=[])
             assert all(h.metadata is None and h.text is None for h in bare)
             assert [(h.id, h.score) for h in bare] == [(h.id, h.score) for h in col.search(query, k=7)]
+        batch, full = col.search_batch(vectors[::37], k=7, include=[]), col.search_batch(vectors[::37], k=7)
+        assert [[(h.id, h.score) for h in hits] for hits in batch] == [[(h.id, h.score) for h in hits] for hits in full]
         return [h.id for h in col.search(vectors[0], k=7, include=[])]
 
     first = same_rankings()

@@ -150,8 +150,10 @@ class Backend(Protocol):
         nprobe: int | None = None,
     ) -> list[Ranking]: ...
 
-    def nearest(self, vector: np.ndarray, k: int, ef_search: int | None = None, nprobe: int | None = None) -> list[Hit]:
-        """The ``k`` nearest items to one ``(1, dim)`` query, ids and scores only: the unfiltered ids-only
+    def nearest(
+        self, vectors: np.ndarray, k: int, ef_search: int | None = None, nprobe: int | None = None
+    ) -> list[list[Hit]]:
+        """The ``k`` nearest items to each query row, ids and scores only: the unfiltered ids-only
         vector search, answered as :meth:`knn` then :meth:`hits` would (:func:`nearest_by_knn`) by the
         shortest path the backend has."""
         ...
@@ -206,8 +208,8 @@ class Backend(Protocol):
 
 
 def nearest_by_knn(
-    backend: Backend, vector: np.ndarray, k: int, ef_search: int | None = None, nprobe: int | None = None
-) -> list[Hit]:
-    """:meth:`Backend.nearest` through the general path (a ranking, then its hits read)."""
-    ranking = backend.knn(vector, k, None, (), ef_search, nprobe)[0]
-    return [hit for hit in backend.hits([ranking], frozenset())[0] if hit is not None]
+    backend: Backend, vectors: np.ndarray, k: int, ef_search: int | None = None, nprobe: int | None = None
+) -> list[list[Hit]]:
+    """:meth:`Backend.nearest` through the general path (rankings, then their hits read)."""
+    found = backend.hits(backend.knn(vectors, k, None, (), ef_search, nprobe), frozenset())
+    return [[hit for hit in hits if hit is not None] for hits in found]

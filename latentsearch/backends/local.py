@@ -387,22 +387,25 @@ class LocalBackend:
         """The ``k`` best items for each query, each ranked by its best passage (keys: PassageKey)."""
         return self.knn_passages(vectors, k, where, exclude, ef_search, nprobe)[0]
 
-    def nearest(self, vector: np.ndarray, k: int, ef_search: int | None = None, nprobe: int | None = None) -> list[Hit]:
+    def nearest(
+        self, vectors: np.ndarray, k: int, ef_search: int | None = None, nprobe: int | None = None
+    ) -> list[list[Hit]]:
         """Where every item is one passage of an uncompressed index, the index's answer is the ranking:
         its rowids are read (from the store's cache of ids) with no passage bookkeeping, which costs
         as much as a small HNSW search itself. Else :func:`nearest_by_knn`."""
-        ef_search, nprobe = check_tuning(ef_search, nprobe)
         seq = self.store.seq
         items, passages = self._counts(seq)
         index = self._index_at(seq)
-        if items != passages or is_compressed(index.factory) or index.ntotal == 0:
-            return nearest_by_knn(self, vector, k, ef_search, nprobe)
+        if items != passages or index.ntotal == 0 or is_compressed(index.factory):
+            return nearest_by_knn(self, vectors, k, ef_search, nprobe)
         self._plan.value = None
-        scores, labels = index.search(vector, k, ef_search=ef_search, nprobe=nprobe)
-        pairs = zip(labels[0].tolist(), scores[0].tolist())
-        ranked = [(label >> PASSAGE_BITS, score) for label, score in pairs if label >= 0]
-        rows = self.store.id_rows([rowid for rowid, _ in ranked])
-        return [Hit(rows[rowid][1], score, metadata=None) for rowid, score in ranked if rowid in rows]
+        scores, labels = index.search(vectors, k, ef_search=ef_search, nprobe=nprobe)
+        rowids = (labels >> PASSAGE_BITS).tolist()  # (-1, no result, shifts to -1)
+        ids = self.store.ids_of([r for ranked in rowids for r in ranked if r >= 0])
+        return [
+            [Hit(ids[r], score, metadata=None) for r, score in zip(ranked, row_scores) if r in ids]
+            for ranked, row_scores in zip(rowids, scores.tolist())
+        ]
 
     def knn_passages(
         self,

@@ -500,8 +500,10 @@ class ShardedBackend:
             merged.append([(ShardKey(hit), hit.score) for hit in top])
         return merged
 
-    def nearest(self, vector: np.ndarray, k: int, ef_search: int | None = None, nprobe: int | None = None) -> list[Hit]:
-        return nearest_by_knn(self, vector, k, ef_search, nprobe)
+    def nearest(
+        self, vectors: np.ndarray, k: int, ef_search: int | None = None, nprobe: int | None = None
+    ) -> list[list[Hit]]:
+        return nearest_by_knn(self, vectors, k, ef_search, nprobe)
 
     def lexical(self, match: str, k: int, where: Any = None, exclude: str | None = None) -> Ranking:
         """BM25 over the shared full-text index of every shard's passages (the whole collection's

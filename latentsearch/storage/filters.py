@@ -29,16 +29,17 @@ _FIELD_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z_][A-Za-z0-9_-]*)*")
 _COMPARISONS = {"$eq": "=", "$ne": "!=", "$lt": "<", "$lte": "<=", "$gt": ">", "$gte": ">="}
 _TOO_DEEP = f"filter nested deeper than {MAX_NESTING} levels of $and/$or/$not: flatten it"
 _SCALARS = (str, int, float, bool, type(None))
+MATCH_ALL = "1"  # the condition of no filter (or an empty one)
 
 
 def compile_filter(where: Filter | str | None) -> tuple[str, list[Any]]:
     """Compile a filter (dict or expression string) to an SQL condition and its parameters.
 
     The condition refers to the ``metadata`` column of the ``items`` table. An empty filter
-    compiles to ``"1"`` (match everything).
+    compiles to :data:`MATCH_ALL`.
     """
     if where is None:
-        return "1", []
+        return MATCH_ALL, []
     if isinstance(where, str):
         where = parse_expression(where)
     if not isinstance(where, dict):
@@ -80,7 +81,7 @@ def _compile_node(node: Filter, params: list[Any], depth: int) -> str:
     if depth > MAX_NESTING:
         raise FilterError(_TOO_DEEP)
     if not node:
-        return "1"
+        return MATCH_ALL
     parts = []
     for key, value in node.items():
         if key in ("$and", "$or"):

@@ -101,7 +101,7 @@ ITEM_COLUMNS = "rowid, id, kind, text, uri, metadata"
 # fifth of a 4 KiB page): less to write on ingest, fewer bytes on disk per vector.
 PAGE_SIZE = 16384
 PAGE_CACHE_KIB = 256 * 1024  # per connection; allocated only as pages are read
-ID_ROWS_CACHE = 200_000  # ids-only hits' (rowid, id) rows kept in memory: about 20 MB at most
+IDS_CACHE_ITEMS = 200_000  # items whose ids ids-only searches keep in memory: about 30 MB at most
 FIELD_INDEX_PREFIX = "field:"  # SQLite index names of metadata field indexes
 _MAX_SEQ = 2**62
 # Reading this many passage vectors or more, spread over at most SCAN_DENSITY times as many item rows,
@@ -126,9 +126,8 @@ class Store:
         self.read_only = not create and not folder_writable(self.path.parent)
         # One connection per Store, shared by threads under a lock (the server's readers included).
         self._lock = threading.RLock()
-        # (rowid, id) rows of ids-only hits, kept while the change sequence stays where it was read.
-        self._id_rows: dict[int, tuple[int, str]] = {}
-        self._id_rows_seq = self._seen_seq = -1
+        # Items' ids by rowid, for ids-only hits (see ids_of); None until the first such search.
+        self._ids_by_rowid: dict[int, str] | None = None
         new_file = create and not self.path.exists()
         try:
             self.conn = self._connect(timeout)
@@ -254,8 +253,7 @@ class Store:
         """The change sequence of the last committed write (read before every search: kept lean)."""
         with self._lock:
             try:
-                self._seen_seq = self._seq(self.conn)
-                return self._seen_seq
+                return self._seq(self.conn)
             except sqlite3.DatabaseError as exc:
                 raise self._database_error(exc) from None
 
@@ -474,8 +472,6 @@ class Store:
         end, page, text``; NULLs for an item without text). Each row is ``(key, id)``, then ``text,
         uri`` when ``include`` has "text", ``metadata`` (JSON) for "metadata" and ``vector`` (bytes)
         for "vector". Keys whose item (or passage) is gone are left out."""
-        if not include and not by_passage:
-            return self.id_rows(keys)
         columns = ["p.id" if by_passage else "items.rowid", "items.id"]
         columns += ["items.text", "items.uri"] if "text" in include else []
         columns += ["items.metadata"] if "metadata" in include else []
@@ -494,22 +490,29 @@ class Store:
                 out.update((row[0], row) for row in conn.execute(sql, chunk))
         return out
 
-    def id_rows(self, rowids: Sequence[int]) -> dict[int, tuple[int, str]]:
-        """:meth:`hit_rows` of ids only (``rowid -> (rowid, id)``), from memory where an earlier search
-        read them at the change sequence last read (the one every search reads first: any write, from
-        any process, moves it and empties the cache). An ids-only search then needs no SQLite read at
-        all; ten rows cost a 60,000-item collection as much as its whole HNSW search at ef 16."""
+    def ids_of(self, rowids: Sequence[int]) -> dict[int, str]:
+        """Items' ids by rowid (rowids of no item left out), from memory: an ids-only search then
+        needs no SQLite read (ten rows cost a 60,000-item collection as much as its whole HNSW search
+        at ef 16). The first call loads every item's id when there are at most :data:`IDS_CACHE_ITEMS`
+        items; later items (and those of bigger collections) are read when first asked for. A kept row
+        never goes stale: AUTOINCREMENT gives no committed rowid twice and an item keeps its id (a row
+        deleted since the caller's ranking is not checked for: its id is given as ranked)."""
         with self._lock:
-            if self._id_rows_seq != self._seen_seq or len(self._id_rows) > ID_ROWS_CACHE:
-                self._id_rows, self._id_rows_seq = {}, self._seen_seq
-            kept = self._id_rows
+            kept = self._ids_by_rowid
+            if kept is None:
+                with self._read() as conn:
+                    rows = conn.execute("SELECT rowid, id FROM items LIMIT ?", (IDS_CACHE_ITEMS + 1,))
+                    kept = dict(rows.fetchall())
+                self._ids_by_rowid = kept = kept if len(kept) <= IDS_CACHE_ITEMS else {}
             missing = [int(r) for r in rowids if r not in kept]
             if missing:
+                if len(kept) + len(missing) > IDS_CACHE_ITEMS:
+                    kept.clear()
                 with self._read() as conn:
                     for start in range(0, len(missing), 900):
                         chunk = missing[start : start + 900]
                         sql = f"SELECT rowid, id FROM items WHERE rowid IN ({','.join('?' * len(chunk))})"
-                        kept.update((row[0], row) for row in conn.execute(sql, chunk))
+                        kept.update(conn.execute(sql, chunk).fetchall())
             return {r: kept[r] for r in rowids if r in kept}
 
     def thumbnails(self, rowids: Sequence[int]) -> dict[int, bytes]:
