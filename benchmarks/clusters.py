@@ -151,7 +151,7 @@ def main() -> None:
                 draw_map(col, report.RESULTS / "demo_clusters.png", method="umap", color_by="cluster")
             col.close()
     results = {"corpora": rows, "demo_clusters": table}
-    path = report.save("clusters", results)
+    path = report.save("clusters", results)  # (adds the machine the figures come from)
     update_readme(results)
     print(f"saved {path}")
 
@@ -187,7 +187,8 @@ def update_readme(results: dict) -> None:
         )
         + "\n\nThe demo corpus (`latentsearch demo`), `latentsearch clusters demo -n 20`:\n\n"
         + report.markdown_table(["cluster", "size", "label", "example"], results["demo_clusters"])
-        + "\n\n![the demo corpus, UMAP, coloured by cluster](benchmarks/results/demo_clusters.png)\n"
+        + "\n\n![the demo corpus, UMAP, coloured by cluster](benchmarks/results/demo_clusters.png)\n\n"
+        + f"`python -m benchmarks.clusters`; {results['machine']['cpu_count']} CPU cores, {results['machine']['date']}."
     )
     report.update_readme("clusters", text)
 

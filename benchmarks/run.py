@@ -22,6 +22,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str] | None]] = {
     "retrieval": ([], ["--only", "retrieval"]),  # the long-document section encodes for minutes
     "recommend": ([], []),
     "outliers": ([], []),
+    "clusters": ([], None),  # encodes about 4,000 texts
     "server_load": ([], []),
     "performance": ([], ["--quick"]),
     "filters": ([], ["--quick"]),
