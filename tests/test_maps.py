@@ -12,6 +12,7 @@ import pytest
 
 import latentsearch as ls
 from latentsearch.analysis import plots
+from latentsearch.analysis.latent import CACHE_DIR
 from latentsearch.analysis.plots import (
     LARGE_MAP_TEXT_CHARS,
     OTHER_COLOUR,
@@ -134,6 +135,8 @@ def test_numbers_keep_a_colour_scale_and_cluster_ids_are_categories(many):
     projection = many.project("pca")
     scale = map_figure(many, projection, color_by="score")
     assert len(scale.data) == 1 and scale.data[0].marker.showscale and len(scale.data[0].marker.color) == 275
+    # the colour bar takes the right: the legend (a path's entry) goes in a row below, not over it
+    assert scale.data[0].showlegend is False and scale.layout.legend.orientation == "h"
     clusters = map_figure(many, projection, color_by="cluster")  # 30 integers, but they name groups
     assert len(clusters.data) == 21 and clusters.data[0].name.startswith("other (")
 
@@ -163,6 +166,11 @@ def test_draw_map_samples_above_the_map_size(many, tmp_path, monkeypatch):
     drawn = draw_map(many, tmp_path / "m.png", method="pca", color_by="field")
     assert len(drawn.projection.ids) == 100 and drawn.projection.sampled_from == 275
     assert len(draw_map(many, tmp_path / "m.png", method="pca", sample=200).projection.ids) == 200
+    monkeypatch.setattr(maps, "MAP_SAMPLE", 1_000)  # a smaller collection: the map project("pca") caches
+    many.project("pca")
+    cached = set((many.path / CACHE_DIR).glob("*.npz"))
+    assert len(draw_map(many, tmp_path / "m.png", method="pca").projection.ids) == 275
+    assert set((many.path / CACHE_DIR).glob("*.npz")) == cached
 
 
 def test_the_png_legend_fits_beside_the_plot(many, tmp_path):

@@ -263,12 +263,16 @@ def map_figure(
 
     fig = go.Figure()
     everything = np.ones(len(coords), dtype=bool)
+    # A compact column at the right: 20 values, "other" and the path fit a window without scrolling.
+    legend: dict[str, Any] = {"title": {"text": color_by or ""}, "x": 1.0, "xanchor": "left", "y": 1.0}
     if values is None:
         fig.add_trace(trace(everything, "items", {}))
     elif _is_numeric(values, color_by):
         colour = np.array([np.nan if v is None else float(v) for v in values])
         marker = {"color": colour, "colorscale": "Viridis", "colorbar": {"title": color_by}, "showscale": True}
-        fig.add_trace(trace(everything, color_by or "", marker))
+        # The colour bar takes the right: the legend (the path, if any) goes in a row below the plot.
+        fig.add_trace(trace(everything, color_by or "", marker, showlegend=False))
+        legend = {"orientation": "h", "x": 0.0, "xanchor": "left", "y": 0.0}
     else:
         groups = colour_groups(values, max_colors)
         # "other" is drawn first (under the coloured points) but listed last: legendrank orders the legend.
@@ -291,12 +295,8 @@ def map_figure(
         template="plotly_white",
         autosize=True,  # no fixed size: the figure takes its container (the whole window in map_html)
         margin={"l": 10, "r": 10, "t": 40, "b": 10},
-        # A compact column at the right: 20 values, "other" and the path fit a window without scrolling.
         legend={
-            "title": {"text": color_by or ""},
-            "x": 1.0,
-            "xanchor": "left",
-            "y": 1.0,
+            **legend,
             "yanchor": "top",
             "itemsizing": "constant",  # legend symbols readable even when a large map's points are small
             "font": {"size": 11},
@@ -352,7 +352,7 @@ def _png_figure(
     # constrained layout makes room for a legend outside the axes (tight_layout would let it be cut off)
     fig, ax = plt.subplots(figsize=(PNG_SIZE[0] / dpi, PNG_SIZE[1] / dpi), dpi=dpi, layout="constrained")
     size = max(2, min(30, 6000 / max(len(coords), 1)))
-    legend = False
+    legend, legend_title = False, None
     if values is None:
         ax.scatter(coords[:, 0], coords[:, 1], s=size, alpha=0.7)
     elif _is_numeric(values, color_by):
@@ -369,7 +369,7 @@ def _png_figure(
             ax.scatter(
                 coords[mask, 0], coords[mask, 1], s=size, c=group.colour, alpha=alpha, label=group.label, zorder=zorder
             )
-        legend = True
+        legend, legend_title = True, color_by
     positions = _path_positions(projection, path)
     if positions is not None:
         ax.plot(positions[:, 0], positions[:, 1], "k-o", linewidth=2, markersize=5, label="interpolation", zorder=3)
@@ -377,7 +377,12 @@ def _png_figure(
     if legend:
         # Outside the axes, at the top right: it never hides points, and 20 values plus "other" fit.
         shown = ax.legend(
-            title=color_by, fontsize=8, title_fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False
+            title=legend_title,
+            fontsize=8,
+            title_fontsize=9,
+            loc="upper left",
+            bbox_to_anchor=(1.01, 1.0),
+            frameon=False,
         )
         for handle in shown.legend_handles:  # the points of a large map are tiny: legend symbols are not
             if hasattr(handle, "set_sizes"):

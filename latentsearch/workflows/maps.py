@@ -56,8 +56,10 @@ def draw_map(
     if Path(out).suffix.lower() not in MAP_SUFFIXES:
         raise InvalidInputError(f"cannot write a map to {out}: use a .html or .png file name")
     max_colors = check_max_colors(max_colors)  # before the projection, which can take minutes
-    if sample is None:
-        sample = DEFAULT_SAMPLE.get(method) or MAP_SAMPLE
+    if sample is None and DEFAULT_SAMPLE.get(method) is None and collection.count() > MAP_SAMPLE:
+        # PCA has no cap of its own. A smaller collection keeps sample=None: the projection cached by
+        # project("pca") is the same map, and it is reused.
+        sample = MAP_SAMPLE
 
     route = None
     if path is not None:
