@@ -361,11 +361,10 @@ def _png_figure(
         fig.colorbar(points, ax=ax, label=color_by)
     else:
         groups = colour_groups(values, max_colors)
-        for order, group in enumerate(groups):
+        for group in groups:
             mask = group.mask
             # "other" under the coloured points (lower zorder) but last in the legend
-            zorder = 1 if group.other else 2 + order / len(groups)
-            alpha = 0.5 if group.other else 0.8
+            zorder, alpha = (1, 0.5) if group.other else (2, 0.8)
             ax.scatter(
                 coords[mask, 0], coords[mask, 1], s=size, c=group.colour, alpha=alpha, label=group.label, zorder=zorder
             )
