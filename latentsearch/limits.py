@@ -21,6 +21,7 @@ MAX_STEPS = 1_000  # points on an interpolation path (latent space and autoencod
 MAX_EF_SEARCH = 10_000  # HNSW search depth per query
 MAX_NPROBE = 65_536  # IVF lists visited per query
 MAX_SAMPLE = 10_000_000  # items sampled for a map (projection)
+MAX_COLORS = 24  # values of a map's colour field with a colour of their own (the palette's size)
 MAX_CLUSTERS = 10_000  # k-means clusters
 MAX_LABEL_WORDS = 100  # words in a cluster's label, and examples shown with it
 MAX_RRF_K = 1_000_000  # reciprocal rank fusion constant

@@ -172,3 +172,23 @@ def test_help_does_not_import_torch_or_faiss():
         "print(any(m in sys.modules for m in ('torch', 'faiss', 'sentence_transformers')))"
     )
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+def test_map_colours_the_most_frequent_values_and_refuses_bad_counts(home, tmp_path):
+    run("create", "tags", "--encoder", "precomputed", "--dim", "4")
+    from latentsearch import open as ls_open
+
+    tags = ["big"] * 20 + ["mid"] * 10 + [f"t{i:02d}" for i in range(30)]
+    with ls_open("tags") as col:
+        col.add([f"i{i}" for i in range(60)], vectors=random_vectors(60, 4), metadata=[{"tag": t} for t in tags])
+    out = tmp_path / "m.html"
+    run("map", "tags", "--method", "pca", "--color-by", "tag", "--max-colors", 2, "--out", out)
+    page = out.read_text()
+    names = ('"name":"big (20)"', '"name":"mid (10)"', '"name":"other (30 in 30 values)"')
+    assert all(name in page for name in names) and '"name":"t00 (1)"' not in page
+    for bad in (0, 25):
+        result = run("map", "tags", "--method", "pca", "--color-by", "tag", "--max-colors", bad, "--out", out, ok=False)
+        lines = result.stderr.strip().splitlines()
+        assert result.exit_code == 1 and len(lines) == 1, result.stderr
+        assert f"max_colors must be from 1 to 24, got {bad}" in lines[0]
+    assert "--max-colors" in run("map", "--help").stdout

@@ -335,10 +335,10 @@ def test_html_map_renders_points_and_hover_in_a_browser(topics, tmp_path):
         points = driver.execute_script("return document.querySelectorAll('.scatterlayer .trace path.point').length")
         assert points == 20 + len(path)  # the items, and the path's markers
         legend = driver.execute_script("return [...document.querySelectorAll('.legendtext')].map(e => e.textContent)")
-        assert set(legend) == {"astronomy", "cooking", "finance", "programming", "interpolation"}
+        assert set(legend) == {"astronomy (5)", "cooking (5)", "finance (5)", "programming (5)", "interpolation"}
         hover = driver.execute_script(
             """const gd = document.querySelector('.js-plotly-plot');
-            const trace = gd.data.findIndex(t => t.name === 'cooking');
+            const trace = gd.data.findIndex(t => t.name === 'cooking (5)');
             const point = gd.data[trace].customdata.findIndex(c => c[0] === 'cooking-1');
             Plotly.Fx.hover(gd, [{curveNumber: trace, pointNumber: point}]);
             return document.querySelector('.hoverlayer .hovertext').textContent;"""

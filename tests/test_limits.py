@@ -384,6 +384,7 @@ def test_bounds_through_the_cli(vecs, tmp_path):
         (("interpolate", "vecs", "a", "b", "--steps", 10**9), "steps must be from 2 to 1,000"),
         (("clusters", "vecs", "-n", 10**6), "n must be from"),
         (("map", "vecs", "--out", tmp_path / "m.html", "--method", "pca", "--sample", 0), "sample must be from"),
+        (("map", "vecs", "--out", tmp_path / "m.html", "--max-colors", BIG), "max_colors must be from 1 to 24"),
         (("outliers", "vecs", "-k", BIG), "k must be from"),
         (("add", "vecs", deep), "nested deeper than 32"),
         (("add", "vecs", deeper), "nested deeper than 32"),

@@ -33,7 +33,8 @@ def test_the_html_table_escapes_what_items_hold(home):
 def test_a_projection_gives_its_map_as_a_plotly_figure(topics, tmp_path):
     projection = topics.project(method="pca")
     figure = projection.figure(topics, color_by="topic")
-    assert sorted(trace.name for trace in figure.data) == ["astronomy", "cooking", "finance", "programming"]
+    names = ["astronomy (5)", "cooking (5)", "finance (5)", "programming (5)"]
+    assert sorted(trace.name for trace in figure.data) == names
     assert sum(len(trace.x) for trace in figure.data) == 20
     hover = {row[0] for trace in figure.data for row in trace.customdata}
     assert {"cooking-0", "finance-4"} <= hover
@@ -41,4 +42,4 @@ def test_a_projection_gives_its_map_as_a_plotly_figure(topics, tmp_path):
     from latentsearch.analysis.plots import write_map
 
     page = write_map(topics, projection, tmp_path / "map.html", color_by="topic").read_text()
-    assert all(f'"name":"{topic}"' in page for topic in ("astronomy", "cooking", "finance", "programming"))
+    assert all(f'"name":"{name}"' in page for name in names)

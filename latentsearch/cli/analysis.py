@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from latentsearch.analysis.plots import DEFAULT_MAX_COLORS
 from latentsearch.cli.app import (
     HomeOption,
     JsonOption,
@@ -26,6 +27,7 @@ from latentsearch.cli.app import (
     split_ids,
 )
 from latentsearch.errors import InvalidInputError
+from latentsearch.limits import MAX_COLORS
 
 MethodOption = Annotated[
     str,
@@ -161,8 +163,14 @@ def map_(
     color_by: Annotated[
         str | None, typer.Option(help="Metadata field to colour by, e.g. a label, cluster or outlier_score.")
     ] = None,
+    max_colors: Annotated[
+        int,
+        typer.Option(help=f"Colour the N most frequent values of --color-by (1-{MAX_COLORS}); the rest: grey 'other'."),
+    ] = DEFAULT_MAX_COLORS,
     where: Annotated[str | None, typer.Option(help="Only items matching this filter.")] = None,
-    sample: Annotated[int | None, typer.Option(help="At most this many items (t-SNE: 10,000, UMAP: 50,000).")] = None,
+    sample: Annotated[
+        int | None, typer.Option(help="At most this many items [default: t-SNE 10,000, UMAP 50,000, PCA 100,000].")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the sampling and the projection.")] = 0,
     path: Annotated[str | None, typer.Option(help="Draw the interpolation path between two ids: A,B.")] = None,
     steps: Annotated[int, typer.Option(help="Steps of the path.")] = 8,
@@ -183,6 +191,7 @@ def map_(
             method=method,
             dim=dim,
             color_by=color_by,
+            max_colors=max_colors,
             where=where,
             sample=sample,
             seed=seed,

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from latentsearch.analysis.latent import DEFAULT_SAMPLE
+from latentsearch.analysis.plots import DEFAULT_MAX_COLORS, MAP_SAMPLE, check_max_colors, write_map
 from latentsearch.errors import InvalidInputError
 
 if TYPE_CHECKING:
@@ -33,6 +35,7 @@ def draw_map(
     method: str = "umap",
     dim: int = 2,
     color_by: str | None = None,
+    max_colors: int = DEFAULT_MAX_COLORS,
     where: str | dict | None = None,
     sample: int | None = None,
     seed: int = 0,
@@ -42,13 +45,21 @@ def draw_map(
 ) -> DrawnMap:
     """Project ``collection`` (the items matching ``where``, at most ``sample`` of them) with
     ``method`` (pca, tsne or umap) to ``dim`` dimensions and write the map to ``out``: ``.html``
-    (interactive, offline) or ``.png``, coloured by the metadata field ``color_by``. ``path`` (two
-    ids) draws the interpolation path between them in ``steps`` steps. ``stage(message)`` is called
-    as the work moves on ("projecting", then "drawing").
+    (interactive, offline, WebGL above 5,000 points) or ``.png``, coloured by the metadata field
+    ``color_by``: its ``max_colors`` (1 to 24) most frequent values get a colour each, the rest are
+    one grey "other" group (a numeric field with many values gets a colour scale). ``sample``
+    defaults to the projection's own cap (t-SNE 10,000, UMAP 50,000), and to 100,000
+    (:data:`~latentsearch.analysis.plots.MAP_SAMPLE`) for PCA, a size a map stays responsive at.
+    ``path`` (two ids) draws the interpolation path between them in ``steps`` steps.
+    ``stage(message)`` is called as the work moves on ("projecting", then "drawing").
     """
     if Path(out).suffix.lower() not in MAP_SUFFIXES:
         raise InvalidInputError(f"cannot write a map to {out}: use a .html or .png file name")
-    from latentsearch.analysis.plots import write_map
+    max_colors = check_max_colors(max_colors)  # before the projection, which can take minutes
+    if sample is None and DEFAULT_SAMPLE.get(method) is None and collection.count() > MAP_SAMPLE:
+        # PCA has no cap of its own. A smaller collection keeps sample=None: the projection cached by
+        # project("pca") is the same map, and it is reused.
+        sample = MAP_SAMPLE
 
     route = None
     if path is not None:
@@ -58,5 +69,5 @@ def draw_map(
     projection = collection.project(method, dim=dim, where=where, sample=sample, seed=seed, stage=stage)
     if stage is not None:
         stage("drawing")
-    written = write_map(collection, projection, out, color_by=color_by, path=route)
+    written = write_map(collection, projection, out, color_by=color_by, path=route, max_colors=max_colors)
     return DrawnMap(written, projection)
