@@ -384,3 +384,12 @@ def test_cli_map_clusters_interpolate(topics, tmp_path):
     assert bad.exit_code == 1 and "use a .html or .png" in bad.stderr
     bad = runner.invoke(app, ["clusters", "topics", "-n", "many"])
     assert bad.exit_code == 1 and "'auto'" in bad.stderr
+
+
+def test_a_map_draws_the_walk_from_one_end_through_the_route_to_the_other(chain):
+    from latentsearch.workflows.maps import walk
+
+    drawn = walk(chain, "baking-0", "medicine-1", steps=6, where=None)
+    assert [s.id for s in (drawn[0], drawn[-1])] == ["baking-0", "medicine-1"] and len(drawn) == 8
+    assert drawn[1:-1] == chain.interpolate("baking-0", "medicine-1", steps=6)
+    assert drawn[0].to_start == pytest.approx(1.0) and drawn[0].to_end == pytest.approx(drawn[-1].to_start)

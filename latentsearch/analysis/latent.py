@@ -477,7 +477,7 @@ class LatentSpaceMethods:
         route = neighbour_route(neighbours, start, end, a, b) if start != end else None
         inner = self.get(route[1:-1], with_vectors=True) if route else []
         if inner:  # each point shows the route's item nearest to it
-            scores = np.stack([_similarity(self.metric, points, item.vector) for item in inner])
+            scores = np.stack([similarity(self.metric, points, item.vector) for item in inner])
             shown = [(inner[i], float(scores[i, p])) for p, i in enumerate(scores.argmax(0))]
         else:
             found = self.search_batch(points, k=1, where=where, exclude=[start, end], include=["text", "vector"])
@@ -485,12 +485,12 @@ class LatentSpaceMethods:
         path = []
         for t, (item, score) in zip(ts, shown):
             if item is not None:
-                to_start, to_end = _similarity(self.metric, np.stack([a, b]), item.vector)
+                to_start, to_end = similarity(self.metric, np.stack([a, b]), item.vector)
                 path.append(Step(float(t), item.id, score, item.text, float(to_start), float(to_end), bool(inner)))
         return path
 
 
-def _similarity(metric: str, rows: np.ndarray, vector: np.ndarray) -> np.ndarray:
+def similarity(metric: str, rows: np.ndarray, vector: np.ndarray) -> np.ndarray:
     """Scores between each row and ``vector``, as the collection scores hits."""
     if metric == "l2":
         return -np.linalg.norm(rows - vector, axis=1)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from latentsearch.analysis.latent import DEFAULT_SAMPLE
+from latentsearch.analysis.latent import DEFAULT_SAMPLE, Step, similarity
 from latentsearch.analysis.plots import DEFAULT_MAX_COLORS, MAP_SAMPLE, check_max_colors, write_map
 from latentsearch.errors import InvalidInputError
 
@@ -65,9 +65,24 @@ def draw_map(
     if path is not None:
         if len(path) != 2:
             raise InvalidInputError(f"a map's path runs between two ids, got {len(path)}")
-        route = collection.interpolate(path[0], path[1], steps=steps, where=where)
+        route = walk(collection, path[0], path[1], steps=steps, where=where)
     projection = collection.project(method, dim=dim, where=where, sample=sample, seed=seed, stage=stage)
     if stage is not None:
         stage("drawing")
     written = write_map(collection, projection, out, color_by=color_by, path=route, max_colors=max_colors)
     return DrawnMap(written, projection)
+
+
+def walk(collection: Collection, start: str, end: str, *, steps: int, where: str | dict | None) -> list[Step]:
+    """The path a map draws: the start, the interpolation's steps (never an end), then the end, each
+    end scored against itself and the other as the steps are."""
+    inner = collection.interpolate(start, end, steps=steps, where=where)
+    first, last = collection.get([start, end], with_vectors=True)
+    metric = collection.metric
+    cross = float(similarity(metric, first.vector[None, :], last.vector)[0])
+    own = [float(similarity(metric, item.vector[None, :], item.vector)[0]) for item in (first, last)]
+    return [
+        Step(0.0, start, own[0], first.text, own[0], cross, False),
+        *inner,
+        Step(1.0, end, own[1], last.text, cross, own[1], False),
+    ]
