@@ -39,6 +39,8 @@ def test_a_projection_gives_its_map_as_a_plotly_figure(topics, tmp_path):
     hover = {row[0] for trace in figure.data for row in trace.customdata}
     assert {"cooking-0", "finance-4"} <= hover
     assert "trustworthiness" in figure.layout.title.text
+    two = projection.figure(topics, color_by="topic", max_colors=2)  # the rest is one grey group
+    assert sorted(trace.name for trace in two.data)[-1].startswith("other (10 in 2 values)")
     from latentsearch.analysis.plots import write_map
 
     page = write_map(topics, projection, tmp_path / "map.html", color_by="topic").read_text()

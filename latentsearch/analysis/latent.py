@@ -59,12 +59,15 @@ class Projection:
         color_by: str | None = None,
         path: list[Step] | None = None,
         title: str | None = None,
+        max_colors: int | None = None,
     ) -> Any:
         """This projection of ``collection`` as an interactive plotly Figure, for a notebook to show
-        inline (``fig.show()``, or as a cell's value): what ``write_map`` writes as HTML."""
-        from latentsearch.analysis.plots import map_figure
+        inline (``fig.show()``, or as a cell's value): what ``write_map`` writes as HTML
+        (``max_colors``: how many values of ``color_by`` get a colour, 20 by default)."""
+        from latentsearch.analysis.plots import DEFAULT_MAX_COLORS, map_figure
 
-        return map_figure(collection, self, color_by=color_by, path=path, title=title)
+        colors = DEFAULT_MAX_COLORS if max_colors is None else max_colors
+        return map_figure(collection, self, color_by=color_by, path=path, title=title, max_colors=colors)
 
 
 def _cache_key(method: str, dim: int, where: Any, sample: int | None, seed: int, params: dict[str, Any]) -> str:
