@@ -138,6 +138,56 @@ def test_search_recommend_outliers_and_maps(client):
     assert path[0]["id"] == "cooking-0" and path[-1]["id"] == "finance-0"
 
 
+def wait_for_job(client, job: str, seconds: float = 120) -> dict:
+    deadline = time.monotonic() + seconds
+    while (status := client.get(f"/api/jobs/{job}").json())["state"] == "running":
+        assert time.monotonic() < deadline, status
+        time.sleep(0.1)
+    return status
+
+
+def test_the_map_view_is_umap_once_computed_in_the_background(home):
+    col = ls.create("vecs", encoder="precomputed", dim=8, home=home)
+    col.add([f"v{i}" for i in range(12)], vectors=random_vectors(12, 8), metadata=[{"n": i} for i in range(12)])
+    ls.create("tiny", encoder="precomputed", dim=8, home=home).add(["a", "b"], vectors=random_vectors(2, 8))
+    col.close()
+    with TestClient(create_app(home, preload=False)) as client:
+        view = client.get("/api/collections/vecs/map/view").json()
+        assert (view["method"], view["preferred"], view["ready"], view["job"]) == ("pca", "umap", False, None)
+        assert len(view["ids"]) == len(view["coords"]) == len(view["metadata"]) == 12 and view["trustworthiness"] > 0
+        started = client.post("/api/collections/vecs/map/jobs", json={"method": "umap"})
+        assert started.status_code == 202 and started.json()["status"] == f"/api/jobs/{started.json()['job']}"
+        job = started.json()["job"]
+        # While it runs: the same work is the same job, and the view says which job to watch.
+        if client.get(f"/api/jobs/{job}").json()["state"] == "running":
+            assert client.post("/api/collections/vecs/map/jobs", json={}).json()["job"] == job
+            assert client.get("/api/collections/vecs/map/view").json()["job"] in (job, None)  # None: just done
+        status = wait_for_job(client, job)
+        assert status == {"id": job, "state": "done", "done": 1, "total": 1, "error": None}
+        view = client.get("/api/collections/vecs/map/view").json()
+        assert (view["method"], view["ready"], view["job"]) == ("umap", True, None) and len(view["ids"]) == 12
+        # The job's projection is the library's default UMAP one (the CLI's map reads the same cache).
+        assert ls.open("vecs", home=home).project("umap").coords.tolist() == view["coords"]
+        # Work the engine refuses fails the job with its one-line reason; the view of a collection too
+        # small for any map is a 400.
+        failed = wait_for_job(client, client.post("/api/collections/tiny/map/jobs", json={}).json()["job"])
+        assert failed["state"] == "failed" and "umap needs at least 6 items" in failed["error"]
+        tiny = client.get("/api/collections/tiny/map/view")
+        assert tiny.status_code == 400 and "pca needs at least 3 items" in tiny.json()["error"]
+
+
+def test_the_info_names_the_derived_layers_and_the_page_has_an_icon(client):
+    assert client.get("/api/collections/topics").json()["layers"] == {}
+    assert client.post("/api/collections/topics/clusters", json={"n": 4}).status_code == 200
+    layers = client.get("/api/collections/topics").json()["layers"]
+    assert layers["clusters"]["fields"] == ["cluster", "cluster_label"]
+    for path in ("/favicon.svg", "/favicon.ico"):
+        icon = client.get(path)
+        assert icon.status_code == 200 and icon.headers["content-type"] == "image/svg+xml"
+        assert icon.text.startswith("<svg")
+    assert 'rel="icon" href="/favicon.svg"' in client.get("/").text
+
+
 @pytest.mark.parametrize(
     ("method", "url", "body", "status", "message"),
     [
@@ -152,6 +202,13 @@ def test_search_recommend_outliers_and_maps(client):
         ("post", "/api/collections/topics/items", {"items": "not a list"}, 422, ""),
         ("get", "/api/collections/topics/outliers?method=zscore", None, 400, "unknown outlier method"),
         ("get", "/api/collections/topics/map?method=mds", None, 400, "unknown projection"),
+        ("get", "/api/collections/topics/map/view?sample=0", None, 422, "query.sample: Input should be greater"),
+        ("get", "/api/collections/missing/map/view", None, 404, "not found"),
+        ("post", "/api/collections/topics/map/jobs", {"method": "mds"}, 422, "body.method: Input should be 'pca'"),
+        ("post", "/api/collections/topics/map/jobs", {"dim": 4}, 422, "body.dim: Input should be less"),
+        ("post", "/api/collections/topics/map/jobs", {"sample": 0}, 422, "body.sample"),
+        ("post", "/api/collections/topics/map/jobs", {"seed": -1}, 422, "body.seed"),
+        ("post", "/api/collections/missing/map/jobs", {}, 404, "not found"),
     ],
 )
 def test_errors_have_status_codes_and_messages(client, method, url, body, status, message):
