@@ -14,7 +14,7 @@ from PIL import Image
 import latentsearch as ls
 from latentsearch.server import create_app, load_keys, running, serve
 
-from .browser import browser
+from .browser import browser, console_errors, in_viewport
 from .conftest import random_vectors, topic_items
 
 RW, RO = "rw-key-0123456789abcdef", "ro-key-0123456789abcdef"
@@ -409,16 +409,20 @@ def test_concurrent_readers_while_one_writer_adds(home):
 
 @pytest.fixture
 def live_server(home, topic_vectors):
-    """The app under a real uvicorn on a free loopback port."""
+    """The app under a real uvicorn on a free loopback port, over the topic corpus with a clusters layer."""
     ids, texts, metadata = topic_items()
     col = ls.create("topics", home=home)
     col.add(ids, texts, vectors=topic_vectors, metadata=metadata)
+    col.clusters(4)  # derived fields: the page leaves them out unless asked
     col.close()
     with running(create_app(home)) as url:
         yield url
 
 
-def test_web_page_search_and_more_like_this_in_a_browser(live_server):
+FIELD_NAMES = "return [...document.querySelectorAll(arguments[0] + ' table.fields th')].map(e => e.textContent)"
+
+
+def test_web_page_search_and_more_like_this_in_a_browser(live_server, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -429,12 +433,40 @@ def test_web_page_search_and_more_like_this_in_a_browser(live_server):
         wait.until(lambda d: d.find_element(By.ID, "collection").get_attribute("value") == "topics")
         wait.until(lambda d: "trustworthiness" in d.find_element(By.ID, "map-info").text)
         wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#outliers li")) > 0)
+        # The header counts the collection; the icon is served.
+        wait.until(lambda d: d.find_element(By.ID, "counts").text == "20 items · 20 passages")
+        icon = driver.execute_script("return document.querySelector('link[rel=icon]').href")
+        assert icon == live_server + "/favicon.svg" and httpx.get(icon).status_code == 200
+        # No UMAP map cached: PCA, saying so, with the button that computes one.
+        assert driver.find_element(By.ID, "map-info").text.startswith("PCA of 20 items, trustworthiness 0.")
+        assert "UMAP keeps neighbours together" in driver.find_element(By.ID, "map-note").text
+        assert driver.find_element(By.ID, "compute-map").is_displayed()
         driver.find_element(By.ID, "query").send_keys("planets and telescopes")
         driver.find_element(By.ID, "go").click()
         wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results li.hit")) == 10)
         first = driver.find_elements(By.CSS_SELECTOR, "#results li.hit")[0]
         assert first.get_attribute("data-id").startswith("astronomy")
+        assert driver.find_element(By.ID, "results-title").text == "Results for “planets and telescopes”"
         assert driver.find_element(By.ID, "map").get_attribute("data-highlighted") == "10"
+        # Metadata as a key/value table, not JSON; the clusters layer's fields only once asked for.
+        assert driver.execute_script(FIELD_NAMES, "#results li.hit") == ["topic", "lang", "n"] * 10
+        assert "astronomy" in first.find_element(By.CSS_SELECTOR, "table.fields").text
+        assert '{"' not in driver.find_element(By.ID, "results").text
+        toggle = driver.find_element(By.CSS_SELECTOR, "#layer-toggles input[data-layer=clusters]")
+        assert toggle.find_element(By.XPATH, "..").text == "show clusters"
+        toggle.click()
+        assert driver.execute_script(FIELD_NAMES, "#results li.hit")[:5] == [
+            "topic",
+            "lang",
+            "n",
+            "cluster",
+            "cluster_label",
+        ]
+        toggle.click()
+        assert "cluster" not in driver.execute_script(FIELD_NAMES, "#results li.hit")
+        assert console_errors(driver) == []
+        # "More like this": the recommendations come above the results, in view, under their heading.
+        first = driver.find_elements(By.CSS_SELECTOR, "#results li.hit")[0]  # the toggle rendered the list anew
         first.find_element(By.CSS_SELECTOR, "button.more").click()
         wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#recommendations li.hit")) == 8)
         recommended = [
@@ -442,7 +474,23 @@ def test_web_page_search_and_more_like_this_in_a_browser(live_server):
         ]
         assert recommended[0].startswith("astronomy") and first.get_attribute("data-id") not in recommended
         assert driver.find_element(By.ID, "rec-title").text.startswith("More like astronomy")
-        assert driver.find_element(By.ID, "error").text == ""
+        assert in_viewport(driver, "#rec-title") and in_viewport(driver, "#recommendations li.hit")
+        assert driver.execute_script(FIELD_NAMES, "#recommendations li.hit")[:3] == ["topic", "lang", "n"]
+        # From the bottom of the results too, below the fold: the page scrolls up to the new ones.
+        last = driver.find_elements(By.CSS_SELECTOR, "#results li.hit")[-1]
+        driver.execute_script("arguments[0].scrollIntoView({block: 'end'})", last)
+        assert not in_viewport(driver, "#rec-title")
+        last.find_element(By.CSS_SELECTOR, "button.more").click()
+        wait.until(lambda d: d.find_element(By.ID, "rec-title").text == f"More like {last.get_attribute('data-id')}")
+        assert in_viewport(driver, "#rec-title") and in_viewport(driver, "#recommendations li.hit")
+        # And from a recommendation.
+        third = driver.find_elements(By.CSS_SELECTOR, "#recommendations li.hit")[2]
+        third_id = third.get_attribute("data-id")
+        third.find_element(By.CSS_SELECTOR, "button.more").click()
+        wait.until(lambda d: d.find_element(By.ID, "rec-title").text == f"More like {third_id}")
+        assert in_viewport(driver, "#rec-title") and in_viewport(driver, "#recommendations li.hit")
+        driver.save_screenshot(str(tmp_path / "more-like-this.png"))
+        assert driver.find_element(By.ID, "error").text == "" and console_errors(driver) == []
         # A long document: the hit says which passage matched, and shows that passage's snippet.
         from .test_passages import QUERY, report
 
@@ -462,8 +510,45 @@ def test_web_page_search_and_more_like_this_in_a_browser(live_server):
         wait.until(lambda d: (d.execute_script(first_hit) or [None])[0] == "report")
         hit_id, where, text = driver.execute_script(first_hit)
         assert where.startswith("passage ") and "lava" in text
+        assert not driver.find_element(By.ID, "rec-section").is_displayed()  # a new search comes first
     finally:
         driver.quit()
+
+
+def test_web_page_shows_a_cached_umap_map_and_computes_one_on_request(home, topic_vectors, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    ids, texts, metadata = topic_items()
+    col = ls.create("topics", home=home)
+    col.add(ids, texts, vectors=topic_vectors, metadata=metadata)
+    col.project("umap")  # what `latentsearch map topics --method umap` caches
+    col.close()
+    vecs = ls.create("vecs", encoder="precomputed", dim=8, home=home)
+    vecs.add([f"v{i}" for i in range(12)], vectors=random_vectors(12, 8))
+    vecs.close()
+    with running(create_app(home)) as url:
+        driver = browser()
+        try:
+            driver.get(url + "/")
+            wait = WebDriverWait(driver, 20)
+            wait.until(lambda d: d.find_element(By.ID, "map-info").text.startswith("UMAP of 20 items, trustworthiness"))
+            assert driver.find_element(By.ID, "map").get_attribute("data-method") == "umap"
+            assert not driver.find_element(By.ID, "map-note").is_displayed()
+            assert in_viewport(driver, "#map")
+            driver.save_screenshot(str(tmp_path / "umap.png"))
+            # A collection without one: PCA for now, and UMAP computed in the background on request.
+            Select(driver.find_element(By.ID, "collection")).select_by_value("vecs")
+            wait.until(lambda d: d.find_element(By.ID, "map-info").text.startswith("PCA of 12 items"))
+            wait.until(lambda d: d.find_element(By.ID, "counts").text == "12 items · 12 passages")
+            driver.find_element(By.ID, "compute-map").click()
+            WebDriverWait(driver, 120).until(
+                lambda d: d.find_element(By.ID, "map-info").text.startswith("UMAP of 12 items")
+            )
+            assert not driver.find_element(By.ID, "map-note").is_displayed()
+            assert driver.find_element(By.ID, "error").text == "" and console_errors(driver) == []
+        finally:
+            driver.quit()
 
 
 def test_non_json_numbers_give_422_not_500(client):
