@@ -175,7 +175,7 @@ async function loadOutliers() {
   } catch (err) { list.innerHTML = `<li class="meta">${escapeHtml(err.message)}</li>`; }
 }
 
-async function loadMap() {
+async function loadMap(afterJob = false) {
   // The server's map view: the cached UMAP projection, else PCA with a note and a way to compute UMAP.
   $("map-note").hidden = true;
   try {
@@ -186,8 +186,13 @@ async function loadMap() {
     $("map").dataset.method = mapData.method;
     if (!mapData.ready) {
       const preferred = METHODS[mapData.preferred] || mapData.preferred;
-      mapNote(`${method} shown: ${preferred} keeps neighbours together far better, but takes a while to compute ` +
-        "(it is cached for next time).", true);
+      if (afterJob) {  // the job ended well, yet nothing is cached: the server could not write it
+        mapNote(`${preferred} was computed but could not be cached (a read-only collection, or a full disk: ` +
+          "see the server's log)", false);
+      } else {
+        mapNote(`${method} shown: ${preferred} keeps neighbours together far better, but takes a while to compute ` +
+          "(it is cached for next time).", true);
+      }
       if (mapData.job) watchMapJob(mapData.job).catch((err) => mapNote(err.message, true));  // started earlier
     }
   } catch (err) { mapData = null; $("map-info").textContent = err.message; $("map").dataset.method = ""; }
@@ -214,7 +219,7 @@ async function watchMapJob(job) {
   for (;;) {
     const status = await api(`/api/jobs/${encodeURIComponent(job)}`);
     if ($("collection").value !== name) return;
-    if (status.state === "done") { await loadMap(); return; }
+    if (status.state === "done") { await loadMap(true); return; }
     if (status.state === "failed") { mapNote(`${preferred} failed: ${status.error}`, true); return; }
     mapNote(`computing the ${preferred} map${status.stage ? `: ${status.stage}` : ""}…`, false);
     await sleep(1000);
