@@ -537,8 +537,8 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
 
     def info(self) -> dict[str, Any]:
         """A summary: name, path, count (of documents), passages, encoder, dim, metric, modality, index
-        spec, passage settings, and what the backend adds (the FAISS factory in use, tombstones, field
-        indexes; shard sizes)."""
+        spec, passage settings, derived metadata :attr:`layers`, and what the backend adds (the FAISS
+        factory in use, tombstones, field indexes; shard sizes)."""
         return {
             "name": self.name,
             "path": str(self.path),
@@ -552,6 +552,7 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
             "created_at": self.manifest.get("created_at"),
             "search_fusion": self.search_fusion.to_dict(),
             "tuned": bool(self.manifest.get("search")),
+            "layers": self.layers,
             **self.backend.info(),
         }
 

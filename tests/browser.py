@@ -39,6 +39,23 @@ def browser():
     ):
         options.add_argument(flag)
     options.binary_location = CHROMIUM
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # the page's console, for console_errors
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     driver.set_window_size(1200, 900)
     return driver
+
+
+def console_errors(driver) -> list[str]:
+    """The page's console errors since the last call (a failed fetch, a 404 favicon, a script error)."""
+    return [entry["message"] for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+
+
+def in_viewport(driver, selector: str) -> bool:
+    """Whether the first element matching ``selector`` is shown whole inside the window, as the user sees it."""
+    return driver.execute_script(
+        """const e = document.querySelector(arguments[0]);
+        if (!e || !e.getClientRects().length) return false;
+        const r = e.getBoundingClientRect();
+        return r.top >= 0 && r.left >= 0 && r.bottom <= window.innerHeight && r.right <= window.innerWidth;""",
+        selector,
+    )

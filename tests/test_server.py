@@ -14,7 +14,7 @@ from PIL import Image
 import latentsearch as ls
 from latentsearch.server import create_app, load_keys, running, serve
 
-from .browser import browser
+from .browser import browser, console_errors, in_viewport
 from .conftest import random_vectors, topic_items
 
 RW, RO = "rw-key-0123456789abcdef", "ro-key-0123456789abcdef"
@@ -138,6 +138,56 @@ def test_search_recommend_outliers_and_maps(client):
     assert path[0]["id"] == "cooking-0" and path[-1]["id"] == "finance-0"
 
 
+def wait_for_job(client, job: str, seconds: float = 120) -> dict:
+    deadline = time.monotonic() + seconds
+    while (status := client.get(f"/api/jobs/{job}").json())["state"] == "running":
+        assert time.monotonic() < deadline, status
+        time.sleep(0.1)
+    return status
+
+
+def test_the_map_view_is_umap_once_computed_in_the_background(home):
+    col = ls.create("vecs", encoder="precomputed", dim=8, home=home)
+    col.add([f"v{i}" for i in range(12)], vectors=random_vectors(12, 8), metadata=[{"n": i} for i in range(12)])
+    ls.create("tiny", encoder="precomputed", dim=8, home=home).add(["a", "b"], vectors=random_vectors(2, 8))
+    col.close()
+    with TestClient(create_app(home, preload=False)) as client:
+        view = client.get("/api/collections/vecs/map/view").json()
+        assert (view["method"], view["preferred"], view["ready"], view["job"]) == ("pca", "umap", False, None)
+        assert len(view["ids"]) == len(view["coords"]) == len(view["metadata"]) == 12 and view["trustworthiness"] > 0
+        started = client.post("/api/collections/vecs/map/jobs", json={"method": "umap"})
+        assert started.status_code == 202 and started.json()["status"] == f"/api/jobs/{started.json()['job']}"
+        job = started.json()["job"]
+        # While it runs: the same work is the same job, and the view says which job to watch.
+        if client.get(f"/api/jobs/{job}").json()["state"] == "running":
+            assert client.post("/api/collections/vecs/map/jobs", json={}).json()["job"] == job
+            assert client.get("/api/collections/vecs/map/view").json()["job"] in (job, None)  # None: just done
+        status = wait_for_job(client, job)
+        assert status == {"id": job, "state": "done", "done": 1, "total": 1, "error": None}
+        view = client.get("/api/collections/vecs/map/view").json()
+        assert (view["method"], view["ready"], view["job"]) == ("umap", True, None) and len(view["ids"]) == 12
+        # The job's projection is the library's default UMAP one (the CLI's map reads the same cache).
+        assert ls.open("vecs", home=home).project("umap").coords.tolist() == view["coords"]
+        # Work the engine refuses fails the job with its one-line reason; the view of a collection too
+        # small for any map is a 400.
+        failed = wait_for_job(client, client.post("/api/collections/tiny/map/jobs", json={}).json()["job"])
+        assert failed["state"] == "failed" and "umap needs at least 6 items" in failed["error"]
+        tiny = client.get("/api/collections/tiny/map/view")
+        assert tiny.status_code == 400 and "pca needs at least 3 items" in tiny.json()["error"]
+
+
+def test_the_info_names_the_derived_layers_and_the_page_has_an_icon(client):
+    assert client.get("/api/collections/topics").json()["layers"] == {}
+    assert client.post("/api/collections/topics/clusters", json={"n": 4}).status_code == 200
+    layers = client.get("/api/collections/topics").json()["layers"]
+    assert layers["clusters"]["fields"] == ["cluster", "cluster_label"]
+    for path in ("/favicon.svg", "/favicon.ico"):
+        icon = client.get(path)
+        assert icon.status_code == 200 and icon.headers["content-type"] == "image/svg+xml"
+        assert icon.text.startswith("<svg")
+    assert 'rel="icon" href="/favicon.svg"' in client.get("/").text
+
+
 @pytest.mark.parametrize(
     ("method", "url", "body", "status", "message"),
     [
@@ -152,6 +202,13 @@ def test_search_recommend_outliers_and_maps(client):
         ("post", "/api/collections/topics/items", {"items": "not a list"}, 422, ""),
         ("get", "/api/collections/topics/outliers?method=zscore", None, 400, "unknown outlier method"),
         ("get", "/api/collections/topics/map?method=mds", None, 400, "unknown projection"),
+        ("get", "/api/collections/topics/map/view?sample=0", None, 422, "query.sample: Input should be greater"),
+        ("get", "/api/collections/missing/map/view", None, 404, "not found"),
+        ("post", "/api/collections/topics/map/jobs", {"method": "mds"}, 422, "body.method: Input should be 'pca'"),
+        ("post", "/api/collections/topics/map/jobs", {"dim": 4}, 422, "body.dim: Input should be less"),
+        ("post", "/api/collections/topics/map/jobs", {"sample": 0}, 422, "body.sample"),
+        ("post", "/api/collections/topics/map/jobs", {"seed": -1}, 422, "body.seed"),
+        ("post", "/api/collections/missing/map/jobs", {}, 404, "not found"),
     ],
 )
 def test_errors_have_status_codes_and_messages(client, method, url, body, status, message):
@@ -352,16 +409,20 @@ def test_concurrent_readers_while_one_writer_adds(home):
 
 @pytest.fixture
 def live_server(home, topic_vectors):
-    """The app under a real uvicorn on a free loopback port."""
+    """The app under a real uvicorn on a free loopback port, over the topic corpus with a clusters layer."""
     ids, texts, metadata = topic_items()
     col = ls.create("topics", home=home)
     col.add(ids, texts, vectors=topic_vectors, metadata=metadata)
+    col.clusters(4)  # derived fields: the page leaves them out unless asked
     col.close()
     with running(create_app(home)) as url:
         yield url
 
 
-def test_web_page_search_and_more_like_this_in_a_browser(live_server):
+FIELD_NAMES = "return [...document.querySelectorAll(arguments[0] + ' table.fields th')].map(e => e.textContent)"
+
+
+def test_web_page_search_and_more_like_this_in_a_browser(live_server, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -372,12 +433,40 @@ def test_web_page_search_and_more_like_this_in_a_browser(live_server):
         wait.until(lambda d: d.find_element(By.ID, "collection").get_attribute("value") == "topics")
         wait.until(lambda d: "trustworthiness" in d.find_element(By.ID, "map-info").text)
         wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#outliers li")) > 0)
+        # The header counts the collection; the icon is served.
+        wait.until(lambda d: d.find_element(By.ID, "counts").text == "20 items · 20 passages")
+        icon = driver.execute_script("return document.querySelector('link[rel=icon]').href")
+        assert icon == live_server + "/favicon.svg" and httpx.get(icon).status_code == 200
+        # No UMAP map cached: PCA, saying so, with the button that computes one.
+        assert driver.find_element(By.ID, "map-info").text.startswith("PCA of 20 items, trustworthiness 0.")
+        assert "UMAP keeps neighbours together" in driver.find_element(By.ID, "map-note").text
+        assert driver.find_element(By.ID, "compute-map").is_displayed()
         driver.find_element(By.ID, "query").send_keys("planets and telescopes")
         driver.find_element(By.ID, "go").click()
         wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#results li.hit")) == 10)
         first = driver.find_elements(By.CSS_SELECTOR, "#results li.hit")[0]
         assert first.get_attribute("data-id").startswith("astronomy")
+        assert driver.find_element(By.ID, "results-title").text == "Results for “planets and telescopes”"
         assert driver.find_element(By.ID, "map").get_attribute("data-highlighted") == "10"
+        # Metadata as a key/value table, not JSON; the clusters layer's fields only once asked for.
+        assert driver.execute_script(FIELD_NAMES, "#results li.hit") == ["topic", "lang", "n"] * 10
+        assert "astronomy" in first.find_element(By.CSS_SELECTOR, "table.fields").text
+        assert '{"' not in driver.find_element(By.ID, "results").text
+        toggle = driver.find_element(By.CSS_SELECTOR, "#layer-toggles input[data-layer=clusters]")
+        assert toggle.find_element(By.XPATH, "..").text == "show clusters"
+        toggle.click()
+        assert driver.execute_script(FIELD_NAMES, "#results li.hit")[:5] == [
+            "topic",
+            "lang",
+            "n",
+            "cluster",
+            "cluster_label",
+        ]
+        toggle.click()
+        assert "cluster" not in driver.execute_script(FIELD_NAMES, "#results li.hit")
+        assert console_errors(driver) == []
+        # "More like this": the recommendations come above the results, in view, under their heading.
+        first = driver.find_elements(By.CSS_SELECTOR, "#results li.hit")[0]  # the toggle rendered the list anew
         first.find_element(By.CSS_SELECTOR, "button.more").click()
         wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#recommendations li.hit")) == 8)
         recommended = [
@@ -385,7 +474,23 @@ def test_web_page_search_and_more_like_this_in_a_browser(live_server):
         ]
         assert recommended[0].startswith("astronomy") and first.get_attribute("data-id") not in recommended
         assert driver.find_element(By.ID, "rec-title").text.startswith("More like astronomy")
-        assert driver.find_element(By.ID, "error").text == ""
+        assert in_viewport(driver, "#rec-title") and in_viewport(driver, "#recommendations li.hit")
+        assert driver.execute_script(FIELD_NAMES, "#recommendations li.hit")[:3] == ["topic", "lang", "n"]
+        # From the bottom of the results too, below the fold: the page scrolls up to the new ones.
+        last = driver.find_elements(By.CSS_SELECTOR, "#results li.hit")[-1]
+        driver.execute_script("arguments[0].scrollIntoView({block: 'end'})", last)
+        assert not in_viewport(driver, "#rec-title")
+        last.find_element(By.CSS_SELECTOR, "button.more").click()
+        wait.until(lambda d: d.find_element(By.ID, "rec-title").text == f"More like {last.get_attribute('data-id')}")
+        assert in_viewport(driver, "#rec-title") and in_viewport(driver, "#recommendations li.hit")
+        # And from a recommendation.
+        third = driver.find_elements(By.CSS_SELECTOR, "#recommendations li.hit")[2]
+        third_id = third.get_attribute("data-id")
+        third.find_element(By.CSS_SELECTOR, "button.more").click()
+        wait.until(lambda d: d.find_element(By.ID, "rec-title").text == f"More like {third_id}")
+        assert in_viewport(driver, "#rec-title") and in_viewport(driver, "#recommendations li.hit")
+        driver.save_screenshot(str(tmp_path / "more-like-this.png"))
+        assert driver.find_element(By.ID, "error").text == "" and console_errors(driver) == []
         # A long document: the hit says which passage matched, and shows that passage's snippet.
         from .test_passages import QUERY, report
 
@@ -405,8 +510,45 @@ def test_web_page_search_and_more_like_this_in_a_browser(live_server):
         wait.until(lambda d: (d.execute_script(first_hit) or [None])[0] == "report")
         hit_id, where, text = driver.execute_script(first_hit)
         assert where.startswith("passage ") and "lava" in text
+        assert not driver.find_element(By.ID, "rec-section").is_displayed()  # a new search comes first
     finally:
         driver.quit()
+
+
+def test_web_page_shows_a_cached_umap_map_and_computes_one_on_request(home, topic_vectors, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    ids, texts, metadata = topic_items()
+    col = ls.create("topics", home=home)
+    col.add(ids, texts, vectors=topic_vectors, metadata=metadata)
+    col.project("umap")  # what `latentsearch map topics --method umap` caches
+    col.close()
+    vecs = ls.create("vecs", encoder="precomputed", dim=8, home=home)
+    vecs.add([f"v{i}" for i in range(12)], vectors=random_vectors(12, 8))
+    vecs.close()
+    with running(create_app(home)) as url:
+        driver = browser()
+        try:
+            driver.get(url + "/")
+            wait = WebDriverWait(driver, 20)
+            wait.until(lambda d: d.find_element(By.ID, "map-info").text.startswith("UMAP of 20 items, trustworthiness"))
+            assert driver.find_element(By.ID, "map").get_attribute("data-method") == "umap"
+            assert not driver.find_element(By.ID, "map-note").is_displayed()
+            assert in_viewport(driver, "#map")
+            driver.save_screenshot(str(tmp_path / "umap.png"))
+            # A collection without one: PCA for now, and UMAP computed in the background on request.
+            Select(driver.find_element(By.ID, "collection")).select_by_value("vecs")
+            wait.until(lambda d: d.find_element(By.ID, "map-info").text.startswith("PCA of 12 items"))
+            wait.until(lambda d: d.find_element(By.ID, "counts").text == "12 items · 12 passages")
+            driver.find_element(By.ID, "compute-map").click()
+            WebDriverWait(driver, 120).until(
+                lambda d: d.find_element(By.ID, "map-info").text.startswith("UMAP of 12 items")
+            )
+            assert not driver.find_element(By.ID, "map-note").is_displayed()
+            assert driver.find_element(By.ID, "error").text == "" and console_errors(driver) == []
+        finally:
+            driver.quit()
 
 
 def test_non_json_numbers_give_422_not_500(client):

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from latentsearch import limits
+from latentsearch.analysis.latent import PROJECTIONS
 from latentsearch.encoders.passages import DEFAULT_MAX_PASSAGES, MAX_PASSAGES_LIMIT
 from latentsearch.records import INCLUDE_FIELDS
 from latentsearch.search.request import SearchRequest
@@ -187,3 +188,12 @@ class ClustersBody(Body):
     seed: int = _seed()
     words: Annotated[int, Field(ge=1, le=limits.MAX_LABEL_WORDS)] = 5
     bigrams: bool = False
+
+
+class MapJobBody(Body):
+    """A projection to compute in the background (what ``GET .../map`` would compute while the client waits)."""
+
+    method: Literal[PROJECTIONS] = "umap"  # type: ignore[valid-type]
+    dim: int = Field(2, ge=2, le=3)
+    sample: int | None = Field(None, ge=1, le=limits.MAX_SAMPLE, description="At most this many items (seeded).")
+    seed: int = _seed()

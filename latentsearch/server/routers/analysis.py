@@ -1,4 +1,5 @@
-"""Analysis: outliers, checking new inputs, maps (projections), clusters, interpolation."""
+"""Analysis: outliers, checking new inputs, maps (projections, the web page's map view, projections
+computed in the background), clusters, interpolation."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from latentsearch import limits
 from latentsearch.analysis.plots import map_payload
 from latentsearch.errors import InvalidInputError
 from latentsearch.server.auth import reader, writer
-from latentsearch.server.models import CheckBody, ClustersBody
+from latentsearch.server.jobs import Progress, map_job_key
+from latentsearch.server.models import CheckBody, ClustersBody, JobStarted, MapJobBody
 from latentsearch.server.state import State
+from latentsearch.workflows.mapview import FALLBACK_SAMPLE, map_view
 
 router = APIRouter()
 
@@ -53,6 +56,36 @@ def map_data(
 ) -> dict[str, Any]:
     col = server.registry.get(name)
     return map_payload(col, col.project(method, dim=dim, sample=sample, seed=seed))
+
+
+@router.get("/api/collections/{name}/map/view", dependencies=[Depends(reader)])
+def map_view_data(
+    name: str, server: State, sample: int = Query(FALLBACK_SAMPLE, ge=1, le=limits.MAX_SAMPLE)
+) -> dict[str, Any]:
+    """The web page's map: the cached UMAP projection, else PCA of at most ``sample`` items, with
+    ``preferred`` (umap), ``ready`` (whether this is it) and ``job`` (the id of the job computing it, if
+    one runs). Never computes UMAP: ``POST .../map/jobs`` does, in the background."""
+    col = server.registry.get(name)
+    view = map_view(col, sample=sample)
+    job = None if view.ready else server.jobs.running(map_job_key(name, MapJobBody(method=view.preferred)))
+    return {**map_payload(col, view.projection), "preferred": view.preferred, "ready": view.ready, "job": job}
+
+
+@router.post(
+    "/api/collections/{name}/map/jobs",
+    status_code=202,
+    dependencies=[Depends(reader)],  # as GET .../map: it computes a projection and caches it, nothing else
+)
+def start_projection(name: str, body: MapJobBody, server: State) -> JobStarted:
+    """Compute a projection in the background (cached as ``GET .../map`` caches it); poll the job at
+    ``/api/jobs/{id}``. While one runs, asking for the same projection again returns its job."""
+    col = server.registry.get(name)
+
+    def work(progress: Progress) -> None:
+        col.project(body.method, dim=body.dim, sample=body.sample, seed=body.seed, stage=progress.stage)
+
+    job = server.jobs.start(work, 1, key=map_job_key(name, body))
+    return JobStarted(job=job, status=f"/api/jobs/{job}")
 
 
 @router.post("/api/collections/{name}/clusters", dependencies=[Depends(writer)])

@@ -1,4 +1,4 @@
-"""The web page (a single page over the API), its script, and the health check."""
+"""The web page (a single page over the API), its script and icon, and the health check."""
 
 from __future__ import annotations
 
@@ -20,6 +20,12 @@ def page() -> FileResponse:
 @router.get("/app.js", include_in_schema=False)
 def script() -> FileResponse:
     return FileResponse(WEB / "app.js", media_type="text/javascript")
+
+
+@router.get("/favicon.svg", include_in_schema=False)
+@router.get("/favicon.ico", include_in_schema=False)  # browsers ask for it unbidden: the same icon, no 404
+def icon() -> FileResponse:
+    return FileResponse(WEB / "favicon.svg", media_type="image/svg+xml")
 
 
 @router.get("/healthz", include_in_schema=False)
