@@ -172,11 +172,17 @@ DISTINCT_RATIO = 2.0
 
 
 def class_tfidf_words(
-    texts: list[str], labels: np.ndarray, top: int = 5, *, bigrams: bool = False, distinct_ratio: float = DISTINCT_RATIO
+    texts: list[str],
+    labels: np.ndarray,
+    top: int = 5,
+    *,
+    bigrams: bool = False,
+    distinct_ratio: float = DISTINCT_RATIO,
+    reduce_frequent_words: bool = True,
 ) -> dict[int, list[str]]:
     """Most distinctive words per cluster (``-1``, noise, gets none) by class-based TF-IDF as BERTopic
     defines it, ``tf(t, c) * log(1 + A / f(t))`` (A: mean words per cluster, f(t): the word's frequency
-    over all clusters), with its ``reduce_frequent_words`` (the square root of tf) and English stop
+    over all clusters), with its ``reduce_frequent_words`` (the square root of tf; optional, as there) and English stop
     words. A word is kept for a cluster only when the share of the cluster's items containing it is
     at least ``distinct_ratio`` times the share of the other items' (``0`` keeps every word: plain
     c-TF-IDF). ``bigrams`` adds two-word phrases; no word appears twice in a label."""
@@ -199,7 +205,9 @@ def class_tfidf_words(
     )
     words_in = np.asarray((member @ counts).todense())  # words of each cluster
     items_with = np.asarray((member @ (counts > 0).astype(np.float64)).todense())  # its items containing each
-    tf = np.sqrt(words_in / np.maximum(words_in.sum(1, keepdims=True), 1))
+    tf = words_in / np.maximum(words_in.sum(1, keepdims=True), 1)
+    if reduce_frequent_words:
+        tf = np.sqrt(tf)
     idf = np.log(1 + words_in.sum(1).mean() / np.maximum(words_in.sum(0), 1))
     scores = tf * idf
     if distinct_ratio > 0:
