@@ -140,22 +140,22 @@ def test_draw_map_writes_the_projection_and_the_path(home, tmp_path):
 
 
 def test_cached_projection_reads_the_cache_and_computes_nothing(home):
-    from latentsearch.workflows.mapview import cached_projection, map_view
+    from latentsearch.workflows.mapview import map_view
 
     col = ls.connect(home).create("v", encoder="precomputed", dim=8, index="flat")
     col.add([f"i{n}" for n in range(30)], vectors=random_vectors(30, 8))
-    assert cached_projection(col, "pca", sample=10) is None
+    assert col.cached_projection("pca", sample=10) is None
     assert not (col.path / "projections").exists()  # nothing was computed, so nothing cached
     made = col.project("pca", sample=10)
-    assert cached_projection(col, "pca", sample=10).coords.tolist() == made.coords.tolist()
-    assert cached_projection(col, "pca", sample=10, seed=1) is None  # another projection
+    assert col.cached_projection("pca", sample=10).coords.tolist() == made.coords.tolist()
+    assert col.cached_projection("pca", sample=10, seed=1) is None  # another projection
     with pytest.raises(ls.InvalidInputError, match="unknown projection"):
-        cached_projection(col, "mds")
+        col.cached_projection("mds")
     # No UMAP cached: the view is a PCA map, computed now, of at most `sample` items.
     view = map_view(col, sample=20)
     assert (view.projection.method, len(view.projection.ids), view.preferred, view.ready) == ("pca", 20, "umap", False)
     col.add(["late"], vectors=random_vectors(1, 8, seed=1))
-    assert cached_projection(col, "pca", sample=10) is None  # the vectors changed since
+    assert col.cached_projection("pca", sample=10) is None  # the vectors changed since
     col.close()
 
 

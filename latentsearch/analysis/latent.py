@@ -15,6 +15,7 @@ import os
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -337,6 +338,15 @@ def slerp(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
     return (np.sin((1 - t) * omega) * a + np.sin(t * omega) * b) / np.sin(omega)
 
 
+@dataclass
+class _CacheEntry:
+    folder: Path
+    key: str
+    seq: int
+    sample: int | None
+    params: dict[str, Any]
+
+
 class LatentSpaceMethods:
     """Projections, clusters and interpolation, for single and sharded collections alike: they use
     only ``path``, ``seq``, ``vectors_seq``, ``metric``, ``matching_vectors``, ``get``, ``vectors_of``, ``search_batch``
@@ -360,29 +370,15 @@ class LatentSpaceMethods:
         UMAP 50,000. ``params`` go to the method (e.g. ``{"perplexity": 50}``, ``{"n_neighbors": 30}``).
         ``stage(message)`` is called as the work moves on.
         """
-        if method not in PROJECTIONS:
-            raise InvalidInputError(f"unknown projection {method!r}: use one of {', '.join(PROJECTIONS)}")
-        seed = check_int("seed", seed, 0, MAX_SEED)
-        if dim not in (2, 3):
-            raise InvalidInputError(f"dim must be 2 or 3, got {dim!r}")
-        params = dict(params or {})
-        sample = DEFAULT_SAMPLE[method] if sample is None else sample
-        if sample is not None:
-            sample = check_int("sample", sample, 1, MAX_SAMPLE)
-        seed = check_int("seed", seed, 0, MAX_SEED)
-        compile_filter(where)  # a bad filter is refused before it is hashed into the cache key
-        key = _cache_key(method, dim, where, sample, seed, params)
-        folder = self.path / CACHE_DIR
-        # Without a filter only the vectors matter: metadata updates (clusters, outlier scores) keep the
-        # cached projection, so `clusters` then `map --color-by cluster` does not project twice.
-        seq = self.vectors_seq if where is None else self.seq
+        entry = self._projection_entry(method, dim, where, sample, seed, params)
         writable = not self.read_only  # a read-only collection reads cached maps, writes none
-        if folder.exists() and writable:
-            remove_stale_temp_files(folder, ".*.tmp.npz")  # left by a process killed while caching
+        if entry.folder.exists() and writable:
+            remove_stale_temp_files(entry.folder, ".*.tmp.npz")  # left by a process killed while caching
         if cache:
-            cached = _read_cache(folder / f"{key}.npz", seq)
+            cached = _read_cache(entry.folder / f"{entry.key}.npz", entry.seq)
             if cached is not None:
                 return cached
+        sample, params = entry.sample, entry.params
         (stage or _quiet)("reading vectors")
         ids, vectors = self.matching_vectors(where)
         total = len(ids)
@@ -402,10 +398,45 @@ class LatentSpaceMethods:
         projection = Projection(ids, coords.astype(np.float32), method, dim, seed, trust, total, params)
         if cache and writable:
             try:
-                _write_cache(folder, key, projection, seq)
+                _write_cache(entry.folder, entry.key, projection, entry.seq)
             except LatentSearchError as exc:  # a full disk or a read-only folder: the result stands
                 log.warning("%s (projection not cached)", exc)
         return projection
+
+    def cached_projection(
+        self,
+        method: str = "pca",
+        *,
+        dim: int = 2,
+        where: Filter | str | None = None,
+        sample: int | None = None,
+        seed: int = 0,
+        params: dict[str, Any] | None = None,
+    ) -> Projection | None:
+        """What :meth:`project` with these arguments would return from its cache, still current, or
+        None when it would have to compute (nothing is computed). Bad arguments raise as there."""
+        entry = self._projection_entry(method, dim, where, sample, seed, params)
+        return _read_cache(entry.folder / f"{entry.key}.npz", entry.seq)
+
+    def _projection_entry(
+        self, method: str, dim: int, where: Filter | str | None, sample: int | None, seed: int, params: Any
+    ) -> _CacheEntry:
+        """The checked arguments of a projection and where its cached copy lies."""
+        if method not in PROJECTIONS:
+            raise InvalidInputError(f"unknown projection {method!r}: use one of {', '.join(PROJECTIONS)}")
+        seed = check_int("seed", seed, 0, MAX_SEED)
+        if dim not in (2, 3):
+            raise InvalidInputError(f"dim must be 2 or 3, got {dim!r}")
+        params = dict(params or {})
+        sample = DEFAULT_SAMPLE[method] if sample is None else sample
+        if sample is not None:
+            sample = check_int("sample", sample, 1, MAX_SAMPLE)
+        compile_filter(where)  # a bad filter is refused before it is hashed into the cache key
+        key = _cache_key(method, dim, where, sample, seed, params)
+        # Without a filter only the vectors matter: metadata updates (clusters, outlier scores) keep the
+        # cached projection, so `clusters` then `map --color-by cluster` does not project twice.
+        seq = self.vectors_seq if where is None else self.seq
+        return _CacheEntry(self.path / CACHE_DIR, key, seq, sample, params)
 
     def clusters(
         self,

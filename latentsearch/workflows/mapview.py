@@ -16,27 +16,6 @@ FALLBACK = "pca"
 FALLBACK_SAMPLE = 5_000  # items in the PCA map: enough to see the shape, small enough to draw at once
 
 
-class _NotCached(Exception):
-    """Raised from ``project``'s stage callback: the projection would have to be computed."""
-
-
-def _refuse(_: str) -> None:
-    raise _NotCached
-
-
-def cached_projection(
-    collection: Collection, method: str, *, dim: int = 2, sample: int | None = None, seed: int = 0
-) -> Projection | None:
-    """The projection ``collection.project(method, dim=..., sample=..., seed=...)`` returns if it is
-    cached and still current, else None, without computing anything. Bad arguments raise as there."""
-    # project() checks its arguments and its cache before it calls stage() for the first piece of
-    # work: a stage that raises stops it there, so only a cache hit comes back.
-    try:
-        return collection.project(method, dim=dim, sample=sample, seed=seed, stage=_refuse)
-    except _NotCached:
-        return None
-
-
 @dataclass
 class MapView:
     """The map to show: its ``projection``, and whether it is the ``preferred`` method's (``ready``).
@@ -51,7 +30,7 @@ class MapView:
 def map_view(collection: Collection, *, sample: int = FALLBACK_SAMPLE, seed: int = 0) -> MapView:
     """The cached UMAP map of ``collection`` if there is one, else a PCA map of at most ``sample``
     items (drawn with ``seed``), which is computed now (and cached)."""
-    preferred = cached_projection(collection, PREFERRED)
+    preferred = collection.cached_projection(PREFERRED)
     if preferred is not None:
         return MapView(preferred, PREFERRED, True)
     return MapView(collection.project(FALLBACK, sample=sample, seed=seed), PREFERRED, False)
