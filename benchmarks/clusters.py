@@ -156,7 +156,7 @@ def main() -> None:
             if name == "demo":
                 found = col.clusters(K[name], seed=0)
                 table = [[c.cluster, c.size, c.label, c.examples[0]["id"]] for c in found]
-                draw_map(col, report.RESULTS / "demo_clusters.png", method="umap", color_by="cluster")
+                draw_map(col, report.RESULTS / "demo_clusters.png", method="umap", color_by="cluster_label")
             col.close()
     results = {"corpora": rows, "demo_clusters": table}
     path = report.save("clusters", results)  # (adds the machine the figures come from)

@@ -661,7 +661,7 @@ def update_readme(results: dict) -> None:
         "baseline, and in brackets latentsearch ÷ raw FAISS with the same index. *ids*: `include=[]`, ids and "
         "scores only (targets 0.9× at ef 64, 0.8× at ef 16); *hits*: the default hits with text and metadata "
         "(target 0.75× at ef 64). *FAISS + ids*: the raw search plus the list of string ids a Python caller makes of "
-        "its positions, the floor of any Python API that returns ids):\n\n"
+        "its positions, what a bare FAISS user pays to get ids):\n\n"
     )
     lines.append(
         report.markdown_table(
