@@ -229,7 +229,8 @@ def test_maps_outliers_and_interpolation_use_the_document_vector(docs):
     score = dict(zip(scorer.ids_, scorer.train_scores_))["report"]
     assert score == pytest.approx(nearest, rel=1e-4)  # distances between document vectors, not passages
     steps = docs.interpolate("report", "cake", steps=3)
-    assert steps[0].id == "report" and steps[-1].id == "cake"
+    assert [s.id for s in steps] == ["note"] * 3  # the one document that is neither end
+    assert steps[0].to_start == pytest.approx(float(vectors["note"] @ vectors["report"]), abs=1e-5)  # document vectors
 
 
 def test_pages_are_kept_per_passage(home):
