@@ -508,11 +508,8 @@ class Store:
             if missing:
                 if len(kept) + len(missing) > IDS_CACHE_ITEMS:
                     kept.clear()
-                with self._read() as conn:
-                    for start in range(0, len(missing), 900):
-                        chunk = missing[start : start + 900]
-                        sql = f"SELECT rowid, id FROM items WHERE rowid IN ({','.join('?' * len(chunk))})"
-                        kept.update(conn.execute(sql, chunk).fetchall())
+                rows = self.hit_rows(missing, frozenset(), by_passage=False)  # (rowid, id) rows
+                kept.update((rowid, row[1]) for rowid, row in rows.items())
             return {r: kept[r] for r in rowids if r in kept}
 
     def thumbnails(self, rowids: Sequence[int]) -> dict[int, bytes]:
