@@ -35,7 +35,7 @@ from latentsearch.errors import (
 from latentsearch.fileio import read_only_error
 from latentsearch.index.faiss_index import LOCK_FILE
 from latentsearch.limits import check_text, check_tuning
-from latentsearch.records import Hits, Item, Passage
+from latentsearch.records import Hits, Item, Passage, check_include
 from latentsearch.search.engine import search, search_batch
 from latentsearch.search.fusion import DEFAULT_FUSION, Fusion
 from latentsearch.search.request import SearchRequest, check_k, is_image
@@ -645,13 +645,15 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
         """
         if isinstance(query, SearchRequest):
             return search(self, query)
-        plain = where is like is fusion is alpha is None and rrf_k == 60 and explain is False and include == []
+        plain = where is like is fusion is alpha is None and rrf_k == 60 and explain is False
         if plain and mode in ("auto", "vector") and isinstance(query, np.ndarray):
-            # The hot path of vector search by id (a recommender's, an evaluation's): nothing to fuse,
-            # filter or read beyond ids, so no request, ranking or hit reading is built.
+            # The hot path of vector search (a recommender's, an evaluation's, a vector store's): nothing
+            # to fuse, filter or explain, so no request or ranking is built; the backend's shortest path.
             k = check_k(k)
             ef_search, nprobe = check_tuning(ef_search, nprobe)
-            return Hits(self.backend.nearest(self.prepare_vectors(query, expected=1), k, ef_search, nprobe)[0])
+            fields = check_include(include)
+            vectors = self.prepare_vectors(query, expected=1)
+            return Hits(self.backend.nearest(vectors, k, ef_search, nprobe, fields)[0])
         text_or_image = query is None or isinstance(query, str) or is_image(query)
         request = SearchRequest(
             query=query if text_or_image else None,

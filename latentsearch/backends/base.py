@@ -151,11 +151,16 @@ class Backend(Protocol):
     ) -> list[Ranking]: ...
 
     def nearest(
-        self, vectors: np.ndarray, k: int, ef_search: int | None = None, nprobe: int | None = None
+        self,
+        vectors: np.ndarray,
+        k: int,
+        ef_search: int | None = None,
+        nprobe: int | None = None,
+        include: frozenset[str] = frozenset(),
     ) -> list[list[Hit]]:
-        """The ``k`` nearest items to each query row, ids and scores only: the unfiltered ids-only
-        vector search, answered as :meth:`knn` then :meth:`hits` would (:func:`nearest_by_knn`) by the
-        shortest path the backend has."""
+        """The ``k`` nearest items to each query row with the fields ``include`` names (ids and scores
+        only by default): the unfiltered vector search, answered as :meth:`knn` then :meth:`hits`
+        would (:func:`nearest_by_knn`) by the shortest path the backend has."""
         ...
 
     def lexical(self, match: str, k: int, where: Any = None, exclude: str | None = None) -> Ranking: ...
@@ -208,8 +213,13 @@ class Backend(Protocol):
 
 
 def nearest_by_knn(
-    backend: Backend, vectors: np.ndarray, k: int, ef_search: int | None = None, nprobe: int | None = None
+    backend: Backend,
+    vectors: np.ndarray,
+    k: int,
+    ef_search: int | None = None,
+    nprobe: int | None = None,
+    include: frozenset[str] = frozenset(),
 ) -> list[list[Hit]]:
     """:meth:`Backend.nearest` through the general path (rankings, then their hits read)."""
-    found = backend.hits(backend.knn(vectors, k, None, (), ef_search, nprobe), frozenset())
+    found = backend.hits(backend.knn(vectors, k, None, (), ef_search, nprobe), include)
     return [[hit for hit in hits if hit is not None] for hits in found]

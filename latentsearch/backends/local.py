@@ -28,7 +28,7 @@ from latentsearch.index.specs import faiss_metric, is_compressed, to_scores
 from latentsearch.limits import check_tuning
 from latentsearch.records import DEFAULT_INCLUDE, Hit, Item, Passage
 from latentsearch.storage.filters import compile_filter
-from latentsearch.storage.store import DB_FILE, FORMAT_VERSION, PASSAGE_BITS, Store
+from latentsearch.storage.store import DB_FILE, FORMAT_VERSION, IDS_CACHE_ITEMS, PASSAGE_BITS, Store
 
 log = logging.getLogger("latentsearch")
 RERANK_FACTOR = 4  # compressed indexes fetch k*4 candidates and re-rank on the float vectors
@@ -84,6 +84,7 @@ class LocalBackend:
         self._subsets = SubsetCache()  # filters' match vectors, for exact search over them
         self._plan = threading.local()  # the last filtered search's plan, per thread (for --explain)
         self._shape = (-1, 0, 0)  # (change sequence, items, passages): how many passages an item has
+        self._ids_at: tuple[np.ndarray, np.ndarray] | None = None  # (index labels, their item ids): see nearest
 
     def _upgrade(self) -> None:
         """Upgrade a version-1 collection to passages (once; see :meth:`Store.upgrade`). Its index
@@ -388,24 +389,71 @@ class LocalBackend:
         return self.knn_passages(vectors, k, where, exclude, ef_search, nprobe)[0]
 
     def nearest(
-        self, vectors: np.ndarray, k: int, ef_search: int | None = None, nprobe: int | None = None
+        self,
+        vectors: np.ndarray,
+        k: int,
+        ef_search: int | None = None,
+        nprobe: int | None = None,
+        include: frozenset[str] = frozenset(),
     ) -> list[list[Hit]]:
-        """Where every item is one passage of an uncompressed index, the index's answer is the ranking:
-        its rowids are read (from the store's cache of ids) with no passage bookkeeping, which costs
-        as much as a small HNSW search itself. Else :func:`nearest_by_knn`."""
+        """Where every item is one passage of an uncompressed index, the index's answer is the ranking.
+        Ids only: its positions name the items through an array of ids kept beside the index (or its
+        rowids through the store's cache of ids), with no passage bookkeeping and no SQLite read, each
+        of which costs as much as a small HNSW search itself. With fields to read, its passages are
+        the ranking's keys and the hits are read in one query. Else :func:`nearest_by_knn`."""
         seq = self.store.seq
         items, passages = self._counts(seq)
         index = self._index_at(seq)
         if items != passages or index.ntotal == 0 or is_compressed(index.factory):
-            return nearest_by_knn(self, vectors, k, ef_search, nprobe)
+            return nearest_by_knn(self, vectors, k, ef_search, nprobe, include)
         self._plan.value = None
-        scores, labels = index.search(vectors, k, ef_search=ef_search, nprobe=nprobe)
-        rowids = (labels >> PASSAGE_BITS).tolist()  # (-1, no result, shifts to -1)
-        ids = self.store.ids_of([r for ranked in rowids for r in ranked if r >= 0])
+        if include:
+            scores, labels = index.search(vectors, k, ef_search=ef_search, nprobe=nprobe)
+            rankings = [
+                [(PassageKey(p >> PASSAGE_BITS, p, s, rank), s) for rank, (p, s) in enumerate(zip(ranked, row), 1)]
+                for ranked, row in zip(labels.tolist(), scores.tolist())
+            ]
+            for ranking in rankings:
+                while ranking and ranking[-1][0] < 0:  # (-1: no result, at the end)
+                    ranking.pop()
+            return [[hit for hit in hits if hit is not None] for hits in read_hits(self.store, rankings, include)]
+        direct = index.direct()
+        ids = None if direct is None else self._position_ids(direct[1])
+        if ids is None:  # tombstones to skip, or more items than ids kept in memory
+            scores, labels = index.search(vectors, k, ef_search=ef_search, nprobe=nprobe)
+            names = [self.store.item_ids(ranked) for ranked in (labels >> PASSAGE_BITS).tolist()]
+        else:
+            params = index.search_params(ef_search, nprobe)
+            distances, positions = direct[0].search(vectors, min(k, index.ntotal), params=params)
+            scores = to_scores(self.metric, distances)
+            names = [ids[ranked].tolist() for ranked in positions]  # (position -1, no result: None)
         return [
-            [Hit(ids[r], score, metadata=None) for r, score in zip(ranked, row_scores) if r in ids]
-            for ranked, row_scores in zip(rowids, scores.tolist())
+            [Hit(i, score, None, None, None) for i, score in zip(ranked, row_scores) if i is not None]
+            for ranked, row_scores in zip(names, scores.tolist())
         ]
+
+    def _position_ids(self, labels_of: np.ndarray) -> np.ndarray | None:
+        """The item id at each position of the index's inner index, with a trailing None (for
+        position -1), for ``labels_of`` (:meth:`VectorIndex.direct`'s labels); None for more than
+        :data:`IDS_CACHE_ITEMS` items. Made again when the labels change, from the positions that
+        are new when the old labels are a prefix of the new ones (an index appends what is added)."""
+        kept = self._ids_at
+        if kept is not None and kept[0] is labels_of:
+            return kept[1]
+        size = len(labels_of) - 1
+        if size > IDS_CACHE_ITEMS:
+            return None
+        start = 0
+        if kept is not None and len(kept[0]) <= len(labels_of):
+            start = len(kept[0]) - 1
+            if not np.array_equal(kept[0][:start], labels_of[:start]):
+                start = 0
+        ids = np.empty(size + 1, dtype=object)
+        if start:
+            ids[:start] = kept[1][:start]
+        ids[start:size] = self.store.item_ids((labels_of[start:size] >> PASSAGE_BITS).tolist())
+        self._ids_at = (labels_of, ids)
+        return ids
 
     def knn_passages(
         self,

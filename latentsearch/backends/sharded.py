@@ -501,9 +501,14 @@ class ShardedBackend:
         return merged
 
     def nearest(
-        self, vectors: np.ndarray, k: int, ef_search: int | None = None, nprobe: int | None = None
+        self,
+        vectors: np.ndarray,
+        k: int,
+        ef_search: int | None = None,
+        nprobe: int | None = None,
+        include: frozenset[str] = frozenset(),
     ) -> list[list[Hit]]:
-        return nearest_by_knn(self, vectors, k, ef_search, nprobe)
+        return nearest_by_knn(self, vectors, k, ef_search, nprobe, include)
 
     def lexical(self, match: str, k: int, where: Any = None, exclude: str | None = None) -> Ranking:
         """BM25 over the shared full-text index of every shard's passages (the whole collection's

@@ -113,7 +113,7 @@ class VectorIndex:
         self.tombstones: set[int] = set()
         self.dirty = False  # in-memory changes not yet checkpointed
         self._ids: np.ndarray | None = None  # rowid of each internal position of an IDMap2 index
-        self._direct: tuple[Any, np.ndarray, Any, np.ndarray] | None = None  # see _direct_search
+        self._direct: tuple[Any, np.ndarray, Any, np.ndarray] | None = None  # see direct
         # Unfiltered search parameters by (ef_search, nprobe); building them (and the tombstone selector)
         # costs about a tenth of a small HNSW search. Emptied whenever the tombstones change.
         self._params: dict[tuple[int | None, int | None], Any] = {}
@@ -462,26 +462,35 @@ class VectorIndex:
         params = self._search_params(allowed, ef_search, nprobe)
         k = max(1, min(k, self.ntotal))
         queries = np.ascontiguousarray(queries, dtype=np.float32)
-        if allowed is None and not self.tombstones and isinstance(self.index, faiss.IndexIDMap2):
+        direct = self.direct() if allowed is None else None
+        if direct is not None:
             # Search the inner index and map ids in numpy: IndexIDMap maps them in an OpenMP loop whose
             # thread start-up costs more than a whole single-query HNSW search on a busy machine.
-            inner, labels_of = self._direct_search()
+            inner, labels_of = direct
             distances, positions = inner.search(queries, k, params=params)
             labels = labels_of[positions]  # position -1 (no result) reads the trailing -1
         else:
             distances, labels = self.index.search(queries, k, params=params)
         return to_scores(self.metric, distances), labels
 
-    def _direct_search(self) -> tuple[Any, np.ndarray]:
-        """The inner index of an IDMap2 and its positions' rowids with a trailing -1, kept until the id
-        map or the index changes: fetching the inner index's proxy and mapping missing
-        results each query cost more than the rest of the mapping."""
+    def direct(self) -> tuple[Any, np.ndarray] | None:
+        """For an unfiltered search of an IDMap2 index without tombstones: its inner index and the
+        label (rowid) of each of the inner index's positions with a trailing -1, so that position -1
+        (no result) reads -1. Kept until the id map or the index changes: fetching the inner index's
+        proxy and mapping missing results each query cost more than the rest of the mapping. None
+        where the inner index's answer is not the whole answer (tombstones to skip, no id map)."""
+        if self.tombstones or not isinstance(self.index, faiss.IndexIDMap2):
+            return None
         if self._ids is None:
             self._ids = faiss.vector_to_array(self.index.id_map)
         direct = self._direct
         if direct is None or direct[0] is not self.index or direct[1] is not self._ids:
             direct = self._direct = (self.index, self._ids, self.index.index, np.append(self._ids, -1))
         return direct[2], direct[3]
+
+    def search_params(self, ef_search: int | None = None, nprobe: int | None = None) -> Any:
+        """FAISS's parameters of an unfiltered search (built once per breadth)."""
+        return self._search_params(None, ef_search, nprobe)
 
     def _search_params(self, allowed: np.ndarray | None, ef_search: int | None, nprobe: int | None) -> Any:
         if allowed is not None:

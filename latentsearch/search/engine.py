@@ -106,8 +106,8 @@ def search_batch(
     fields = check_include(include)
     condition, _ = compile_filter(where)  # refused here, before any encoding or any shard sees it
     vectors = collection.encode(list(queries)) if is_text_batch(queries) else collection.prepare_vectors(queries)
-    if not fields and not exclude and condition == MATCH_ALL:  # ids only, nothing filtered: the hot path
-        return [Hits(hits) for hits in collection.backend.nearest(vectors, k, ef_search, nprobe)]
+    if not exclude and condition == MATCH_ALL:  # nothing filtered or left out: the hot path
+        return [Hits(hits) for hits in collection.backend.nearest(vectors, k, ef_search, nprobe, fields)]
     rankings = collection.backend.knn(vectors, k, where, list(exclude), ef_search, nprobe)
     found = collection.backend.hits(rankings, fields)
     return [Hits(_present(ranking, hits)[1]) for ranking, hits in zip(rankings, found)]

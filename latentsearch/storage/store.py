@@ -20,6 +20,7 @@ passage ids, the ids the index removes.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import uuid
@@ -102,6 +103,9 @@ ITEM_COLUMNS = "rowid, id, kind, text, uri, metadata"
 PAGE_SIZE = 16384
 PAGE_CACHE_KIB = 256 * 1024  # per connection; allocated only as pages are read
 IDS_CACHE_ITEMS = 200_000  # items whose ids ids-only searches keep in memory: about 30 MB at most
+# The two copies of the WAL-index header at the start of the -shm file (https://sqlite.org/walformat.html):
+# every commit, by any connection of any process, rewrites them before a reader can see it.
+WAL_INDEX_HEADER_BYTES = 96
 FIELD_INDEX_PREFIX = "field:"  # SQLite index names of metadata field indexes
 _MAX_SEQ = 2**62
 # Reading this many passage vectors or more, spread over at most SCAN_DENSITY times as many item rows,
@@ -126,15 +130,20 @@ class Store:
         self.read_only = not create and not folder_writable(self.path.parent)
         # One connection per Store, shared by threads under a lock (the server's readers included).
         self._lock = threading.RLock()
-        # Items' ids by rowid, for ids-only hits (see ids_of); None until the first such search.
+        # Items' ids by rowid, for ids-only hits (see item_ids); None until the first such search.
         self._ids_by_rowid: dict[int, str] | None = None
+        # The change sequence last read and the WAL-index header seen just before reading it (see seq).
+        self._seen: tuple[bytes, int] | None = None
+        self._shm_fd: int | None = None
+        self._wal = False  # the -shm file is trusted only once this connection is in WAL mode
         new_file = create and not self.path.exists()
         try:
             self.conn = self._connect(timeout)
             if new_file:  # (only an empty database takes a page size; WAL mode fixes it)
                 self.conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
             if not self.read_only:
-                self.conn.execute("PRAGMA journal_mode=WAL")
+                mode = self.conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+                self._wal = str(mode).lower() == "wal"
                 self.conn.execute("PRAGMA synchronous=FULL")
             # SQLite's default 2 MiB page cache makes every search re-read its hits' pages through the OS;
             # a larger cache (filled only as pages are read) cut hit reads by a third on a 190 MB file.
@@ -186,6 +195,9 @@ class Store:
         """Close the connection (idempotent)."""
         with self._lock:
             self.conn.close()
+            if self._shm_fd is not None:
+                os.close(self._shm_fd)
+                self._shm_fd, self._seen = None, None
 
     # --- transactions ----------------------------------------------------------------------------
 
@@ -250,12 +262,40 @@ class Store:
 
     @property
     def seq(self) -> int:
-        """The change sequence of the last committed write (read before every search: kept lean)."""
+        """The change sequence of the last committed write, by this process or another (read before
+        every search: kept lean). A commit rewrites the WAL-index header in the -shm file before any
+        reader sees it, so while the header reads as it did before the last query, the sequence that
+        query returned still holds: a pread of 96 bytes instead of a SQLite statement, whose cost
+        (and the caches it sweeps) was a tenth of a small HNSW search."""
         with self._lock:
+            header = self._wal_index_header()
+            seen = self._seen
+            if header is not None and seen is not None and seen[0] == header:
+                return seen[1]
             try:
-                return self._seq(self.conn)
+                seq = self._seq(self.conn)
             except sqlite3.DatabaseError as exc:
                 raise self._database_error(exc) from None
+            # The header was read first: a commit landing between the two reads changes it again, so
+            # the next call reads SQLite rather than trust this sequence past that commit.
+            self._seen = None if header is None else (header, seq)
+            return seq
+
+    def _wal_index_header(self) -> bytes | None:
+        """The -shm file's WAL-index header, or None where there is none to trust (a read-only or
+        immutable open, a file not yet made): then every call reads the sequence from SQLite."""
+        if self._shm_fd is None:
+            if not self._wal or not hasattr(os, "pread"):
+                return None
+            try:
+                self._shm_fd = os.open(f"{self.path}-shm", os.O_RDONLY)
+            except OSError:
+                return None
+        try:
+            header = os.pread(self._shm_fd, WAL_INDEX_HEADER_BYTES, 0)
+        except OSError:
+            return None
+        return header if len(header) == WAL_INDEX_HEADER_BYTES else None
 
     # --- writes ----------------------------------------------------------------------------------
 
@@ -490,13 +530,20 @@ class Store:
                 out.update((row[0], row) for row in conn.execute(sql, chunk))
         return out
 
-    def ids_of(self, rowids: Sequence[int]) -> dict[int, str]:
-        """Items' ids by rowid (rowids of no item left out), from memory: an ids-only search then
-        needs no SQLite read (ten rows cost a 60,000-item collection as much as its whole HNSW search
-        at ef 16). The first call loads every item's id when there are at most :data:`IDS_CACHE_ITEMS`
-        items; later items (and those of bigger collections) are read when first asked for. A kept row
-        never goes stale: AUTOINCREMENT gives no committed rowid twice and an item keeps its id (a row
-        deleted since the caller's ranking is not checked for: its id is given as ranked)."""
+    def item_ids(self, rowids: Sequence[int]) -> list[str | None]:
+        """Items' ids by rowid, in order (None for a rowid of no item, such as FAISS's -1), from memory:
+        an ids-only search then needs no SQLite read (ten rows cost a 60,000-item collection as much as
+        its whole HNSW search at ef 16). The first call loads every item's id when there are at most
+        :data:`IDS_CACHE_ITEMS` items; later items (and those of bigger collections) are read when
+        first asked for. A kept row never goes stale: AUTOINCREMENT gives no committed rowid twice and
+        an item keeps its id (a row deleted since the caller's ranking is not checked for: its id is
+        given as ranked)."""
+        kept = self._ids_by_rowid
+        if kept is not None:
+            try:  # the hot path: every rowid kept (dict reads need no lock; a clear() lands in the except)
+                return [kept[r] for r in rowids]
+            except KeyError:
+                pass
         with self._lock:
             kept = self._ids_by_rowid
             if kept is None:
@@ -504,13 +551,13 @@ class Store:
                     rows = conn.execute("SELECT rowid, id FROM items LIMIT ?", (IDS_CACHE_ITEMS + 1,))
                     kept = dict(rows.fetchall())
                 self._ids_by_rowid = kept = kept if len(kept) <= IDS_CACHE_ITEMS else {}
-            missing = [int(r) for r in rowids if r not in kept]
+            missing = [int(r) for r in rowids if r >= 0 and r not in kept]
             if missing:
                 if len(kept) + len(missing) > IDS_CACHE_ITEMS:
                     kept.clear()
                 rows = self.hit_rows(missing, frozenset(), by_passage=False)  # (rowid, id) rows
                 kept.update((rowid, row[1]) for rowid, row in rows.items())
-            return {r: kept[r] for r in rowids if r in kept}
+            return [kept.get(r) for r in rowids]
 
     def thumbnails(self, rowids: Sequence[int]) -> dict[int, bytes]:
         """JPEG thumbnails of image items by rowid (items without one are left out)."""
