@@ -18,12 +18,17 @@ INCLUDE_FIELDS = ("text", "metadata", "passage", "vector")
 DEFAULT_INCLUDE: frozenset[str] = frozenset(("text", "metadata", "passage"))
 
 
+_NOTHING: frozenset[str] = frozenset()
+
+
 def check_include(include: Iterable[str] | str | None) -> frozenset[str]:
     """The fields a search reads into its hits: ``None`` gives :data:`DEFAULT_INCLUDE`; anything else
     is a list of :data:`INCLUDE_FIELDS` (or one comma-separated string of them; empty: ids and scores
     only). Raises :class:`InvalidInputError` naming an unknown field."""
     if include is None:
         return DEFAULT_INCLUDE
+    if isinstance(include, list) and not include:  # ids only: the fastest search, asked for in a loop
+        return _NOTHING
     if isinstance(include, frozenset) and include <= _KNOWN:
         return include
     if isinstance(include, str):

@@ -20,6 +20,11 @@ UNIT_TOLERANCE = 1e-6  # |norm - 1| below this: already normalised (float32 roun
 def prepare_vectors(vectors: Any, *, dim: int, metric: str, name: str, expected: int | None = None) -> np.ndarray:
     """Vectors as a contiguous float32 (n, dim) array: right dimension, finite, and L2-normalised for
     cosine; one-line errors otherwise."""
+    # One finite float32 query for a collection that keeps its vectors as they are: the search hot path,
+    # where every numpy call below would cost a share of a small HNSW search.
+    plain = type(vectors) is np.ndarray and vectors.dtype == np.float32 and vectors.shape == (dim,)
+    if plain and metric != "cosine" and vectors.flags.c_contiguous and np.isfinite(vectors).all():
+        return vectors.reshape(1, dim)
     try:
         matrix = np.asarray(vectors, dtype=np.float32)
     except (TypeError, ValueError):
