@@ -27,7 +27,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -134,7 +134,7 @@ class Store:
         self._ids_by_rowid: dict[int, str] | None = None
         # The change sequence last read and the WAL-index header seen just before reading it (see seq).
         self._seen: tuple[bytes, int] | None = None
-        self._shm_fd: int | None = None
+        self._shm: BinaryIO | None = None  # (a file object: closed with the Store even when not closed)
         self._wal = False  # the -shm file is trusted only once this connection is in WAL mode
         new_file = create and not self.path.exists()
         try:
@@ -195,9 +195,9 @@ class Store:
         """Close the connection (idempotent)."""
         with self._lock:
             self.conn.close()
-            if self._shm_fd is not None:
-                os.close(self._shm_fd)
-                self._shm_fd, self._seen = None, None
+            if self._shm is not None:
+                self._shm.close()
+                self._shm, self._seen = None, None
 
     # --- transactions ----------------------------------------------------------------------------
 
@@ -284,16 +284,16 @@ class Store:
     def _wal_index_header(self) -> bytes | None:
         """The -shm file's WAL-index header, or None where there is none to trust (a read-only or
         immutable open, a file not yet made): then every call reads the sequence from SQLite."""
-        if self._shm_fd is None:
+        if self._shm is None:
             if not self._wal or not hasattr(os, "pread"):
                 return None
             try:
-                self._shm_fd = os.open(f"{self.path}-shm", os.O_RDONLY)
+                self._shm = open(f"{self.path}-shm", "rb", buffering=0)  # noqa: SIM115 - kept open, closed in close()
             except OSError:
                 return None
         try:
-            header = os.pread(self._shm_fd, WAL_INDEX_HEADER_BYTES, 0)
-        except OSError:
+            header = os.pread(self._shm.fileno(), WAL_INDEX_HEADER_BYTES, 0)
+        except (OSError, ValueError):  # (ValueError: closed by another thread's close())
             return None
         return header if len(header) == WAL_INDEX_HEADER_BYTES else None
 
