@@ -109,3 +109,32 @@ def test_cli_explain_names_the_plan(clustered, home):
     )
     assert found.exit_code == 0, found.output
     assert "plan: exact k-NN in memory over" in found.stdout
+
+
+@pytest.mark.parametrize("pct", [100, 50, 25])
+def test_the_index_plan_keeps_its_recall_through_tombstones_and_appended_items(clustered, pct):
+    """The index plan's selector names the inner index's positions (built from the id map): deleted
+    items (HNSW tombstones) never come back, items added later are found, and recall holds."""
+    col, x, buckets = clustered
+    limit = int(pct * 100)
+    queries = x[:30] + 0.2 * random_vectors(30, 24, seed=6)
+    before = {h.id for q in queries for h in col.search(q, k=10, where=f"b < {limit}")}
+    deleted = sorted(before)[::3]
+    col.delete(deleted)
+    added = queries[:5] + 0.01  # the nearest neighbours of five queries, appended at new positions
+    col.add([f"new-{i}" for i in range(5)], vectors=added, metadata=[{"b": 0}] * 5)
+    assert len(col.backend.index.tombstones) == len(deleted)
+    live = np.array([str(i) not in set(deleted) for i in range(len(x))])
+    subset = np.flatnonzero((buckets < limit) & live)
+    vectors = np.vstack([x[subset], added])
+    names = [str(i) for i in subset] + [f"new-{i}" for i in range(5)]
+    _, truth = faiss.knn(queries, vectors, 10)
+    recalls = []
+    for i, (q, t) in enumerate(zip(queries, truth)):
+        hits = col.search(q, k=10, where=f"b < {limit}", explain=True)
+        assert hits[0].details["plan"].startswith("index")
+        ids = [h.id for h in hits]
+        assert not set(ids) & set(deleted)
+        assert i >= 5 or ids[0] == f"new-{i}"
+        recalls.append(len(set(ids) & {names[j] for j in t}) / 10)
+    assert np.mean(recalls) >= 0.95

@@ -116,8 +116,8 @@ class VectorIndex:
         self._direct: tuple[Any, np.ndarray, Any, np.ndarray] | None = None  # see direct
         # Unfiltered search parameters by (ef_search, nprobe); building them (and the tombstone selector)
         # costs about a tenth of a small HNSW search. Emptied whenever the tombstones change.
-        self._params: dict[tuple[int | None, int | None], Any] = {}
-        self._filtered_params: dict[tuple[int, int, int | None, int | None], tuple[np.ndarray, Any]] = {}
+        self._params: dict[tuple[int | None, int | None], tuple[np.ndarray | None, Any]] = {}
+        self._filtered_params: dict[tuple[int, int, int | None, int | None], tuple[Any, ...]] = {}
 
     # --- construction ----------------------------------------------------------------------------
 
@@ -459,16 +459,16 @@ class VectorIndex:
         ``allowed`` restricts the search to those rowids (a pre-filter through an IDSelector).
         Scores are cosine similarities or inner products, or negated Euclidean distances for l2.
         """
-        params = self._search_params(allowed, ef_search, nprobe)
         k = max(1, min(k, self.ntotal))
         queries = np.ascontiguousarray(queries, dtype=np.float32)
-        direct = self.direct() if allowed is None else None
-        if direct is not None:
-            # Search the inner index and map ids in numpy: IndexIDMap maps them in an OpenMP loop whose
-            # thread start-up costs more than a whole single-query HNSW search on a busy machine.
-            inner, labels_of = direct
-            distances, positions = inner.search(queries, k, params=params)
-            labels = labels_of[positions]  # position -1 (no result) reads the trailing -1
+        inner = self._inner()
+        params = self._search_params(allowed, ef_search, nprobe)
+        if inner is not None:
+            # Search the inner index (its selectors name positions) and map ids in numpy: IndexIDMap
+            # maps them in an OpenMP loop whose thread start-up, on a busy machine, cost more than a
+            # whole single-query HNSW search (and ten times more than a filtered one, measured).
+            distances, positions = inner[0].search(queries, k, params=params)
+            labels = inner[1][positions]  # position -1 (no result) reads the trailing -1
         else:
             distances, labels = self.index.search(queries, k, params=params)
         return to_scores(self.metric, distances), labels
@@ -476,10 +476,15 @@ class VectorIndex:
     def direct(self) -> tuple[Any, np.ndarray] | None:
         """For an unfiltered search of an IDMap2 index without tombstones: its inner index and the
         label (rowid) of each of the inner index's positions with a trailing -1, so that position -1
-        (no result) reads -1. Kept until the id map or the index changes: fetching the inner index's
-        proxy and mapping missing results each query cost more than the rest of the mapping. None
-        where the inner index's answer is not the whole answer (tombstones to skip, no id map)."""
-        if self.tombstones or not isinstance(self.index, faiss.IndexIDMap2):
+        (no result) reads -1: the inner index's answer is then the whole answer. None where it is
+        not (tombstones to skip, no id map)."""
+        return None if self.tombstones else self._inner()
+
+    def _inner(self) -> tuple[Any, np.ndarray] | None:
+        """An IDMap2 index's inner index and its positions' labels (see :meth:`direct`), kept until the
+        id map or the index changes: fetching the inner index's proxy and mapping missing results each
+        query cost more than the rest of the mapping. None for an index without an id map (IVF)."""
+        if not isinstance(self.index, faiss.IndexIDMap2):
             return None
         if self._ids is None:
             self._ids = faiss.vector_to_array(self.index.id_map)
@@ -493,31 +498,46 @@ class VectorIndex:
         return self._search_params(None, ef_search, nprobe)
 
     def _search_params(self, allowed: np.ndarray | None, ef_search: int | None, nprobe: int | None) -> Any:
+        """Parameters with the selector a search needs (a filter's matches, or all but the tombstones),
+        built once per breadth and match array and kept while the positions they name hold (an IDMap2
+        index's selectors name its inner index's positions)."""
+        positions = self._ids if self._inner() is not None else None
         if allowed is not None:
-            # A selector over a filter's matches is a hash set of them: built once per cached match
-            # array (the backend keeps one per filter until a write), not once per query.
+            # Built once per cached match array (the backend keeps one per filter until a write), not once
+            # per query.
             key = (id(allowed), len(allowed), ef_search, nprobe)
             found = self._filtered_params.get(key)
-            if found is not None and found[0] is allowed:
-                return found[1]
-            params = self._new_search_params(allowed, ef_search, nprobe)
+            if found is not None and found[0] is allowed and found[1] is positions:
+                return found[2]
+            params = self._new_search_params(allowed, ef_search, nprobe, positions)
             if len(self._filtered_params) >= FILTERED_PARAMS_CACHE:
                 with contextlib.suppress(KeyError, RuntimeError, StopIteration):  # another thread evicted first
                     self._filtered_params.pop(next(iter(self._filtered_params)))
-            self._filtered_params[key] = (allowed, params)  # the array is kept: its id stays its own
+            self._filtered_params[key] = (allowed, positions, params)  # the arrays are kept: their ids stay theirs
             return params
         key = (ef_search, nprobe)
-        params = self._params.get(key)
-        if params is None:
-            params = self._params[key] = self._new_search_params(None, ef_search, nprobe)
+        found = self._params.get(key)
+        if found is not None and found[0] is positions:
+            return found[1]
+        params = self._new_search_params(None, ef_search, nprobe, positions)
+        self._params[key] = (positions, params)
         return params
 
-    def _new_search_params(self, allowed: np.ndarray | None, ef_search: int | None, nprobe: int | None) -> Any:
+    def _new_search_params(
+        self, allowed: np.ndarray | None, ef_search: int | None, nprobe: int | None, positions: np.ndarray | None
+    ) -> Any:
         selector = None
         if allowed is not None:
-            selector = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
+            if positions is not None:  # the inner index's positions whose labels are allowed, as a bitmap
+                selector = _bitmap_selector(np.isin(positions, allowed))
+            else:
+                selector = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
         elif self.tombstones:
-            excluded = faiss.IDSelectorBatch(np.fromiter(self.tombstones, dtype=np.int64))
+            tombstones = np.fromiter(self.tombstones, dtype=np.int64)
+            if positions is not None:  # (positions appended later are no tombstones: a Not over them)
+                excluded = _bitmap_selector(np.isin(positions, tombstones))
+            else:
+                excluded = faiss.IDSelectorBatch(tombstones)
             selector = faiss.IDSelectorNot(excluded)
             selector.referenced = excluded  # keep the inner selector alive while FAISS uses it
         if self._is_hnsw:
@@ -532,6 +552,14 @@ class VectorIndex:
             params.sel = selector
             params.referenced = selector
         return params
+
+
+def _bitmap_selector(members: np.ndarray) -> Any:
+    """A selector of the positions where ``members`` is true (positions past its end are not members)."""
+    bitmap = np.packbits(members, bitorder="little")
+    selector = faiss.IDSelectorBitmap(len(bitmap), faiss.swig_ptr(bitmap))
+    selector.referenced = bitmap  # FAISS reads the array: it lives as long as the selector
+    return selector
 
 
 def _positions(ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
