@@ -15,6 +15,7 @@ Expression form::
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from typing import Any
@@ -41,7 +42,20 @@ def compile_filter(where: Filter | str | None) -> tuple[str, list[Any]]:
     if where is None:
         return MATCH_ALL, []
     if isinstance(where, str):
-        where = parse_expression(where)
+        sql, params = _compiled_expression(where)
+        return sql, list(params)
+    return _compile_filter(where)
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled_expression(where: str) -> tuple[str, tuple[Any, ...]]:
+    """An expression string's SQL, kept: a filtered search compiles its filter when the request is
+    checked and again when the matches are read, and a loop of queries repeats the same string."""
+    sql, params = _compile_filter(parse_expression(where))
+    return sql, tuple(params)
+
+
+def _compile_filter(where: Any) -> tuple[str, list[Any]]:
     if not isinstance(where, dict):
         raise FilterError(f"filter must be a dict or an expression string, got {type(where).__name__}")
     # Unicode, 64-bit integers and a first bound on depth, without recursion (a JSON body can nest
