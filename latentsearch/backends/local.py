@@ -410,12 +410,9 @@ class LocalBackend:
         if include:
             scores, labels = index.search(vectors, k, ef_search=ef_search, nprobe=nprobe)
             rankings = [
-                [(PassageKey(p >> PASSAGE_BITS, p, s, rank), s) for rank, (p, s) in enumerate(zip(ranked, row), 1)]
+                _best_per_item([(p, s) for p, s in zip(ranked, row) if p >= 0], k, one_each=True)
                 for ranked, row in zip(labels.tolist(), scores.tolist())
             ]
-            for ranking in rankings:
-                while ranking and ranking[-1][0] < 0:  # (-1: no result, at the end)
-                    ranking.pop()
             return [[hit for hit in hits if hit is not None] for hits in read_hits(self.store, rankings, include)]
         direct = index.direct()
         ids = None if direct is None else self._position_ids(direct[1])
