@@ -71,7 +71,9 @@ class SentenceTransformerEncoder:
             )
         chosen = backend or os.environ.get(BACKEND_ENV) or "onnx"
         if chosen not in BACKENDS:
-            raise InvalidInputError(f"unknown sentence-transformers backend {chosen!r}: use one of {', '.join(BACKENDS)}")
+            raise InvalidInputError(
+                f"unknown sentence-transformers backend {chosen!r}: use one of {', '.join(BACKENDS)}"
+            )
         self.backend = chosen
         self._lock = threading.Lock()
         self._runtime: Any = None  # the OnnxTextModel, or False once PyTorch was chosen
@@ -113,7 +115,9 @@ class SentenceTransformerEncoder:
                         from latentsearch.encoders.export import cached_text_model
 
                         dim, max_tokens = self.text_plan
-                        found = cached_text_model(self.path, self.graph_name, dim=dim, max_tokens=max_tokens, what=self.name)
+                        found = cached_text_model(
+                            self.path, self.graph_name, dim=dim, max_tokens=max_tokens, what=self.name
+                        )
                         self._runtime = found if found is not None else False
             return self._runtime or None
 
@@ -127,9 +131,9 @@ class SentenceTransformerEncoder:
         """What loading will do, for a status line."""
         from latentsearch.encoders.graphs import graph_folder
 
-        if self.backend == "onnx" and self._runtime is None and not isinstance(self.text_plan, str):
-            if not graph_folder(self.graph_name).exists():
-                return f"exporting {self.path.name} to ONNX (once per machine, a few seconds)…"
+        exporting = self.backend == "onnx" and self._runtime is None and not isinstance(self.text_plan, str)
+        if exporting and not graph_folder(self.graph_name).exists():
+            return f"exporting {self.path.name} to ONNX (once per machine, a few seconds)…"
         return f"loading model {self.path.name}…"
 
     def load(self) -> None:
