@@ -108,7 +108,7 @@ def train(
     try:
         model.train()
         for step, batch in enumerate(plan, 1):
-            features = [model.tokenize([pairs[i][0] for i in batch]), model.tokenize([pairs[i][1] for i in batch])]
+            features = [model.preprocess([pairs[i][0] for i in batch]), model.preprocess([pairs[i][1] for i in batch])]
             loss = loss_fn(features, None)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
