@@ -106,7 +106,7 @@ def test_pairs_file_formats(tmp_path):
         ('{"query": "", "id": "topic:assert"}', "line 2: the query is empty"),
         ('{"text_a": "x", "text_b": 3}', "line 2: text_b is empty or not a string"),
         ('{"query": "x", "relevant": []}', "line 2: the answer is an item id"),
-        ('{"query": "x", "id": "ghost"}', "line 2: 1 id(s) are not in collection 'docs' ('ghost')"),
+        ('{"query": "x", "id": "ghost"}', "line 2: 1 relevant id(s) are not in collection 'docs' ('ghost')"),
     ],
 )
 def test_bad_pairs_are_refused_naming_the_line(home, tmp_path, line, message):

@@ -54,7 +54,6 @@ def tune_encoder(
     st:OUT` to re-encode it with the new model.
     """
     with open_collection(name, home) as col, progress_bar(f"tuning the encoder of {name}", unit="texts") as update:
-
         shown = [""]
 
         def follow(stage: str, done: int, total: int, loss: float | None) -> None:

@@ -37,6 +37,7 @@ from latentsearch.search.tuning import (
     cut_out,
     query_span,
     read_jsonl,
+    read_records,
     recall_at,
     reciprocal_rank,
 )
@@ -262,19 +263,10 @@ def _too_few(collection: Collection, source: str, found: int, items: int) -> str
 
 def _labelled(collection: Collection, pairs: str | Path | Sequence[Any], corpus: _Corpus) -> list[TrainingPair]:
     """Labelled pairs read and checked: every id must be an item of the collection, with text."""
-    if isinstance(pairs, (str, Path)):
-        records = read_jsonl(Path(pairs), pair_record, "pairs")
-    else:
-        records = [(f"pair {i}", pair_record(p, f"pair {i}")) for i, p in enumerate(pairs, 1)]
+    records = read_records(collection, pairs, pair_record, "pairs", "pair")
     wanted = sorted({i for _, p in records for i in p.relevant})
     found = collection.backend.get(wanted, with_vectors=False) if wanted else {}
     for where, pair in records:
-        unknown = [i for i in pair.relevant if i not in found]
-        if unknown:
-            raise InvalidInputError(
-                f"{where}: {len(unknown)} id(s) are not in collection {collection.name!r} "
-                f"({', '.join(map(repr, unknown[:3]))}); give ids of its items"
-            )
         textless = [i for i in pair.relevant if not (found[i].text or "").strip()]
         if textless:
             raise InvalidInputError(f"{where}: item {textless[0]!r} has no text to train on; give items with text")

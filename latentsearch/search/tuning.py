@@ -233,19 +233,28 @@ def _labelled(collection: Collection, queries: str | Path | Sequence[LabelledQue
     """Labelled queries read and checked: every relevant id must be in the collection."""
     if queries is None:
         return []
-    if isinstance(queries, (str, Path)):
-        records = _read_lines(Path(queries))
+    records = read_records(collection, queries, labelled_query, "queries", "labelled query")
+    return [_Query(q.query, set(q.relevant)) for _, q in records]
+
+
+def read_records(
+    collection: Collection, source: str | Path | Sequence[Any], parse: Callable[[Any, str], T], what: str, label: str
+) -> list[tuple[str, T]]:
+    """Records from a JSONL file or a sequence (the ``label N``-th), each checked by ``parse(record, where)``,
+    with where each is; every id of a record's ``relevant`` must be an item of ``collection``."""
+    if isinstance(source, (str, Path)):
+        records = read_jsonl(Path(source), parse, what)
     else:
-        records = [(f"labelled query {i}", labelled_query(q, f"labelled query {i}")) for i, q in enumerate(queries, 1)]
-    known = collection.existing_ids(sorted({i for _, q in records for i in q.relevant}))
-    for where, query in records:
-        unknown = [i for i in query.relevant if i not in known]
+        records = [(f"{label} {i}", parse(r, f"{label} {i}")) for i, r in enumerate(source, 1)]
+    known = collection.existing_ids(sorted({i for _, r in records for i in r.relevant}))  # type: ignore[attr-defined]
+    for where, record in records:
+        unknown = [i for i in record.relevant if i not in known]  # type: ignore[attr-defined]
         if unknown:
             raise InvalidInputError(
                 f"{where}: {len(unknown)} relevant id(s) are not in collection {collection.name!r} "
                 f"({', '.join(map(repr, unknown[:3]))}); give ids of its items"
             )
-    return [_Query(q.query, set(q.relevant)) for _, q in records]
+    return records
 
 
 class _Corpus:

@@ -91,8 +91,10 @@ def reencode(
         new_encoder, _ = check_settings(encoder=encoder, index=source.manifest["index"], metric=source.metric, dim=None)
         if new_encoder.modality not in ("text", "joint"):
             raise InvalidInputError(f"encoder {encoder!r} does not encode text: choose a text encoder")
-        if into is None and encoder == source.encoder_name and new_encoder.weights_hash == source.manifest.get(
-            "weights_hash"
+        if (
+            into is None
+            and encoder == source.encoder_name
+            and new_encoder.weights_hash == source.manifest.get("weights_hash")
         ):
             raise InvalidInputError(f"collection {name!r} is already encoded with {encoder!r}: nothing to do")
         seq = source.backend.seq()
