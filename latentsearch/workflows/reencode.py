@@ -27,6 +27,7 @@ from latentsearch.backends.base import ProgressFn
 from latentsearch.collection import Collection
 from latentsearch.connection import Connection, check_settings
 from latentsearch.errors import InvalidInputError
+from latentsearch.fileio import read_only_error
 from latentsearch.records import Item
 
 BATCH = 256  # items a write: bounded memory, one transaction each
@@ -86,6 +87,8 @@ def reencode(
             raise InvalidInputError(
                 f"collection {name!r} holds {source.modality} vectors: only text collections can be re-encoded"
             )
+        if into is None and source.read_only:  # refused before the encoding, not after it
+            raise read_only_error(name, source.path)
         if into is not None and db.exists(into):
             raise InvalidInputError(f"collection {into!r} exists: give --into a new name, or drop it first")
         new_encoder, _ = check_settings(encoder=encoder, index=source.manifest["index"], metric=source.metric, dim=None)
