@@ -36,6 +36,8 @@ from latentsearch.fileio import read_only_error
 from latentsearch.index.faiss_index import LOCK_FILE
 from latentsearch.limits import check_text, check_tuning
 from latentsearch.records import Hits, Item, Passage, check_include
+from latentsearch.search import encoder_tuning
+from latentsearch.search.encoder_tuning import EncoderTuningReport, TrainingPair
 from latentsearch.search.engine import search, search_batch
 from latentsearch.search.fusion import DEFAULT_FUSION, Fusion
 from latentsearch.search.request import SearchRequest, check_k, is_image
@@ -701,6 +703,45 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
         report = tune(self, queries, sample=sample, seed=seed, progress=progress)
         self.backend.write_manifest({"search": {"fusion": report.chosen.to_dict(), "tuning": report.summary()}})
         return report
+
+    def tune_encoder(
+        self,
+        out: str | Path,
+        pairs: str | Path | Sequence[TrainingPair | dict] | None = None,
+        *,
+        steps: int = encoder_tuning.DEFAULT_STEPS,
+        batch_size: int = encoder_tuning.DEFAULT_BATCH,
+        sample: int = encoder_tuning.DEFAULT_SAMPLE,
+        learning_rate: float = encoder_tuning.DEFAULT_LEARNING_RATE,
+        holdout: float = encoder_tuning.DEFAULT_HOLDOUT,
+        seed: int = 0,
+        overwrite: bool = False,
+        progress: encoder_tuning.TuneProgress | None = None,
+    ) -> EncoderTuningReport:
+        """Fine-tune this collection's text encoder (``minilm`` or ``st:PATH``) on the collection itself,
+        and save it in the folder ``out`` only if it ranks held-out pairs better than the base model.
+
+        Trains on ``pairs`` when given (a JSONL file or a list: ``{"query", "id"}`` / ``{"query",
+        "relevant"}`` or ``{"text_a", "text_b"}``), else on pseudo-pairs made from the items (a sentence
+        and the rest of its passage; a ``title`` and its item), at most ``sample`` of them, for at most
+        ``steps`` batches of ``batch_size`` (one pass); ``holdout`` of the pairs are measured (MRR@10,
+        recall@10) before and after. ``progress(stage, done, total, loss)`` follows the work. The
+        collection is never changed: re-encode it with the new model (``latentsearch reencode NAME
+        --encoder st:OUT``, :func:`latentsearch.workflows.reencode.reencode`). Returns the report; see
+        :mod:`latentsearch.search.encoder_tuning`."""
+        return encoder_tuning.tune_encoder(
+            self,
+            out,
+            pairs,
+            steps=steps,
+            batch_size=batch_size,
+            sample=sample,
+            learning_rate=learning_rate,
+            holdout=holdout,
+            seed=seed,
+            overwrite=overwrite,
+            progress=progress,
+        )
 
     def reset_search_tuning(self) -> bool:
         """Forget the tuned fusion: searches use the default again. Returns whether there was one."""

@@ -119,23 +119,52 @@ class Connection:
         metric: str = "cosine",
         dim: int | None = None,
         shards: int | None = None,
+        stride: int | None = None,
+        max_passages: int = DEFAULT_MAX_PASSAGES,
+        adopt_seq: int | None = None,
+        manifest: dict[str, Any] | None = None,
     ) -> Iterator[Collection]:
         """Create collection ``name`` in a hidden work folder and yield it to be filled; when the block
         ends without an error it is renamed into place (with ``replace``, over an existing one). An
         error or a crash at any point leaves nothing new under the name. For jobs that fill a new
-        collection in several steps (``fit_interactions``)."""
+        collection in several steps (``fit_interactions``, ``reencode``). ``manifest`` entries are
+        written into it once filled.
+
+        With ``adopt_seq``, the existing local collection ``name`` instead takes the filled one's items
+        and vectors (and its manifest's encoder) in one SQLite transaction, provided nothing was written
+        to it since that change sequence (see :meth:`~latentsearch.storage.store.Store.adopt`): a crash
+        leaves the old collection whole or the new one whole, and the collection keeps its folder,
+        field indexes, layers and users."""
         folder = self.folder(name)
-        if holds_collection(folder) and not replace:
+        if holds_collection(folder) and not replace and adopt_seq is None:
             raise ConflictError(
                 f"collection {name!r} already exists in {self.home}: pass replace (CLI: --replace) to rebuild it"
             )
-        tmp = self._new_work_folder(name, encoder=encoder, index=index, metric=metric, dim=dim, shards=shards)
+        passages = {"stride": stride, "max_passages": max_passages}
+        tmp = self._new_work_folder(
+            name, encoder=encoder, index=index, metric=metric, dim=dim, shards=shards, passages=passages
+        )
         try:
             with Collection(open_backend(tmp, ray_address=self.ray_address)) as collection:
                 yield collection
+                if manifest:
+                    collection.backend.write_manifest(manifest)
+                fresh = dict(collection.manifest)
+            if adopt_seq is not None:
+                with self.open(name) as live:
+                    adopt = getattr(live.backend, "adopt", None)
+                    if adopt is None:
+                        raise InvalidInputError(
+                            f"collection {name!r} is sharded: it cannot be rebuilt in place; build a new one"
+                        )
+                    keys = ("encoder", "modality", "weights_hash", "dim", *(manifest or {}))
+                    adopt(tmp, {key: fresh.get(key) for key in keys}, expected_seq=adopt_seq)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        if adopt_seq is not None:
+            shutil.rmtree(tmp, ignore_errors=True)  # a crash here leaves it to the next create or drop
+            return
         _publish(tmp, folder, replace=replace)
 
     def _new_work_folder(

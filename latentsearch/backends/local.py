@@ -198,6 +198,26 @@ class LocalBackend:
             self._maintain()
         return len(ids)
 
+    def adopt(self, folder: Path, manifest: dict[str, Any], *, expected_seq: int) -> None:
+        """Take the items, passages and vectors of the local collection in ``folder`` (the same items,
+        encoded anew) in one SQLite transaction, with ``manifest`` entries (see :meth:`Store.adopt`);
+        the index is then rebuilt from SQLite on first use."""
+        with self._lock:
+            self.store.adopt(Path(folder) / DB_FILE, manifest, expected_seq=expected_seq)
+            for key, value in manifest.items():
+                if value is None:
+                    self.manifest.pop(key, None)
+                else:
+                    self.manifest[key] = value
+            self.dim = int(self.manifest["dim"])
+            self._index = None
+            self._filters.clear()
+            self._subsets = SubsetCache()
+            # A stale index would catch up (the old passages deleted, the new added), but a rebuild
+            # is cleaner; a crash before these unlinks leaves an index that catches up or is rebuilt.
+            for stale in (INDEX_FILE, CHECKPOINT_FILE):
+                (self.path / stale).unlink(missing_ok=True)
+
     def _maintain(self) -> None:
         index = self._index
         if index is not None and index.needs_rebuild(self.store.vector_count()):

@@ -133,10 +133,16 @@ class ProgressUpdate:
         self.bar, self.task, self.unit = bar, task, unit
         self.start = perf_counter()
         self.done, self.passages_done = 0, 0
+        self.note = ""  # shown instead of the rate (a training loss)
 
     def __call__(self, done: int, total: int) -> None:
         self.done = done
-        self.bar.update(self.task, completed=done, total=total, rate=self._rate())
+        self.bar.update(self.task, completed=done, total=total, rate=self.note or self._rate())
+
+    def stage(self, description: str, note: str = "") -> None:
+        """Show another stage of the work (its own counts), and ``note`` in place of the rate."""
+        self.start, self.done, self.passages_done, self.note = perf_counter(), 0, 0, note
+        self.bar.update(self.task, description=description, completed=0, total=None, rate=note)
 
     def passages(self, done: int) -> None:
         """Passages encoded so far (shown, with their rate, when they outnumber the documents)."""

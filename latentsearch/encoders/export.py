@@ -13,6 +13,7 @@ probe inputs. A graph whose outputs differ by more than the model's tolerance is
 from __future__ import annotations
 
 import contextlib
+import logging
 import tempfile
 import warnings
 from collections.abc import Callable, Sequence
@@ -21,11 +22,13 @@ from typing import Any
 
 import numpy as np
 
+from latentsearch.encoders.graphs import open_cached_graph
 from latentsearch.encoders.onnx import OnnxTextModel, inference_session
 from latentsearch.errors import LatentSearchError
 
 TEXT_TOLERANCE = 1e-5
 IMAGE_TOLERANCE = 1e-4
+log = logging.getLogger("latentsearch")
 PROBE_TEXTS = [
     "How do I reset my password?",
     "Invoices are sent on the first day of each month by email.",
@@ -116,7 +119,7 @@ def export_sentence_transformer(model_dir: Path, folder: Path, *, dim: int, max_
 
     from latentsearch.encoders.text import SentenceTransformerEncoder
 
-    reference = SentenceTransformerEncoder(model_dir)
+    reference = SentenceTransformerEncoder(model_dir, backend="torch")
     example = torch.ones(2, 8, dtype=torch.long)
     graph = export_module(
         _last_hidden_state(reference.model[0].auto_model),
@@ -129,6 +132,31 @@ def export_sentence_transformer(model_dir: Path, folder: Path, *, dim: int, max_
     tokenizer = model_dir / "tokenizer.json"
     ours = OnnxTextModel(graph, tokenizer, dim=dim, max_tokens=max_tokens, preoptimized=True).encode(PROBE_TEXTS)
     return verified(model_dir.name, ours, reference.encode(PROBE_TEXTS), TEXT_TOLERANCE, len(PROBE_TEXTS))
+
+
+def cached_text_model(
+    model_dir: Path,
+    graph_name: str,
+    *,
+    dim: int,
+    max_tokens: int,
+    what: str,
+    export: Callable[[Path], dict[str, Any]] | None = None,
+) -> OnnxTextModel | None:
+    """The BERT-style sentence-transformers model in ``model_dir`` as a loaded :class:`OnnxTextModel`
+    over its cached graph ``graph_name`` (exported and verified first when this machine has none; by
+    ``export(folder)`` if given), or ``None`` after one warning line, to run on PyTorch instead."""
+
+    def open_graph(graph: Path) -> OnnxTextModel:
+        model = OnnxTextModel(graph, model_dir / "tokenizer.json", dim=dim, max_tokens=max_tokens, preoptimized=True)
+        model.load()
+        return model
+
+    def export_graph(folder: Path) -> dict[str, Any]:
+        log.info("exporting %s to ONNX (once per machine)", what)
+        return export_sentence_transformer(model_dir, folder, dim=dim, max_tokens=max_tokens)
+
+    return open_cached_graph(graph_name, export or export_graph, open_graph, what)
 
 
 def probe_images(size: int = 224) -> np.ndarray:

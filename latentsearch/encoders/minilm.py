@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from latentsearch.encoders.export import export_sentence_transformer
-from latentsearch.encoders.graphs import checked_sha256, graph_folder, open_cached_graph
+from latentsearch.encoders.export import cached_text_model, export_sentence_transformer
+from latentsearch.encoders.graphs import checked_sha256, graph_folder
 from latentsearch.encoders.onnx import OnnxTextModel, SplitsByTokenizer, TokenWindow
 from latentsearch.encoders.text import SentenceTransformerEncoder, check_texts
 from latentsearch.errors import InvalidInputError
@@ -99,7 +99,7 @@ class MiniLMEncoder(SplitsByTokenizer):
                 self.weights_hash  # noqa: B018 - verify the weights before anything is derived from them
                 self._runtime = self._onnx() if self.backend == "onnx" else None
                 if self._runtime is None:
-                    self._runtime = SentenceTransformerEncoder(self.path, name=self.name)
+                    self._runtime = SentenceTransformerEncoder(self.path, name=self.name, backend="torch")
             return self._runtime
 
     @property
@@ -108,13 +108,9 @@ class MiniLMEncoder(SplitsByTokenizer):
         return "onnx" if isinstance(self.runtime, OnnxTextModel) else "torch"
 
     def _onnx(self) -> OnnxTextModel | None:
-        def open_graph(graph: Path) -> OnnxTextModel:
-            tokenizer = self.path / "tokenizer.json"
-            model = OnnxTextModel(graph, tokenizer, dim=MINILM_DIM, max_tokens=MAX_TOKENS, preoptimized=True)
-            model.load()
-            return model
-
-        return open_cached_graph(self.graph_name, self._export, open_graph, self.name)
+        return cached_text_model(
+            self.path, self.graph_name, dim=MINILM_DIM, max_tokens=MAX_TOKENS, what=self.name, export=self._export
+        )
 
     def _export(self, folder: Path) -> dict[str, Any]:
         log.info("exporting all-MiniLM-L6-v2 to ONNX (once per machine)")

@@ -18,10 +18,10 @@ import math
 import re
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -50,6 +50,7 @@ MEASURES = ("ndcg@10", "mrr@10", "recall@100")
 # wrap inside a paragraph (news wires, docstrings), not an end.
 _SENTENCE_END = re.compile(r"(?<!\b[A-Z])[.!?]+(?=\s)|\n\s*\n")
 _WORD = re.compile(r"\S+")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -106,10 +107,16 @@ def read_labelled_queries(path: str | Path) -> list[LabelledQuery]:
 
 def _read_lines(path: Path) -> list[tuple[str, LabelledQuery]]:
     """The queries of a JSONL file, each with where it is (``FILE line N``)."""
+    return read_jsonl(path, labelled_query, "queries")
+
+
+def read_jsonl(path: Path, parse: Callable[[Any, str], T], what: str) -> list[tuple[str, T]]:
+    """Each non-blank line of the JSONL file ``path`` parsed by ``parse(record, where)``, with where it
+    is (``FILE line N``); a line that is not JSON, or that ``parse`` refuses, is an error naming it."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
-        raise InvalidInputError(f"cannot read the queries file {path}: {exc}") from None
+        raise InvalidInputError(f"cannot read the {what} file {path}: {exc}") from None
     out = []
     for number, line in enumerate(lines, 1):
         if not line.strip():
@@ -119,9 +126,9 @@ def _read_lines(path: Path) -> list[tuple[str, LabelledQuery]]:
             record = json.loads(line)
         except ValueError as exc:
             raise InvalidInputError(f"{where} is not JSON ({exc.msg}): write one object a line") from None
-        out.append((where, labelled_query(record, where)))
+        out.append((where, parse(record, where)))
     if not out:
-        raise InvalidInputError(f"the queries file {path} holds no queries")
+        raise InvalidInputError(f"the {what} file {path} holds no {what}")
     return out
 
 
@@ -226,19 +233,28 @@ def _labelled(collection: Collection, queries: str | Path | Sequence[LabelledQue
     """Labelled queries read and checked: every relevant id must be in the collection."""
     if queries is None:
         return []
-    if isinstance(queries, (str, Path)):
-        records = _read_lines(Path(queries))
+    records = read_records(collection, queries, labelled_query, "queries", "labelled query")
+    return [_Query(q.query, set(q.relevant)) for _, q in records]
+
+
+def read_records(
+    collection: Collection, source: str | Path | Sequence[Any], parse: Callable[[Any, str], T], what: str, label: str
+) -> list[tuple[str, T]]:
+    """Records from a JSONL file or a sequence (the ``label N``-th), each checked by ``parse(record, where)``,
+    with where each is; every id of a record's ``relevant`` must be an item of ``collection``."""
+    if isinstance(source, (str, Path)):
+        records = read_jsonl(Path(source), parse, what)
     else:
-        records = [(f"labelled query {i}", labelled_query(q, f"labelled query {i}")) for i, q in enumerate(queries, 1)]
-    known = collection.existing_ids(sorted({i for _, q in records for i in q.relevant}))
-    for where, query in records:
-        unknown = [i for i in query.relevant if i not in known]
+        records = [(f"{label} {i}", parse(r, f"{label} {i}")) for i, r in enumerate(source, 1)]
+    known = collection.existing_ids(sorted({i for _, r in records for i in r.relevant}))  # type: ignore[attr-defined]
+    for where, record in records:
+        unknown = [i for i in record.relevant if i not in known]  # type: ignore[attr-defined]
         if unknown:
             raise InvalidInputError(
                 f"{where}: {len(unknown)} relevant id(s) are not in collection {collection.name!r} "
                 f"({', '.join(map(repr, unknown[:3]))}); give ids of its items"
             )
-    return [_Query(q.query, set(q.relevant)) for _, q in records]
+    return records
 
 
 class _Corpus:
@@ -283,7 +299,7 @@ class _Corpus:
                 if len(queries) >= sample:
                     break
                 text, spans = self.items[item_id], taken.setdefault(item_id, [])
-                span = _query_span(text, spans, rng)
+                span = query_span(text, spans, rng)
                 if span is not None:
                     spans.append(span)
                     queries.append(_Query(" ".join(text[span[0] : span[1]].split()), {item_id}))
@@ -292,13 +308,8 @@ class _Corpus:
         self.cut: dict[int, str] = {}  # passage position -> its text with the queries in it cut out
         for position, item_id in enumerate(self.owner):
             s, e = self.spans[position]
-            inside = sorted((max(a, s), min(b, e)) for a, b in taken.get(item_id, []) if a < e and b > s)
-            if inside:
-                text, pieces, at = self.items[item_id], [], s
-                for a, b in inside:
-                    pieces.append(text[at:a])
-                    at = b
-                self.cut[position] = " ".join(pieces + [text[at:e]])
+            if any(a < e and b > s for a, b in taken.get(item_id, [])):
+                self.cut[position] = cut_out(self.items[item_id], (s, e), taken[item_id])
         return queries
 
     def rank(self, queries: list[_Query], collection: Collection, progress: Any = None) -> None:
@@ -346,6 +357,16 @@ class _Corpus:
         db.close()
 
 
+def cut_out(text: str, passage: tuple[int, int], queries: Sequence[tuple[int, int]]) -> str:
+    """The passage ``text[start:end]`` with the parts of ``queries`` (character spans) inside it cut out."""
+    s, e = passage
+    pieces, at = [], s
+    for a, b in sorted((max(a, s), min(b, e)) for a, b in queries if a < e and b > s):
+        pieces.append(text[at:a])
+        at = max(at, b)
+    return " ".join(pieces + [text[at:e]])
+
+
 def sentence_spans(text: str) -> list[tuple[int, int]]:
     """The character spans of ``text``'s sentences, their surrounding white space left out."""
     spans, start = [], 0
@@ -357,7 +378,7 @@ def sentence_spans(text: str) -> list[tuple[int, int]]:
     return spans
 
 
-def _query_span(text: str, taken: list[tuple[int, int]], rng: np.random.Generator) -> tuple[int, int] | None:
+def query_span(text: str, taken: list[tuple[int, int]], rng: np.random.Generator) -> tuple[int, int] | None:
     """Characters of ``text`` to use as a query: a sentence of :data:`QUERY_WORDS` words when the text
     has several, else (for its first query) a span of a third of its words; ``None`` when too little
     would remain. ``taken`` are the spans already used: a further query is a sentence that overlaps
@@ -392,8 +413,17 @@ def _scores(ranked: list[Any], relevant: set[str]) -> tuple[float, float, float]
     """nDCG@10 (binary gains), MRR@10 and recall@100 of one ranking."""
     dcg = sum(1.0 / math.log2(i + 2) for i, key in enumerate(ranked[:10]) if key in relevant)
     ideal = sum(1.0 / math.log2(i + 2) for i in range(min(10, len(relevant))))
-    first = next((1.0 / (i + 1) for i, key in enumerate(ranked[:10]) if key in relevant), 0.0)
-    return dcg / ideal, first, len(relevant & set(ranked[:100])) / len(relevant)
+    return dcg / ideal, reciprocal_rank(ranked, relevant), recall_at(ranked, relevant, 100)
+
+
+def reciprocal_rank(ranked: Sequence[Any], relevant: set[Any], k: int = 10) -> float:
+    """1 / the rank of the first relevant key within the top ``k`` (0 when none is): MRR@k's term."""
+    return next((1.0 / (i + 1) for i, key in enumerate(ranked[:k]) if key in relevant), 0.0)
+
+
+def recall_at(ranked: Sequence[Any], relevant: set[Any], k: int) -> float:
+    """The share of the relevant keys within the top ``k``."""
+    return len(relevant & set(ranked[:k])) / len(relevant)
 
 
 def _measure(queries: list[_Query], how: str | Fusion, floors: dict[str, float | None]) -> dict[str, float]:

@@ -254,11 +254,15 @@ class Store:
     def write_manifest(self, values: dict[str, Any]) -> None:
         """Set manifest entries in one transaction (``None`` removes an entry)."""
         with self.write() as (conn, _):
-            conn.executemany(
-                "INSERT OR REPLACE INTO manifest VALUES (?, ?)",
-                [(key, json.dumps(value)) for key, value in values.items() if value is not None],
-            )
-            conn.executemany("DELETE FROM manifest WHERE key = ?", [(k,) for k, v in values.items() if v is None])
+            self._set_manifest(conn, values)
+
+    @staticmethod
+    def _set_manifest(conn: sqlite3.Connection, values: dict[str, Any]) -> None:
+        conn.executemany(
+            "INSERT OR REPLACE INTO manifest VALUES (?, ?)",
+            [(key, json.dumps(value)) for key, value in values.items() if value is not None],
+        )
+        conn.executemany("DELETE FROM manifest WHERE key = ?", [(k,) for k, v in values.items() if v is None])
 
     @property
     def seq(self) -> int:
@@ -820,6 +824,49 @@ class Store:
         conn.execute(f"UPDATE deletions SET rowid = (-rowid) << {PASSAGE_BITS} WHERE rowid < 0")
         if conn.execute("SELECT 1 FROM manifest WHERE key = 'format_version'").fetchone():
             conn.execute("INSERT OR REPLACE INTO manifest VALUES ('format_version', ?)", (json.dumps(FORMAT_VERSION),))
+
+    def adopt(self, source: Path, manifest: dict[str, Any], *, expected_seq: int) -> int:
+        """Replace every item and passage by those of the collection database ``source`` (a collection of
+        the same items built with another encoder), and set ``manifest`` entries (``None`` removes one),
+        in one transaction: a crash leaves all the old rows or all the new ones. The new rows take
+        rowids above every rowid used (the index sees the old passages deleted and the new ones added).
+        Refused, changing nothing, when anything was written since change sequence ``expected_seq``.
+        Returns the new change sequence."""
+        self.check_writable()
+        with self._lock:
+            try:
+                self.conn.execute("ATTACH DATABASE ? AS fresh", (str(source),))  # not allowed inside a transaction
+            except sqlite3.DatabaseError as exc:
+                raise self._database_error(exc) from None
+            try:
+                with self.write() as (conn, seq):
+                    if seq - 1 != expected_seq:
+                        raise ConflictError(
+                            f"collection {self.path.parent.name!r} was written to while it was re-encoded: nothing "
+                            "was changed; run it again"
+                        )
+                    offset = self._next_rowid(conn) - 1
+                    conn.execute("INSERT OR REPLACE INTO deletions SELECT id, ? FROM passages", (seq,))
+                    conn.execute("DELETE FROM passages")  # before the items: the full-text trigger reads their text
+                    conn.execute("DELETE FROM items")
+                    conn.execute(
+                        "INSERT INTO items (rowid, id, kind, text, uri, metadata, vector, seq, thumbnail) "
+                        "SELECT rowid + ?, id, kind, text, uri, metadata, vector, ?, thumbnail FROM fresh.items "
+                        "ORDER BY rowid",
+                        (offset, seq),
+                    )
+                    conn.execute(
+                        "INSERT INTO passages (id, start_char, end_char, page, vector, seq) "
+                        f"SELECT id + (? << {PASSAGE_BITS}), start_char, end_char, page, vector, ? FROM fresh.passages "
+                        "ORDER BY id",
+                        (offset, seq),
+                    )
+                    self._set_manifest(conn, manifest)
+            finally:
+                with suppress(sqlite3.Error):
+                    self.conn.execute("DETACH DATABASE fresh")
+            self._ids_by_rowid = None
+        return seq
 
     def ensure_collection_id(self) -> str:
         """The collection's id (a random UUID in the manifest), given one now if it predates ids. The
