@@ -99,7 +99,7 @@ class Passage:
         return {key: value for key, value in asdict(self).items() if value is not None or key == "text"}
 
 
-@dataclass
+@dataclass(slots=True)  # no __dict__: half the objects a search makes, for the garbage collector to track
 class Hit:
     """One search result: a document, ranked by its best passage. ``score`` is higher for better
     matches: cosine similarity (of the best passage), or the negated Euclidean distance for l2

@@ -12,6 +12,7 @@ Any list can be diversified by maximal marginal relevance (``diversity`` in 0..1
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import math
 from collections.abc import Mapping, Sequence
@@ -208,7 +209,7 @@ def recommend_user(
     )
     fused = _zscore_fuse({h.id: h.score for h in collaborative}, {h.id: h.score for h in content}, weight)
     by_id = {h.id: h for h in content} | {h.id: h for h in collaborative}
-    ranked = [Hit(**{**by_id[i].__dict__, "score": s}) for i, s in fused]
+    ranked = [_rescored(by_id[i], s) for i, s in fused]
     if diversity > 0:  # MMR on the collaborative vectors of the fused candidates
         known = collection.existing_ids([h.id for h in ranked])
         ranked = [h for h in ranked if h.id in known]
@@ -275,7 +276,7 @@ def _seconds(value: Any) -> float:
 
 
 def _rescored(hit: Hit, score: float) -> Hit:
-    return Hit(**{**hit.__dict__, "score": float(score)})
+    return dataclasses.replace(hit, score=float(score))
 
 
 def _nearest(
