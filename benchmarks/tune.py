@@ -44,6 +44,17 @@ def measure(col, queries: list[tuple[str, set[str]]]) -> dict[str, float]:
     return {"mrr@10": sum(rr) / len(rr), "recall@10": sum(recall) / len(recall)}
 
 
+def portable(value: Any) -> Any:
+    """``value`` with this machine's cache folder named as ``benchmarks/.cache`` (saved results travel)."""
+    if isinstance(value, str):
+        return value.replace(str(cache_dir()), "benchmarks/.cache")
+    if isinstance(value, dict):
+        return {k: portable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [portable(v) for v in value]
+    return value
+
+
 def tuned_run(db, col, name: str, label: str, queries, pairs=None) -> dict[str, Any]:
     """Tune ``col``'s encoder (on pseudo-pairs, or ``pairs``), re-encode it and measure ``queries``."""
     from latentsearch.workflows.reencode import reencode
@@ -53,7 +64,7 @@ def tuned_run(db, col, name: str, label: str, queries, pairs=None) -> dict[str, 
     tuning = col.tune_encoder(out, pairs, overwrite=True)
     seconds = time.perf_counter() - started
     print(f"  {label}: {tuning.message()} ({seconds:.0f}s)")
-    row: dict[str, Any] = {"tuning": tuning.to_dict(), "tune_seconds": round(seconds, 1), "kept": tuning.kept}
+    row: dict[str, Any] = {"tuning": portable(tuning.to_dict()), "tune_seconds": round(seconds, 1), "kept": tuning.kept}
     if not tuning.kept:
         shutil.rmtree(out, ignore_errors=True)
         return row
