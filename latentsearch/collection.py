@@ -647,15 +647,16 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
         """
         if isinstance(query, SearchRequest):
             return search(self, query)
-        plain = where is like is fusion is alpha is None and rrf_k == 60 and explain is False
+        plain = like is fusion is alpha is None and rrf_k == 60 and explain is False
         if plain and mode in ("auto", "vector") and isinstance(query, np.ndarray):
             # The hot path of vector search (a recommender's, an evaluation's, a vector store's): nothing
-            # to fuse, filter or explain, so no request or ranking is built; the backend's shortest path.
+            # to fuse, exclude or explain, so no request is built; the backend's shortest path.
             k = check_k(k)
             ef_search, nprobe = check_tuning(ef_search, nprobe)
             fields = check_include(include)
+            compile_filter(where)  # a malformed filter is refused before any work
             vectors = self.prepare_vectors(query, expected=1)
-            return Hits(self.backend.nearest(vectors, k, ef_search, nprobe, fields)[0])
+            return Hits(self.backend.nearest(vectors, k, ef_search, nprobe, fields, where)[0])
         text_or_image = query is None or isinstance(query, str) or is_image(query)
         request = SearchRequest(
             query=query if text_or_image else None,

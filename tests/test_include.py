@@ -117,10 +117,11 @@ def test_the_cli_and_http_take_include(library, home):
 
 @pytest.mark.parametrize("index", ["flat", "hnsw", "sq8"])
 def test_a_plain_vector_search_answers_as_the_general_path_through_writes(home, index):
-    """A vector query with no filter, ``like`` or ``explain`` takes the backend's shortest path
-    (:meth:`nearest`: ids kept beside the index for ``include=[]``, one read of the hits otherwise). Its
-    hits are the general path's (a :class:`SearchRequest`), field for field, after adds, deletes
-    (tombstones), upserts and another connection's delete, and never name a deleted item."""
+    """A vector query with no ``like`` or ``explain`` takes the backend's shortest path (:meth:`nearest`:
+    ids kept beside the index for ``include=[]``, one read of the hits otherwise, filters planned as
+    ever). Its hits are the general path's (a :class:`SearchRequest`), field for field, filtered or not,
+    after adds, deletes (tombstones), upserts and another connection's delete, and never name a deleted
+    item."""
     vectors = random_vectors(300, 8, seed=5)
     col = ls.create("ids", encoder="precomputed", dim=8, metric="l2", index=index, home=home)
     col.add([str(i) for i in range(200)], vectors=vectors[:200], metadata=[{"i": i} for i in range(200)])
@@ -129,14 +130,15 @@ def test_a_plain_vector_search_answers_as_the_general_path_through_writes(home, 
         return [hit.to_dict() for hit in hits]
 
     def same_answers() -> list[str]:
-        for include in ([], None, ["metadata", "vector"]):
+        cases = [([], None), (None, None), (["metadata", "vector"], None), ([], "i >= 50"), (None, "i < 90")]
+        for include, where in cases:
             for query in vectors[::37]:
-                fast = col.search(query, k=7, include=include)
-                general = col.search(ls.SearchRequest(vector=query, k=7, include=include))
-                assert dicts(fast) == dicts(general), include
+                fast = col.search(query, k=7, include=include, where=where)
+                general = col.search(ls.SearchRequest(vector=query, k=7, include=include, where=where))
+                assert dicts(fast) == dicts(general), (include, where)
                 assert all(h.metadata is None and h.text is None for h in fast) or include != []
-            batch = col.search_batch(vectors[::37], k=7, include=include)
-            general = [col.search(ls.SearchRequest(vector=q, k=7, include=include)) for q in vectors[::37]]
+            batch = col.search_batch(vectors[::37], k=7, include=include, where=where)
+            general = [col.search(ls.SearchRequest(vector=q, k=7, include=include, where=where)) for q in vectors[::37]]
             assert [dicts(hits) for hits in batch] == [dicts(hits) for hits in general]
         return [h.id for h in col.search(vectors[0], k=7, include=[])]
 

@@ -157,10 +157,12 @@ class Backend(Protocol):
         ef_search: int | None = None,
         nprobe: int | None = None,
         include: frozenset[str] = frozenset(),
+        where: Any = None,
     ) -> list[list[Hit]]:
-        """The ``k`` nearest items to each query row with the fields ``include`` names (ids and scores
-        only by default): the unfiltered vector search, answered as :meth:`knn` then :meth:`hits`
-        would (:func:`nearest_by_knn`) by the shortest path the backend has."""
+        """The ``k`` nearest items to each query row (among those matching ``where``) with the fields
+        ``include`` names (ids and scores only by default): a vector search with nothing to exclude,
+        fuse or explain, answered as :meth:`knn` then :meth:`hits` would (:func:`nearest_by_knn`) by
+        the shortest path the backend has."""
         ...
 
     def lexical(self, match: str, k: int, where: Any = None, exclude: str | None = None) -> Ranking: ...
@@ -219,7 +221,8 @@ def nearest_by_knn(
     ef_search: int | None = None,
     nprobe: int | None = None,
     include: frozenset[str] = frozenset(),
+    where: Any = None,
 ) -> list[list[Hit]]:
     """:meth:`Backend.nearest` through the general path (rankings, then their hits read)."""
-    found = backend.hits(backend.knn(vectors, k, None, (), ef_search, nprobe), include)
+    found = backend.hits(backend.knn(vectors, k, where, (), ef_search, nprobe), include)
     return [[hit for hit in hits if hit is not None] for hits in found]

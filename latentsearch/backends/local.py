@@ -415,9 +415,11 @@ class LocalBackend:
         ef_search: int | None = None,
         nprobe: int | None = None,
         include: frozenset[str] = frozenset(),
+        where: Any = None,
     ) -> list[list[Hit]]:
-        """Where every item is one passage of an uncompressed index, the index's answer is the ranking.
-        Ids only: its positions name the items through an array of ids kept beside the index (or its
+        """Where every item is one passage of an uncompressed index, the index's answer (within the
+        filter's matches, planned as :meth:`rowid_knn` plans them) is the ranking. Unfiltered and ids
+        only: its positions name the items through an array of ids kept beside the index (or its
         rowids through the store's cache of ids), with no passage bookkeeping and no SQLite read, each
         of which costs as much as a small HNSW search itself. With fields to read, its passages are
         the ranking's keys and the hits are read in one query. Else :func:`nearest_by_knn`."""
@@ -425,15 +427,20 @@ class LocalBackend:
         items, passages = self._counts(seq)
         index = self._index_at(seq)
         if items != passages or index.ntotal == 0 or is_compressed(index.factory):
-            return nearest_by_knn(self, vectors, k, ef_search, nprobe, include)
+            return nearest_by_knn(self, vectors, k, ef_search, nprobe, include, where)
         self._plan.value = None
-        if include:
-            scores, labels = index.search(vectors, k, ef_search=ef_search, nprobe=nprobe)
-            rankings = [
-                _best_per_item([(p, s) for p, s in zip(ranked, row) if p >= 0], k, one_each=True)
-                for ranked, row in zip(labels.tolist(), scores.tolist())
+        allowed = self.allowed_passages(where, seq)
+        if include or allowed is not None:
+            ranked = self.rowid_knn(vectors, k, allowed, ef_search, nprobe, seq=seq)
+            rankings = [_best_per_item(passages, k, one_each=True) for passages in ranked]
+            if include:
+                found = read_hits(self.store, rankings, include)
+                return [[hit for hit in hits if hit is not None] for hits in found]
+            item_ids = self.store.item_ids
+            return [
+                [Hit(i, s, None, None, None) for i, (_, s) in zip(item_ids([key for key, _ in ranking]), ranking) if i]
+                for ranking in rankings
             ]
-            return [[hit for hit in hits if hit is not None] for hits in read_hits(self.store, rankings, include)]
         direct = index.direct()
         ids = None if direct is None else self._position_ids(direct[1])
         if ids is None:  # tombstones to skip, or more items than ids kept in memory

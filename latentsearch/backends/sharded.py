@@ -507,8 +507,9 @@ class ShardedBackend:
         ef_search: int | None = None,
         nprobe: int | None = None,
         include: frozenset[str] = frozenset(),
+        where: Any = None,
     ) -> list[list[Hit]]:
-        return nearest_by_knn(self, vectors, k, ef_search, nprobe, include)
+        return nearest_by_knn(self, vectors, k, ef_search, nprobe, include, where)
 
     def lexical(self, match: str, k: int, where: Any = None, exclude: str | None = None) -> Ranking:
         """BM25 over the shared full-text index of every shard's passages (the whole collection's

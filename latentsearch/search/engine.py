@@ -16,7 +16,7 @@ from latentsearch.limits import MAX_K, check_int, check_tuning
 from latentsearch.records import Hit, Hits, check_include
 from latentsearch.search.fusion import explain_hits, fuse, score_floors
 from latentsearch.search.request import HYBRID_DEPTH, SearchRequest, is_image, is_text_batch
-from latentsearch.storage.filters import MATCH_ALL, Filter, compile_filter
+from latentsearch.storage.filters import Filter, compile_filter
 from latentsearch.storage.fulltext import fts_query, snippets_of
 
 if TYPE_CHECKING:
@@ -104,10 +104,10 @@ def search_batch(
     k = check_int("k", k, 1, MAX_K)
     ef_search, nprobe = check_tuning(ef_search, nprobe)
     fields = check_include(include)
-    condition, _ = compile_filter(where)  # refused here, before any encoding or any shard sees it
+    compile_filter(where)  # refused here, before any encoding or any shard sees it
     vectors = collection.encode(list(queries)) if is_text_batch(queries) else collection.prepare_vectors(queries)
-    if not exclude and condition == MATCH_ALL:  # nothing filtered or left out: the hot path
-        return [Hits(hits) for hits in collection.backend.nearest(vectors, k, ef_search, nprobe, fields)]
+    if not exclude:  # nothing left out: the hot path
+        return [Hits(hits) for hits in collection.backend.nearest(vectors, k, ef_search, nprobe, fields, where)]
     rankings = collection.backend.knn(vectors, k, where, list(exclude), ef_search, nprobe)
     found = collection.backend.hits(rankings, fields)
     return [Hits(_present(ranking, hits)[1]) for ranking, hits in zip(rankings, found)]
