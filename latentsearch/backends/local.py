@@ -430,30 +430,31 @@ class LocalBackend:
             return nearest_by_knn(self, vectors, k, ef_search, nprobe, include, where)
         self._plan.value = None
         allowed = self.allowed_passages(where, seq)
-        if include or allowed is not None:
+        direct = None if allowed is not None else index.direct()
+        if direct is None:  # a filter to plan, or tombstones to skip
             ranked = self.rowid_knn(vectors, k, allowed, ef_search, nprobe, seq=seq)
-            rankings = [_best_per_item(passages, k, one_each=True) for passages in ranked]
             if include:
-                found = read_hits(self.store, rankings, include)
-                return [[hit for hit in hits if hit is not None] for hits in found]
+                passages = [[p for p, _ in ranking[:k]] for ranking in ranked]
+                scores = [[s for _, s in ranking[:k]] for ranking in ranked]
+                return read_passage_hits(self.store, passages, scores, include)
             item_ids = self.store.item_ids
             return [
-                [Hit(i, s, None, None, None) for i, (_, s) in zip(item_ids([key for key, _ in ranking]), ranking) if i]
-                for ranking in rankings
+                [Hit(i, s, None, None, None) for i, (_, s) in zip(item_ids([p >> PASSAGE_BITS for p, _ in r]), r) if i]
+                for r in ranked
             ]
-        direct = index.direct()
-        ids = None if direct is None else self._position_ids(direct[1])
-        if ids is None:  # tombstones to skip, or more items than ids kept in memory
-            scores, labels = index.search(vectors, k, ef_search=ef_search, nprobe=nprobe)
-            names = [self.store.item_ids(ranked) for ranked in (labels >> PASSAGE_BITS).tolist()]
+        params = index.search_params(ef_search, nprobe)
+        distances, positions = direct[0].search(vectors, min(k, index.ntotal), params=params)
+        scores = to_scores(self.metric, distances).tolist()
+        if include:
+            return read_passage_hits(self.store, direct[1][positions].tolist(), scores, include)
+        ids = self._position_ids(direct[1])
+        if ids is None:  # more items than ids kept in memory
+            names = [self.store.item_ids(ranked) for ranked in (direct[1][positions] >> PASSAGE_BITS).tolist()]
         else:
-            params = index.search_params(ef_search, nprobe)
-            distances, positions = direct[0].search(vectors, min(k, index.ntotal), params=params)
-            scores = to_scores(self.metric, distances)
             names = [ids[ranked].tolist() for ranked in positions]  # (position -1, no result: None)
         return [
             [Hit(i, score, None, None, None) for i, score in zip(ranked, row_scores) if i is not None]
-            for ranked, row_scores in zip(names, scores.tolist())
+            for ranked, row_scores in zip(names, scores)
         ]
 
     def _position_ids(self, labels_of: np.ndarray) -> np.ndarray | None:
@@ -716,36 +717,71 @@ def read_hits(
     # A passage gone while its item stays (the item was rewritten since the ranking): the item alone.
     rowids.update(p >> PASSAGE_BITS for p in passage_ids if p not in by_passage)
     by_rowid = store.hit_rows(sorted(rowids), include, by_passage=False) if rowids else {}
-    has_text, has_metadata, has_vector = "text" in include, "metadata" in include, "vector" in include
+    fields = _HitFields(include)
     out = []
     for ranking in rankings:
         hits: list[Hit | None] = []
         for key, score in ranking:
             row = by_passage.get(key.passage) if through_passage and isinstance(key, PassageKey) else None
-            spanned = row is not None
-            if not spanned:
-                row = by_rowid.get(int(key))
-                if row is None:
-                    hits.append(None)
-                    continue
-            text = uri = metadata = vector = passage = None
-            at = 2
-            if has_text:
-                text, uri, at = row[2], row[3], 4
-            if has_metadata:
-                metadata = {} if row[at] == "{}" else json.loads(row[at])  # most items carry none
-                at += 1
-            if has_vector:
-                vector = np.frombuffer(row[at], dtype=np.float32)
-                at += 1
-            if spanned and row[at + 3] is not None:  # a text item's passage
-                passage = Passage(
-                    key.passage & PASSAGE_MASK, row[at], row[at + 1], row[at + 3], row[at + 2],
-                    key.passage_score, key.passage_rank,
-                )  # fmt: skip
-            hits.append(Hit(row[1], float(score), text, uri, metadata, None, None, passage, vector))
+            if row is not None:
+                hits.append(fields.hit(row, float(score), key.passage, key.passage_score, key.passage_rank))
+                continue
+            row = by_rowid.get(int(key))
+            hits.append(None if row is None else fields.hit(row, float(score)))
         out.append(hits)
     return out
+
+
+def read_passage_hits(
+    store: Store, passages: Sequence[Sequence[int]], scores: Sequence[Sequence[float]], include: frozenset[str]
+) -> list[list[Hit]]:
+    """:func:`read_hits` of passage rankings (ids, -1 for no result, and scores, best first) where
+    every item is one passage, so each passage is its item's hit: no ranking objects to build, one
+    read. A row gone since the ranking is left out."""
+    through_passage = "passage" in include
+    keys = {p for ranked in passages for p in ranked if p >= 0}
+    if not through_passage:
+        keys = {p >> PASSAGE_BITS for p in keys}
+    rows = store.hit_rows(sorted(keys), include, by_passage=through_passage) if keys else {}
+    fields = _HitFields(include)
+    out = []
+    for ranked, ranked_scores in zip(passages, scores):
+        hits = []
+        for rank, (passage, score) in enumerate(zip(ranked, ranked_scores), 1):
+            row = rows.get(passage if through_passage else passage >> PASSAGE_BITS)
+            if row is not None:
+                hits.append(fields.hit(row, score, passage, score, rank) if through_passage else fields.hit(row, score))
+        out.append(hits)
+    return out
+
+
+class _HitFields:
+    """Reads hits out of :meth:`Store.hit_rows` rows of one ``include``."""
+
+    __slots__ = ("text", "metadata", "vector")
+
+    def __init__(self, include: frozenset[str]) -> None:
+        self.text, self.metadata, self.vector = "text" in include, "metadata" in include, "vector" in include
+
+    def hit(
+        self, row: tuple[Any, ...], score: float, passage: int = -1, passage_score: float = 0.0, passage_rank: int = 0
+    ) -> Hit:
+        """The hit of ``row`` (with ``passage``: a row read through that passage, of its item's own)."""
+        text = uri = metadata = vector = found = None
+        at = 2
+        if self.text:
+            text, uri, at = row[2], row[3], 4
+        if self.metadata:
+            metadata = {} if row[at] == "{}" else json.loads(row[at])  # most items carry none
+            at += 1
+        if self.vector:
+            vector = np.frombuffer(row[at], dtype=np.float32)
+            at += 1
+        if passage >= 0 and row[at + 3] is not None:  # a text item's passage
+            found = Passage(
+                passage & PASSAGE_MASK, row[at], row[at + 1], row[at + 3], row[at + 2], passage_score, passage_rank
+            )
+        return Hit(row[1], score, text, uri, metadata, None, None, found, vector)
 
 
 def lexical_ranking(store: Store, match: str, k: int, where: Any, exclude: str | None) -> Ranking:

@@ -103,6 +103,13 @@ ITEM_COLUMNS = "items.rowid, items.id, items.kind, items.text, items.uri, items.
 PAGE_SIZE = 16384
 PAGE_CACHE_KIB = 256 * 1024  # per connection; allocated only as pages are read
 IDS_CACHE_ITEMS = 200_000  # items whose ids ids-only searches keep in memory: about 30 MB at most
+# Hits' rows (ids, texts, URIs, metadata, passages) kept in memory once read, until the next write: at
+# most this many rows and about this many bytes of their fields per open collection.
+HIT_CACHE_ROWS = 200_000
+HIT_CACHE_BYTES = 64 * 1024 * 1024
+HIT_ROW_BYTES = 160  # a kept row's own cost beside its fields' characters (its tuple, its key)
+# The fields a search shows by default (see records.DEFAULT_INCLUDE): the reads the hit cache serves.
+_CACHED_FIELDS = frozenset(("text", "metadata"))
 # The two copies of the WAL-index header at the start of the -shm file (https://sqlite.org/walformat.html):
 # every commit, by any connection of any process, rewrites them before a reader can see it.
 WAL_INDEX_HEADER_BYTES = 96
@@ -132,6 +139,10 @@ class Store:
         self._lock = threading.RLock()
         # Items' ids by rowid, for ids-only hits (see item_ids); None until the first such search.
         self._ids_by_rowid: dict[int, str] | None = None
+        # Hits' rows by (by passage, key), valid at the change sequence beside them (see hit_rows).
+        self._hit_rows: dict[tuple[bool, int], tuple[Any, ...]] = {}
+        self._hit_rows_seq: int | None = None
+        self._hit_rows_bytes = 0
         # The change sequence last read and the WAL-index header seen just before reading it (see seq).
         self._seen: tuple[bytes, int] | None = None
         self._shm: BinaryIO | None = None  # (a file object: closed with the Store even when not closed)
@@ -504,7 +515,46 @@ class Store:
         ``by_passage`` the matched passages' ids (then each row also has that passage's ``start,
         end, page, text``; NULLs for an item without text). Each row is ``(key, id)``, then ``text,
         uri`` when ``include`` has "text", ``metadata`` (JSON) for "metadata" and ``vector`` (bytes)
-        for "vector". Keys whose item (or passage) is gone are left out."""
+        for "vector". Keys whose item (or passage) is gone are left out.
+
+        The rows of the default fields (text and metadata, no vector) are kept in memory once read,
+        until the next write by anyone (the change sequence moves; a pread tells): reading ten rows
+        from SQLite after a graph walk costs a quarter of an HNSW search, a dict lookup nothing. What
+        a search returns is what SQLite holds at the moment it checks the sequence."""
+        if include - {"passage"} != _CACHED_FIELDS:
+            with self._read() as conn:
+                return {row[0]: row for row in self._select_hit_rows(conn, keys, include, by_passage)}
+        with self._lock:
+            seq = self.seq
+            kept = self._hit_rows
+            if self._hit_rows_seq != seq:
+                kept.clear()
+                self._hit_rows_seq, self._hit_rows_bytes = seq, 0
+            found: dict[int, tuple[Any, ...]] = {}
+            missing = []
+            for key in keys:
+                row = kept.get((by_passage, key))
+                if row is None:
+                    missing.append(key)
+                else:
+                    found[key] = row
+            if missing:
+                with self._read() as conn:
+                    rows = self._select_hit_rows(conn, missing, include, by_passage).fetchall()
+                size = sum(HIT_ROW_BYTES + sum(len(f) for f in row if isinstance(f, str)) for row in rows)
+                if len(kept) + len(rows) > HIT_CACHE_ROWS or self._hit_rows_bytes + size > HIT_CACHE_BYTES:
+                    kept.clear()  # (simpler than an LRU, and the cache refills at the read's own cost)
+                    self._hit_rows_bytes = 0
+                if size <= HIT_CACHE_BYTES:
+                    kept.update(((by_passage, row[0]), row) for row in rows)
+                    self._hit_rows_bytes += size
+                found.update((row[0], row) for row in rows)
+            return found
+
+    @staticmethod
+    def _select_hit_rows(
+        conn: sqlite3.Connection, keys: Sequence[int], include: frozenset[str], by_passage: bool
+    ) -> sqlite3.Cursor:
         columns = ["passages.id" if by_passage else "items.rowid", "items.id"]
         columns += ["items.text", "items.uri"] if "text" in include else []
         columns += ["items.metadata"] if "metadata" in include else []
@@ -517,8 +567,7 @@ class Store:
             )
             source, key = "passages", "id"
         joined = f"JOIN items ON items.rowid = passages.id >> {PASSAGE_BITS}" if by_passage else ""
-        with self._read() as conn:
-            return {row[0]: row for row in _keyed(conn, ", ".join(columns), source, key, keys, joined)}
+        return _keyed(conn, ", ".join(columns), source, key, keys, joined)
 
     def item_ids(self, rowids: Sequence[int]) -> list[str | None]:
         """Items' ids by rowid, in order (None for a rowid of no item, such as FAISS's -1), from memory:
