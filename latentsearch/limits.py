@@ -36,6 +36,8 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # integers SQLite (and so metadata a
 
 def check_int(name: str, value: Any, low: int, high: int, *, hint: str = "") -> int:
     """``value`` as an int if it is a whole number in ``[low, high]``, else a one-line error."""
+    if type(value) is int and low <= value <= high:  # (every search checks k: the common case first)
+        return value
     if isinstance(value, bool) or not isinstance(value, int) and not _is_numpy_int(value):
         raise InvalidInputError(f"{name} must be a whole number from {low:,} to {high:,}, got {value!r}{hint}")
     if not low <= value <= high:

@@ -24,7 +24,7 @@ from latentsearch.backends.base import PassageSpan, Ranking, VectorTable, WriteB
 from latentsearch.backends.planner import SubsetCache, plan_filtered
 from latentsearch.errors import EncoderMismatchError, InvalidInputError
 from latentsearch.index.faiss_index import CHECKPOINT_FILE, INDEX_FILE, ProgressFn, VectorIndex
-from latentsearch.index.specs import faiss_metric, is_compressed, to_scores
+from latentsearch.index.specs import faiss_metric, is_compressed, score_lists, to_scores
 from latentsearch.limits import check_tuning
 from latentsearch.records import DEFAULT_INCLUDE, Hit, Item, Passage
 from latentsearch.storage.filters import compile_filter
@@ -426,12 +426,12 @@ class LocalBackend:
         seq = self.store.seq
         items, passages = self._counts(seq)
         index = self._index_at(seq)
-        if items != passages or index.ntotal == 0 or is_compressed(index.factory):
+        if items != passages or is_compressed(index.factory):
             return nearest_by_knn(self, vectors, k, ef_search, nprobe, include, where)
         self._plan.value = None
         allowed = self.allowed_passages(where, seq)
-        direct = None if allowed is not None else index.direct()
-        if direct is None:  # a filter to plan, or tombstones to skip
+        found = None if allowed is not None else index.search_direct(vectors, k, ef_search, nprobe)
+        if found is None:  # a filter to plan, tombstones to skip, or nothing to search
             ranked = self.rowid_knn(vectors, k, allowed, ef_search, nprobe, seq=seq)
             if include:
                 passages = [[p for p, _ in ranking[:k]] for ranking in ranked]
@@ -442,16 +442,15 @@ class LocalBackend:
                 [Hit(i, s, None, None, None) for i, (_, s) in zip(item_ids([p >> PASSAGE_BITS for p, _ in r]), r) if i]
                 for r in ranked
             ]
-        params = index.search_params(ef_search, nprobe)
-        distances, positions = direct[0].search(vectors, min(k, index.ntotal), params=params)
-        scores = to_scores(self.metric, distances).tolist()
+        distances, positions, labels_of = found
+        scores = score_lists(self.metric, distances)
         if include:
-            return read_passage_hits(self.store, direct[1][positions].tolist(), scores, include)
-        ids = self._position_ids(direct[1])
+            return read_passage_hits(self.store, labels_of[positions].tolist(), scores, include)
+        ids = self._position_ids(labels_of)
         if ids is None:  # more items than ids kept in memory
-            names = [self.store.item_ids(ranked) for ranked in (direct[1][positions] >> PASSAGE_BITS).tolist()]
+            names = [self.store.item_ids(ranked) for ranked in (labels_of[positions] >> PASSAGE_BITS).tolist()]
         else:
-            names = [ids[ranked].tolist() for ranked in positions]  # (position -1, no result: None)
+            names = ids[positions].tolist()  # (position -1, no result: None)
         return [
             [Hit(i, score, None, None, None) for i, score in zip(ranked, row_scores) if i is not None]
             for ranked, row_scores in zip(names, scores)
@@ -459,7 +458,7 @@ class LocalBackend:
 
     def _position_ids(self, labels_of: np.ndarray) -> np.ndarray | None:
         """The item id at each position of the index's inner index, with a trailing None (for
-        position -1), for ``labels_of`` (:meth:`VectorIndex.direct`'s labels); None for more than
+        position -1), for ``labels_of`` (:meth:`VectorIndex.search_direct`'s labels); None for more than
         :data:`IDS_CACHE_ITEMS` items. Made again when the labels change, from the positions that
         are new when the old labels are a prefix of the new ones (an index appends what is added)."""
         kept = self._ids_at

@@ -94,6 +94,19 @@ def rowids_digest(rowids: np.ndarray) -> str:
     return f"{len(r)}:{int(r.sum())}:{int(r2.sum())}:{int((r2 * r % DIGEST_PRIME).sum())}"
 
 
+def search_raw(index: Any, queries: np.ndarray, k: int, params: Any = None) -> tuple[np.ndarray, np.ndarray]:
+    """``index.search`` through FAISS's C++ entry point: its Python wrapper's argument checks and
+    copies cost a single-query HNSW search about as much as everything this package adds to it."""
+    n, dim = queries.shape
+    if dim != index.d or queries.dtype != np.float32 or not queries.flags.c_contiguous:
+        got = f"{queries.dtype} {queries.shape}"
+        raise ValueError(f"queries must be C-contiguous float32 of {index.d} columns, got {got}")
+    distances = np.empty((n, k), dtype=np.float32)
+    labels = np.empty((n, k), dtype=np.int64)
+    index.search_c(n, faiss.swig_ptr(queries), k, faiss.swig_ptr(distances), faiss.swig_ptr(labels), params)
+    return distances, labels
+
+
 class VectorIndex:
     """The FAISS side of one collection."""
 
@@ -467,21 +480,28 @@ class VectorIndex:
             # Search the inner index (its selectors name positions) and map ids in numpy: IndexIDMap
             # maps them in an OpenMP loop whose thread start-up, on a busy machine, cost more than a
             # whole single-query HNSW search (and ten times more than a filtered one, measured).
-            distances, positions = inner[0].search(queries, k, params=params)
+            distances, positions = search_raw(inner[0], queries, k, params)
             labels = inner[1][positions]  # position -1 (no result) reads the trailing -1
         else:
             distances, labels = self.index.search(queries, k, params=params)
         return to_scores(self.metric, distances), labels
 
-    def direct(self) -> tuple[Any, np.ndarray] | None:
-        """For an unfiltered search of an IDMap2 index without tombstones: its inner index and the
-        label (rowid) of each of the inner index's positions with a trailing -1, so that position -1
-        (no result) reads -1: the inner index's answer is then the whole answer. None where it is
-        not (tombstones to skip, no id map)."""
-        return None if self.tombstones else self._inner()
+    def search_direct(
+        self, queries: np.ndarray, k: int, ef_search: int | None = None, nprobe: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """An unfiltered search of an IDMap2 index without tombstones, on its inner index: FAISS's
+        ``(distances, positions)`` and the label (rowid) of each position with a trailing -1, so that
+        position -1 (no result) reads -1. None where that is not the whole answer (tombstones to
+        skip, no id map) or there is nothing to search. (The single-query hot path: one call.)"""
+        inner = None if self.tombstones else self._inner()
+        if inner is None or len(inner[1]) == 1:
+            return None
+        params = self._unfiltered_params(ef_search, nprobe, self._ids)
+        distances, positions = search_raw(inner[0], queries, min(k, len(inner[1]) - 1), params)
+        return distances, positions, inner[1]
 
     def _inner(self) -> tuple[Any, np.ndarray] | None:
-        """An IDMap2 index's inner index and its positions' labels (see :meth:`direct`), kept until the
+        """An IDMap2 index's inner index and its positions' labels (see :meth:`search_direct`), kept until the
         id map or the index changes: fetching the inner index's proxy and mapping missing results each
         query cost more than the rest of the mapping. None for an index without an id map (IVF)."""
         if not isinstance(self.index, faiss.IndexIDMap2):
@@ -492,10 +512,6 @@ class VectorIndex:
         if direct is None or direct[0] is not self.index or direct[1] is not self._ids:
             direct = self._direct = (self.index, self._ids, self.index.index, np.append(self._ids, -1))
         return direct[2], direct[3]
-
-    def search_params(self, ef_search: int | None = None, nprobe: int | None = None) -> Any:
-        """FAISS's parameters of an unfiltered search (built once per breadth)."""
-        return self._search_params(None, ef_search, nprobe)
 
     def _search_params(self, allowed: np.ndarray | None, ef_search: int | None, nprobe: int | None) -> Any:
         """Parameters with the selector a search needs (a filter's matches, or all but the tombstones),
@@ -515,6 +531,11 @@ class VectorIndex:
                     self._filtered_params.pop(next(iter(self._filtered_params)))
             self._filtered_params[key] = (allowed, positions, params)  # the arrays are kept: their ids stay theirs
             return params
+        return self._unfiltered_params(ef_search, nprobe, positions)
+
+    def _unfiltered_params(self, ef_search: int | None, nprobe: int | None, positions: np.ndarray | None) -> Any:
+        """Parameters of an unfiltered search (built once per breadth, and again when the positions'
+        labels change: a tombstone selector names positions)."""
         key = (ef_search, nprobe)
         found = self._params.get(key)
         if found is not None and found[0] is positions:

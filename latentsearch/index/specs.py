@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import re
+from array import array
 from typing import Any
 
 import numpy as np
@@ -99,6 +100,20 @@ def to_scores(metric: str, distances: np.ndarray) -> np.ndarray:
     if metric == "l2":
         return np.negative(np.sqrt(np.maximum(distances, 0, out=distances), out=distances), out=distances)
     return distances
+
+
+SMALL_ANSWER = 64  # distances below this count are made scores in Python (see score_lists)
+
+
+def score_lists(metric: str, distances: np.ndarray) -> list[list[float]]:
+    """:func:`to_scores` as lists of floats, one per query. A small answer (one query's ten distances)
+    is converted in Python: after a graph walk has emptied the CPU's caches, each numpy call cost more
+    than the loop. The square roots are the same to the bit: a double's correctly rounded sqrt, rounded
+    to float32, is float32's correctly rounded sqrt (53 >= 2 * 24 + 2 bits)."""
+    if metric != "l2" or distances.size > SMALL_ANSWER:
+        return to_scores(metric, distances).tolist()
+    sqrt = math.sqrt
+    return [array("f", [-sqrt(d) if d > 0 else -0.0 for d in row]).tolist() for row in distances.tolist()]
 
 
 def is_compressed(factory: str) -> bool:
