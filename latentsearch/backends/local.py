@@ -552,26 +552,28 @@ class LocalBackend:
             ef_search, nprobe = plan.ef_search or ef_search, plan.nprobe or nprobe
         if index.ntotal == 0:
             return [[] for _ in range(len(queries))]
-        compressed = is_compressed(index.factory)
-        fetch = k * RERANK_FACTOR if compressed else k
-        scores, labels = index.search(queries, fetch, allowed=allowed, ef_search=ef_search, nprobe=nprobe)
-        if allowed is None and not compressed:  # the common case: every row as FAISS ranked it
-            return [
+        if not is_compressed(index.factory):  # every row as FAISS ranked it
+            scores, labels = index.search_lists(queries, k, allowed=allowed, ef_search=ef_search, nprobe=nprobe)
+            ranked = [
                 [(r, s) for r, s in zip(row_labels, row_scores) if r >= 0]
-                for row_labels, row_scores in zip(labels.tolist(), scores.tolist())
+                for row_labels, row_scores in zip(labels, scores)
             ]
+            if allowed is None:
+                return ranked
+            # A walk that ran out of allowed neighbours: that query is answered exactly.
+            wanted = min(k, len(allowed))
+            return [
+                found if len(found) >= wanted else self.exact_knn(queries[qi : qi + 1], k, allowed, cache=True)[0]
+                for qi, found in enumerate(ranked)
+            ]
+        scores, labels = index.search(queries, k * RERANK_FACTOR, allowed=allowed, ef_search=ef_search, nprobe=nprobe)
         results = []
         for qi in range(len(queries)):
             found = labels[qi] >= 0
             if allowed is not None and found.sum() < min(k, len(allowed)):
-                # The approximate walk ran out of allowed neighbours: answer this query exactly.
                 results.append(self.exact_knn(queries[qi : qi + 1], k, allowed, cache=True)[0])
-                continue
-            rowids = labels[qi][found]
-            if compressed:
-                results.append(self.exact_knn(queries[qi : qi + 1], k, rowids)[0])
-            else:
-                results.append(list(zip(rowids.tolist(), scores[qi][found].tolist())))
+            else:  # re-ranked on the float vectors
+                results.append(self.exact_knn(queries[qi : qi + 1], k, labels[qi][found])[0])
         return results
 
     def search_plan(self) -> str | None:

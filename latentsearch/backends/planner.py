@@ -22,6 +22,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -52,6 +53,7 @@ class Plan:
         return f"{how[self.kind]} over {self.matches:,} matches"
 
 
+@lru_cache(maxsize=1024)  # (a plan per query otherwise: the same few, made again each search)
 def plan_filtered(
     matches: int,
     total: int,

@@ -37,6 +37,7 @@ from latentsearch.index.specs import (
     factory_for,
     is_compressed,
     new_faiss_index,
+    score_lists,
     to_scores,
     validate_spec,
 )
@@ -472,6 +473,26 @@ class VectorIndex:
         ``allowed`` restricts the search to those rowids (a pre-filter through an IDSelector).
         Scores are cosine similarities or inner products, or negated Euclidean distances for l2.
         """
+        distances, labels = self._search(queries, k, allowed, ef_search, nprobe)
+        return to_scores(self.metric, distances), labels
+
+    def search_lists(
+        self,
+        queries: np.ndarray,
+        k: int,
+        *,
+        allowed: np.ndarray | None = None,
+        ef_search: int | None = None,
+        nprobe: int | None = None,
+    ) -> tuple[list[list[float]], list[list[int]]]:
+        """:meth:`search` as Python lists, one per query (what a ranking is made of; a single query's
+        few scores are made without numpy: :func:`~latentsearch.index.specs.score_lists`)."""
+        distances, labels = self._search(queries, k, allowed, ef_search, nprobe)
+        return score_lists(self.metric, distances), labels.tolist()
+
+    def _search(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None, ef_search: int | None, nprobe: int | None
+    ) -> tuple[np.ndarray, np.ndarray]:
         k = max(1, min(k, self.ntotal))
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         inner = self._inner()
@@ -481,10 +502,8 @@ class VectorIndex:
             # maps them in an OpenMP loop whose thread start-up, on a busy machine, cost more than a
             # whole single-query HNSW search (and ten times more than a filtered one, measured).
             distances, positions = search_raw(inner[0], queries, k, params)
-            labels = inner[1][positions]  # position -1 (no result) reads the trailing -1
-        else:
-            distances, labels = self.index.search(queries, k, params=params)
-        return to_scores(self.metric, distances), labels
+            return distances, inner[1][positions]  # position -1 (no result) reads the trailing -1
+        return self.index.search(queries, k, params=params)
 
     def search_direct(
         self, queries: np.ndarray, k: int, ef_search: int | None = None, nprobe: int | None = None
