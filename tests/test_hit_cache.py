@@ -36,8 +36,31 @@ def test_a_repeated_search_reads_no_row(texts):
     run = statements(col.backend.store)
     assert fields(col.search(vectors[3], k=5)) == first
     assert run == []  # the sequence from the -shm header, the rows from memory
-    col.search(vectors[3], k=5, include=["metadata"])  # other fields: read from SQLite, not the cache
+    col.search(vectors[3], k=5, include=["text", "metadata"])  # rows kept by item, not by passage
+    run.clear()
+    for include in (["metadata"], ["text"], ["passage"]):  # fewer fields: cut from the kept rows
+        hits = col.search(vectors[3], k=5, include=include)
+        assert fields(hits) == [
+            (
+                i,
+                t if "text" in include else None,
+                m if "metadata" in include else None,
+                p if "passage" in include else None,
+            )
+            for i, t, m, p in first
+        ]
+    assert run == []
+    col.search(vectors[3], k=5, include=["vector"])  # vectors are never kept
     assert any("json_each" in sql for sql in run)
+
+
+def test_rows_read_with_fewer_fields_are_not_kept(texts):
+    col, vectors = texts
+    narrow = col.search(vectors[4], k=5, include=["metadata"])
+    assert [h.text for h in narrow] == [None] * 5 and all(h.metadata for h in narrow)
+    assert col.backend.store._hit_rows == {}
+    full = col.search(vectors[4], k=5)
+    assert [h.metadata for h in full] == [h.metadata for h in narrow] and all(h.text for h in full)
 
 
 def test_a_hit_s_metadata_is_its_own(texts):

@@ -517,13 +517,15 @@ class Store:
         uri`` when ``include`` has "text", ``metadata`` (JSON) for "metadata" and ``vector`` (bytes)
         for "vector". Keys whose item (or passage) is gone are left out.
 
-        The rows of the default fields (text and metadata, no vector) are kept in memory once read,
-        until the next write by anyone (the change sequence moves; a pread tells): reading ten rows
-        from SQLite after a graph walk costs a quarter of an HNSW search, a dict lookup nothing. What
-        a search returns is what SQLite holds at the moment it checks the sequence."""
-        if include - {"passage"} != _CACHED_FIELDS:
+        The rows of the default fields (text and metadata) are kept in memory once read, until the
+        next write by anyone (the change sequence moves; a pread tells): reading ten rows from SQLite
+        after a graph walk costs a quarter of an HNSW search, a dict lookup nothing. Fewer fields are
+        cut from kept rows (what is not kept is read with those fields alone, and not kept); vectors
+        are always read. What a search returns is what SQLite holds when it checks the sequence."""
+        if "vector" in include:
             with self._read() as conn:
                 return {row[0]: row for row in self._select_hit_rows(conn, keys, include, by_passage)}
+        default = include - {"passage"} == _CACHED_FIELDS
         with self._lock:
             seq = self.seq
             kept = self._hit_rows
@@ -537,19 +539,25 @@ class Store:
                 if row is None:
                     missing.append(key)
                 else:
-                    found[key] = row
+                    found[key] = row if default else _fields_of(row, include, by_passage)
             if missing:
                 with self._read() as conn:
                     rows = self._select_hit_rows(conn, missing, include, by_passage).fetchall()
-                size = sum(HIT_ROW_BYTES + sum(len(f) for f in row if isinstance(f, str)) for row in rows)
-                if len(kept) + len(rows) > HIT_CACHE_ROWS or self._hit_rows_bytes + size > HIT_CACHE_BYTES:
-                    kept.clear()  # (simpler than an LRU, and the cache refills at the read's own cost)
-                    self._hit_rows_bytes = 0
-                if size <= HIT_CACHE_BYTES:
-                    kept.update(((by_passage, row[0]), row) for row in rows)
-                    self._hit_rows_bytes += size
+                if default:
+                    self._keep_hit_rows(rows, by_passage)
                 found.update((row[0], row) for row in rows)
             return found
+
+    def _keep_hit_rows(self, rows: list[tuple[Any, ...]], by_passage: bool) -> None:
+        """Add default-field rows to the kept ones (see :meth:`hit_rows`), within the bounds."""
+        kept = self._hit_rows
+        size = sum(HIT_ROW_BYTES + sum(len(f) for f in row if isinstance(f, str)) for row in rows)
+        if len(kept) + len(rows) > HIT_CACHE_ROWS or self._hit_rows_bytes + size > HIT_CACHE_BYTES:
+            kept.clear()  # (simpler than an LRU, and the cache refills at the read's own cost)
+            self._hit_rows_bytes = 0
+        if size <= HIT_CACHE_BYTES:
+            kept.update(((by_passage, row[0]), row) for row in rows)
+            self._hit_rows_bytes += size
 
     @staticmethod
     def _select_hit_rows(
@@ -1030,6 +1038,17 @@ def _row_dict(row: tuple[Any, ...], with_vector: bool) -> dict[str, Any]:
     if with_vector:
         item["vector"] = np.frombuffer(row[6], dtype=np.float32)
     return item
+
+
+def _fields_of(row: tuple[Any, ...], include: frozenset[str], by_passage: bool) -> tuple[Any, ...]:
+    """A kept default-field hit row (``key, id, text, uri, metadata`` and the passage's four) cut to
+    the shape :meth:`Store.hit_rows` gives for ``include``."""
+    out = row[:2]
+    if "text" in include:
+        out += row[2:4]
+    if "metadata" in include:
+        out += row[4:5]
+    return out + row[5:9] if by_passage else out
 
 
 def _keyed(
