@@ -386,7 +386,7 @@ class LocalBackend:
             return None
         sql, params = compile_filter(where)
         seq = self.store.seq if seq is None else seq
-        key = (sql, json.dumps(params))
+        key = (sql, repr(params))  # (scalars: repr tells 1, 1.0, True and '1' apart, and costs less than JSON)
         with self._lock:
             if self._filters_seq != seq:
                 self._filters, self._filters_seq = {}, seq
