@@ -652,9 +652,11 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
             # The hot path of vector search (a recommender's, an evaluation's, a vector store's): nothing
             # to fuse, exclude or explain, so no request is built; the backend's shortest path.
             k = check_k(k)
-            ef_search, nprobe = check_tuning(ef_search, nprobe)
+            if ef_search is not None or nprobe is not None:
+                ef_search, nprobe = check_tuning(ef_search, nprobe)
             fields = check_include(include)
-            compile_filter(where)  # a malformed filter is refused before any work
+            if where is not None:
+                compile_filter(where)  # a malformed filter is refused before any work
             vectors = self.prepare_vectors(query, expected=1)
             return Hits(self.backend.nearest(vectors, k, ef_search, nprobe, fields, where)[0])
         text_or_image = query is None or isinstance(query, str) or is_image(query)

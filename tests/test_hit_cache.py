@@ -58,7 +58,7 @@ def test_rows_read_with_fewer_fields_are_not_kept(texts):
     col, vectors = texts
     narrow = col.search(vectors[4], k=5, include=["metadata"])
     assert [h.text for h in narrow] == [None] * 5 and all(h.metadata for h in narrow)
-    assert col.backend.store._hit_rows == {}
+    assert col.backend.store._hit_rows == {False: {}, True: {}}
     full = col.search(vectors[4], k=5)
     assert [h.metadata for h in full] == [h.metadata for h in narrow] and all(h.text for h in full)
 
@@ -104,7 +104,10 @@ def test_a_full_cache_starts_over_and_answers_the_same(texts, monkeypatch):
         monkeypatch.setattr(store_module, limit, size)
         store.write_manifest({"note": limit})  # a commit: the cache starts empty
         assert [fields(col.search(v, k=5)) for v in vectors] == expected
-        assert len(store._hit_rows) <= 7 if limit == "HIT_CACHE_ROWS" else store._hit_rows_bytes <= 700
+        kept = sum(len(rows) for rows in store._hit_rows.values())
+        assert kept == store._hit_rows_count and (
+            kept <= 7 if limit == "HIT_CACHE_ROWS" else store._hit_rows_bytes <= 700
+        )
         monkeypatch.undo()
 
 

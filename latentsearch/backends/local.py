@@ -743,7 +743,7 @@ def read_passage_hits(
     keys = {p for ranked in passages for p in ranked if p >= 0}
     if not through_passage:
         keys = {p >> PASSAGE_BITS for p in keys}
-    rows = store.hit_rows(sorted(keys), include, by_passage=through_passage) if keys else {}
+    rows = store.hit_rows(list(keys), include, by_passage=through_passage) if keys else {}  # (misses read sorted)
     fields = _HitFields(include)
     out = []
     for ranked, ranked_scores in zip(passages, scores):

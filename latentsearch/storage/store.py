@@ -139,8 +139,10 @@ class Store:
         self._lock = threading.RLock()
         # Items' ids by rowid, for ids-only hits (see item_ids); None until the first such search.
         self._ids_by_rowid: dict[int, str] | None = None
-        # Hits' rows by (by passage, key), valid at the change sequence beside them (see hit_rows).
-        self._hit_rows: dict[tuple[bool, int], tuple[Any, ...]] = {}
+        # Hits' rows by item rowid [False] and by passage id [True], valid at the change sequence
+        # beside them (see hit_rows).
+        self._hit_rows: dict[bool, dict[int, tuple[Any, ...]]] = {False: {}, True: {}}
+        self._hit_rows_count = 0
         self._hit_rows_seq: int | None = None
         self._hit_rows_bytes = 0
         # The change sequence last read and the WAL-index header seen just before reading it (see seq).
@@ -528,35 +530,39 @@ class Store:
         default = include - {"passage"} == _CACHED_FIELDS
         with self._lock:
             seq = self.seq
-            kept = self._hit_rows
             if self._hit_rows_seq != seq:
-                kept.clear()
-                self._hit_rows_seq, self._hit_rows_bytes = seq, 0
+                self._clear_hit_rows()
+                self._hit_rows_seq = seq
+            kept = self._hit_rows[by_passage]
             found: dict[int, tuple[Any, ...]] = {}
             missing = []
             for key in keys:
-                row = kept.get((by_passage, key))
+                row = kept.get(key)
                 if row is None:
                     missing.append(key)
                 else:
                     found[key] = row if default else _fields_of(row, include, by_passage)
             if missing:
                 with self._read() as conn:
-                    rows = self._select_hit_rows(conn, missing, include, by_passage).fetchall()
+                    rows = self._select_hit_rows(conn, sorted(missing), include, by_passage).fetchall()
                 if default:
                     self._keep_hit_rows(rows, by_passage)
                 found.update((row[0], row) for row in rows)
             return found
 
+    def _clear_hit_rows(self) -> None:
+        for kept in self._hit_rows.values():
+            kept.clear()
+        self._hit_rows_count = self._hit_rows_bytes = 0
+
     def _keep_hit_rows(self, rows: list[tuple[Any, ...]], by_passage: bool) -> None:
         """Add default-field rows to the kept ones (see :meth:`hit_rows`), within the bounds."""
-        kept = self._hit_rows
         size = sum(HIT_ROW_BYTES + sum(len(f) for f in row if isinstance(f, str)) for row in rows)
-        if len(kept) + len(rows) > HIT_CACHE_ROWS or self._hit_rows_bytes + size > HIT_CACHE_BYTES:
-            kept.clear()  # (simpler than an LRU, and the cache refills at the read's own cost)
-            self._hit_rows_bytes = 0
-        if size <= HIT_CACHE_BYTES:
-            kept.update(((by_passage, row[0]), row) for row in rows)
+        if self._hit_rows_count + len(rows) > HIT_CACHE_ROWS or self._hit_rows_bytes + size > HIT_CACHE_BYTES:
+            self._clear_hit_rows()  # (simpler than an LRU, and the cache refills at the read's own cost)
+        if size <= HIT_CACHE_BYTES and len(rows) <= HIT_CACHE_ROWS:
+            self._hit_rows[by_passage].update((row[0], row) for row in rows)
+            self._hit_rows_count += len(rows)
             self._hit_rows_bytes += size
 
     @staticmethod
