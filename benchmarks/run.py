@@ -25,6 +25,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str] | None]] = {
     "clusters": ([], None),  # encodes about 4,000 texts
     "server_load": ([], []),
     "performance": ([], ["--quick"]),
+    "hot_path": ([], []),  # half a minute
     "filters": ([], ["--quick"]),
     "images": ([], None),
     "distributed": ([], None),

@@ -123,3 +123,21 @@ def test_the_cache_follows_the_sequence_not_the_connection(home):
     other.close()
     assert store.hit_rows([1], frozenset({"text", "metadata"}), by_passage=False)[1][2] == "changed"
     col.close()
+
+
+def test_kept_metadata_is_copied_flat_and_parsed_when_nested(home):
+    vectors = random_vectors(4, 4, seed=8)
+    col = ls.create("nested", encoder="precomputed", dim=4, metric="l2", home=home)
+    metadata = [{"tags": ["a", "b"], "n": 1}, {"n": 2, "s": "x", "f": 1.5, "t": True, "z": None}, {}, {"d": {"e": 1}}]
+    col.add(["0", "1", "2", "3"], vectors=vectors, metadata=metadata)
+    for _ in range(2):  # read from SQLite, then from memory
+        for vector, expected in zip(vectors, metadata):
+            hit = col.search(vector, k=1)[0]
+            assert hit.metadata == expected
+            if hit.metadata:
+                for value in hit.metadata.values():  # nested values are the hit's own too
+                    if isinstance(value, (list, dict)):
+                        value.clear()
+                hit.metadata["added"] = 1
+    assert [col.search(v, k=1)[0].metadata for v in vectors] == metadata
+    col.close()

@@ -773,7 +773,9 @@ class _HitFields:
         if self.text:
             text, uri, at = row[2], row[3], 4
         if self.metadata:
-            metadata = {} if row[at] == "{}" else json.loads(row[at])  # most items carry none
+            # A kept row's flat fields are copied (the copy is the hit's own); most items carry none.
+            kept = row[at]
+            metadata = kept.copy() if type(kept) is dict else {} if kept == "{}" else json.loads(kept)
             at += 1
         if self.vector:
             vector = np.frombuffer(row[at], dtype=np.float32)

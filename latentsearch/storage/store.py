@@ -516,8 +516,9 @@ class Store:
         """What search hits show, in one query. ``keys`` are item rowids, or with
         ``by_passage`` the matched passages' ids (then each row also has that passage's ``start,
         end, page, text``; NULLs for an item without text). Each row is ``(key, id)``, then ``text,
-        uri`` when ``include`` has "text", ``metadata`` (JSON) for "metadata" and ``vector`` (bytes)
-        for "vector". Keys whose item (or passage) is gone are left out.
+        uri`` when ``include`` has "text", ``metadata`` for "metadata" (JSON text; from kept rows, a
+        dict of flat fields to copy, never to hand out) and ``vector`` (bytes) for "vector". Keys whose
+        item (or passage) is gone are left out.
 
         The rows of the default fields (text and metadata) are kept in memory once read, until the
         next write by anyone (the change sequence moves; a pread tells): reading ten rows from SQLite
@@ -561,7 +562,7 @@ class Store:
         if self._hit_rows_count + len(rows) > HIT_CACHE_ROWS or self._hit_rows_bytes + size > HIT_CACHE_BYTES:
             self._clear_hit_rows()  # (simpler than an LRU, and the cache refills at the read's own cost)
         if size <= HIT_CACHE_BYTES and len(rows) <= HIT_CACHE_ROWS:
-            self._hit_rows[by_passage].update((row[0], row) for row in rows)
+            self._hit_rows[by_passage].update((row[0], row[:4] + (_kept_metadata(row[4]),) + row[5:]) for row in rows)
             self._hit_rows_count += len(rows)
             self._hit_rows_bytes += size
 
@@ -1044,6 +1045,16 @@ def _row_dict(row: tuple[Any, ...], with_vector: bool) -> dict[str, Any]:
     if with_vector:
         item["vector"] = np.frombuffer(row[6], dtype=np.float32)
     return item
+
+
+def _kept_metadata(text: str) -> str | dict[str, Any]:
+    """A kept row's metadata: parsed once when every value is a string, number, boolean or null (a
+    shallow copy of it is then a hit's own dict, cheaper than parsing again), else the JSON text."""
+    if text == "{}":
+        return text
+    fields = json.loads(text)
+    flat = isinstance(fields, dict) and all(not isinstance(v, (dict, list)) for v in fields.values())
+    return fields if flat else text
 
 
 def _fields_of(row: tuple[Any, ...], include: frozenset[str], by_passage: bool) -> tuple[Any, ...]:
