@@ -714,10 +714,10 @@ def read_hits(
                 passage_ids.add(key.passage)
             else:
                 rowids.add(int(key))
-    by_passage = store.hit_rows(sorted(passage_ids), include, by_passage=True) if passage_ids else {}
+    by_passage = store.hit_rows(list(passage_ids), include, by_passage=True) if passage_ids else {}
     # A passage gone while its item stays (the item was rewritten since the ranking): the item alone.
     rowids.update(p >> PASSAGE_BITS for p in passage_ids if p not in by_passage)
-    by_rowid = store.hit_rows(sorted(rowids), include, by_passage=False) if rowids else {}
+    by_rowid = store.hit_rows(list(rowids), include, by_passage=False) if rowids else {}
     fields = _HitFields(include)
     out = []
     for ranking in rankings:

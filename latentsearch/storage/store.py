@@ -142,7 +142,6 @@ class Store:
         # Hits' rows by item rowid [False] and by passage id [True], valid at the change sequence
         # beside them (see hit_rows).
         self._hit_rows: dict[bool, dict[int, tuple[Any, ...]]] = {False: {}, True: {}}
-        self._hit_rows_count = 0
         self._hit_rows_seq: int | None = None
         self._hit_rows_bytes = 0
         # The change sequence last read and the WAL-index header seen just before reading it (see seq).
@@ -554,16 +553,16 @@ class Store:
     def _clear_hit_rows(self) -> None:
         for kept in self._hit_rows.values():
             kept.clear()
-        self._hit_rows_count = self._hit_rows_bytes = 0
+        self._hit_rows_bytes = 0
 
     def _keep_hit_rows(self, rows: list[tuple[Any, ...]], by_passage: bool) -> None:
         """Add default-field rows to the kept ones (see :meth:`hit_rows`), within the bounds."""
         size = sum(HIT_ROW_BYTES + sum(len(f) for f in row if isinstance(f, str)) for row in rows)
-        if self._hit_rows_count + len(rows) > HIT_CACHE_ROWS or self._hit_rows_bytes + size > HIT_CACHE_BYTES:
+        count = sum(len(kept) for kept in self._hit_rows.values())
+        if count + len(rows) > HIT_CACHE_ROWS or self._hit_rows_bytes + size > HIT_CACHE_BYTES:
             self._clear_hit_rows()  # (simpler than an LRU, and the cache refills at the read's own cost)
         if size <= HIT_CACHE_BYTES and len(rows) <= HIT_CACHE_ROWS:
             self._hit_rows[by_passage].update((row[0], row[:4] + (_kept_metadata(row[4]),) + row[5:]) for row in rows)
-            self._hit_rows_count += len(rows)
             self._hit_rows_bytes += size
 
     @staticmethod
