@@ -656,7 +656,7 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
                 ef_search, nprobe = check_tuning(ef_search, nprobe)
             fields = check_include(include)
             if where is not None:
-                compile_filter(where)  # a malformed filter is refused before any work
+                where = compile_filter(where)  # a malformed filter is refused before any work; compiled once
             vectors = self.prepare_vectors(query, expected=1)
             return Hits(self.backend.nearest(vectors, k, ef_search, nprobe, fields, where)[0])
         text_or_image = query is None or isinstance(query, str) or is_image(query)

@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,13 +22,14 @@ from typing import Any
 import numpy as np
 
 from latentsearch.backends.base import PassageSpan, Ranking, VectorTable, WriteBatch, nearest_by_knn
-from latentsearch.backends.planner import SubsetCache, plan_filtered
+from latentsearch.backends.planner import SubsetCache, plan_filtered, subindex_plan
 from latentsearch.errors import EncoderMismatchError, InvalidInputError
 from latentsearch.index.faiss_index import CHECKPOINT_FILE, INDEX_FILE, ProgressFn, VectorIndex
-from latentsearch.index.specs import faiss_metric, is_compressed, score_lists, to_scores
+from latentsearch.index.specs import DEFAULT_EF_SEARCH, faiss_metric, is_compressed, score_lists, to_scores
+from latentsearch.index.subindex import SubIndexCache
 from latentsearch.limits import check_tuning
 from latentsearch.records import DEFAULT_INCLUDE, Hit, Item, Passage
-from latentsearch.storage.filters import compile_filter
+from latentsearch.storage.filters import MATCH_ALL, compile_filter
 from latentsearch.storage.store import DB_FILE, FORMAT_VERSION, IDS_CACHE_ITEMS, PASSAGE_BITS, Store
 
 log = logging.getLogger("latentsearch")
@@ -82,6 +84,7 @@ class LocalBackend:
         self._filters: dict[tuple[str, str], np.ndarray] = {}
         self._filters_seq = -1
         self._subsets = SubsetCache()  # filters' match vectors, for exact search over them
+        self.subindexes = SubIndexCache()  # graphs of repeated filters' matches
         self._plan = threading.local()  # the last filtered search's plan, per thread (for --explain)
         self._shape = (-1, 0, 0)  # (change sequence, items, passages): how many passages an item has
         self._ids_at: tuple[np.ndarray, np.ndarray] | None = None  # (index labels, their item ids): see nearest
@@ -213,6 +216,7 @@ class LocalBackend:
             self._index = None
             self._filters.clear()
             self._subsets = SubsetCache()
+            self.subindexes.clear()
             # A stale index would catch up (the old passages deleted, the new added), but a rebuild
             # is cleaner; a crash before these unlinks leaves an index that catches up or is rebuilt.
             for stale in (INDEX_FILE, CHECKPOINT_FILE):
@@ -385,6 +389,8 @@ class LocalBackend:
         if where is None or where == {}:
             return None
         sql, params = compile_filter(where)
+        if sql == MATCH_ALL:
+            return None
         seq = self.store.seq if seq is None else seq
         key = (sql, repr(params))  # (scalars: repr tells 1, 1.0, True and '1' apart, and costs less than JSON)
         with self._lock:
@@ -532,8 +538,11 @@ class LocalBackend:
         (a filter's matches: :func:`~latentsearch.backends.planner.plan_filtered` chooses how); ``seq``:
         the change sequence the caller read for this search."""
         ef_search, nprobe = check_tuning(ef_search, nprobe)  # every vector search of a collection passes here
-        index = self.index if seq is None else self._index_at(seq)
+        if seq is None:
+            seq = self.store.seq
+        index = self._index_at(seq)
         self._plan.value = None
+        walk = None
         if allowed is not None:
             if len(allowed) == 0:
                 return [[] for _ in range(len(queries))]
@@ -544,11 +553,17 @@ class LocalBackend:
                 dim=self.dim,
                 ef_search=ef_search,
                 nprobe=nprobe,
-                nlist=index.nlist,
+                nlist=index.nlist if index.factory.startswith("IVF") else 1,
             )
             self._plan.value = plan
             if plan.kind == "exact":
                 return self.exact_knn(queries, k, allowed, cache=True)
+            if plan.kind == "index" and index.factory.startswith("HNSW") and not is_compressed(index.factory):
+                sub = self.subindexes.get(seq, allowed)
+                if sub is not None:
+                    self._plan.value = subindex_plan(plan.matches, ef_search or DEFAULT_EF_SEARCH)
+                    return self._complete(queries, k, allowed, sub.search(queries, k, ef_search))
+                walk = time.perf_counter()
             ef_search, nprobe = plan.ef_search or ef_search, plan.nprobe or nprobe
         if index.ntotal == 0:
             return [[] for _ in range(len(queries))]
@@ -560,12 +575,16 @@ class LocalBackend:
             ]
             if allowed is None:
                 return ranked
-            # A walk that ran out of allowed neighbours: that query is answered exactly.
-            wanted = min(k, len(allowed))
-            return [
-                found if len(found) >= wanted else self.exact_knn(queries[qi : qi + 1], k, allowed, cache=True)[0]
-                for qi, found in enumerate(ranked)
-            ]
+            if walk is not None:  # (what the walks under this filter cost: see SubIndexCache)
+                self.subindexes.charge(
+                    seq,
+                    allowed,
+                    time.perf_counter() - walk,
+                    dim=self.dim,
+                    metric=self.metric,
+                    gather=self._float_vectors,
+                )
+            return self._complete(queries, k, allowed, ranked)
         scores, labels = index.search(queries, k * RERANK_FACTOR, allowed=allowed, ef_search=ef_search, nprobe=nprobe)
         results = []
         for qi in range(len(queries)):
@@ -575,6 +594,17 @@ class LocalBackend:
             else:  # re-ranked on the float vectors
                 results.append(self.exact_knn(queries[qi : qi + 1], k, labels[qi][found])[0])
         return results
+
+    def _complete(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray, ranked: list[list[tuple[int, float]]]
+    ) -> list[list[tuple[int, float]]]:
+        """Rankings of a filtered search, each query whose graph search ran out of allowed neighbours
+        answered exactly instead."""
+        wanted = min(k, len(allowed))
+        return [
+            found if len(found) >= wanted else self.exact_knn(queries[qi : qi + 1], k, allowed, cache=True)[0]
+            for qi, found in enumerate(ranked)
+        ]
 
     def search_plan(self) -> str | None:
         """How this thread's last filtered vector search ran (None: it had no filter)."""
@@ -659,6 +689,7 @@ class LocalBackend:
 
     def close(self) -> None:
         """Checkpoint the index (raising what stops it) and close the store either way."""
+        self.subindexes.close()
         try:
             self.save()
         finally:

@@ -1,6 +1,6 @@
 """Choosing how a filtered vector search runs, from the filter's match count (known before searching).
 
-Three plans, by what each costs per query:
+Three plans, by what each costs per query, and a fourth for filters that come back:
 
 - ``exact``: exact k-NN over the matching float vectors, held in memory (gathered once per filter
   and collection version, from the index when it keeps floats, else from SQLite; see
@@ -11,6 +11,10 @@ Three plans, by what each costs per query:
   a few times ``M·efSearch`` distances for HNSW (the crossover is measured: :data:`WALK_DISTANCES`), and the
   listed vectors for IVF.
 - ``scan``: the index's own exact scan with the selector (a flat index too large to gather).
+
+A filter whose HNSW walks have cost as much as a graph of its own matches would is then searched on
+one, built in the background (``subindex``: :mod:`latentsearch.index.subindex`), at the caller's
+breadth.
 
 A query whose ANN walk still finds fewer than k allowed neighbours is answered exactly (``exact``).
 """
@@ -38,7 +42,7 @@ EXACT_SCAN_LIMIT = 200_000  # matches of a flat index gathered for exact search;
 
 @dataclass(frozen=True)
 class Plan:
-    """How one filtered search runs: ``kind`` (``exact``, ``index`` or ``scan``) and the breadth
+    """How one filtered search runs: ``kind`` (``exact``, ``index``, ``subindex`` or ``scan``) and the breadth
     the index searches with (``ef_search`` for HNSW, ``nprobe`` for IVF; None where unused)."""
 
     kind: str
@@ -49,7 +53,12 @@ class Plan:
     def describe(self) -> str:
         """One line for ``--explain``: ``index (HNSW efSearch 203) over 6,053 matches``."""
         breadth = f" efSearch {self.ef_search}" if self.ef_search else f" nprobe {self.nprobe}" if self.nprobe else ""
-        how = {"exact": "exact k-NN in memory", "index": f"index{breadth} with a selector", "scan": "index scan"}
+        how = {
+            "exact": "exact k-NN in memory",
+            "index": f"index{breadth} with a selector",
+            "subindex": f"HNSW sub-index of the matches{breadth}",
+            "scan": "index scan",
+        }
         return f"{how[self.kind]} over {self.matches:,} matches"
 
 
@@ -81,6 +90,12 @@ def plan_filtered(
         exact = matches <= probe * total / max(nlist, 1)  # the vectors its lists hold
         return Plan("exact", matches) if exact and fits else Plan("index", matches, nprobe=probe)
     return Plan("exact", matches) if matches <= EXACT_SCAN_LIMIT and fits else Plan("scan", matches)
+
+
+@lru_cache(maxsize=1024)
+def subindex_plan(matches: int, ef_search: int) -> Plan:
+    """The plan of a search on a filter's own graph (:mod:`latentsearch.index.subindex`)."""
+    return Plan("subindex", matches, ef_search=ef_search)
 
 
 class SubsetCache:

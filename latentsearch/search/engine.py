@@ -104,7 +104,8 @@ def search_batch(
     k = check_int("k", k, 1, MAX_K)
     ef_search, nprobe = check_tuning(ef_search, nprobe)
     fields = check_include(include)
-    compile_filter(where)  # refused here, before any encoding or any shard sees it
+    if where is not None:
+        where = compile_filter(where)  # refused here, before any encoding or any shard sees it; compiled once
     vectors = collection.encode(list(queries)) if is_text_batch(queries) else collection.prepare_vectors(queries)
     if not exclude:  # nothing left out: the hot path
         return [Hits(hits) for hits in collection.backend.nearest(vectors, k, ef_search, nprobe, fields, where)]

@@ -98,12 +98,13 @@ class SearchRequest:
             what = "an image" if is_image(self.query) else "a vector query"
             raise InvalidInputError(f"{self.mode} search needs a text query (or like=ID); {what} searches by vector")
         self.fusion_for(Fusion())  # a bad fusion, weight or rrf_k is refused here
-        compile_filter(self.where)  # a malformed filter is refused before any work
+        # A malformed filter is refused before any work; compiled once, for every mode that applies it.
+        where = None if self.where is None else compile_filter(self.where)
         if not isinstance(self.explain, bool):
             raise InvalidInputError(f"explain is true or false, got {self.explain!r}")
         ef_search, nprobe = check_tuning(self.ef_search, self.nprobe)
         include = check_include(self.include)
-        return dataclasses.replace(self, k=k, ef_search=ef_search, nprobe=nprobe, include=include)
+        return dataclasses.replace(self, k=k, where=where, ef_search=ef_search, nprobe=nprobe, include=include)
 
 
 HYBRID_DEPTH = 100  # candidates taken from each mode before fusing

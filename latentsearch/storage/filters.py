@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import json
 import re
-from typing import Any
+from typing import Any, NamedTuple
 
 from latentsearch.errors import FilterError
 from latentsearch.limits import INT64_MAX, INT64_MIN, MAX_NESTING, check_json_value, check_text
@@ -33,17 +33,27 @@ _SCALARS = (str, int, float, bool, type(None))
 MATCH_ALL = "1"  # the condition of no filter (or an empty one)
 
 
-def compile_filter(where: Filter | str | None) -> tuple[str, list[Any]]:
+class CompiledFilter(NamedTuple):
+    """A filter compiled to an SQL condition and its parameters. Given where a filter is taken, it is
+    used as it is: a search checks (compiles) its filter once, before any work, and passes this on."""
+
+    sql: str
+    params: list[Any]
+
+
+def compile_filter(where: Filter | str | CompiledFilter | None) -> CompiledFilter:
     """Compile a filter (dict or expression string) to an SQL condition and its parameters.
 
     The condition refers to the ``metadata`` column of the ``items`` table. An empty filter
     compiles to :data:`MATCH_ALL`.
     """
+    if type(where) is CompiledFilter:
+        return where
     if where is None:
-        return MATCH_ALL, []
+        return CompiledFilter(MATCH_ALL, [])
     if isinstance(where, str):
         sql, params = _compiled_expression(where)
-        return sql, list(params)
+        return CompiledFilter(sql, list(params))
     return _compile_filter(where)
 
 
@@ -55,7 +65,7 @@ def _compiled_expression(where: str) -> tuple[str, tuple[Any, ...]]:
     return sql, tuple(params)
 
 
-def _compile_filter(where: Any) -> tuple[str, list[Any]]:
+def _compile_filter(where: Any) -> CompiledFilter:
     if not isinstance(where, dict):
         raise FilterError(f"filter must be a dict or an expression string, got {type(where).__name__}")
     # Unicode, 64-bit integers and a first bound on depth, without recursion (a JSON body can nest
@@ -64,7 +74,7 @@ def _compile_filter(where: Any) -> tuple[str, list[Any]]:
     check_json_value(where, "the filter", FilterError, max_depth=2 * MAX_NESTING + 2, too_deep=_TOO_DEEP)
     params: list[Any] = []
     sql = _compile_node(where, params, 1)
-    return sql, params
+    return CompiledFilter(sql, params)
 
 
 def field_expression(field: str) -> str:
