@@ -168,3 +168,20 @@ def test_an_indexed_field_answers_filters_from_the_index_with_the_same_rows(home
     assert dropped.exit_code == 0 and ls.open("facets", home=home).info()["field_indexes"] == ["lang"]
     bad = runner.invoke(app, ["index-field", "facets", "no such", "--home", str(home)])
     assert bad.exit_code == 1 and "invalid field name" in bad.output
+
+
+def test_a_dict_filter_compiled_again_is_the_same_and_keeps_its_value_types():
+    where = {"$or": [{"n": {"$in": [1, 2.5]}}, {"flag": True}, {"x": None}]}
+    first = compile_filter(where)
+    first.params.append("mutated")  # a caller's change to one answer is not the next one's
+    again = compile_filter(where)
+    assert again == compile_filter({"$or": [{"n": {"$in": [1, 2.5]}}, {"flag": True}, {"x": None}]})
+    assert again.params == [1, 2.5, True] and [type(p) for p in again.params] == [int, float, bool]
+    # Equal as dict keys, different filters: 1, 1.0 and True each keep their type.
+    for value in (1, 1.0, True):
+        (param,) = compile_filter({"n": value}).params
+        assert type(param) is type(value)
+    assert compile_filter(compile_filter(where)) == again  # a compiled filter passes through
+    compile_filter({"$and": [{"a": 1}]})
+    with pytest.raises(FilterError):  # refused still, though its list twin was compiled and kept
+        compile_filter({"$and": ({"a": 1},)})

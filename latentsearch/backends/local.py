@@ -546,9 +546,10 @@ class LocalBackend:
         if allowed is not None:
             if len(allowed) == 0:
                 return [[] for _ in range(len(queries))]
+            total = max(index.ntotal - len(index.tombstones), 1)
             plan = plan_filtered(
                 len(allowed),
-                max(index.ntotal - len(index.tombstones), 1),
+                total,
                 factory=index.factory,
                 dim=self.dim,
                 ef_search=ef_search,
@@ -580,6 +581,7 @@ class LocalBackend:
                     seq,
                     allowed,
                     time.perf_counter() - walk,
+                    total=total,
                     dim=self.dim,
                     metric=self.metric,
                     gather=self._float_vectors,

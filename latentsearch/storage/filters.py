@@ -54,7 +54,44 @@ def compile_filter(where: Filter | str | CompiledFilter | None) -> CompiledFilte
     if isinstance(where, str):
         sql, params = _compiled_expression(where)
         return CompiledFilter(sql, list(params))
-    return _compile_filter(where)
+    key = _frozen(where, 2 * MAX_NESTING + 2)
+    found = _compiled_dicts.get(key) if key is not None else None
+    if found is not None:
+        return CompiledFilter(found[0], list(found[1]))
+    compiled = _compile_filter(where)
+    if key is not None:
+        if len(_compiled_dicts) >= COMPILED_DICTS:
+            _compiled_dicts.clear()
+        _compiled_dicts[key] = (compiled.sql, tuple(compiled.params))
+    return compiled
+
+
+COMPILED_DICTS = 256  # dict filters kept compiled: compiling one cost a filtered search 20 µs on cold caches
+_compiled_dicts: dict[tuple[Any, ...], tuple[str, tuple[Any, ...]]] = {}
+_FROZEN_SCALARS = frozenset((str, int, float, bool, type(None)))
+
+
+def _frozen(value: Any, depth: int) -> tuple[Any, ...] | None:
+    """An exact, hashable copy of a dict filter, each value tagged with its type (so that 1, 1.0 and
+    True, equal as keys, stay apart); None for anything else (other types, deeper than ``depth``):
+    such a filter is compiled each time."""
+    kind = type(value)
+    if kind in _FROZEN_SCALARS:
+        return (kind, value)
+    if depth <= 0:
+        return None
+    if kind is dict:
+        items = []
+        for key, item in value.items():
+            frozen = _frozen(item, depth - 1)
+            if type(key) is not str or frozen is None:
+                return None
+            items.append((key, frozen))
+        return (dict, *items)
+    if kind is list:
+        frozen_items = [_frozen(item, depth - 1) for item in value]
+        return None if None in frozen_items else (list, *frozen_items)
+    return None
 
 
 @functools.lru_cache(maxsize=256)
