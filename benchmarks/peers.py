@@ -71,6 +71,9 @@ class LatentsearchPeer(Peer):
             "peer", encoder="precomputed", dim=vectors.shape[1], metric="l2", index="hnsw", home=self.folder
         )
         self.col.add(ids, vectors=vectors, metadata=[{"b": int(b)} for b in buckets])
+        # Filters walked as on first use, the conservative comparison: a repeated filter earns a sub-index
+        # of its matches (benchmarks.performance's repeated columns), which the peers lack.
+        self.col.backend.subindexes.limit = 0
 
     def search(self, query, k, limit=None):
         hits = self.col.search(query, k=k, where=None if limit is None else f"b < {limit}")

@@ -51,6 +51,7 @@ def test_projection_keeps_topics_apart(topics):
         assert own < max(np.linalg.norm(point - c) for t, c in centres.items() if t != topic_of[item_id])
 
 
+@pytest.mark.slow  # (over 15 s: run by .ci/run's second step)
 def test_projection_cache_is_invalidated_by_changes(home):
     col = ls.create("p", encoder="precomputed", dim=8, home=home)
     col.add([f"v{i}" for i in range(50)], vectors=random_vectors(50, 8))

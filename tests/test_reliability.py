@@ -142,6 +142,7 @@ def damaged_collection(home, name="broken", n=3000):
     return db
 
 
+@pytest.mark.slow  # (over 15 s: run by .ci/run's second step)
 def test_a_repair_killed_at_any_file_operation_never_loses_the_collection(home, tmp_path):
     """Crash-point enumeration: kill ``doctor --repair`` before each of its file operations in turn;
     the collection must still be there, and a second repair must end with what one repair gives."""

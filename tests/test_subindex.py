@@ -155,3 +155,25 @@ def test_walk_time_is_counted_for_a_bounded_number_of_filters(monkeypatch):
         cache.charge(1, allowed, 0.5, total=10_000, dim=8, metric="l2", gather=_gather(x))
     assert len(cache._entries) == subindex.MAX_FILTERS
     assert {id(a) for a in arrays[-subindex.MAX_FILTERS :]} == set(cache._entries)  # the newest kept
+
+
+def test_searches_in_threads_while_the_sub_index_is_built_all_answer_alike(clustered, monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setattr(subindex, "BUILD_SECONDS_PER_FLOAT", 0.0)
+    col, x, buckets = clustered
+    subset = np.flatnonzero(buckets == 0)
+    queries = x[:60] + 0.2 * random_vectors(60, 24, seed=8)
+    _, truth = faiss.knn(queries, x[subset], 10)
+
+    def search(i: int) -> tuple[int, float, str]:
+        hits = col.search(queries[i], k=10, where={"b": 0}, explain=True)
+        recall = len({int(h.id) for h in hits} & set(subset[truth[i]].tolist())) / 10
+        return len(hits), recall, hits[0].details["plan"]
+
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(search, [i % 60 for i in range(240)]))
+    col.backend.subindexes.wait()
+    assert all(n == 10 for n, _, _ in answers)
+    assert np.mean([r for _, r, _ in answers]) >= 0.95
+    assert col.search(queries[0], k=10, where={"b": 0}, explain=True)[0].details["plan"].startswith("HNSW sub-index")

@@ -314,6 +314,7 @@ def toy_home(tmp_path):
     return home
 
 
+@pytest.mark.slow  # (over 15 s: run by .ci/run's second step)
 def test_reencode_in_place_is_crash_safe(tmp_path, toy_home):
     """Killed before any file operation, re-encoding leaves the old collection whole or the new one whole;
     the next run works and leaves no work folder behind."""

@@ -9,7 +9,8 @@ node it passes. A graph of the matches alone costs less than an unfiltered searc
 Building one costs as much as a few hundred such walks, so it is built only for a filter that has
 already cost that much in walks since the collection last changed (ski rental: whatever the queries
 to come, at most about twice the time of the best choice made knowing them), in a background thread
-while the walks go on, and dropped when the collection changes. Searches never wait for one.
+while the walks go on, and dropped when the collection changes. Searches never wait for a build (the
+one that starts it copies the matches' vectors first).
 """
 
 from __future__ import annotations
