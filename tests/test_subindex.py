@@ -30,6 +30,10 @@ def test_a_sub_index_answers_with_the_ids_and_scores_of_its_vectors():
         for item, score in row:  # the score of each id is that id's own vector's
             position = (item - 5) // 7
             assert score == pytest.approx(-np.linalg.norm(q - x[position]), rel=1e-5)
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True)  # a cosine collection's vectors: scores are cosines
+    for q, row in zip(queries, SubIndex(ids, unit, "cosine").search(queries, 10, ef_search=128)):
+        for item, score in row:
+            assert score == pytest.approx(float(unit[(item - 5) // 7] @ q), rel=1e-5)
     wide = [i for i, _ in sub.search(queries[:1], 50_000)[0]]  # k past the size: what the walk met, once each
     assert 0 < len(wide) <= 3_000 and len(set(wide)) == len(wide) and set(wide) <= set(ids.tolist())
 
