@@ -661,7 +661,7 @@ def _peers_table(rows: list[dict]) -> str:
     )
 
 
-def repeat_until_planned(col, qs: np.ndarray, where: str, rounds: int = 60) -> int:
+def repeat_until_planned(col, qs: np.ndarray, where: dict | str, rounds: int = 60) -> int:
     """Search ``qs`` under ``where`` round after round until a sub-index of the matches answers: how
     many queries that took (0: none is built for this filter, its plan is another)."""
     for done in range(rounds):
