@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -156,6 +157,23 @@ REPR_TEXT = 60  # characters of a text or metadata a Hit's repr shows
 def _cut(text: str, width: int) -> str:
     text = " ".join(text.split())
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+_NONE = itertools.repeat(None)
+
+
+def id_hits(ids: Iterable[str], scores: Iterable[float]) -> list[Hit]:
+    """Hits of ids and scores only, in order. (The hot path of an ids-only search: ``map`` over the
+    class makes them with no loop in Python.)"""
+    return list(map(Hit, ids, scores, _NONE, _NONE, _NONE))
+
+
+def found_only(ids: list[str | None], scores: list[float]) -> tuple[list[str], list[float]]:
+    """``ids`` and ``scores`` without the places of no result (an id of None)."""
+    if None not in ids:
+        return ids, scores  # type: ignore[return-value]
+    kept = [(i, s) for i, s in zip(ids, scores) if i is not None]
+    return [i for i, _ in kept], [s for _, s in kept]
 
 
 class Hits(list[Hit]):

@@ -15,19 +15,24 @@ import numpy as np
 from latentsearch.errors import InvalidInputError
 from latentsearch.limits import check_json_value, check_text
 
+FLOAT32 = np.dtype(np.float32)  # (native float32 arrays share this dtype object: others go the long way)
 UNIT_TOLERANCE = 1e-6  # |norm - 1| below this: already normalised (float32 rounding is about 6e-8)
 
 
 def prepare_vectors(vectors: Any, *, dim: int, metric: str, name: str, expected: int | None = None) -> np.ndarray:
     """Vectors as a contiguous float32 (n, dim) array: right dimension, finite, and L2-normalised for
     cosine; one-line errors otherwise."""
-    # One finite float32 query for a collection that keeps its vectors as they are: the search hot path,
-    # where every numpy call below would cost a share of a small HNSW search.
-    # Finite when its sum is (a NaN or an infinity makes the sum one; summed in float64, finite floats
-    # cannot overflow): one numpy call instead of two.
-    plain = type(vectors) is np.ndarray and vectors.dtype == np.float32 and vectors.shape == (dim,)
-    if plain and metric != "cosine" and vectors.flags.c_contiguous and math.isfinite(vectors.sum(dtype=np.float64)):
-        return vectors.reshape(1, dim)
+    # One float32 query: the search hot path, where every numpy call below would cost a share of a small
+    # HNSW search. Its float32 dot product with itself is finite only when every element is (a NaN or an
+    # infinity makes it so; an overflow of huge finite values goes the long way, which tells them apart),
+    # and is its squared norm: a cosine query already of unit length (well inside the tolerance, so the
+    # long way would keep it too) is kept as it is. One BLAS call (vdot: dot would warn of an overflow),
+    # touching nothing but the vector; a float64 sum, as before, cost 2.5 times as much.
+    plain = type(vectors) is np.ndarray and vectors.dtype is FLOAT32 and vectors.shape == (dim,)
+    if plain and vectors.flags.c_contiguous:
+        square = float(np.vdot(vectors, vectors))
+        if math.isfinite(square) and (metric != "cosine" or abs(square - 1) <= UNIT_TOLERANCE):
+            return vectors[None]
     try:
         matrix = np.asarray(vectors, dtype=np.float32)
     except (TypeError, ValueError):

@@ -15,7 +15,7 @@ from hypothesis.extra.numpy import arrays
 import latentsearch as ls
 from latentsearch.errors import InvalidInputError
 from latentsearch.index.faiss_index import search_raw
-from latentsearch.index.specs import SMALL_ANSWER, score_lists, to_scores
+from latentsearch.index.specs import SMALL_ANSWER, row_scores, score_lists, to_scores
 from latentsearch.validation import prepare_vectors
 
 from .conftest import random_vectors
@@ -55,26 +55,82 @@ def test_a_sum_beyond_float32_is_still_a_finite_query():
         assert np.array_equal(prepare_vectors(vector, dim=8, metric="l2", name="c")[0], vector)
 
 
-def test_the_raw_search_answers_as_faiss_s_own_and_refuses_what_it_cannot_read(home):
+@pytest.mark.parametrize("through_proxy", [False, True])
+def test_the_raw_search_answers_as_faiss_s_own_and_refuses_what_it_cannot_read(through_proxy, monkeypatch):
     import faiss
 
+    from latentsearch.index import faiss_index
+
+    if through_proxy:  # a FAISS build whose SWIG entry point is named otherwise
+        monkeypatch.setattr(faiss_index, "_INDEX_SEARCH", None)
     vectors = random_vectors(200, 16, seed=6)
+    queries = np.ascontiguousarray(vectors[:5])
     index = faiss.IndexHNSWFlat(16, 8)
     index.add(vectors)
-    expected = index.search(vectors[:5], 4)
-    got = search_raw(index, np.ascontiguousarray(vectors[:5]), 4)
+    expected = index.search(queries, 4)
+    got = search_raw(index, queries, 4, None, 16)
     assert np.array_equal(got[0], expected[0]) and np.array_equal(got[1], expected[1])
+    params = faiss.SearchParametersHNSW()  # parameters reach FAISS: a selector of the even positions
+    bitmap = np.packbits(np.arange(200) % 2 == 0, bitorder="little")
+    selector = faiss.IDSelectorBitmap(len(bitmap), faiss.swig_ptr(bitmap))  # (kept alive by the name)
+    params.efSearch, params.sel = 32, selector
+    expected = index.search(queries, 4, params=params)
+    got = search_raw(index, queries, 4, params, 16)
+    assert np.array_equal(got[1], expected[1]) and (got[1] % 2 == 0).all()
+    flat = faiss.IndexFlatL2(16)  # any index: FAISS's virtual call
+    flat.add(vectors)
+    assert np.array_equal(search_raw(flat, queries, 3, None, 16)[1], flat.search(queries, 3)[1])
     for bad in (vectors[:5, :8].copy(), vectors[:5].astype(np.float64), np.asfortranarray(vectors[:5])):
         with pytest.raises(ValueError, match="C-contiguous float32 of 16 columns"):
-            search_raw(index, bad, 4)
+            search_raw(index, bad, 4, None, 16)
 
 
-def test_single_and_batch_searches_agree_to_the_bit(home):
+def test_a_unit_cosine_query_is_kept_to_the_bit_and_any_other_normalised_as_a_batch_is():
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        vector = rng.normal(size=24).astype(np.float32) * np.float32(rng.choice([1e-3, 1.0, 7.0]))
+        unit = (vector / np.linalg.norm(vector)).astype(np.float32)
+        for query in (vector, unit, unit * np.float32(1 + 1e-6), unit * np.float32(1 - 3e-7)):
+            alone = prepare_vectors(query, dim=24, metric="cosine", name="c")
+            in_batch = prepare_vectors(np.stack([query, unit]), dim=24, metric="cosine", name="c")[:1]
+            assert np.array_equal(alone, in_batch)
+        assert np.array_equal(prepare_vectors(unit, dim=24, metric="cosine", name="c")[0], unit)
+
+
+@pytest.mark.parametrize("metric", ["l2", "cosine", "ip"])
+@pytest.mark.parametrize("index", ["hnsw", "flat"])
+def test_single_and_batch_searches_agree_to_the_bit(home, metric, index):
     vectors = random_vectors(300, 16, seed=7)
-    col = ls.create("agree", encoder="precomputed", dim=16, metric="l2", index="hnsw", home=home)
+    col = ls.create("agree", encoder="precomputed", dim=16, metric=metric, index=index, home=home)
     col.add([str(i) for i in range(300)], vectors=vectors)
     batch = col.search_batch(vectors[:20], k=7, include=[])  # numpy's scores (70 distances)
-    for query, hits in zip(vectors[:20], batch):
-        single = col.search(query, k=7, include=[])  # Python's
-        assert [(h.id, h.score) for h in single] == [(h.id, h.score) for h in hits]
+    full = col.search_batch(vectors[:20], k=7)  # scores beside the fields read from SQLite
+    for query, hits, read in zip(vectors[:20], batch, full):
+        single = col.search(query, k=7, include=[])  # one pass of C loops
+        assert [(h.id, h.score) for h in single] == [(h.id, h.score) for h in hits] == [(h.id, h.score) for h in read]
+        assert all(type(h.score) is float and h.metadata is None and h.text is None for h in single)
     col.close()
+
+
+def test_a_single_query_with_fewer_results_than_k_leaves_out_the_empty_places(home):
+    vectors = random_vectors(5, 8, seed=8)
+    col = ls.create("few", encoder="precomputed", dim=8, metric="l2", index="hnsw", home=home)
+    col.add([f"v{i}" for i in range(5)], vectors=vectors)
+    hits = col.search(vectors[2], k=10, include=[])
+    assert [h.id for h in hits][0] == "v2" and sorted(h.id for h in hits) == [f"v{i}" for i in range(5)]
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    col.close()
+
+
+@settings(max_examples=200, deadline=None)
+@given(distances, st.sampled_from(["l2", "cosine", "ip"]))
+def test_one_query_s_scores_made_in_c_loops_are_score_lists_to_the_bit(found, metric):
+    row = found[:1].tolist()[0]
+    expected = score_lists(metric, found[:1].copy())[0]
+    if metric == "l2" and min(row) < 0:
+        with pytest.raises(ValueError):  # (the caller then takes score_lists, which gives -0.0)
+            list(row_scores(metric, row))
+    else:
+        got = list(row_scores(metric, row))
+        assert got == expected
+        assert [math.copysign(1, s) for s in got] == [math.copysign(1, s) for s in expected]

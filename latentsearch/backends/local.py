@@ -10,6 +10,7 @@ allowed neighbours is answered exactly.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -25,10 +26,10 @@ from latentsearch.backends.base import PassageSpan, Ranking, VectorTable, WriteB
 from latentsearch.backends.planner import SubsetCache, plan_filtered, subindex_plan
 from latentsearch.errors import EncoderMismatchError, InvalidInputError
 from latentsearch.index.faiss_index import CHECKPOINT_FILE, INDEX_FILE, ProgressFn, VectorIndex
-from latentsearch.index.specs import DEFAULT_EF_SEARCH, faiss_metric, is_compressed, score_lists, to_scores
+from latentsearch.index.specs import DEFAULT_EF_SEARCH, faiss_metric, is_compressed, row_scores, score_lists, to_scores
 from latentsearch.index.subindex import SubIndexCache
 from latentsearch.limits import check_tuning
-from latentsearch.records import DEFAULT_INCLUDE, Hit, Item, Passage
+from latentsearch.records import DEFAULT_INCLUDE, Hit, Item, Passage, found_only, id_hits
 from latentsearch.storage.filters import MATCH_ALL, compile_filter
 from latentsearch.storage.store import DB_FILE, FORMAT_VERSION, IDS_CACHE_ITEMS, PASSAGE_BITS, Store
 
@@ -87,7 +88,7 @@ class LocalBackend:
         self.subindexes = SubIndexCache()  # graphs of repeated filters' matches
         self._plan = threading.local()  # the last filtered search's plan, per thread (for --explain)
         self._shape = (-1, 0, 0)  # (change sequence, items, passages): how many passages an item has
-        self._ids_at: tuple[np.ndarray, np.ndarray] | None = None  # (index labels, their item ids): see nearest
+        self._ids_at: tuple[np.ndarray, list[str | None]] | None = None  # (index labels, their item ids): see nearest
 
     def _upgrade(self) -> None:
         """Upgrade a version-1 collection to passages (once; see :meth:`Store.upgrade`). Its index
@@ -449,22 +450,27 @@ class LocalBackend:
                 for r in ranked
             ]
         distances, positions, labels_of = found
-        scores = score_lists(self.metric, distances)
         if include:
+            scores = score_lists(self.metric, distances)
             return read_passage_hits(self.store, labels_of[positions].tolist(), scores, include)
         ids = self._position_ids(labels_of)
+        if ids is not None and len(positions) == 1:
+            # One query, k results: its hits made in one pass of C loops (map), with no lists between.
+            (ranked,), (row,) = positions.tolist(), distances.tolist()
+            if -1 not in ranked:
+                with contextlib.suppress(ValueError):  # (a negative l2 distance: score_lists below)
+                    return [id_hits(map(ids.__getitem__, ranked), row_scores(self.metric, row))]
+        scores = score_lists(self.metric, distances)
         if ids is None:  # more items than ids kept in memory
             names = [self.store.item_ids(ranked) for ranked in (labels_of[positions] >> PASSAGE_BITS).tolist()]
         else:
-            names = ids[positions].tolist()  # (position -1, no result: None)
-        return [
-            [Hit(i, score, None, None, None) for i, score in zip(ranked, row_scores) if i is not None]
-            for ranked, row_scores in zip(names, scores)
-        ]
+            names = [list(map(ids.__getitem__, ranked)) for ranked in positions.tolist()]  # (-1, no result: None)
+        return [id_hits(*found_only(ranked, row_scores)) for ranked, row_scores in zip(names, scores)]
 
-    def _position_ids(self, labels_of: np.ndarray) -> np.ndarray | None:
+    def _position_ids(self, labels_of: np.ndarray) -> list[str | None] | None:
         """The item id at each position of the index's inner index, with a trailing None (for
-        position -1), for ``labels_of`` (:meth:`VectorIndex.search_direct`'s labels); None for more than
+        position -1), as a list (a query's ten lookups in it cost less than one numpy call), for
+        ``labels_of`` (:meth:`VectorIndex.search_direct`'s labels); None for more than
         :data:`IDS_CACHE_ITEMS` items. Made again when the labels change, from the positions that
         are new when the old labels are a prefix of the new ones (an index appends what is added)."""
         kept = self._ids_at
@@ -478,10 +484,9 @@ class LocalBackend:
             start = len(kept[0]) - 1
             if not np.array_equal(kept[0][:start], labels_of[:start]):
                 start = 0
-        ids = np.empty(size + 1, dtype=object)
-        if start:
-            ids[:start] = kept[1][:start]
-        ids[start:size] = self.store.item_ids((labels_of[start:size] >> PASSAGE_BITS).tolist())
+        ids = kept[1][:start] if start else []
+        ids += self.store.item_ids((labels_of[start:size] >> PASSAGE_BITS).tolist())
+        ids.append(None)
         self._ids_at = (labels_of, ids)
         return ids
 

@@ -4,9 +4,12 @@ FAISS itself is imported only where an index is built."""
 
 from __future__ import annotations
 
+import itertools
 import math
+import operator
 import re
 from array import array
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -102,6 +105,7 @@ def to_scores(metric: str, distances: np.ndarray) -> np.ndarray:
     return distances
 
 
+_ZEROS = itertools.repeat(0.0)
 SMALL_ANSWER = 64  # distances below this count are made scores in Python (see score_lists)
 
 
@@ -114,6 +118,16 @@ def score_lists(metric: str, distances: np.ndarray) -> list[list[float]]:
         return to_scores(metric, distances).tolist()
     sqrt = math.sqrt
     return [array("f", [-sqrt(d) if d > 0 else -0.0 for d in row]).tolist() for row in distances.tolist()]
+
+
+def row_scores(metric: str, row: list[float]) -> Iterable[float]:
+    """One query's distances (:func:`score_lists`' row, the same floats) as scores, made in C loops with
+    no list between. Raises ValueError on a negative l2 distance (where score_lists gives -0.0). (Adding
+    +0.0 first turns a distance of -0.0 into +0.0, whose score is -0.0 as score_lists gives; it changes
+    no other float.)"""
+    if metric != "l2":
+        return row
+    return map(operator.neg, array("f", map(math.sqrt, map(operator.add, row, _ZEROS))))
 
 
 def is_compressed(factory: str) -> bool:

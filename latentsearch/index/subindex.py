@@ -46,6 +46,7 @@ class SubIndex:
     def __init__(self, ids: np.ndarray, vectors: np.ndarray, metric: str) -> None:
         self.ids = np.append(np.asarray(ids, dtype=np.int64), -1)  # (position -1, no result, reads -1)
         self.metric = metric
+        self.dim = vectors.shape[1]
         self.index = faiss.IndexHNSWFlat(vectors.shape[1], HNSW_M, faiss_metric(metric))
         self.index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
         self.index.add(np.ascontiguousarray(vectors, dtype=np.float32))
@@ -59,7 +60,7 @@ class SubIndex:
         if params is None:
             params = self._params[ef] = faiss.SearchParametersHNSW()
             params.efSearch = ef
-        distances, positions = search_raw(self.index, queries, min(k, len(self.ids) - 1), params)
+        distances, positions = search_raw(self.index, queries, min(k, len(self.ids) - 1), params, self.dim)
         labels = self.ids[positions].tolist()
         return [
             [(i, s) for i, s in zip(row_labels, row_scores) if i >= 0]

@@ -283,6 +283,13 @@ class Store:
         reader sees it, so while the header reads as it did before the last query, the sequence that
         query returned still holds: a pread of 96 bytes instead of a SQLite statement, whose cost
         (and the caches it sweeps) was a tenth of a small HNSW search."""
+        seen, shm = self._seen, self._shm
+        if seen is not None and shm is not None:  # the hot path, with no lock: (header, sequence) is one tuple
+            try:
+                if os.pread(shm.fileno(), WAL_INDEX_HEADER_BYTES, 0) == seen[0]:
+                    return seen[1]
+            except (OSError, ValueError):  # (closed by another thread's close(): the long way tells)
+                pass
         with self._lock:
             header = self._wal_index_header()
             seen = self._seen
