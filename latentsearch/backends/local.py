@@ -446,8 +446,7 @@ class LocalBackend:
                 return read_passage_hits(self.store, passages, scores, include)
             item_ids = self.store.item_ids
             return [
-                [Hit(i, s, None, None, None) for i, (_, s) in zip(item_ids([p >> PASSAGE_BITS for p, _ in r]), r) if i]
-                for r in ranked
+                id_hits(*found_only(item_ids([p >> PASSAGE_BITS for p, _ in r]), [s for _, s in r])) for r in ranked
             ]
         distances, positions, labels_of = found
         if include:

@@ -95,14 +95,15 @@ def rowids_digest(rowids: np.ndarray) -> str:
     return f"{len(r)}:{int(r.sum())}:{int(r2.sum())}:{int((r2 * r % DIGEST_PRIME).sum())}"
 
 
-def _swig_index_search() -> Any:
-    """FAISS's SWIG entry point of ``Index::search`` (a virtual call: any index), or None where this
-    build of FAISS names it otherwise (then :func:`search_raw` goes through the index's proxy)."""
+def _swig_entry_points() -> tuple[Any, Any]:
+    """FAISS's SWIG entry points of ``Index::search`` (a virtual call: any index) and ``swig_ptr`` (its
+    Python wrapper is one more frame a query, three times), or None and the wrapper where this build of
+    FAISS names them otherwise (then :func:`search_raw` goes through the index's proxy)."""
     module = getattr(faiss.Index.search_c, "__globals__", {}).get("_swigfaiss")
-    return getattr(module, "Index_search", None)
+    return getattr(module, "Index_search", None), getattr(module, "swig_ptr", faiss.swig_ptr)
 
 
-_INDEX_SEARCH = _swig_index_search()
+_INDEX_SEARCH, _SWIG_PTR = _swig_entry_points()
 
 
 def search_raw(index: Any, queries: np.ndarray, k: int, params: Any, dim: int) -> tuple[np.ndarray, np.ndarray]:
@@ -116,7 +117,7 @@ def search_raw(index: Any, queries: np.ndarray, k: int, params: Any, dim: int) -
         raise ValueError(f"queries must be C-contiguous float32 of {dim} columns, got {queries.dtype} {queries.shape}")
     distances = np.empty((n, k), dtype=np.float32)
     labels = np.empty((n, k), dtype=np.int64)
-    swig_ptr = faiss.swig_ptr
+    swig_ptr = _SWIG_PTR
     if _INDEX_SEARCH is None:
         index.search_c(n, swig_ptr(queries), k, swig_ptr(distances), swig_ptr(labels), params)
     else:
