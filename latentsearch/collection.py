@@ -34,7 +34,7 @@ from latentsearch.errors import (
 )
 from latentsearch.fileio import read_only_error
 from latentsearch.index.faiss_index import LOCK_FILE
-from latentsearch.limits import check_text, check_tuning
+from latentsearch.limits import MAX_EF_SEARCH, MAX_K, check_text, check_tuning
 from latentsearch.records import Hits, Item, Passage, check_include
 from latentsearch.search import encoder_tuning
 from latentsearch.search.encoder_tuning import EncoderTuningReport, TrainingPair
@@ -651,8 +651,10 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
         if plain and mode in ("auto", "vector") and isinstance(query, np.ndarray):
             # The hot path of vector search (a recommender's, an evaluation's, a vector store's): nothing
             # to fuse, exclude or explain, so no request is built; the backend's shortest path.
-            k = check_k(k)
-            if ef_search is not None or nprobe is not None:
+            if type(k) is not int or not 1 <= k <= MAX_K:  # (the checks' common case inline: no frames)
+                k = check_k(k)
+            plain_ef = ef_search is None or type(ef_search) is int and 1 <= ef_search <= MAX_EF_SEARCH
+            if nprobe is not None or not plain_ef:
                 ef_search, nprobe = check_tuning(ef_search, nprobe)
             fields = check_include(include)
             if where is not None:

@@ -128,6 +128,9 @@ class LocalBackend:
 
     def _index_at(self, seq: int) -> VectorIndex:
         """:attr:`index`, for a change sequence the caller has just read (a search reads it once)."""
+        index = self._index
+        if index is not None and index.seq == seq:  # the hot path, with no lock (an index's seq is set last)
+            return index
         with self._lock:
             if self._index is None:
                 index = self.new_index()
@@ -436,7 +439,7 @@ class LocalBackend:
         if items != passages or is_compressed(index.factory):
             return nearest_by_knn(self, vectors, k, ef_search, nprobe, include, where)
         self._plan.value = None
-        allowed = self.allowed_passages(where, seq)
+        allowed = None if where is None else self.allowed_passages(where, seq)
         found = None if allowed is not None else index.search_direct(vectors, k, ef_search, nprobe)
         if found is None:  # a filter to plan, tombstones to skip, or nothing to search
             ranked = self.rowid_knn(vectors, k, allowed, ef_search, nprobe, seq=seq)

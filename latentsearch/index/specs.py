@@ -10,6 +10,7 @@ import operator
 import re
 from array import array
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -130,6 +131,7 @@ def row_scores(metric: str, row: list[float]) -> Iterable[float]:
     return map(operator.neg, array("f", map(math.sqrt, map(operator.add, row, _ZEROS))))
 
 
+@lru_cache(maxsize=64)  # (read by every search: a cached answer costs no Python frame)
 def is_compressed(factory: str) -> bool:
     """True when the index stores lossy codes, so results are re-ranked on the float vectors."""
     return "PQ" in factory or "SQ" in factory
