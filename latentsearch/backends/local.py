@@ -10,7 +10,6 @@ allowed neighbours is answered exactly.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -460,8 +459,10 @@ class LocalBackend:
             # One query, k results: its hits made in one pass of C loops (map), with no lists between.
             (ranked,), (row,) = positions.tolist(), distances.tolist()
             if -1 not in ranked:
-                with contextlib.suppress(ValueError):  # (a negative l2 distance: score_lists below)
+                try:  # (not contextlib.suppress: its enter and exit are Python frames)
                     return [id_hits(map(ids.__getitem__, ranked), row_scores(self.metric, row))]
+                except ValueError:  # a negative l2 distance: score_lists below
+                    pass
         scores = score_lists(self.metric, distances)
         if ids is None:  # more items than ids kept in memory
             names = [self.store.item_ids(ranked) for ranked in (labels_of[positions] >> PASSAGE_BITS).tolist()]
