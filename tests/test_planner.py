@@ -6,15 +6,18 @@ from __future__ import annotations
 import faiss
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import latentsearch as ls
-from latentsearch.backends.planner import SUBSET_CACHE_BYTES, Plan, SubsetCache, plan_filtered
+from latentsearch.backends.planner import SUBSET_CACHE_BYTES, Plan, SubsetCache, filtered_ef_search, plan_filtered
+from latentsearch.limits import MAX_EF_SEARCH
 
 from .conftest import random_vectors
 
 
 def test_plans_follow_the_match_count():
-    hnsw = {"factory": "HNSW32", "dim": 784}
+    hnsw = {"factory": "HNSW32", "dim": 784, "k": 10}
     assert plan_filtered(600, 60_000, **hnsw) == Plan("exact", 600)
     assert plan_filtered(2_000, 60_000, **hnsw) == Plan("exact", 2_000)  # fewer than a wide walk's distances
     assert plan_filtered(6_000, 60_000, **hnsw) == Plan("index", 6_000, ef_search=203)  # 10%
@@ -24,13 +27,31 @@ def test_plans_follow_the_match_count():
     assert plan_filtered(60_000, 60_000, **hnsw) == Plan("index", 60_000, ef_search=64)
     # Matches whose vectors would not fit the cache are never gathered per query.
     too_big = SUBSET_CACHE_BYTES // (4 * 4096) + 1
-    assert plan_filtered(too_big, 10 * too_big, factory="HNSW32", dim=4096).kind == "index"
-    ivf = {"factory": "IVF1024,Flat", "dim": 128, "nlist": 1024}
+    assert plan_filtered(too_big, 10 * too_big, factory="HNSW32", dim=4096, k=10).kind == "index"
+    ivf = {"factory": "IVF1024,Flat", "dim": 128, "nlist": 1024, "k": 10}
     assert plan_filtered(500, 1_000_000, **ivf).kind == "exact"
     assert plan_filtered(500_000, 1_000_000, **ivf) == Plan("index", 500_000, nprobe=128)
-    assert plan_filtered(10, 100, factory="Flat", dim=8) == Plan("exact", 10)
-    assert plan_filtered(300_000, 400_000, factory="Flat", dim=8).kind == "scan"
+    assert plan_filtered(10, 100, factory="Flat", dim=8, k=10) == Plan("exact", 10)
+    assert plan_filtered(300_000, 400_000, factory="Flat", dim=8, k=10).kind == "scan"
     assert "efSearch 91" in plan_filtered(30_000, 60_000, **hnsw).describe()
+    # A large k widens the walk: 100 results under a 50% filter need room for ~100 excluded nodes too.
+    assert plan_filtered(30_000, 60_000, **{**hnsw, "k": 100}) == Plan("index", 30_000, ef_search=200)
+    assert plan_filtered(6_000, 60_000, **{**hnsw, "k": 100}).kind == "exact"  # the walk would cost more
+
+
+@given(
+    ef=st.integers(1, 512),
+    k=st.integers(1, 1_000),
+    share=st.floats(1e-6, 1.0),
+    narrower=st.floats(1e-6, 1.0),
+)
+def test_the_filtered_breadth_never_narrows_and_grows_with_k_and_exclusion(ef, k, share, narrower):
+    breadth = filtered_ef_search(ef, k, share)
+    assert min(ef, MAX_EF_SEARCH) <= breadth <= MAX_EF_SEARCH
+    assert filtered_ef_search(ef, k + 1, share) >= breadth
+    assert filtered_ef_search(ef, k, share * narrower) >= breadth
+    # Room for the excluded nodes expected ahead of the k-th allowed one, up to the cap.
+    assert breadth >= min(MAX_EF_SEARCH, k / share - 1e-6 * k / share)
 
 
 def test_the_subset_cache_gathers_once_a_version_and_stays_in_bounds():
@@ -138,3 +159,39 @@ def test_the_index_plan_keeps_its_recall_through_tombstones_and_appended_items(c
         assert i >= 5 or ids[0] == f"new-{i}"
         recalls.append(len(set(ids) & {names[j] for j in t}) / 10)
     assert np.mean(recalls) >= 0.95
+
+
+def test_a_large_k_under_a_filter_keeps_its_recall(home):
+    """100 results under a 50% filter, on data whose walks are not easy (64-d, 200 clusters): the
+    walk alone (no query short of k, so none answered exactly) finds the true neighbours. The breadth
+    once scaled only by the selectivity (efSearch 91) found 0.75 of them."""
+    from latentsearch.backends.local import LocalBackend
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(200, 64)).astype(np.float32)
+    x = centres[rng.integers(0, 200, 20_000)] + rng.normal(scale=0.6, size=(20_000, 64)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    buckets = rng.integers(0, 2, size=len(x))
+    col = ls.create("hard", encoder="precomputed", dim=64, metric="l2", index="hnsw", home=home)
+    col.add([str(i) for i in range(len(x))], vectors=x, metadata=[{"b": int(b)} for b in buckets])
+    col.backend.subindexes.limit = 0  # the walk every time
+    queries = x[:40] + 0.05 * rng.normal(size=(40, 64)).astype(np.float32)
+    subset = np.flatnonzero(buckets == 0)
+    _, truth = faiss.knn(queries, x[subset], 100)
+    short = []
+    complete = LocalBackend._complete
+
+    def counting(self, qs, k, allowed, ranked):
+        short.extend(len(r) < k for r in ranked)
+        return complete(self, qs, k, allowed, ranked)
+
+    recalls = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(LocalBackend, "_complete", counting)
+        for q, t in zip(queries, truth):
+            hits = col.search(q, k=100, where={"b": 0}, include=[], explain=True)
+            assert hits[0].details["plan"] == f"index efSearch 200 with a selector over {len(subset):,} matches"
+            recalls.append(len({int(h.id) for h in hits} & set(subset[t].tolist())) / 100)
+    assert len(short) == len(queries) and not any(short)
+    assert np.mean(recalls) >= 0.9, np.mean(recalls)
+    col.close()

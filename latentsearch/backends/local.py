@@ -558,6 +558,7 @@ class LocalBackend:
             plan = plan_filtered(
                 len(allowed),
                 total,
+                k=k,
                 factory=index.factory,
                 dim=self.dim,
                 ef_search=ef_search,

@@ -1,0 +1,150 @@
+"""How wide a filtered HNSW walk must be: recall of the walk under a filter, by selectivity and k.
+
+The filter planner's index plan searches the HNSW graph with an ID selector at a breadth (efSearch)
+chosen from the caller's efSearch, the filter's share ``s`` of the items and ``k``
+(:func:`latentsearch.backends.planner.filtered_ef_search`). This benchmark measures that breadth
+against the rule it replaced, ``efSearch / √s``, on the same graph and the same random filters:
+recall@k of the walk alone against the exact neighbours among the matches, the distances it
+computes (FAISS's ``hnsw_stats.ndis``, the walk's cost, the same in every run), the share of queries
+that found fewer than k (those the planner answers exactly afterwards), and the plan the planner
+picks for that many matches (where it is ``exact``, the walk is not run by latentsearch at all).
+
+Data: Fashion-MNIST (60,000 × 784, L2) and clustered synthetic unit vectors (100,000 × 128, 1,000
+clusters, inner product: ``benchmarks.scaling``'s data); the base efSearch is the default, 64.
+
+    python -m benchmarks.breadth
+
+Writes benchmarks/results/breadth.json and the README table between the bench:breadth markers.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+
+import numpy as np
+
+from benchmarks import report
+from benchmarks.datasets import fashion_mnist
+from benchmarks.scaling import block
+from benchmarks.scaling import queries as scaling_queries
+from latentsearch.backends.planner import filtered_ef_search, plan_filtered
+from latentsearch.index.specs import DEFAULT_EF_SEARCH, HNSW_EF_CONSTRUCTION, HNSW_M
+from latentsearch.limits import MAX_EF_SEARCH
+
+QUERIES = 300
+CASES = [(1, 0.01), (10, 0.5), (10, 0.1), (10, 0.05), (10, 0.01), (100, 0.5), (100, 0.1)]  # (k, share)
+
+
+def sqrt_rule(ef: int, k: int, share: float) -> int:
+    """The breadth before k counted: efSearch scaled by 1/√s."""
+    return min(MAX_EF_SEARCH, max(ef, math.ceil(ef / math.sqrt(share))))
+
+
+def datasets() -> dict[str, tuple[np.ndarray, np.ndarray, str]]:
+    """name -> (base, queries, metric)."""
+    data = fashion_mnist()
+    base = data["train_images"].reshape(len(data["train_images"]), -1).astype(np.float32) / 255
+    queries = data["test_images"].reshape(len(data["test_images"]), -1).astype(np.float32)[:QUERIES] / 255
+    clustered = block(0, 100_000, 128)[0]
+    return {
+        "Fashion-MNIST 60,000 × 784": (base, queries, "l2"),
+        "clustered 100,000 × 128": (clustered, scaling_queries(128)[:QUERIES], "ip"),
+    }
+
+
+def walk(index, queries: np.ndarray, k: int, mask: np.ndarray, ef: int, truth: np.ndarray) -> dict:
+    """Recall@k, distances per query and the share short of k of one filtered walk."""
+    import faiss
+
+    bitmap = np.packbits(mask, bitorder="little")
+    params = faiss.SearchParametersHNSW()
+    params.sel = faiss.IDSelectorBitmap(len(bitmap), faiss.swig_ptr(bitmap))
+    params.efSearch = ef
+    faiss.cvar.hnsw_stats.reset()
+    _, found = index.search(queries, k, params=params)
+    return {
+        "ef_search": ef,
+        "recall": float(np.mean([len(set(f[f >= 0]) & set(t)) / k for f, t in zip(found, truth)])),
+        "distances": faiss.cvar.hnsw_stats.ndis / len(queries),
+        "short": float(np.mean((found < 0).any(axis=1))),
+    }
+
+
+def main() -> None:
+    import faiss
+
+    rows = []
+    rng = np.random.default_rng(0)
+    for name, (base, queries, metric) in datasets().items():
+        kind = faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
+        index = faiss.IndexHNSWFlat(base.shape[1], HNSW_M, kind)
+        index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+        index.add(base)
+        faiss.omp_set_num_threads(1)  # (the counts do not depend on it; single queries run on one thread)
+        draw = rng.random(len(base))
+        unfiltered = {}
+        for k in sorted({k for k, _ in CASES}):
+            _, truth = faiss.knn(queries, base, k, metric=kind)
+            unfiltered[k] = walk(index, queries, k, np.ones(len(base), bool), DEFAULT_EF_SEARCH, truth)["recall"]
+        for k, share in CASES:
+            mask = draw < share
+            matches = np.flatnonzero(mask)
+            _, nearest = faiss.knn(queries, base[matches], k, metric=kind)
+            truth = matches[nearest]
+            plan = plan_filtered(len(matches), len(base), k=k, factory=f"HNSW{HNSW_M}", dim=base.shape[1])
+            before = walk(index, queries, k, mask, sqrt_rule(DEFAULT_EF_SEARCH, k, share), truth)
+            now = walk(index, queries, k, mask, filtered_ef_search(DEFAULT_EF_SEARCH, k, share), truth)
+            rows.append(
+                {
+                    "data": name,
+                    "k": k,
+                    "share": share,
+                    "matches": len(matches),
+                    "plan": plan.kind,
+                    "unfiltered_recall": unfiltered[k],
+                    "sqrt_rule": before,
+                    "planner": now,
+                }
+            )
+            print(f"  {name} k {k} s {share}: {rows[-1]}", flush=True)
+        faiss.omp_set_num_threads(os.cpu_count() or 1)  # all cores for the next build
+    results = {"base_ef_search": DEFAULT_EF_SEARCH, "rows": rows}
+    report.save("breadth", results)
+    report.update_readme("breadth", readme(results))
+
+
+def readme(results: dict) -> str:
+    def cell(r: dict) -> str:
+        short = f", {r['short']:.0%} short" if r["short"] else ""
+        return f"{r['ef_search']}: {r['recall']:.3f} ({r['distances']:,.0f} distances{short})"
+
+    rows = [
+        [
+            r["data"],
+            r["k"],
+            f"{r['share']:.0%}",
+            f"{r['matches']:,}",
+            r["plan"],
+            f"{r['unfiltered_recall']:.3f}",
+            cell(r["sqrt_rule"]),
+            cell(r["planner"]),
+        ]
+        for r in results["rows"]
+    ]
+    return (
+        f"**Filtered walks** (HNSW32, base efSearch {results['base_ef_search']}, random filters, {QUERIES} queries; "
+        "each cell: efSearch, then the walk's recall@k against the exact neighbours among the matches, its "
+        "distances per query and the share of queries short of k; *plan*: what the planner runs for that many "
+        "matches, the walk only where it says `index`):\n\n"
+        + report.markdown_table(
+            ["data", "k", "filter", "matches", "plan", "unfiltered recall", "efSearch / √s", "the planner's breadth"],
+            rows,
+        )
+        + f"\n\n`python -m benchmarks.breadth`; 2 CPU cores, {time.strftime('%Y-%m-%d')}.\n"
+    )
+
+
+if __name__ == "__main__":
+    main()
