@@ -34,7 +34,9 @@ from latentsearch.index.specs import DEFAULT_EF_SEARCH, HNSW_EF_CONSTRUCTION, HN
 from latentsearch.limits import MAX_EF_SEARCH
 
 QUERIES = 300
-CASES = [(1, 0.01), (10, 0.5), (10, 0.1), (10, 0.05), (10, 0.01), (100, 0.5), (100, 0.1)]  # (k, share)
+TIMED = 100  # single queries timed for the walk and the exact scan, best of ROUNDS alternating loops
+ROUNDS = 3
+CASES = [(1, 0.01), (10, 0.5), (10, 0.2), (10, 0.1), (10, 0.05), (10, 0.01), (100, 0.5), (100, 0.1)]  # (k, share)
 
 
 def sqrt_rule(ef: int, k: int, share: float) -> int:
@@ -54,22 +56,53 @@ def datasets() -> dict[str, tuple[np.ndarray, np.ndarray, str]]:
     }
 
 
+def walk_params(mask: np.ndarray, ef: int) -> tuple:
+    """FAISS search parameters of a walk at ``ef`` among the positions ``mask`` sets, with the selector
+    and the bitmap it points into (which must outlive the parameters' use)."""
+    import faiss
+
+    bitmap = np.packbits(mask, bitorder="little")
+    selector = faiss.IDSelectorBitmap(len(bitmap), faiss.swig_ptr(bitmap))
+    params = faiss.SearchParametersHNSW()
+    params.sel, params.efSearch = selector, ef
+    return params, selector, bitmap
+
+
 def walk(index, queries: np.ndarray, k: int, mask: np.ndarray, ef: int, truth: np.ndarray) -> dict:
     """Recall@k, distances per query and the share short of k of one filtered walk."""
     import faiss
 
-    bitmap = np.packbits(mask, bitorder="little")
-    params = faiss.SearchParametersHNSW()
-    params.sel = faiss.IDSelectorBitmap(len(bitmap), faiss.swig_ptr(bitmap))
-    params.efSearch = ef
+    params, *_ = kept = walk_params(mask, ef)
     faiss.cvar.hnsw_stats.reset()
     _, found = index.search(queries, k, params=params)
+    del kept
     return {
         "ef_search": ef,
         "recall": float(np.mean([len(set(f[f >= 0]) & set(t)) / k for f, t in zip(found, truth)])),
         "distances": faiss.cvar.hnsw_stats.ndis / len(queries),
         "short": float(np.mean((found < 0).any(axis=1))),
     }
+
+
+def walk_and_exact_us(index, queries: np.ndarray, k: int, mask: np.ndarray, ef: int, kind: int) -> tuple[float, float]:
+    """µs per single query of the walk at ``ef`` and of the exact scan of the matches' vectors (held
+    in memory, as the exact plan holds them), best of ROUNDS alternating loops."""
+    import faiss
+
+    params, *kept = walk_params(mask, ef)
+    matches = np.ascontiguousarray(index.reconstruct_n(0, index.ntotal)[mask])
+    singles = [q[None] for q in queries[:TIMED]]
+    best = [float("inf"), float("inf")]
+    for _ in range(ROUNDS):
+        for slot, run in enumerate(
+            (lambda q: index.search(q, k, params=params), lambda q: faiss.knn(q, matches, k, metric=kind))
+        ):
+            start = time.perf_counter()
+            for q in singles:
+                run(q)
+            best[slot] = min(best[slot], (time.perf_counter() - start) / len(singles) * 1e6)
+    del kept
+    return best[0], best[1]
 
 
 def main() -> None:
@@ -95,7 +128,9 @@ def main() -> None:
             truth = matches[nearest]
             plan = plan_filtered(len(matches), len(base), k=k, factory=f"HNSW{HNSW_M}", dim=base.shape[1])
             before = walk(index, queries, k, mask, sqrt_rule(DEFAULT_EF_SEARCH, k, share), truth)
-            now = walk(index, queries, k, mask, filtered_ef_search(DEFAULT_EF_SEARCH, k, share), truth)
+            breadth = filtered_ef_search(DEFAULT_EF_SEARCH, k, share)
+            now = walk(index, queries, k, mask, breadth, truth)
+            walk_us, exact_us = walk_and_exact_us(index, queries, k, mask, breadth, kind)
             rows.append(
                 {
                     "data": name,
@@ -106,6 +141,8 @@ def main() -> None:
                     "unfiltered_recall": unfiltered[k],
                     "sqrt_rule": before,
                     "planner": now,
+                    "walk_us": walk_us,
+                    "exact_us": exact_us,
                 }
             )
             print(f"  {name} k {k} s {share}: {rows[-1]}", flush=True)
@@ -130,6 +167,8 @@ def readme(results: dict) -> str:
             f"{r['unfiltered_recall']:.3f}",
             cell(r["sqrt_rule"]),
             cell(r["planner"]),
+            f"{r['walk_us']:,.0f}" + (" ◀" if r["plan"] == "index" else ""),
+            f"{r['exact_us']:,.0f}" + (" ◀" if r["plan"] == "exact" else ""),
         ]
         for r in results["rows"]
     ]
@@ -137,9 +176,22 @@ def readme(results: dict) -> str:
         f"**Filtered walks** (HNSW32, base efSearch {results['base_ef_search']}, random filters, {QUERIES} queries; "
         "each cell: efSearch, then the walk's recall@k against the exact neighbours among the matches, its "
         "distances per query and the share of queries short of k; *plan*: what the planner runs for that many "
-        "matches, the walk only where it says `index`):\n\n"
+        "matches, the walk only where it says `index`; *walk µs* and *exact µs*: a single query, one thread, "
+        f"the planner's breadth against an exact scan of the matches' vectors held in memory, best of {ROUNDS} "
+        f"alternating loops of {TIMED}, ◀ marking the planner's choice):\n\n"
         + report.markdown_table(
-            ["data", "k", "filter", "matches", "plan", "unfiltered recall", "efSearch / √s", "the planner's breadth"],
+            [
+                "data",
+                "k",
+                "filter",
+                "matches",
+                "plan",
+                "unfiltered recall",
+                "efSearch / √s",
+                "the planner's breadth",
+                "walk µs",
+                "exact µs",
+            ],
             rows,
         )
         + f"\n\n`python -m benchmarks.breadth`; 2 CPU cores, {time.strftime('%Y-%m-%d')}.\n"

@@ -66,6 +66,18 @@ def home(tmp_path, monkeypatch):
     return path
 
 
+@pytest.fixture
+def walks(monkeypatch):
+    """Filters planned onto the HNSW walk whatever their match count: on a test's small,
+    low-dimensional collection an exact scan of the matches costs less, and the test is about the walk."""
+    from latentsearch.backends import planner
+
+    monkeypatch.setattr(planner, "WALK_DISTANCES_PER_EF", 0)
+    planner.plan_filtered.cache_clear()  # (plans are cached by their inputs, not by the cost model)
+    yield
+    planner.plan_filtered.cache_clear()
+
+
 @pytest.fixture(scope="session")
 def topic_vectors() -> np.ndarray:
     """MiniLM vectors of the topic corpus (encoded once per test session)."""

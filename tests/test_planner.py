@@ -10,7 +10,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import latentsearch as ls
-from latentsearch.backends.planner import SUBSET_CACHE_BYTES, Plan, SubsetCache, filtered_ef_search, plan_filtered
+from latentsearch.backends.planner import (
+    SUBSET_CACHE_BYTES,
+    Plan,
+    SubsetCache,
+    exact_is_cheaper,
+    filtered_ef_search,
+    plan_filtered,
+)
 from latentsearch.limits import MAX_EF_SEARCH
 
 from .conftest import random_vectors
@@ -37,6 +44,26 @@ def test_plans_follow_the_match_count():
     # A large k widens the walk: 100 results under a 50% filter need room for ~100 excluded nodes too.
     assert plan_filtered(30_000, 60_000, **{**hnsw, "k": 100}) == Plan("index", 30_000, ef_search=200)
     assert plan_filtered(6_000, 60_000, **{**hnsw, "k": 100}).kind == "exact"  # the walk would cost more
+    # Low-dimensional vectors cross over later: a walk's distance has a fixed cost an exact scan's lacks.
+    assert plan_filtered(8_000, 100_000, factory="HNSW32", dim=784, k=10).kind == "index"
+    assert plan_filtered(8_000, 100_000, factory="HNSW32", dim=128, k=10).kind == "exact"
+
+
+@given(
+    matches=st.integers(1, 10**7),
+    ef=st.integers(1, MAX_EF_SEARCH),
+    dim=st.integers(1, 4096),
+    fewer=st.integers(0, 10**7),
+    wider=st.integers(0, 1000),
+    lower=st.integers(0, 4095),
+)
+def test_exact_search_stays_cheaper_for_fewer_matches_wider_walks_and_fewer_dimensions(
+    matches, ef, dim, fewer, wider, lower
+):
+    if exact_is_cheaper(matches, ef, dim):
+        assert exact_is_cheaper(max(1, matches - fewer), ef, dim)
+        assert exact_is_cheaper(matches, ef + wider, dim)
+        assert exact_is_cheaper(matches, ef, max(1, dim - lower))
 
 
 @given(
@@ -133,7 +160,7 @@ def test_cli_explain_names_the_plan(clustered, home):
 
 
 @pytest.mark.parametrize("pct", [100, 50, 25])
-def test_the_index_plan_keeps_its_recall_through_tombstones_and_appended_items(clustered, pct):
+def test_the_index_plan_keeps_its_recall_through_tombstones_and_appended_items(clustered, walks, pct):
     """The index plan's selector names the inner index's positions (built from the id map): deleted
     items (HNSW tombstones) never come back, items added later are found, and recall holds."""
     col, x, buckets = clustered
@@ -161,7 +188,7 @@ def test_the_index_plan_keeps_its_recall_through_tombstones_and_appended_items(c
     assert np.mean(recalls) >= 0.95
 
 
-def test_a_large_k_under_a_filter_keeps_its_recall(home):
+def test_a_large_k_under_a_filter_keeps_its_recall(home, walks):
     """100 results under a 50% filter, on data whose walks are not easy (64-d, 200 clusters): the
     walk alone (no query short of k, so none answered exactly) finds the true neighbours. The breadth
     once scaled only by the selectivity (efSearch 91) found 0.75 of them."""

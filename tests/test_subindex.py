@@ -113,7 +113,7 @@ def test_the_least_recently_searched_sub_index_goes_first(monkeypatch):
 
 
 @pytest.fixture
-def clustered(home):
+def clustered(home, walks):
     rng = np.random.default_rng(3)
     centres = rng.normal(size=(20, 24)).astype(np.float32)
     x = (centres[rng.integers(0, 20, 12_000)] + 0.35 * rng.normal(size=(12_000, 24))).astype(np.float32)

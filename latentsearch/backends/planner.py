@@ -7,9 +7,9 @@ Three plans, by what each costs per query, and a fourth for filters that come ba
   :class:`SubsetCache`). It costs one distance per match, so it wins when the matches are few.
 - ``index``: the ANN index with an ID selector, its breadth scaled to the selectivity ``s``, because a
   walk that skips most of the nodes it meets needs a wider beam to collect k allowed neighbours
-  (HNSW: :func:`filtered_ef_search`; IVF ``nprobe`` ``nprobe / s``). It costs about
-  a few times ``M·efSearch`` distances for HNSW (the crossover is measured: :data:`WALK_DISTANCES`), and the
-  listed vectors for IVF.
+  (HNSW: :func:`filtered_ef_search`; IVF ``nprobe`` ``nprobe / s``). It costs about six distances
+  per unit of efSearch for HNSW, each dearer than an exact scan's (:func:`exact_is_cheaper`), and
+  the listed vectors for IVF.
 - ``scan``: the index's own exact scan with the selector (a flat index too large to gather).
 
 A filter whose HNSW walks have cost as much as a graph of its own matches would is then searched on
@@ -30,13 +30,21 @@ from functools import lru_cache
 
 import numpy as np
 
-from latentsearch.index.specs import DEFAULT_EF_SEARCH, HNSW_M
+from latentsearch.index.specs import DEFAULT_EF_SEARCH
 from latentsearch.limits import MAX_EF_SEARCH
 
 SUBSET_CACHE_BYTES = 512 << 20  # gathered match vectors kept between searches, at most
-# Exact search wins below this × M × efSearch matches: measured on Fashion-MNIST (784-d, HNSW32), where
-# 1,803 matches took 0.3 ms exact against 1.3 ms by the index, and 6,053 took 1.1 ms against 0.7 ms.
-WALK_DISTANCES = 0.5
+# Exact search or the walk, by what each costs a single query (FAISS 1.15, x86-64 AVX2; the walk and
+# exact columns of benchmarks.breadth). An exact scan costs about one unit per float of the matches'
+# vectors (0.1-0.16 ns, streamed); a walk's distance costs WALK_FLOAT_COST units per float (one vector
+# at a time, wherever it lies) plus WALK_DISTANCE_OVERHEAD units of graph and heap work (~100 ns),
+# and a walk computes about WALK_DISTANCES_PER_EF distances per unit of efSearch (6.3 on
+# Fashion-MNIST; clustered data walk more, 9-14, where exact search then wins more often than
+# planned). The fixed part is why low-dimensional vectors cross over late: exact search is planned
+# up to ~24 × efSearch matches at 784-d, ~71 × at 128-d.
+WALK_DISTANCES_PER_EF = 6
+WALK_FLOAT_COST = 2.4
+WALK_DISTANCE_OVERHEAD = 500
 EXACT_SCAN_LIMIT = 200_000  # matches of a flat index gathered for exact search; more: the index's own scan
 
 
@@ -81,6 +89,13 @@ def filtered_ef_search(ef_search: int, k: int, share: float) -> int:
     return min(MAX_EF_SEARCH, max(scaled, excluded))
 
 
+def exact_is_cheaper(matches: int, ef_search: int, dim: int) -> bool:
+    """Whether an exact scan of ``matches`` vectors of ``dim`` floats costs a query less than an HNSW
+    walk at ``ef_search`` (the cost model above)."""
+    walk = WALK_DISTANCES_PER_EF * ef_search * WALK_FLOAT_COST * (dim + WALK_DISTANCE_OVERHEAD)
+    return matches * dim <= walk
+
+
 @lru_cache(maxsize=1024)  # (a plan per query otherwise: the same few, made again each search)
 def plan_filtered(
     matches: int,
@@ -101,7 +116,7 @@ def plan_filtered(
     fits = matches * dim * 4 <= SUBSET_CACHE_BYTES
     if factory.startswith("HNSW"):
         ef = filtered_ef_search(ef_search or DEFAULT_EF_SEARCH, k, share)
-        exact = matches <= WALK_DISTANCES * HNSW_M * ef
+        exact = exact_is_cheaper(matches, ef, dim)
         return Plan("exact", matches) if exact and fits else Plan("index", matches, ef_search=ef)
     if factory.startswith("IVF"):
         base = nprobe or max(1, nlist // 16)
