@@ -134,3 +134,75 @@ def test_one_query_s_scores_made_in_c_loops_are_score_lists_to_the_bit(found, me
         got = list(row_scores(metric, row))
         assert got == expected
         assert [math.copysign(1, s) for s in got] == [math.copysign(1, s) for s in expected]
+
+
+@pytest.fixture
+def two_threads():
+    """FAISS on two OpenMP threads in this thread (what a 2-core machine starts with), restored after."""
+    import faiss
+
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(2)
+    yield
+    faiss.omp_set_num_threads(before)
+
+
+def test_one_thread_runs_the_call_on_one_thread_and_restores_only_this_thread_s_setting(two_threads):
+    import threading
+
+    import faiss
+
+    from latentsearch.index.faiss_index import one_thread
+
+    inside, release, seen = threading.Event(), threading.Event(), {}
+
+    def search() -> int:
+        inside.set()
+        release.wait(timeout=30)
+        return faiss.omp_get_max_threads()
+
+    worker = threading.Thread(target=lambda: seen.update(threads=one_thread(search)))
+    worker.start()
+    assert inside.wait(timeout=30)
+    seen["other thread, meanwhile"] = faiss.omp_get_max_threads()  # (OpenMP's setting is per thread)
+    release.set()
+    worker.join()
+    assert seen == {"threads": 1, "other thread, meanwhile": 2}
+
+    def fails() -> None:
+        raise RuntimeError("inside")
+
+    with pytest.raises(RuntimeError, match="inside"):
+        one_thread(fails)
+    assert faiss.omp_get_max_threads() == 2
+
+
+@pytest.mark.parametrize(
+    ("index", "where", "one_thread_searches"), [("flat", None, 1), ("hnsw", None, 0), ("hnsw", "b = 0", 1)]
+)
+def test_a_single_query_scan_runs_on_one_thread_and_a_batch_on_all(
+    home, two_threads, monkeypatch, index, where, one_thread_searches
+):
+    """A flat index's scan and a filter's exact plan split one query over threads, which costs more
+    than it saves (see one_thread); an HNSW walk does not split and is left alone, and a batch keeps
+    FAISS's threads (it splits the queries)."""
+    from latentsearch.backends import local
+    from latentsearch.index import faiss_index
+
+    calls, one_thread = [], faiss_index.one_thread
+
+    def counting(search, *args, **kwargs):
+        calls.append(search)
+        return one_thread(search, *args, **kwargs)
+
+    monkeypatch.setattr(faiss_index, "one_thread", counting)
+    monkeypatch.setattr(local, "one_thread", counting)
+    x = random_vectors(300, 8, seed=4)
+    col = ls.create("threads", encoder="precomputed", dim=8, index=index, home=home)
+    col.add([str(i) for i in range(300)], vectors=x, metadata=[{"b": i % 10} for i in range(300)])
+    single = col.search(x[0], k=5, where=where)
+    assert len(calls) == one_thread_searches
+    batch = col.search_batch(x[:3], k=5, where=where)
+    assert len(calls) == one_thread_searches  # (a batch: none more)
+    assert [h.id for h in single] == [h.id for h in batch[0]]
+    col.close()

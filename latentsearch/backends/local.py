@@ -24,7 +24,7 @@ import numpy as np
 from latentsearch.backends.base import PassageSpan, Ranking, VectorTable, WriteBatch, nearest_by_knn
 from latentsearch.backends.planner import SubsetCache, plan_filtered, subindex_plan
 from latentsearch.errors import EncoderMismatchError, InvalidInputError
-from latentsearch.index.faiss_index import CHECKPOINT_FILE, INDEX_FILE, ProgressFn, VectorIndex
+from latentsearch.index.faiss_index import CHECKPOINT_FILE, INDEX_FILE, ProgressFn, VectorIndex, one_thread
 from latentsearch.index.specs import DEFAULT_EF_SEARCH, faiss_metric, is_compressed, row_scores, score_lists, to_scores
 from latentsearch.index.subindex import SubIndexCache
 from latentsearch.limits import check_tuning
@@ -637,7 +637,11 @@ class LocalBackend:
             base = self._subsets.get(self.store.seq, rowids, self._float_vectors)
         else:
             base = self.store.passage_vectors(rowids, self.dim)
-        distances, positions = faiss.knn(queries, base, min(k, len(rowids)), metric=faiss_metric(self.metric))
+        depth, metric = min(k, len(rowids)), faiss_metric(self.metric)
+        if len(queries) == 1:  # (FAISS would split one query's scan over threads: see one_thread)
+            distances, positions = one_thread(faiss.knn, queries, base, depth, metric=metric)
+        else:
+            distances, positions = faiss.knn(queries, base, depth, metric=metric)
         scores = to_scores(self.metric, distances)
         return [
             [(int(rowids[p]), float(s)) for p, s in zip(positions[qi], scores[qi]) if p >= 0]
