@@ -25,6 +25,7 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -166,7 +167,7 @@ class VectorIndex:
         self.tombstones: set[int] = set()
         self.dirty = False  # in-memory changes not yet checkpointed
         self._ids: np.ndarray | None = None  # rowid of each internal position of an IDMap2 index
-        self._direct: tuple[Any, np.ndarray, Any, np.ndarray] | None = None  # see direct
+        self._direct: tuple[Any, np.ndarray, Any, np.ndarray, Callable[..., Any]] | None = None  # see _inner
         # Unfiltered search parameters by (ef_search, nprobe); building them (and the tombstone selector)
         # costs about a tenth of a small HNSW search. Emptied whenever the tombstones change.
         self._params: dict[tuple[int | None, int | None], tuple[np.ndarray | None, Any]] = {}
@@ -540,18 +541,12 @@ class VectorIndex:
             # Search the inner index (its selectors name positions) and map ids in numpy: IndexIDMap
             # maps them in an OpenMP loop whose thread start-up, on a busy machine, cost more than a
             # whole single-query HNSW search (and ten times more than a filtered one, measured).
-            distances, positions = self._search_inner(inner[0], queries, k, params)
+            search = inner[2] if len(queries) == 1 else search_raw
+            distances, positions = search(inner[0], queries, k, params, self.dim)
             return distances, inner[1][positions]  # position -1 (no result) reads the trailing -1
         if len(queries) == 1 and not self.factory.startswith("HNSW"):
             return one_thread(self.index.search, queries, k, params=params)
         return self.index.search(queries, k, params=params)
-
-    def _search_inner(self, inner: Any, queries: np.ndarray, k: int, params: Any) -> tuple[np.ndarray, np.ndarray]:
-        """:func:`search_raw` on the inner index, a single query of a scanning index on one thread (see
-        :func:`one_thread`)."""
-        if len(queries) == 1 and not self.factory.startswith("HNSW"):
-            return one_thread(search_raw, inner, queries, k, params, self.dim)
-        return search_raw(inner, queries, k, params, self.dim)
 
     def search_direct(
         self, queries: np.ndarray, k: int, ef_search: int | None = None, nprobe: int | None = None
@@ -564,21 +559,25 @@ class VectorIndex:
         if inner is None or len(inner[1]) == 1:
             return None
         params = self._unfiltered_params(ef_search, nprobe, self._ids)
-        distances, positions = self._search_inner(inner[0], queries, min(k, len(inner[1]) - 1), params)
+        search = inner[2] if len(queries) == 1 else search_raw
+        distances, positions = search(inner[0], queries, min(k, len(inner[1]) - 1), params, self.dim)
         return distances, positions, inner[1]
 
-    def _inner(self) -> tuple[Any, np.ndarray] | None:
-        """An IDMap2 index's inner index and its positions' labels (see :meth:`search_direct`), kept until the
-        id map or the index changes: fetching the inner index's proxy and mapping missing results each
-        query cost more than the rest of the mapping. None for an index without an id map (IVF)."""
+    def _inner(self) -> tuple[Any, np.ndarray, Callable[..., tuple[np.ndarray, np.ndarray]]] | None:
+        """An IDMap2 index's inner index, its positions' labels (see :meth:`search_direct`) and how one
+        query searches it (:func:`search_raw`; on one thread where the index scans: see
+        :func:`one_thread`), kept until the id map or the index changes: fetching the inner index's
+        proxy and mapping missing results each query cost more than the rest of the mapping. None for
+        an index without an id map (IVF)."""
         if not isinstance(self.index, faiss.IndexIDMap2):
             return None
         if self._ids is None:
             self._ids = faiss.vector_to_array(self.index.id_map)
         direct = self._direct
         if direct is None or direct[0] is not self.index or direct[1] is not self._ids:
-            direct = self._direct = (self.index, self._ids, self.index.index, np.append(self._ids, -1))
-        return direct[2], direct[3]
+            single = search_raw if self.factory.startswith("HNSW") else partial(one_thread, search_raw)
+            direct = self._direct = (self.index, self._ids, self.index.index, np.append(self._ids, -1), single)
+        return direct[2], direct[3], direct[4]
 
     def _search_params(self, allowed: np.ndarray | None, ef_search: int | None, nprobe: int | None) -> Any:
         """Parameters with the selector a search needs (a filter's matches, or all but the tombstones),
