@@ -25,7 +25,6 @@ import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +124,15 @@ def search_raw(index: Any, queries: np.ndarray, k: int, params: Any, dim: int) -
         pointer = None if params is None else params.this
         _INDEX_SEARCH(index.this, n, swig_ptr(queries), k, swig_ptr(distances), swig_ptr(labels), pointer)
     return distances, labels
+
+
+def scan_raw(index: Any, queries: np.ndarray, k: int, params: Any, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`search_raw` for an index that scans its vectors (flat, SQ8): a single query on one
+    thread (see :func:`one_thread`). An HNSW walk takes :func:`search_raw` itself: one thread's work
+    either way, so it pays for no switch."""
+    if len(queries) == 1:
+        return one_thread(search_raw, index, queries, k, params, dim)
+    return search_raw(index, queries, k, params, dim)
 
 
 _OMP_THREADS, _OMP_SET_THREADS = faiss.omp_get_max_threads, faiss.omp_set_num_threads
@@ -541,8 +549,7 @@ class VectorIndex:
             # Search the inner index (its selectors name positions) and map ids in numpy: IndexIDMap
             # maps them in an OpenMP loop whose thread start-up, on a busy machine, cost more than a
             # whole single-query HNSW search (and ten times more than a filtered one, measured).
-            search = inner[2] if len(queries) == 1 else search_raw
-            distances, positions = search(inner[0], queries, k, params, self.dim)
+            distances, positions = inner[2](inner[0], queries, k, params, self.dim)
             return distances, inner[1][positions]  # position -1 (no result) reads the trailing -1
         if len(queries) == 1 and not self.factory.startswith("HNSW"):
             return one_thread(self.index.search, queries, k, params=params)
@@ -559,14 +566,13 @@ class VectorIndex:
         if inner is None or len(inner[1]) == 1:
             return None
         params = self._unfiltered_params(ef_search, nprobe, self._ids)
-        search = inner[2] if len(queries) == 1 else search_raw
-        distances, positions = search(inner[0], queries, min(k, len(inner[1]) - 1), params, self.dim)
+        distances, positions = inner[2](inner[0], queries, min(k, len(inner[1]) - 1), params, self.dim)
         return distances, positions, inner[1]
 
     def _inner(self) -> tuple[Any, np.ndarray, Callable[..., tuple[np.ndarray, np.ndarray]]] | None:
-        """An IDMap2 index's inner index, its positions' labels (see :meth:`search_direct`) and how one
-        query searches it (:func:`search_raw`; on one thread where the index scans: see
-        :func:`one_thread`), kept until the id map or the index changes: fetching the inner index's
+        """An IDMap2 index's inner index, its positions' labels (see :meth:`search_direct`) and how it is
+        searched (:func:`search_raw`, or :func:`scan_raw` for an index that scans), kept until the id
+        map or the index changes: fetching the inner index's
         proxy and mapping missing results each query cost more than the rest of the mapping. None for
         an index without an id map (IVF)."""
         if not isinstance(self.index, faiss.IndexIDMap2):
@@ -575,8 +581,8 @@ class VectorIndex:
             self._ids = faiss.vector_to_array(self.index.id_map)
         direct = self._direct
         if direct is None or direct[0] is not self.index or direct[1] is not self._ids:
-            single = search_raw if self.factory.startswith("HNSW") else partial(one_thread, search_raw)
-            direct = self._direct = (self.index, self._ids, self.index.index, np.append(self._ids, -1), single)
+            search = search_raw if self.factory.startswith("HNSW") else scan_raw
+            direct = self._direct = (self.index, self._ids, self.index.index, np.append(self._ids, -1), search)
         return direct[2], direct[3], direct[4]
 
     def _search_params(self, allowed: np.ndarray | None, ef_search: int | None, nprobe: int | None) -> Any:
