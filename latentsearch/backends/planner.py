@@ -108,9 +108,9 @@ def plan_filtered(
     nprobe: int | None = None,
     nlist: int = 1,
 ) -> Plan:
-    """The plan for a search among ``matches`` of the index's ``total`` vectors (see the module
-    docstring) for ``k`` results. ``ef_search``/``nprobe`` are the caller's (None: the defaults); ``nlist`` is an IVF
-    index's list count. Exact search is planned only when the matches' vectors (``dim`` floats
+    """The plan for a search for ``k`` results among ``matches`` of the index's ``total`` vectors (see
+    the module docstring). ``ef_search``/``nprobe`` are the caller's (None: the defaults); ``nlist`` is
+    an IVF index's list count. Exact search is planned only when the matches' vectors (``dim`` floats
     each) fit the cache: gathering them again for every query would cost more than the index."""
     share = max(matches / max(total, 1), 1e-12)
     fits = matches * dim * 4 <= SUBSET_CACHE_BYTES

@@ -572,9 +572,8 @@ class VectorIndex:
     def _inner(self) -> tuple[Any, np.ndarray, Callable[..., tuple[np.ndarray, np.ndarray]]] | None:
         """An IDMap2 index's inner index, its positions' labels (see :meth:`search_direct`) and how it is
         searched (:func:`search_raw`, or :func:`scan_raw` for an index that scans), kept until the id
-        map or the index changes: fetching the inner index's
-        proxy and mapping missing results each query cost more than the rest of the mapping. None for
-        an index without an id map (IVF)."""
+        map or the index changes: fetching the inner index's proxy and mapping missing results each
+        query cost more than the rest of the mapping. None for an index without an id map (IVF)."""
         if not isinstance(self.index, faiss.IndexIDMap2):
             return None
         if self._ids is None:
