@@ -160,6 +160,11 @@ class LocalBackend:
         """Encoding runs in this process."""
         return None
 
+    def wait_for_writes(self) -> None:
+        """A write holds the backend's lock until it has committed and updated the index."""
+        with self._lock:
+            pass
+
     # --- writes ------------------------------------------------------------------------------------
 
     def write(self, batch: WriteBatch, *, upsert: bool) -> int:
@@ -426,6 +431,26 @@ class LocalBackend:
         include: frozenset[str] = frozenset(),
         where: Any = None,
     ) -> list[list[Hit]]:
+        """The ``k`` nearest items of each query as hits (see :meth:`_nearest`). An answer that ranked
+        a row SQLite does not hold met another thread's write between its add to the index and its
+        commit (or a delete between its commit and the index's): it waits for that write and is
+        searched again, once, rather than come back short of the row."""
+        misses = self.store.misses
+        found = self._nearest(vectors, k, ef_search, nprobe, include, where)
+        if self.store.misses == misses:
+            return found
+        self.wait_for_writes()
+        return self._nearest(vectors, k, ef_search, nprobe, include, where)
+
+    def _nearest(
+        self,
+        vectors: np.ndarray,
+        k: int,
+        ef_search: int | None,
+        nprobe: int | None,
+        include: frozenset[str],
+        where: Any,
+    ) -> list[list[Hit]]:
         """Where every item is one passage of an uncompressed index, the index's answer (within the
         filter's matches, planned as :meth:`rowid_knn` plans them) is the ranking. Unfiltered and ids
         only: its positions name the items through an array of ids kept beside the index (or its
@@ -474,8 +499,10 @@ class LocalBackend:
         """The item id at each position of the index's inner index, with a trailing None (for
         position -1), as a list (a query's ten lookups in it cost less than one numpy call), for
         ``labels_of`` (:meth:`VectorIndex.search_direct`'s labels); None for more than
-        :data:`IDS_CACHE_ITEMS` items. Made again when the labels change, from the positions that
-        are new when the old labels are a prefix of the new ones (an index appends what is added)."""
+        :data:`IDS_CACHE_ITEMS` items, or while a position names a row not yet committed (another
+        thread's write, between its add to the index and its commit). Made again when the labels
+        change, from the positions that are new when the old labels are a prefix of the new ones (an
+        index appends what is added)."""
         kept = self._ids_at
         if kept is not None and kept[0] is labels_of:
             return kept[1]
@@ -487,8 +514,11 @@ class LocalBackend:
             start = len(kept[0]) - 1
             if not np.array_equal(kept[0][:start], labels_of[:start]):
                 start = 0
+        added = self.store.item_ids((labels_of[start:size] >> PASSAGE_BITS).tolist())
+        if None in added:  # rows another thread's write has added to the index but not yet committed
+            return None  # (not kept: the caller reads the ids and drops those it does not find)
         ids = kept[1][:start] if start else []
-        ids += self.store.item_ids((labels_of[start:size] >> PASSAGE_BITS).tolist())
+        ids += added
         ids.append(None)
         self._ids_at = (labels_of, ids)
         return ids

@@ -330,6 +330,9 @@ class ShardedBackend:
     def prepare_search(self) -> None:
         """Nothing to open here: each shard opens its own index."""
 
+    def wait_for_writes(self) -> None:
+        """Nothing to wait for here: each shard's actor runs its calls one at a time."""
+
     def encoder_pool(self) -> ActorEncoderPool:
         return self.pool
 

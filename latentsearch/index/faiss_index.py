@@ -32,6 +32,7 @@ import faiss
 import numpy as np
 
 from latentsearch.fileio import exclusive_lock, file_sha256, fsync_replace, remove_stale_temp_files, writing
+from latentsearch.index.gate import ReadWriteGate
 from latentsearch.index.specs import (
     DEFAULT_EF_SEARCH,
     factory_for,
@@ -51,6 +52,9 @@ CHECKPOINT_FILE = "index.checkpoint.json"
 LOCK_FILE = "index.lock"
 
 COMPACT_TOMBSTONE_FRACTION = 0.3  # HNSW rebuilds once this share of its vectors are deleted
+# Vectors added per hold of the search gate: a search waits for at most one block's add (about 0.3 s
+# for 784-d HNSW on this machine), not for a whole bulk write.
+ADD_BLOCK = 2048
 FILTERED_PARAMS_CACHE = 8  # search parameters (with their selector) kept for the latest filters
 DIGEST_PRIME = 2**31 - 1  # rowid fingerprints: squares stay below 2**62, sums of 2**31 terms in int64
 # A lean index.faiss (HNSW and flat) keeps no vectors: SQLite's are attached when it is read.
@@ -180,6 +184,9 @@ class VectorIndex:
         # costs about a tenth of a small HNSW search. Emptied whenever the tombstones change.
         self._params: dict[tuple[int | None, int | None], tuple[np.ndarray | None, Any]] = {}
         self._filtered_params: dict[tuple[int, int, int | None, int | None], tuple[Any, ...]] = {}
+        # Searches read the FAISS index together; a change (add, remove, the swap to a rebuilt index)
+        # waits for them and holds them off (see latentsearch.index.gate).
+        self._gate = ReadWriteGate()
 
     # --- construction ----------------------------------------------------------------------------
 
@@ -210,9 +217,10 @@ class VectorIndex:
             done += len(rowids)
             if progress:
                 progress(done, n)
-        self.index, self.factory, self.seq, self.trained_n = index, factory, seq, n
-        self.tombstones, self._params = set(), {}
-        self.dirty, self._ids, self._direct = True, None, None
+        with self._gate.writing():  # the old index is freed here: no search may be walking it
+            self.index, self.factory, self.seq, self.trained_n = index, factory, seq, n
+            self.tombstones, self._params = set(), {}
+            self.dirty, self._ids, self._direct = True, None, None
 
     def _training_sample(self, store: Store, n: int, max_points: int = 100_000) -> np.ndarray:
         chunks, taken = [], 0
@@ -285,15 +293,17 @@ class VectorIndex:
             return f"FAISS cannot read index.faiss ({str(exc).splitlines()[0][:100]})"
         if index.d != self.dim:
             return "index.faiss has another dimension"
-        self.index, self.factory, self.seq, self._ids = index, ckpt.factory, ckpt.seq, None
-        self._direct = None  # (it holds the index it was made from: released with it)
-        self.trained_n, self.tombstones, self._params = ckpt.trained_n, set(ckpt.tombstones), {}
+        with self._gate.writing():
+            self.index, self.factory, self.seq, self._ids = index, ckpt.factory, ckpt.seq, None
+            self._direct = None  # (it holds the index it was made from: released with it)
+            self.trained_n, self.tombstones, self._params = ckpt.trained_n, set(ckpt.tombstones), {}
         self.dirty = False
         if adopting:
             live = self.live_rowids()
             max_rowid = int(live.max()) if len(live) else 0
             if store.rowids_digest_at(ckpt.seq, max_rowid, DIGEST_PRIME) != rowids_digest(live):
-                self.index, self._direct = None, None
+                with self._gate.writing():
+                    self.index, self._direct = None, None
                 return "it does not hold the items SQLite had at its change sequence"
             self.dirty = True  # the next checkpoint records the collection's id and the digest
         return None
@@ -309,8 +319,12 @@ class VectorIndex:
         # A failure (a full disk) removes both temp files and keeps the old pair in place: the index
         # is replaced first, so at worst a new index.faiss sits beside the old checkpoint, which its
         # checksum refuses (rebuilt from SQLite on open). The in-memory index stays dirty.
-        with writing(self.folder.name, self.folder, tmp, ckpt_tmp), exclusive_lock(self.folder / LOCK_FILE):
-            live = self.live_rowids()
+        with (
+            writing(self.folder.name, self.folder, tmp, ckpt_tmp),
+            exclusive_lock(self.folder / LOCK_FILE),
+            self._gate.reading(),
+        ):
+            live = self._live_rowids()
             with open(tmp, "wb") as handle:
                 # Through Python's file object, so a write error is an OSError with its errno (FAISS's
                 # own writer prints "close error" on stderr and raises a RuntimeError with the text).
@@ -426,9 +440,8 @@ class VectorIndex:
         if len(deleted):
             self.remove(deleted)
         total, done = store.count_after(self.seq, current), 0
-        self._ids = None
         for rowids, vectors in store.iter_vectors(self.dim, after_seq=self.seq, upto_seq=current):
-            self.index.add_with_ids(vectors, rowids)
+            self._add(rowids, vectors)
             done += len(rowids)
             if progress:
                 progress(done, total)
@@ -437,22 +450,32 @@ class VectorIndex:
 
     def add(self, rowids: np.ndarray, vectors: np.ndarray, seq: int) -> None:
         """Add vectors that SQLite has just committed at ``seq``."""
-        self.index.add_with_ids(np.ascontiguousarray(vectors, dtype=np.float32), rowids.astype(np.int64))
-        if self._ids is not None:  # IDMap2 appends in order
-            self._ids = np.concatenate([self._ids, rowids.astype(np.int64)])
+        self._add(rowids, vectors)
         self.seq, self.dirty = seq, True
+
+    def _add(self, rowids: np.ndarray, vectors: np.ndarray) -> None:
+        """Add to the FAISS index block by block, each block with the gate held: searches go on
+        between blocks, each seeing the index and its positions' labels as they stand."""
+        vectors, rowids = np.ascontiguousarray(vectors, dtype=np.float32), rowids.astype(np.int64)
+        for at in range(0, len(rowids), ADD_BLOCK):
+            block = slice(at, at + ADD_BLOCK)
+            with self._gate.writing():
+                self.index.add_with_ids(vectors[block], rowids[block])
+                self._ids = None  # (read again from the id map by the next search: once, not per block)
 
     def remove(self, rowids: np.ndarray, seq: int | None = None) -> None:
         """Drop rowids from the index (tombstones for HNSW, which cannot remove)."""
-        if self._is_hnsw:
-            if self._ids is None:
-                self._ids = faiss.vector_to_array(self.index.id_map)
-            present = set(self._ids.tolist())
-            self.tombstones.update(int(r) for r in rowids if int(r) in present)
-            self._params = {}
-        else:
-            self.index.remove_ids(np.asarray(rowids, dtype=np.int64))
-            self._ids = None
+        with self._gate.writing():
+            if self._is_hnsw:
+                if self._ids is None:
+                    self._ids = faiss.vector_to_array(self.index.id_map)
+                present = set(self._ids.tolist())
+                # A new set, not the searches' one changed in place (they read it without the gate).
+                self.tombstones = self.tombstones | {int(r) for r in rowids if int(r) in present}
+                self._params = {}
+            else:
+                self.index.remove_ids(np.asarray(rowids, dtype=np.int64))
+                self._ids = None
         if seq is not None:
             self.seq = seq
         self.dirty = True
@@ -460,6 +483,10 @@ class VectorIndex:
     def held_rowids(self) -> np.ndarray:
         """Every rowid the FAISS index holds, tombstones included, for every index kind (IVF indexes
         keep theirs in the inverted lists)."""
+        with self._gate.reading():
+            return self._held_rowids()
+
+    def _held_rowids(self) -> np.ndarray:
         if self.index is None:
             return np.empty(0, np.int64)
         if hasattr(self.index, "id_map"):
@@ -475,7 +502,11 @@ class VectorIndex:
 
     def live_rowids(self) -> np.ndarray:
         """The rowids the index serves: those it holds minus the HNSW tombstones."""
-        held = self.held_rowids()
+        with self._gate.reading():
+            return self._live_rowids()
+
+    def _live_rowids(self) -> np.ndarray:
+        held = self._held_rowids()
         if self.tombstones:
             held = held[~np.isin(held, np.fromiter(self.tombstones, dtype=np.int64))]
         return held
@@ -501,7 +532,8 @@ class VectorIndex:
         if not isinstance(self.index, faiss.IndexIDMap2) or is_compressed(self.factory):
             return None
         try:
-            return self.index.reconstruct_batch(np.ascontiguousarray(rowids, dtype=np.int64))
+            with self._gate.reading():
+                return self.index.reconstruct_batch(np.ascontiguousarray(rowids, dtype=np.int64))
         except RuntimeError:  # an id the index does not hold (yet): the caller reads SQLite
             return None
 
@@ -541,8 +573,14 @@ class VectorIndex:
     def _search(
         self, queries: np.ndarray, k: int, allowed: np.ndarray | None, ef_search: int | None, nprobe: int | None
     ) -> tuple[np.ndarray, np.ndarray]:
-        k = max(1, min(k, self.ntotal))
         queries = np.ascontiguousarray(queries, dtype=np.float32)
+        with self._gate.reading():
+            return self._search_read(queries, k, allowed, ef_search, nprobe)
+
+    def _search_read(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None, ef_search: int | None, nprobe: int | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        k = max(1, min(k, self.ntotal))
         inner = self._inner()
         params = self._search_params(allowed, ef_search, nprobe)
         if inner is not None:
@@ -562,12 +600,17 @@ class VectorIndex:
         ``(distances, positions)`` and the label (rowid) of each position with a trailing -1, so that
         position -1 (no result) reads -1. None where that is not the whole answer (tombstones to
         skip, no id map) or there is nothing to search. (The single-query hot path: one call.)"""
-        inner = None if self.tombstones else self._inner()
-        if inner is None or len(inner[1]) == 1:
-            return None
-        params = self._unfiltered_params(ef_search, nprobe, self._ids)
-        distances, positions = inner[2](inner[0], queries, min(k, len(inner[1]) - 1), params, self.dim)
-        return distances, positions, inner[1]
+        gate = self._gate
+        gate.enter_read()  # (not its context manager: a generator's frames cost more than the gate)
+        try:
+            inner = None if self.tombstones else self._inner()
+            if inner is None or len(inner[1]) == 1:
+                return None
+            params = self._unfiltered_params(ef_search, nprobe, self._ids)
+            distances, positions = inner[2](inner[0], queries, min(k, len(inner[1]) - 1), params, self.dim)
+            return distances, positions, inner[1]
+        finally:
+            gate.leave_read()
 
     def _inner(self) -> tuple[Any, np.ndarray, Callable[..., tuple[np.ndarray, np.ndarray]]] | None:
         """An IDMap2 index's inner index, its positions' labels (see :meth:`search_direct`) and how it is

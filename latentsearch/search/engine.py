@@ -24,8 +24,19 @@ if TYPE_CHECKING:
 
 
 def search(collection: Collection, request: SearchRequest) -> Hits:
-    """Run a search request; see :meth:`Collection.search`."""
+    """Run a search request; see :meth:`Collection.search`. A ranked item with no row to read
+    (another thread's write or delete in flight in this process) makes it wait for that write and run
+    again, once, rather than come back short."""
     req = request.validated()
+    hits, complete = _search(collection, req)
+    if complete:
+        return hits
+    collection.backend.wait_for_writes()
+    return _search(collection, req)[0]
+
+
+def _search(collection: Collection, req: SearchRequest) -> tuple[Hits, bool]:
+    """The hits of a validated request, and whether every ranked item was read."""
     backend = collection.backend
     text, exclude = req.text, []
     if req.like is not None:
@@ -51,6 +62,7 @@ def search(collection: Collection, request: SearchRequest) -> Hits:
     floors = score_floors(collection.metric)
     ranked = fuse(rankings, fusion, floors)[: req.k] if fusion is not None else rankings[mode][: req.k]
     found = backend.hits([ranked], req.include)[0]
+    complete = None not in found
     ranked, hits = _present(ranked, found)
     if req.include & {"text", "passage"}:
         cut_snippets(hits, match)
@@ -59,7 +71,7 @@ def search(collection: Collection, request: SearchRequest) -> Hits:
         if plan is not None:
             for hit in hits:
                 hit.details["plan"] = plan
-    return Hits(hits)
+    return Hits(hits), complete
 
 
 def resolved_mode(collection: Collection, req: SearchRequest, match: str | None) -> str:

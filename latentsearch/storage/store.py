@@ -144,6 +144,9 @@ class Store:
         self._hit_rows: dict[bool, dict[int, tuple[Any, ...]]] = {False: {}, True: {}}
         self._hit_rows_seq: int | None = None
         self._hit_rows_bytes = 0
+        # Reads of hits that asked for a row SQLite does not hold: counted so that a search can tell
+        # that its ranking met another thread's write in flight (see LocalBackend.nearest).
+        self.misses = 0
         # The change sequence last read and the WAL-index header seen just before reading it (see seq).
         self._seen: tuple[bytes, int] | None = None
         self._shm: BinaryIO | None = None  # (a file object: closed with the Store even when not closed)
@@ -533,7 +536,10 @@ class Store:
         are always read. What a search returns is what SQLite holds when it checks the sequence."""
         if "vector" in include:
             with self._read() as conn:
-                return {row[0]: row for row in self._select_hit_rows(conn, keys, include, by_passage)}
+                rows = {row[0]: row for row in self._select_hit_rows(conn, keys, include, by_passage)}
+            if len(rows) < len(set(keys)):
+                self.misses += 1
+            return rows
         default = include - {"passage"} == _CACHED_FIELDS
         with self._lock:
             seq = self.seq
@@ -555,6 +561,8 @@ class Store:
                 if default:
                     self._keep_hit_rows(rows, by_passage)
                 found.update((row[0], row) for row in rows)
+                if len(rows) < len(set(missing)):
+                    self.misses += 1
             return found
 
     def _clear_hit_rows(self) -> None:
@@ -615,7 +623,7 @@ class Store:
             if missing:
                 if len(kept) + len(missing) > IDS_CACHE_ITEMS:
                     kept.clear()
-                rows = self.hit_rows(missing, frozenset(), by_passage=False)  # (rowid, id) rows
+                rows = self.hit_rows(missing, frozenset(), by_passage=False)  # (rowid, id) rows (misses counted)
                 kept.update((rowid, row[1]) for rowid, row in rows.items())
             return [kept.get(r) for r in rowids]
 
