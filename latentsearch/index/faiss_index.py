@@ -33,6 +33,7 @@ import numpy as np
 
 from latentsearch.fileio import exclusive_lock, file_sha256, fsync_replace, remove_stale_temp_files, writing
 from latentsearch.index.gate import ReadWriteGate
+from latentsearch.index.hugepages import Placed, place, place_index
 from latentsearch.index.specs import (
     DEFAULT_EF_SEARCH,
     factory_for,
@@ -187,6 +188,7 @@ class VectorIndex:
         # Searches read the FAISS index together; a change (add, remove, the swap to a rebuilt index)
         # waits for them and holds them off (see latentsearch.index.gate).
         self._gate = ReadWriteGate()
+        self._placed: dict[str, Placed] = {}  # what of the index is on huge pages (see hugepages)
 
     # --- construction ----------------------------------------------------------------------------
 
@@ -217,8 +219,10 @@ class VectorIndex:
             done += len(rowids)
             if progress:
                 progress(done, n)
+        placed = place_index(index)  # (before any search can read it)
         with self._gate.writing():  # the old index is freed here: no search may be walking it
             self.index, self.factory, self.seq, self.trained_n = index, factory, seq, n
+            self._placed = placed
             self.tombstones, self._params = set(), {}
             self.dirty, self._ids, self._direct = True, None, None
 
@@ -288,13 +292,14 @@ class VectorIndex:
         if size != ckpt.size or verified_sha256(path) != ckpt.sha256:
             return "index.faiss does not match its checksum (truncated or corrupt)"
         try:
-            index = self._read_index_file(path, store)
+            index, placed = self._read_index_file(path, store)
         except (RuntimeError, ValueError) as exc:
             return f"FAISS cannot read index.faiss ({str(exc).splitlines()[0][:100]})"
         if index.d != self.dim:
             return "index.faiss has another dimension"
         with self._gate.writing():
             self.index, self.factory, self.seq, self._ids = index, ckpt.factory, ckpt.seq, None
+            self._placed = placed
             self._direct = None  # (it holds the index it was made from: released with it)
             self.trained_n, self.tombstones, self._params = ckpt.trained_n, set(ckpt.tombstones), {}
         self.dirty = False
@@ -380,14 +385,16 @@ class VectorIndex:
         else:
             faiss.write_index(faiss.IndexFlat(self.dim, inner.metric_type), writer)
 
-    def _read_index_file(self, path: Path, store: Store) -> faiss.Index:
+    def _read_index_file(self, path: Path, store: Store) -> tuple[faiss.Index, dict[str, Placed]]:
         """Read ``index.faiss``: a FAISS file, or a lean one (see :meth:`_write_lean`) whose vectors are
         read back from SQLite in the id map's order. A passage deleted from SQLite after the checkpoint
-        gets a zero vector: catching up tombstones it, and compaction drops it."""
+        gets a zero vector: catching up tombstones it, and compaction drops it. Also what of it is on
+        huge pages."""
         with open(path, "rb") as handle:
             lean = handle.read(len(LEAN_MAGIC)) == LEAN_MAGIC
         if not lean:
-            return faiss.read_index(str(path))
+            index = faiss.read_index(str(path))
+            return index, place_index(index)
         data = path.read_bytes()
         at = len(LEAN_MAGIC)
         n = int(np.frombuffer(data, np.int64, 1, at)[0])
@@ -406,6 +413,9 @@ class VectorIndex:
         # The vectors go from SQLite straight into the flat storage's own (zeroed) memory, once.
         storage.codes.resize(n * self.dim * 4)
         vectors = faiss.rev_swig_ptr(storage.codes.data(), n * self.dim * 4).view(np.float32).reshape(n, self.dim)
+        # Still zeros: onto huge pages with no copy, before the vectors fault them in.
+        address = vectors.ctypes.data if n else 0
+        placed_vectors = Placed(address, place(address, 0, vectors.nbytes, zeros=True) if n else 0)
         if n:
             store.passage_vectors(ids, self.dim, missing_ok=True, out=vectors)
         if t:
@@ -422,7 +432,7 @@ class VectorIndex:
         index.own_fields = True
         faiss.copy_array_to_vector(ids, index.id_map)
         index.construct_rev_map()
-        return index
+        return index, place_index(index, {"vectors": placed_vectors})
 
     # --- changes ---------------------------------------------------------------------------------
 
@@ -462,6 +472,7 @@ class VectorIndex:
             with self._gate.writing():
                 self.index.add_with_ids(vectors[block], rowids[block])
                 self._ids = None  # (read again from the id map by the next search: once, not per block)
+                self._placed = place_index(self.index, self._placed)  # (a grown vector has moved)
 
     def remove(self, rowids: np.ndarray, seq: int | None = None) -> None:
         """Drop rowids from the index (tombstones for HNSW, which cannot remove)."""

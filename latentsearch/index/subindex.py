@@ -24,6 +24,7 @@ import faiss
 import numpy as np
 
 from latentsearch.index.faiss_index import search_raw
+from latentsearch.index.hugepages import place_index
 from latentsearch.index.specs import DEFAULT_EF_SEARCH, HNSW_EF_CONSTRUCTION, HNSW_M, faiss_metric, score_lists
 
 log = logging.getLogger("latentsearch")
@@ -50,6 +51,7 @@ class SubIndex:
         self.index = faiss.IndexHNSWFlat(vectors.shape[1], HNSW_M, faiss_metric(metric))
         self.index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
         self.index.add(np.ascontiguousarray(vectors, dtype=np.float32))
+        place_index(self.index)  # (built before any search reads it)
         self.nbytes = subindex_bytes(len(ids), vectors.shape[1])
         self._params: dict[int, faiss.SearchParametersHNSW] = {}  # per breadth (making one costs 4 µs a query)
 

@@ -1,0 +1,151 @@
+"""An index's vectors and graph moved onto transparent huge pages: the bytes never change, the pages
+do (where the kernel gives huge pages to advised memory, as Linux does by default)."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import latentsearch as ls
+from latentsearch.index import hugepages
+from latentsearch.index.hugepages import HUGE_PAGE, place
+
+
+def huge_pages_for_advised_memory_only() -> bool:
+    try:
+        return "[madvise]" in hugepages.THP_SETTING.read_text()
+    except OSError:
+        return False
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+needs_thp = pytest.mark.skipif(
+    not hugepages.available(), reason="no transparent huge pages for advised memory on this kernel"
+)
+
+
+def huge_bytes_in(address: int, size: int) -> int:
+    """AnonHugePages of the mappings that overlap ``[address, address + size)`` (/proc/self/smaps; an
+    advice splits a mapping where it starts and ends)."""
+    total, inside = 0, False
+    with open("/proc/self/smaps") as smaps:
+        for line in smaps:
+            head = line.split()[0]
+            if "-" in head and not head.endswith(":"):
+                low, high = (int(x, 16) for x in head.split("-"))
+                inside = low < address + size and address < high
+            elif inside and head == "AnonHugePages:":
+                total += int(line.split()[1]) * 1024
+    return total
+
+
+@needs_thp
+@settings(max_examples=25, deadline=None)
+@given(start=st.integers(0, 3 * HUGE_PAGE), length=st.integers(0, 5 * HUGE_PAGE), seed=st.integers(0, 2**16))
+def test_place_keeps_every_byte(start: int, length: int, seed: int) -> None:
+    buffer = np.random.default_rng(seed).integers(0, 256, size=9 * HUGE_PAGE, dtype=np.uint8)
+    before = buffer.copy()
+    address = buffer.ctypes.data
+    upto = place(address, start, start + length)
+    assert np.array_equal(buffer, before)
+    # Placed up to the last whole huge page inside the range, or not at all.
+    end_page = (address + start + length) // HUGE_PAGE * HUGE_PAGE
+    first_page = -(-(address + start) // HUGE_PAGE) * HUGE_PAGE
+    assert upto == (end_page - address if end_page > first_page else start)
+
+
+@needs_thp
+def test_placed_memory_is_on_huge_pages() -> None:
+    # Memory NumPy did not advise (it advises arrays of 4 MiB and more): a ctypes buffer.
+    size = 6 * HUGE_PAGE
+    raw = (ctypes.c_ubyte * size)()
+    buffer = np.ctypeslib.as_array(raw)
+    buffer[:] = np.arange(size, dtype=np.uint64).astype(np.uint8)
+    placed_to = place(ctypes.addressof(raw), 0, size)
+    assert placed_to >= 4 * HUGE_PAGE  # (at least four whole pages fit, wherever the buffer starts)
+    assert huge_bytes_in(ctypes.addressof(raw), size) >= 4 * HUGE_PAGE
+    assert np.array_equal(buffer, np.arange(size, dtype=np.uint64).astype(np.uint8))
+
+
+@needs_thp
+@pytest.mark.parametrize("index", ["hnsw", "flat"])
+def test_an_index_stays_exact_on_huge_pages_as_it_grows_and_reopens(index: str, home) -> None:
+    """Vectors added in many writes (the FAISS vectors grow and move, and are placed again each time)
+    are the vectors given, the answers are those of the same index unplaced, and so after a reopen."""
+    rng = np.random.default_rng(3)
+    dim = 256
+    vectors = rng.random((6_000, dim), dtype=np.float32)  # 6 MiB of floats: three huge pages and more
+    ids = [f"v{i}" for i in range(len(vectors))]
+    col = ls.create("big", encoder="precomputed", dim=dim, metric="l2", index=index, home=home)
+    for at in range(0, len(vectors), 1_500):
+        col.add(ids[at : at + 1_500], vectors=vectors[at : at + 1_500])
+    queries = rng.random((20, dim), dtype=np.float32)
+    placed = col.backend.index._placed
+    assert placed["vectors"].upto >= 2 * HUGE_PAGE
+
+    def answers(c: ls.Collection) -> list[list[str]]:
+        return [[h.id for h in c.search(q, k=10, include=[])] for q in queries]
+
+    def held(c: ls.Collection) -> np.ndarray:
+        vi = c.backend.index
+        return vi.stored_vectors(vi.held_rowids())
+
+    found = answers(col)
+    assert np.array_equal(np.sort(held(col), axis=0), np.sort(vectors, axis=0))
+    col.close()
+
+    reopened = ls.open("big", home=home)
+    assert answers(reopened) == found
+    assert reopened.backend.index._placed["vectors"].upto >= 2 * HUGE_PAGE
+    assert np.array_equal(np.sort(held(reopened), axis=0), np.sort(vectors, axis=0))
+    reopened.close()
+
+
+OFF_SCRIPT = """
+import sys
+from pathlib import Path
+import numpy as np
+import latentsearch as ls
+from latentsearch.index import hugepages
+from tests.test_hugepages import huge_bytes_in
+
+col = ls.create("small", encoder="precomputed", dim=256, metric="l2", index="hnsw", home=Path(sys.argv[1]))
+col.add([f"v{i}" for i in range(8_000)], vectors=np.ones((8_000, 256), np.float32))
+vectors = hugepages.regions(col.backend.index.index)["vectors"]
+size = vectors.byte_size()
+print(hugepages.available(), size, huge_bytes_in(hugepages._vector_address(vectors), size))
+"""
+
+
+@pytest.mark.parametrize("setting", ["0", "1"])
+def test_turned_off_by_the_environment(setting: str, tmp_path) -> None:
+    """LATENTSEARCH_HUGE_PAGES=0: nothing placed (in a fresh process, whose heap no earlier placement
+    has touched); the same script without it places the vectors."""
+    env = {**os.environ, "LATENTSEARCH_HUGE_PAGES": setting}
+    run = subprocess.run(
+        [sys.executable, "-c", OFF_SCRIPT, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    available, size, huge = run.stdout.split()
+    assert int(size) == 8_000 * 256 * 4
+    if setting == "0":
+        assert available == "False"
+        if huge_pages_for_advised_memory_only():  # (else the kernel may give them unasked)
+            assert int(huge) == 0
+    elif hugepages.available():
+        assert available == "True" and int(huge) >= 2 * HUGE_PAGE
