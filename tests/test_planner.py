@@ -222,3 +222,33 @@ def test_a_large_k_under_a_filter_keeps_its_recall(home, walks):
     assert len(short) == len(queries) and not any(short)
     assert np.mean(recalls) >= 0.9, np.mean(recalls)
     col.close()
+
+
+def test_an_unfiltered_search_walks_at_least_k_wide(home):
+    """k above efSearch: the walk's beam is k wide (hnswlib's rule), so any efSearch below k answers
+    as efSearch = k does, on every path (ids only, full hits, a batch, through tombstones), and the
+    recall of 100 neighbours stays high. FAISS itself keeps efSearch as set (recall@100 0.978 at ef 64
+    on Fashion-MNIST)."""
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(200, 64)).astype(np.float32)
+    x = centres[rng.integers(0, 200, 20_000)] + rng.normal(scale=0.6, size=(20_000, 64)).astype(np.float32)
+    col = ls.create("wide", encoder="precomputed", dim=64, metric="l2", index="hnsw", home=home)
+    col.add([str(i) for i in range(len(x))], vectors=x)
+    queries = x[:30] + 0.05 * rng.normal(size=(30, 64)).astype(np.float32)
+    _, truth = faiss.knn(queries, x, 100)
+
+    def ranked(**options) -> list[list[str]]:
+        return [[h.id for h in col.search(q, k=100, **options)] for q in queries]
+
+    wide = ranked(include=[], ef_search=100)
+    assert ranked(include=[], ef_search=8) == wide
+    assert ranked(include=[]) == wide  # (the default efSearch, 64)
+    assert ranked(ef_search=16) == wide
+    assert [[h.id for h in hits] for hits in col.search_batch(queries, k=100, ef_search=16)] == wide
+    recall = np.mean([len({int(i) for i in ids} & set(t.tolist())) / 100 for ids, t in zip(wide, truth)])
+    assert recall >= 0.99, recall
+    col.delete(["19999"])  # a tombstone: the selector's path
+    after = ranked(include=[], ef_search=100)
+    assert ranked(include=[], ef_search=8) == after
+    assert not any("19999" in ids for ids in after)
+    col.close()

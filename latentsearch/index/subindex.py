@@ -57,7 +57,7 @@ class SubIndex:
 
     def search(self, queries: np.ndarray, k: int, ef_search: int | None = None) -> list[list[tuple[int, float]]]:
         """The ``k`` nearest ``(id, score)`` of each query row, best first (scores as the collection's)."""
-        ef = int(ef_search or DEFAULT_EF_SEARCH)
+        ef = max(int(ef_search or DEFAULT_EF_SEARCH), k)  # (a beam narrower than k loses neighbours)
         params = self._params.get(ef)
         if params is None:
             params = self._params[ef] = faiss.SearchParametersHNSW()
