@@ -65,6 +65,19 @@ def test_place_keeps_every_byte(start: int, length: int, seed: int) -> None:
 
 
 @needs_thp
+@settings(max_examples=25, deadline=None)
+@given(zeros_from=st.integers(0, 6 * HUGE_PAGE), seed=st.integers(0, 2**16))
+def test_place_copies_only_what_is_not_zeros(zeros_from: int, seed: int) -> None:
+    """``zeros_from``: the bytes after it are zeros and come back zeros without a copy; those before it
+    are kept."""
+    buffer = np.zeros(7 * HUGE_PAGE, dtype=np.uint8)
+    buffer[:zeros_from] = np.random.default_rng(seed).integers(1, 256, size=zeros_from, dtype=np.uint8)
+    before = buffer.copy()
+    place(buffer.ctypes.data, 0, buffer.nbytes, zeros_from=zeros_from)
+    assert np.array_equal(buffer, before)
+
+
+@needs_thp
 def test_placed_memory_is_on_huge_pages() -> None:
     # Memory NumPy did not advise (it advises arrays of 4 MiB and more): a ctypes buffer.
     size = 6 * HUGE_PAGE

@@ -33,7 +33,7 @@ import numpy as np
 
 from latentsearch.fileio import exclusive_lock, file_sha256, fsync_replace, remove_stale_temp_files, writing
 from latentsearch.index.gate import ReadWriteGate
-from latentsearch.index.hugepages import Placed, place, place_index
+from latentsearch.index.hugepages import Placed, place, place_index, reserve_vectors
 from latentsearch.index.specs import (
     DEFAULT_EF_SEARCH,
     factory_for,
@@ -415,7 +415,7 @@ class VectorIndex:
         vectors = faiss.rev_swig_ptr(storage.codes.data(), n * self.dim * 4).view(np.float32).reshape(n, self.dim)
         # Still zeros: onto huge pages with no copy, before the vectors fault them in.
         address = vectors.ctypes.data if n else 0
-        placed_vectors = Placed(address, place(address, 0, vectors.nbytes, zeros=True) if n else 0)
+        placed_vectors = Placed(address, place(address, 0, vectors.nbytes, zeros_from=0) if n else 0)
         if n:
             store.passage_vectors(ids, self.dim, missing_ok=True, out=vectors)
         if t:
@@ -470,9 +470,12 @@ class VectorIndex:
         for at in range(0, len(rowids), ADD_BLOCK):
             block = slice(at, at + ADD_BLOCK)
             with self._gate.writing():
+                if at == 0:  # room on huge pages for the whole write, into which FAISS adds it
+                    self._placed = reserve_vectors(self.index, len(rowids), self._placed)
                 self.index.add_with_ids(vectors[block], rowids[block])
                 self._ids = None  # (read again from the id map by the next search: once, not per block)
-                self._placed = place_index(self.index, self._placed)  # (a grown vector has moved)
+                if at + ADD_BLOCK >= len(rowids):  # once a write, not per block: each copies what moved
+                    self._placed = place_index(self.index, self._placed)
 
     def remove(self, rowids: np.ndarray, seq: int | None = None) -> None:
         """Drop rowids from the index (tombstones for HNSW, which cannot remove)."""

@@ -56,12 +56,12 @@ def available() -> bool:
     return _madvise() is not None
 
 
-def place(address: int, start: int, end: int, *, zeros: bool = False) -> int:
+def place(address: int, start: int, end: int, *, zeros_from: int | None = None) -> int:
     """Move the bytes ``[start, end)`` of the memory at ``address`` onto huge pages, keeping them: the
-    whole 2 MiB pages inside the range (the bytes around them stay where they are). ``zeros``: the
-    range holds only zeros, which need no copy. Returns the offset up to which the range is placed
-    (``start`` when nothing was: too short, or not possible here). No other thread may read or write
-    the range meanwhile."""
+    whole 2 MiB pages inside the range (the bytes around them stay where they are). ``zeros_from``:
+    the offset from which the range holds only zeros, which need no copy. Returns the offset up to
+    which the range is placed (``start`` when nothing was: too short, or not possible here). No other
+    thread may read or write the range meanwhile."""
     madvise = _madvise()
     low = -(-(address + start) // HUGE_PAGE) * HUGE_PAGE
     high = (address + end) // HUGE_PAGE * HUGE_PAGE
@@ -69,21 +69,24 @@ def place(address: int, start: int, end: int, *, zeros: bool = False) -> int:
         return start
     size = high - low
     pages = np.ctypeslib.as_array((ctypes.c_ubyte * size).from_address(low))
-    kept = None if zeros else pages.copy()
+    keep = size if zeros_from is None else min(size, max(0, address + zeros_from - low))
+    kept = pages[:keep].copy() if keep else None
     if madvise(low, size, MADV_HUGEPAGE) != 0:
         return start
     madvise(low, size, MADV_DONTNEED)  # (refused, it changes nothing: the copy below is then a no-op)
     if kept is not None:
-        pages[:] = kept
+        pages[:keep] = kept
     return high - address
 
 
 @dataclass
 class Placed:
-    """How much of one FAISS vector is on huge pages: its address then, and the offset placed up to."""
+    """How much of one FAISS vector is on huge pages: its address then, the offset placed up to, and
+    the bytes :func:`reserve` made room for there (0: none)."""
 
     address: int
     upto: int
+    capacity: int = 0
 
 
 def _vector_address(vector: Any) -> int:
@@ -102,6 +105,33 @@ def regions(index: Any) -> dict[str, Any]:
     return {}
 
 
+def reserve(vector: Any, nbytes: int, placed: Placed | None) -> Placed | None:
+    """Make room in ``vector`` (a FAISS ``MaybeOwnedVector``) for ``nbytes`` on huge pages before it
+    grows to them, so that what is added faults straight into huge pages instead of being copied onto
+    them afterwards: the vector is grown (it moves, with its bytes, once), its new part is placed as
+    the zeros it is and its old part copied, and it is shrunk back to its size (keeping the room:
+    ``std::vector``). Room for half as much again as it holds at least, so that small writes move it
+    seldom. Returns the new record (``placed`` when there is room already or nothing can be placed)."""
+    address, size = _vector_address(vector), vector.byte_size()
+    if not available() or (placed is not None and placed.address == address and placed.capacity >= nbytes):
+        return placed
+    capacity = max(nbytes, size + size // 2)
+    vector.resize(capacity)
+    address = _vector_address(vector)
+    upto = place(address, 0, capacity, zeros_from=size)
+    vector.resize(size)
+    return Placed(address, upto, capacity)
+
+
+def reserve_vectors(index: Any, added: int, placed: dict[str, Placed]) -> dict[str, Placed]:
+    """:func:`reserve` in ``index``'s float vectors for ``added`` more (before a write adds them)."""
+    vectors = regions(index).get("vectors")
+    if vectors is None:
+        return placed
+    grown = reserve(vectors, vectors.byte_size() + added * index.d * 4, placed.get("vectors"))
+    return placed if grown is None else {**placed, "vectors": grown}
+
+
 def place_index(index: Any, placed: dict[str, Placed] | None = None) -> dict[str, Placed]:
     """Place what ``index``'s :func:`regions` hold beyond what ``placed`` (from an earlier call on the
     same index) says is placed: all of a vector that has moved since (a growing vector is copied to
@@ -112,6 +142,8 @@ def place_index(index: Any, placed: dict[str, Placed] | None = None) -> dict[str
     for name, vector in regions(index).items():
         address, size = _vector_address(vector), vector.byte_size()
         before = placed.get(name)
-        start = before.upto if before is not None and before.address == address else 0
-        placed[name] = Placed(address, place(address, start, size) if address else 0)
+        if before is not None and before.address == address:
+            placed[name] = Placed(address, max(before.upto, place(address, before.upto, size)), before.capacity)
+        else:  # (moved: a vector that grew past its room is copied to new memory)
+            placed[name] = Placed(address, place(address, 0, size) if address else 0)
     return placed
