@@ -214,12 +214,13 @@ class VectorIndex:
                 log.info("%s cannot train on %d vectors yet, exact search meanwhile: %s", factory, len(sample), exc)
                 factory, index = "Flat", self._new_index("Flat")
         done = 0
+        placed = reserve_vectors(index, n, {})  # room on huge pages first: the adds fault straight into it
         for rowids, vectors in store.iter_vectors(self.dim, upto_seq=seq):
             index.add_with_ids(vectors, rowids)
             done += len(rowids)
             if progress:
                 progress(done, n)
-        placed = place_index(index)  # (before any search can read it)
+        placed = place_index(index, placed)  # (the links; before any search can read the index)
         with self._gate.writing():  # the old index is freed here: no search may be walking it
             self.index, self.factory, self.seq, self.trained_n = index, factory, seq, n
             self._placed = placed
