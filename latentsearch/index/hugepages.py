@@ -95,14 +95,16 @@ def _vector_address(vector: Any) -> int:
 
 def regions(index: Any) -> dict[str, Any]:
     """The FAISS vectors worth placing in ``index`` (an id map over HNSW-over-flat or flat): the float
-    vectors, and an HNSW graph's links. Other kinds: none."""
+    vectors, and an HNSW graph's links. Other kinds: none; nor a vector that is a view of memory FAISS
+    does not own (a memory-mapped file's: dropping its pages would drop its data)."""
     inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap2) else index
     if isinstance(inner, faiss.IndexHNSWFlat):
-        storage = faiss.downcast_index(inner.storage)
-        return {"vectors": storage.codes, "links": inner.hnsw.neighbors}
-    if isinstance(inner, faiss.IndexFlat):
-        return {"vectors": inner.codes}
-    return {}
+        found = {"vectors": faiss.downcast_index(inner.storage).codes, "links": inner.hnsw.neighbors}
+    elif isinstance(inner, faiss.IndexFlat):
+        found = {"vectors": inner.codes}
+    else:
+        return {}
+    return {name: vector for name, vector in found.items() if vector.is_owned}
 
 
 def reserve(vector: Any, nbytes: int, placed: Placed | None) -> Placed | None:
