@@ -3,16 +3,18 @@ do (where the kernel gives huge pages to advised memory, as Linux does by defaul
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import faiss
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import latentsearch as ls
@@ -28,6 +30,19 @@ def huge_pages_for_advised_memory_only() -> bool:
 
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+# The chunk place() copies at a time: one huge page, a few, and its own (larger than these buffers).
+CHUNKS = st.sampled_from([HUGE_PAGE, 3 * HUGE_PAGE, hugepages.COPY_CHUNK])
+
+
+@contextlib.contextmanager
+def copying_chunks_of(chunk: int) -> Iterator[None]:
+    kept, hugepages.COPY_CHUNK = hugepages.COPY_CHUNK, chunk
+    try:
+        yield
+    finally:
+        hugepages.COPY_CHUNK = kept
 
 
 needs_thp = pytest.mark.skipif(
@@ -52,12 +67,19 @@ def huge_bytes_in(address: int, size: int) -> int:
 
 @needs_thp
 @settings(max_examples=25, deadline=None)
-@given(start=st.integers(0, 3 * HUGE_PAGE), length=st.integers(0, 5 * HUGE_PAGE), seed=st.integers(0, 2**16))
-def test_place_keeps_every_byte(start: int, length: int, seed: int) -> None:
+@example(start=12_345, length=7 * HUGE_PAGE, seed=1, chunk=HUGE_PAGE)  # many pages, a chunk each
+@given(
+    start=st.integers(0, 3 * HUGE_PAGE),
+    length=st.integers(0, 5 * HUGE_PAGE),
+    seed=st.integers(0, 2**16),
+    chunk=CHUNKS,
+)
+def test_place_keeps_every_byte(start: int, length: int, seed: int, chunk: int) -> None:
     buffer = np.random.default_rng(seed).integers(0, 256, size=9 * HUGE_PAGE, dtype=np.uint8)
     before = buffer.copy()
     address = buffer.ctypes.data
-    upto = place(address, start, start + length)
+    with copying_chunks_of(chunk):
+        upto = place(address, start, start + length)
     assert np.array_equal(buffer, before)
     # Placed up to the last whole huge page inside the range, or not at all.
     end_page = (address + start + length) // HUGE_PAGE * HUGE_PAGE
@@ -67,14 +89,16 @@ def test_place_keeps_every_byte(start: int, length: int, seed: int) -> None:
 
 @needs_thp
 @settings(max_examples=25, deadline=None)
-@given(zeros_from=st.integers(0, 6 * HUGE_PAGE), seed=st.integers(0, 2**16))
-def test_place_copies_only_what_is_not_zeros(zeros_from: int, seed: int) -> None:
+@example(zeros_from=5 * HUGE_PAGE + 7, seed=1, chunk=HUGE_PAGE)  # several pages to keep, a chunk each
+@given(zeros_from=st.integers(0, 6 * HUGE_PAGE), seed=st.integers(0, 2**16), chunk=CHUNKS)
+def test_place_copies_only_what_is_not_zeros(zeros_from: int, seed: int, chunk: int) -> None:
     """``zeros_from``: the bytes after it are zeros and come back zeros without a copy; those before it
     are kept."""
     buffer = np.zeros(7 * HUGE_PAGE, dtype=np.uint8)
     buffer[:zeros_from] = np.random.default_rng(seed).integers(1, 256, size=zeros_from, dtype=np.uint8)
     before = buffer.copy()
-    place(buffer.ctypes.data, 0, buffer.nbytes, zeros_from=zeros_from)
+    with copying_chunks_of(chunk):
+        place(buffer.ctypes.data, 0, buffer.nbytes, zeros_from=zeros_from)
     assert np.array_equal(buffer, before)
 
 
