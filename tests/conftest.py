@@ -58,6 +58,18 @@ def topic_items() -> tuple[list[str], list[str], list[dict]]:
     return ids, texts, metadata
 
 
+@pytest.fixture(autouse=True)
+def _huge_pages_setting():
+    """The CLI's one-shot commands turn huge pages off in the environment (see cli/app.py); an
+    in-process CLI test must not turn them off for the tests after it."""
+    kept = os.environ.get("LATENTSEARCH_HUGE_PAGES")
+    yield
+    if kept is None:
+        os.environ.pop("LATENTSEARCH_HUGE_PAGES", None)
+    else:
+        os.environ["LATENTSEARCH_HUGE_PAGES"] = kept
+
+
 @pytest.fixture
 def home(tmp_path, monkeypatch):
     """A fresh data directory, also set as LATENTSEARCH_HOME for CLI calls."""

@@ -1,6 +1,7 @@
 """The CLI end to end (typer's CliRunner, in process), and its one-line errors."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -192,3 +193,14 @@ def test_map_colours_the_most_frequent_values_and_refuses_bad_counts(home, tmp_p
         assert result.exit_code == 1 and len(lines) == 1, result.stderr
         assert f"max_colors must be from 1 to 24, got {bad}" in lines[0]
     assert "--max-colors" in run("map", "--help").stdout
+
+
+def test_one_shot_commands_leave_the_index_on_small_pages(home, monkeypatch):
+    """A one-shot command does a few searches: it does not move its index onto huge pages (that costs
+    more at open than it saves); a user's own setting stands."""
+    monkeypatch.delenv("LATENTSEARCH_HUGE_PAGES", raising=False)
+    run("list", "--home", home)
+    assert os.environ["LATENTSEARCH_HUGE_PAGES"] == "0"
+    monkeypatch.setenv("LATENTSEARCH_HUGE_PAGES", "1")
+    run("list", "--home", home)
+    assert os.environ["LATENTSEARCH_HUGE_PAGES"] == "1"

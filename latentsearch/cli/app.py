@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -73,6 +74,7 @@ _RAY_ADDRESS: str | None = None  # set by the --ray option
 
 @app.callback()
 def _main(
+    ctx: typer.Context,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what happens.")] = False,
     ray: Annotated[
         str | None,
@@ -83,6 +85,10 @@ def _main(
 
     global _RAY_ADDRESS
     _RAY_ADDRESS = ray
+    if ctx.invoked_subcommand != "serve":
+        # A one-shot command searches a few times, which gains less than moving a large index onto
+        # huge pages costs at open (latentsearch.index.hugepages); a user's own setting stands.
+        os.environ.setdefault("LATENTSEARCH_HUGE_PAGES", "0")
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(message)s",

@@ -114,19 +114,20 @@ def regions(index: Any) -> dict[str, Any]:
 def reserve(vector: Any, nbytes: int, placed: Placed | None) -> Placed | None:
     """Make room in ``vector`` (a FAISS ``MaybeOwnedVector``) for ``nbytes`` on huge pages before it
     grows to them, so that what is added faults straight into huge pages instead of being copied onto
-    them afterwards: the vector is grown (it moves, with its bytes, once), its new part is placed as
-    the zeros it is and its old part copied, and it is shrunk back to its size (keeping the room:
-    ``std::vector``). Room for half as much again as it holds at least, so that small writes move it
-    seldom. Returns the new record (``placed`` when there is room already or nothing can be placed)."""
+    them afterwards: the vector is grown to ``nbytes`` (past its capacity ``std::vector`` moves it,
+    with its bytes, to room for twice its size; only ``nbytes`` are touched, as FAISS's own growth
+    would), its new part is placed as the zeros it is, what had not been placed yet is copied, and it
+    is shrunk back to its size, keeping the room. Returns the new record (``placed`` when there is
+    room already or nothing can be placed)."""
     address, size = _vector_address(vector), vector.byte_size()
     if not available() or (placed is not None and placed.address == address and placed.capacity >= nbytes):
         return placed
-    capacity = max(nbytes, size + size // 2)
-    vector.resize(capacity)
+    vector.resize(nbytes)
     address = _vector_address(vector)
-    upto = place(address, 0, capacity, zeros_from=size)
+    start = placed.upto if placed is not None and placed.address == address else 0  # (not moved: placed up to)
+    upto = place(address, min(start, size), nbytes, zeros_from=size)
     vector.resize(size)
-    return Placed(address, upto, capacity)
+    return Placed(address, max(upto, start), nbytes)
 
 
 def reserve_vectors(index: Any, added: int, placed: dict[str, Placed]) -> dict[str, Placed]:
