@@ -11,6 +11,7 @@ opaque above, hashable, and the same for one item in every ranking of a call, so
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -195,9 +196,10 @@ class Backend(Protocol):
     # housekeeping
     def prepare_search(self) -> None: ...
 
-    def wait_for_writes(self) -> None:
-        """Return once the writes this process has in flight have committed and reached the index (a
-        search whose ranking named an item SQLite lacks waits here, then runs again)."""
+    def without_writes(self) -> contextlib.AbstractContextManager[Any]:
+        """A context in which no write of this process is in flight: entered once the writes under way
+        have committed and reached the index, and holding new ones off (a search whose ranking named
+        an item SQLite lacks runs again inside it)."""
         ...
 
     def encoder_pool(self) -> EncoderPool | None: ...

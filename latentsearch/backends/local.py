@@ -10,6 +10,7 @@ allowed neighbours is answered exactly.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -160,10 +161,9 @@ class LocalBackend:
         """Encoding runs in this process."""
         return None
 
-    def wait_for_writes(self) -> None:
-        """A write holds the backend's lock until it has committed and updated the index."""
-        with self._lock:
-            pass
+    def without_writes(self) -> contextlib.AbstractContextManager[Any]:
+        """The backend's lock: a write holds it until it has committed and updated the index."""
+        return self._lock
 
     # --- writes ------------------------------------------------------------------------------------
 
@@ -433,14 +433,14 @@ class LocalBackend:
     ) -> list[list[Hit]]:
         """The ``k`` nearest items of each query as hits (see :meth:`_nearest`). An answer that ranked
         a row SQLite does not hold met another thread's write between its add to the index and its
-        commit (or a delete between its commit and the index's): it waits for that write and is
-        searched again, once, rather than come back short of the row."""
+        commit (or a delete between its commit and the index's): it is searched again with writes held
+        off, rather than come back short of the row."""
         misses = self.store.misses
         found = self._nearest(vectors, k, ef_search, nprobe, include, where)
         if self.store.misses == misses:
             return found
-        self.wait_for_writes()
-        return self._nearest(vectors, k, ef_search, nprobe, include, where)
+        with self.without_writes():
+            return self._nearest(vectors, k, ef_search, nprobe, include, where)
 
     def _nearest(
         self,

@@ -17,6 +17,7 @@ cluster that folder must be on storage every node can reach (see the README).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -330,8 +331,9 @@ class ShardedBackend:
     def prepare_search(self) -> None:
         """Nothing to open here: each shard opens its own index."""
 
-    def wait_for_writes(self) -> None:
-        """Nothing to wait for here: each shard's actor runs its calls one at a time."""
+    def without_writes(self) -> contextlib.AbstractContextManager[Any]:
+        """Nothing to hold off here: each shard's actor runs its calls one at a time."""
+        return contextlib.nullcontext()
 
     def encoder_pool(self) -> ActorEncoderPool:
         return self.pool

@@ -25,14 +25,14 @@ if TYPE_CHECKING:
 
 def search(collection: Collection, request: SearchRequest) -> Hits:
     """Run a search request; see :meth:`Collection.search`. A ranked item with no row to read
-    (another thread's write or delete in flight in this process) makes it wait for that write and run
-    again, once, rather than come back short."""
+    (another thread's write or delete in flight in this process) makes it run again with writes held
+    off, rather than come back short."""
     req = request.validated()
     hits, complete = _search(collection, req)
     if complete:
         return hits
-    collection.backend.wait_for_writes()
-    return _search(collection, req)[0]
+    with collection.backend.without_writes():
+        return _search(collection, req)[0]
 
 
 def _search(collection: Collection, req: SearchRequest) -> tuple[Hits, bool]:
