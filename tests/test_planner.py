@@ -27,7 +27,20 @@ def test_plans_follow_the_match_count():
     hnsw = {"factory": "HNSW32", "dim": 784, "k": 10}
     assert plan_filtered(600, 60_000, **hnsw) == Plan("exact", 600)
     assert plan_filtered(2_000, 60_000, **hnsw) == Plan("exact", 2_000)  # fewer than a wide walk's distances
-    assert plan_filtered(6_000, 60_000, **hnsw) == Plan("index", 6_000, ef_search=203)  # 10%
+    # 10%: the walk, whose time counts towards a partition (which would cost less) until there is one.
+    assert plan_filtered(6_000, 60_000, **hnsw) == Plan("index", 6_000, ef_search=203, wants_partition=True)
+    partitioned = Plan("partition", 6_000, ef_search=203, nprobe=16, lists=245)
+    assert plan_filtered(6_000, 60_000, lists=245, **hnsw) == partitioned
+    assert partitioned.describe() == "partition, 16 of 245 k-means lists, over 6,000 matches"
+    # 5%: in memory without a partition; its lists' few members with one (a narrower filter probes more).
+    assert plan_filtered(3_000, 60_000, **hnsw).kind == "exact"
+    assert plan_filtered(3_000, 60_000, lists=245, **hnsw) == Plan(
+        "partition", 3_000, ef_search=287, nprobe=22, lists=245
+    )
+    # 20% and more: a walk passes few excluded nodes; the lists would hold more candidates.
+    assert plan_filtered(12_000, 60_000, lists=245, **hnsw) == Plan("index", 12_000, ef_search=144)
+    assert plan_filtered(30_000, 60_000, lists=245, **hnsw).kind == "index"
+    assert plan_filtered(600, 60_000, lists=245, **hnsw).kind == "exact"
     # 50%: the index, its breadth scaled by 1/sqrt(share); a given breadth is the base that is scaled.
     assert plan_filtered(30_000, 60_000, **hnsw) == Plan("index", 30_000, ef_search=91)
     assert plan_filtered(30_000, 60_000, ef_search=128, **hnsw).ef_search == 182
@@ -46,6 +59,9 @@ def test_plans_follow_the_match_count():
     assert plan_filtered(6_000, 60_000, **{**hnsw, "k": 100}).kind == "exact"  # the walk would cost more
     # Low-dimensional vectors cross over later: a walk's distance has a fixed cost an exact scan's lacks.
     assert plan_filtered(8_000, 100_000, factory="HNSW32", dim=784, k=10).kind == "index"
+    # A collection too small to partition counts no walk towards one.
+    assert plan_filtered(4_000, 10_000, **hnsw) == Plan("index", 4_000, ef_search=102, wants_partition=True)
+    assert plan_filtered(4_000, 9_999, **hnsw) == Plan("index", 4_000, ef_search=102)
     assert plan_filtered(8_000, 100_000, factory="HNSW32", dim=128, k=10).kind == "exact"
 
 

@@ -17,13 +17,14 @@ import math
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from latentsearch.backends.base import PassageSpan, Ranking, VectorTable, WriteBatch, nearest_by_knn
-from latentsearch.backends.planner import SubsetCache, plan_filtered, subindex_plan
+from latentsearch.backends.planner import Plan, SubsetCache, plan_filtered, subindex_plan
 from latentsearch.errors import EncoderMismatchError, InvalidInputError
 from latentsearch.index.faiss_index import CHECKPOINT_FILE, INDEX_FILE, ProgressFn, VectorIndex, one_thread
 from latentsearch.index.specs import DEFAULT_EF_SEARCH, faiss_metric, is_compressed, row_scores, score_lists, to_scores
@@ -580,7 +581,7 @@ class LocalBackend:
             seq = self.store.seq
         index = self._index_at(seq)
         self._plan.value = None
-        walk = None
+        walk, plan, total = None, None, 0
         if allowed is not None:
             if len(allowed) == 0:
                 return [[] for _ in range(len(queries))]
@@ -594,38 +595,35 @@ class LocalBackend:
                 ef_search=ef_search,
                 nprobe=nprobe,
                 nlist=index.nlist if index.factory.startswith("IVF") else 1,
+                lists=index.partition_lists,
             )
             self._plan.value = plan
             if plan.kind == "exact":
                 return self.exact_knn(queries, k, allowed, cache=True)
-            if plan.kind == "index" and index.factory.startswith("HNSW") and not is_compressed(index.factory):
+            if (
+                plan.kind in ("index", "partition")
+                and index.factory.startswith("HNSW")
+                and not is_compressed(index.factory)
+            ):
                 sub = self.subindexes.get(seq, allowed)
                 if sub is not None:
                     self._plan.value = subindex_plan(plan.matches, ef_search or DEFAULT_EF_SEARCH)
                     return self._complete(queries, k, allowed, sub.search(queries, k, ef_search))
                 walk = time.perf_counter()
+                if plan.kind == "partition":
+                    found = index.search_partition(queries, k, allowed, plan.nprobe or 1)
+                    if found is not None:
+                        return self._filtered(index, plan, queries, k, allowed, found, walk, seq=seq, total=total)
+                    # The index was rebuilt or reloaded since the plan: it walks.
+                    self._plan.value = plan = replace(plan, kind="index", nprobe=None, lists=None)
             ef_search, nprobe = plan.ef_search or ef_search, plan.nprobe or nprobe
         if index.ntotal == 0:
             return [[] for _ in range(len(queries))]
         if not is_compressed(index.factory):  # every row as FAISS ranked it
-            scores, labels = index.search_lists(queries, k, allowed=allowed, ef_search=ef_search, nprobe=nprobe)
-            ranked = [
-                [(r, s) for r, s in zip(row_labels, row_scores) if r >= 0]
-                for row_labels, row_scores in zip(labels, scores)
-            ]
+            found = index.search_lists(queries, k, allowed=allowed, ef_search=ef_search, nprobe=nprobe)
             if allowed is None:
-                return ranked
-            if walk is not None:  # (what the walks under this filter cost: see SubIndexCache)
-                self.subindexes.charge(
-                    seq,
-                    allowed,
-                    time.perf_counter() - walk,
-                    total=total,
-                    dim=self.dim,
-                    metric=self.metric,
-                    gather=self._float_vectors,
-                )
-            return self._complete(queries, k, allowed, ranked)
+                return _ranked(found)
+            return self._filtered(index, plan, queries, k, allowed, found, walk, seq=seq, total=total)
         scores, labels = index.search(queries, k * RERANK_FACTOR, allowed=allowed, ef_search=ef_search, nprobe=nprobe)
         results = []
         for qi in range(len(queries)):
@@ -635,6 +633,32 @@ class LocalBackend:
             else:  # re-ranked on the float vectors
                 results.append(self.exact_knn(queries[qi : qi + 1], k, labels[qi][found])[0])
         return results
+
+    def _filtered(
+        self,
+        index: VectorIndex,
+        plan: Plan | None,
+        queries: np.ndarray,
+        k: int,
+        allowed: np.ndarray,
+        found: tuple[list[list[float]], list[list[int]]],
+        started: float | None,
+        *,
+        seq: int,
+        total: int,
+    ) -> list[list[tuple[int, float]]]:
+        """Rankings of a filtered search from the index's ``(scores, labels)`` lists; the time since
+        ``started`` (an HNSW search's) counts towards a sub-index of these matches and, where the
+        ``plan`` says a partition would pay, towards the index's filter partition (see SubIndexCache and
+        Partitioner)."""
+        if started is not None:
+            seconds = time.perf_counter() - started
+            self.subindexes.charge(
+                seq, allowed, seconds, total=total, dim=self.dim, metric=self.metric, gather=self._float_vectors
+            )
+            if plan is not None and (plan.kind == "partition" or plan.wants_partition):
+                index.charge_filtered(seconds)
+        return self._complete(queries, k, allowed, _ranked(found))
 
     def _complete(
         self, queries: np.ndarray, k: int, allowed: np.ndarray, ranked: list[list[tuple[int, float]]]
@@ -735,6 +759,8 @@ class LocalBackend:
     def close(self) -> None:
         """Checkpoint the index (raising what stops it) and close the store either way."""
         self.subindexes.close()
+        if self._index is not None:
+            self._index.partitioner.close()
         try:
             self.save()
         finally:
@@ -870,6 +896,14 @@ def lexical_ranking(store: Store, match: str, k: int, where: Any, exclude: str |
     return [
         (PassageKey(rowid, passage, score, rank), score)
         for rowid, passage, score, rank in store.lexical_search(match, k, sql, params, skip)
+    ]
+
+
+def _ranked(found: tuple[list[list[float]], list[list[int]]]) -> list[list[tuple[int, float]]]:
+    """Rankings of ``(rowid, score)`` from an index search's score and label lists (-1: no result)."""
+    scores, labels = found
+    return [
+        [(r, s) for r, s in zip(row_labels, row_scores) if r >= 0] for row_labels, row_scores in zip(labels, scores)
     ]
 
 

@@ -1,6 +1,6 @@
 """Choosing how a filtered vector search runs, from the filter's match count (known before searching).
 
-Three plans, by what each costs per query, and a fourth for filters that come back:
+Four plans, by what each costs per query, and a fifth for filters that come back:
 
 - ``exact``: exact k-NN over the matching float vectors, held in memory (gathered once per filter
   and collection version, from the index when it keeps floats, else from SQLite; see
@@ -11,6 +11,11 @@ Three plans, by what each costs per query, and a fourth for filters that come ba
   per unit of efSearch for HNSW, each dearer than an exact scan's (:func:`exact_is_cheaper`), and
   the listed vectors for IVF.
 - ``scan``: the index's own exact scan with the selector (a flat index too large to gather).
+- ``partition``: for HNSW, once the index has a k-means partition of its vectors (built after
+  filtered walks have cost as much: :mod:`latentsearch.index.partition`), the matches in the lists
+  nearest the query, each at about a walk distance's cost (:func:`partition_cost`). It wins where a
+  walk would pass many excluded nodes and the matches are too many to scan: filters of about 3% to
+  20% of the items.
 
 A filter whose HNSW walks have cost as much as a graph of its own matches would is then searched on
 one, built in the background (``subindex``: :mod:`latentsearch.index.subindex`), at the caller's
@@ -30,6 +35,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from latentsearch.index.partition import MIN_VECTORS, list_count, probe_count
 from latentsearch.index.specs import DEFAULT_EF_SEARCH
 from latentsearch.limits import MAX_EF_SEARCH
 
@@ -45,21 +51,30 @@ SUBSET_CACHE_BYTES = 512 << 20  # gathered match vectors kept between searches, 
 WALK_DISTANCES_PER_EF = 6
 WALK_FLOAT_COST = 2.4
 WALK_DISTANCE_OVERHEAD = 500
+# A partition search's fixed part, in the same units: its centroid scan is ``lists × dim`` of them
+# (streamed), and its numpy steps about 45 µs (Fashion-MNIST, 245 lists: 285 µs for 436 candidates).
+PARTITION_OVERHEAD = 300_000
 EXACT_SCAN_LIMIT = 200_000  # matches of a flat index gathered for exact search; more: the index's own scan
 
 
 @dataclass(frozen=True)
 class Plan:
-    """How one filtered search runs: ``kind`` (``exact``, ``index``, ``subindex`` or ``scan``) and the breadth
-    the index searches with (``ef_search`` for HNSW, ``nprobe`` for IVF; None where unused)."""
+    """How one filtered search runs: ``kind`` (``exact``, ``index``, ``subindex``, ``partition`` or ``scan``)
+    and the breadth the index searches with (``ef_search`` for HNSW, ``nprobe`` for IVF and for the
+    partition's ``lists``; None where unused). A partition plan keeps the walk's ``ef_search``, for an
+    index that lost its partition meanwhile."""
 
     kind: str
     matches: int
     ef_search: int | None = None
     nprobe: int | None = None
+    lists: int | None = None
+    wants_partition: bool = False  # an index plan a partition would beat: its time counts towards one
 
     def describe(self) -> str:
-        """One line for ``--explain``: ``index (HNSW efSearch 203) over 6,053 matches``."""
+        """One line for ``--explain``: ``index efSearch 203 with a selector over 6,053 matches``."""
+        if self.kind == "partition":
+            return f"partition, {self.nprobe} of {self.lists} k-means lists, over {self.matches:,} matches"
         breadth = f" efSearch {self.ef_search}" if self.ef_search else f" nprobe {self.nprobe}" if self.nprobe else ""
         how = {
             "exact": "exact k-NN in memory",
@@ -89,11 +104,22 @@ def filtered_ef_search(ef_search: int, k: int, share: float) -> int:
     return min(MAX_EF_SEARCH, max(scaled, excluded))
 
 
+def walk_cost(ef_search: int, dim: int) -> float:
+    """What an HNSW walk at ``ef_search`` costs a query (the cost model above)."""
+    return WALK_DISTANCES_PER_EF * ef_search * WALK_FLOAT_COST * (dim + WALK_DISTANCE_OVERHEAD)
+
+
 def exact_is_cheaper(matches: int, ef_search: int, dim: int) -> bool:
     """Whether an exact scan of ``matches`` vectors of ``dim`` floats costs a query less than an HNSW
     walk at ``ef_search`` (the cost model above)."""
-    walk = WALK_DISTANCES_PER_EF * ef_search * WALK_FLOAT_COST * (dim + WALK_DISTANCE_OVERHEAD)
-    return matches * dim <= walk
+    return matches * dim <= walk_cost(ef_search, dim)
+
+
+def partition_cost(candidates: float, lists: int, dim: int) -> float:
+    """What scoring ``candidates`` list members after a scan of ``lists`` centroids costs a query (the
+    cost model above: a candidate's distance costs about what a walk's does, one vector wherever it
+    lies)."""
+    return PARTITION_OVERHEAD + lists * dim + candidates * WALK_FLOAT_COST * (dim + WALK_DISTANCE_OVERHEAD)
 
 
 @lru_cache(maxsize=1024)  # (a plan per query otherwise: the same few, made again each search)
@@ -107,17 +133,26 @@ def plan_filtered(
     ef_search: int | None = None,
     nprobe: int | None = None,
     nlist: int = 1,
+    lists: int = 0,
 ) -> Plan:
     """The plan for a search for ``k`` results among ``matches`` of the index's ``total`` vectors (see
     the module docstring). ``ef_search``/``nprobe`` are the caller's (None: the defaults); ``nlist`` is
-    an IVF index's list count. Exact search is planned only when the matches' vectors (``dim`` floats
-    each) fit the cache: gathering them again for every query would cost more than the index."""
+    an IVF index's list count, ``lists`` an HNSW index's partition's (0: none yet). Exact search is
+    planned only when the matches' vectors (``dim`` floats each) fit the cache: gathering them again
+    for every query would cost more than the index."""
     share = max(matches / max(total, 1), 1e-12)
     fits = matches * dim * 4 <= SUBSET_CACHE_BYTES
     if factory.startswith("HNSW"):
         ef = filtered_ef_search(ef_search or DEFAULT_EF_SEARCH, k, share)
-        exact = exact_is_cheaper(matches, ef, dim)
-        return Plan("exact", matches) if exact and fits else Plan("index", matches, ef_search=ef)
+        exact, walk = matches * dim if fits else math.inf, walk_cost(ef, dim)
+        partitioned = lists or (list_count(total) if total >= MIN_VECTORS else 0)  # (one to come, if none)
+        probe = probe_count(partitioned, k, share) if partitioned else 0
+        partition = partition_cost(matches * probe / partitioned, partitioned, dim) if partitioned else math.inf
+        if exact <= min(walk, partition if lists else math.inf):
+            return Plan("exact", matches)
+        if partition < walk and lists:
+            return Plan("partition", matches, ef_search=ef, nprobe=probe, lists=lists)
+        return Plan("index", matches, ef_search=ef, wants_partition=partition < min(walk, exact))
     if factory.startswith("IVF"):
         base = nprobe or max(1, nlist // 16)
         probe = min(nlist, max(base, math.ceil(base / share)))

@@ -34,6 +34,8 @@ import numpy as np
 from latentsearch.fileio import exclusive_lock, file_sha256, fsync_replace, remove_stale_temp_files, writing
 from latentsearch.index.gate import ReadWriteGate
 from latentsearch.index.hugepages import Placed, place, place_index, reserve_vectors
+from latentsearch.index.partition import Partition, Partitioner
+from latentsearch.index.partition import build as build_partition
 from latentsearch.index.specs import (
     DEFAULT_EF_SEARCH,
     factory_for,
@@ -189,6 +191,11 @@ class VectorIndex:
         # waits for them and holds them off (see latentsearch.index.gate).
         self._gate = ReadWriteGate()
         self._placed: dict[str, Placed] = {}  # what of the index is on huge pages (see hugepages)
+        # A k-means partition of an HNSW index's vectors for filtered searches (see partition), and each
+        # filter's members among the positions (a boolean per position), kept per match array.
+        self.partitioner = Partitioner()
+        self._members: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._storage: tuple[Any, Any] | None = None  # (index, its HNSW's flat storage): see _flat_storage
 
     # --- construction ----------------------------------------------------------------------------
 
@@ -226,6 +233,7 @@ class VectorIndex:
             self._placed = placed
             self.tombstones, self._params = set(), {}
             self.dirty, self._ids, self._direct = True, None, None
+            self._forget_index()
 
     def _training_sample(self, store: Store, n: int, max_points: int = 100_000) -> np.ndarray:
         chunks, taken = [], 0
@@ -303,6 +311,7 @@ class VectorIndex:
             self._placed = placed
             self._direct = None  # (it holds the index it was made from: released with it)
             self.trained_n, self.tombstones, self._params = ckpt.trained_n, set(ckpt.tombstones), {}
+            self._forget_index()
         self.dirty = False
         if adopting:
             live = self.live_rowids()
@@ -310,6 +319,7 @@ class VectorIndex:
             if store.rowids_digest_at(ckpt.seq, max_rowid, DIGEST_PRIME) != rowids_digest(live):
                 with self._gate.writing():
                     self.index, self._direct = None, None
+                    self._forget_index()
                 return "it does not hold the items SQLite had at its change sequence"
             self.dirty = True  # the next checkpoint records the collection's id and the digest
         return None
@@ -610,6 +620,75 @@ class VectorIndex:
             return one_thread(self.index.search, queries, k, params=params)
         return self.index.search(queries, k, params=params)
 
+    # --- the filter partition (see latentsearch.index.partition) -------------------------------------
+
+    def _partitionable(self) -> bool:
+        return self._is_hnsw and not is_compressed(self.factory) and isinstance(self.index, faiss.IndexIDMap2)
+
+    @property
+    def partition_lists(self) -> int:
+        """The list count of this index's filter partition, or 0 while it has none."""
+        partition = self.partitioner.usable(self.index, self.ntotal)
+        return partition.lists if partition is not None else 0
+
+    def search_partition(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray, nprobe: int
+    ) -> tuple[list[list[float]], list[list[int]]] | None:
+        """:meth:`search_lists` among the ``allowed`` rowids through the filter partition, probing
+        ``nprobe`` lists; None when the index has no partition (any more: rebuilt or reloaded since)."""
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        with self._gate.reading():
+            partition = self.partitioner.usable(self.index, self.ntotal)
+            inner = self._inner()
+            if partition is None or inner is None:
+                return None
+            members = self._members_of(allowed, self._ids)
+            storage = self._flat_storage()
+            distances, positions = partition.search(
+                storage, queries, max(1, min(k, self.ntotal)), nprobe, members, l2=self.metric == "l2"
+            )
+            labels = inner[1][positions]  # (position -1 reads the trailing -1)
+        return score_lists(self.metric, distances), labels.tolist()
+
+    def _flat_storage(self) -> Any:
+        """The HNSW index's flat vector storage (kept per FAISS index: downcasting costs microseconds)."""
+        found = self._storage
+        if found is None or found[0] is not self.index:
+            found = self._storage = (self.index, faiss.downcast_index(faiss.downcast_index(self.index.index).storage))
+        return found[1]
+
+    def charge_filtered(self, seconds: float) -> Any:
+        """Count ``seconds`` of a filtered search towards the filter partition; once the searches have
+        cost what one costs to build, it is built in a daemon thread (returned; None when none starts)."""
+        if not self._partitionable:
+            return None
+        source = self.index
+        return self.partitioner.charge(
+            seconds, source=source, count=self.ntotal, dim=self.dim, start=lambda: self._new_partition(source)
+        )
+
+    def build_partition(self) -> None:
+        """Build the filter partition now, in this thread (benchmarks, tests; searches otherwise build it
+        when their walks have cost as much)."""
+        if self._partitionable:
+            self.partitioner.current = self._new_partition(self.index)
+
+    def _forget_index(self) -> None:
+        """Release what refers to the index just replaced (its partition, its storage's proxy)."""
+        self._storage = None
+        self.partitioner.reset()
+
+    def _new_partition(self, source: Any) -> Partition:
+        count = int(source.ntotal)
+
+        def copy(positions: np.ndarray) -> np.ndarray:
+            with self._gate.reading():
+                if self.index is not source:
+                    raise RuntimeError("the index was rebuilt or reloaded while its partition was built")
+                return self._flat_storage().reconstruct_batch(positions)
+
+        return build_partition(copy, count, self.dim, self.metric, source)
+
     def search_direct(
         self, queries: np.ndarray, k: int, ef_search: int | None = None, nprobe: int | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
@@ -668,6 +747,21 @@ class VectorIndex:
             return params
         return self._unfiltered_params(ef_search, nprobe, positions)
 
+    def _members_of(self, allowed: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """Whether each of the inner index's positions (``positions``: their labels) is one of the
+        ``allowed`` rowids, kept per match array while the positions hold (a filter's selector and its
+        partition search both read it)."""
+        key = (id(allowed), len(allowed))
+        found = self._members.get(key)
+        if found is not None and found[0] is allowed and found[1] is positions:
+            return found[2]
+        members = np.isin(positions, allowed)
+        if len(self._members) >= FILTERED_PARAMS_CACHE:
+            with contextlib.suppress(KeyError, RuntimeError, StopIteration):  # another thread evicted first
+                self._members.pop(next(iter(self._members)))
+        self._members[key] = (allowed, positions, members)
+        return members
+
     def _unfiltered_params(self, ef_search: int | None, nprobe: int | None, positions: np.ndarray | None) -> Any:
         """Parameters of an unfiltered search (built once per breadth, and again when the positions'
         labels change: a tombstone selector names positions)."""
@@ -685,7 +779,7 @@ class VectorIndex:
         selector = None
         if allowed is not None:
             if positions is not None:  # the inner index's positions whose labels are allowed, as a bitmap
-                selector = _bitmap_selector(np.isin(positions, allowed))
+                selector = _bitmap_selector(self._members_of(allowed, positions))
             else:
                 selector = faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
         elif self.tombstones:

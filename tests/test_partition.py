@@ -1,0 +1,197 @@
+"""The filter partition (issue #19): k-means lists of an HNSW index's positions that answer filtered
+searches a walk would pass many excluded nodes for; built once filtered walks have cost what it
+costs, kept through writes, dropped with the index it partitions."""
+
+from __future__ import annotations
+
+import threading
+
+import faiss
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import latentsearch as ls
+import latentsearch.index.partition as partition_module
+from latentsearch.backends import planner
+from latentsearch.index.partition import Partitioner, build, list_count, probe_count
+
+from .conftest import random_vectors
+
+
+def clustered(n: int, dim: int, seed: int = 0, clusters: int = 50) -> np.ndarray:
+    """Vectors around random centres: the kind of data a partition is for."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(clusters, dim)).astype(np.float32) * 4
+    return (centres[rng.integers(0, clusters, n)] + rng.normal(size=(n, dim))).astype(np.float32)
+
+
+def test_every_position_is_in_the_list_of_its_nearest_centroid():
+    x = clustered(3_000, 8, seed=1)
+    part = build(lambda positions: x[positions], 3_000, 8, "l2", source=None)
+    assert part.lists == list_count(3_000) == 55 and part.assigned == 3_000
+    assert sorted(part.order.tolist()) == list(range(3_000))  # each position once
+    assert part.offsets[0] == 0 and part.offsets[-1] == 3_000 and np.all(np.diff(part.offsets) >= 0)
+    nearest = part.centroids.search(x, 1)[1][:, 0]
+    for i in range(part.lists):
+        members = part.order[part.offsets[i] : part.offsets[i + 1]]
+        assert np.all(nearest[members] == i)
+
+
+@pytest.mark.parametrize("metric", ["l2", "ip"])
+def test_a_partition_search_ranks_the_admitted_candidates_exactly(metric):
+    x = clustered(6_000, 16, seed=2)
+    storage = faiss.IndexFlatL2(16) if metric == "l2" else faiss.IndexFlatIP(16)
+    storage.add(x)
+    part = build(lambda positions: x[positions], 5_000, 16, metric, source=None)  # 1,000 added since
+    members = np.random.default_rng(3).random(6_000) < 0.1
+    rng = np.random.default_rng(4)
+    queries = x[rng.integers(0, 6_000, 30)] + rng.normal(size=(30, 16)).astype(np.float32)  # near the data
+    queries[0] = x[5_500]  # a tail vector, a member
+    members[5_500] = True
+    nprobe = probe_count(part.lists, 10, 0.1)
+    distances, positions = part.search(storage, queries, 10, nprobe, members, l2=metric == "l2")
+    allowed = np.flatnonzero(members)
+    truth = faiss.knn(queries, x[allowed], 10, metric=faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT)
+    recall = np.mean([len(set(p.tolist()) & set(allowed[t].tolist())) / 10 for p, t in zip(positions, truth[1])])
+    assert recall >= 0.95
+    assert 5_500 in part.candidates(queries[:1], nprobe, members)  # the tail is searched whole
+    assert metric != "l2" or positions[0, 0] == 5_500
+    for q, row, found in zip(queries, distances, positions):
+        assert np.all(members[found])  # only what the filter admits
+        candidates = part.candidates(q[None], nprobe, members)
+        exact = ((x[candidates] - q) ** 2).sum(1) if metric == "l2" else x[candidates] @ q
+        best = np.sort(exact)[:10] if metric == "l2" else -np.sort(-exact)[:10]
+        np.testing.assert_allclose(row, best, rtol=1e-4, atol=1e-3)  # the candidates' k best, in order
+        own = ((x[found] - q) ** 2).sum(1) if metric == "l2" else x[found] @ q
+        np.testing.assert_allclose(row, own, rtol=1e-4, atol=1e-3)  # each distance its own vector's
+    nobody = np.zeros(6_000, dtype=bool)
+    distances, positions = part.search(storage, queries[:2], 10, nprobe, nobody, l2=metric == "l2")
+    assert np.all(positions == -1)
+
+
+@given(lists=st.integers(16, 4096), k=st.integers(1, 1000), share=st.floats(1e-4, 1.0), narrower=st.floats(1e-3, 1.0))
+def test_probes_stay_within_the_lists_and_grow_with_k_and_narrower_filters(lists, k, share, narrower):
+    probes = probe_count(lists, k, share)
+    assert 1 <= probes <= lists
+    assert probe_count(lists, k + 1, share) >= probes
+    assert probe_count(lists, k, share * narrower) >= probes
+    assert probes >= lists // 16
+
+
+def test_a_partition_is_built_once_the_walks_cost_what_it_costs(monkeypatch):
+    monkeypatch.setattr(partition_module, "BUILD_SECONDS_PER_FLOAT", 1e-7)  # 20,000 × 8 floats: 0.016 s
+    x = clustered(20_000, 8)
+    source = object()
+    partitioner = Partitioner()
+
+    def start():
+        return build(lambda positions: x[positions], 20_000, 8, "l2", source)
+
+    assert partitioner.charge(0.010, source=source, count=20_000, dim=8, start=start) is None
+    assert partitioner.usable(source, 20_000) is None
+    thread = partitioner.charge(0.010, source=source, count=20_000, dim=8, start=start)
+    assert thread is not None
+    partitioner.wait()
+    assert partitioner.usable(source, 20_000) is not None and partitioner.fresh(source, 20_000)
+    assert partitioner.charge(1.0, source=source, count=20_000, dim=8, start=start) is None  # built, fresh
+    assert partitioner.usable(object(), 20_000) is None  # another index (rebuilt, reloaded): not this one's
+    # A quarter more added since: still used, but the walks count towards a new one.
+    assert partitioner.usable(source, 25_001) is not None and not partitioner.fresh(source, 25_001)
+    assert partitioner.charge(1.0, source=source, count=25_001, dim=8, start=start) is not None
+    partitioner.wait()
+    assert partitioner.charge(1.0, source=source, count=9_999, dim=8, start=start) is None  # too few to pay
+
+
+def test_a_build_started_before_a_reset_is_discarded(monkeypatch):
+    monkeypatch.setattr(partition_module, "BUILD_SECONDS_PER_FLOAT", 0.0)
+    x = clustered(10_000, 4)
+    source, release = object(), threading.Event()
+
+    def start():
+        release.wait()
+        return build(lambda positions: x[positions], 10_000, 4, "l2", source)
+
+    partitioner = Partitioner()
+    assert partitioner.charge(0.0, source=source, count=10_000, dim=4, start=start) is not None
+    partitioner.reset()  # the index was replaced while it was built
+    release.set()
+    partitioner.wait()
+    assert partitioner.current is None
+
+
+@pytest.fixture
+def no_exact(monkeypatch):
+    """Filters never planned in memory: on a test's low-dimensional collection the matches' exact scan
+    costs less than a walk or the partition, and the test is about those."""
+    monkeypatch.setattr(planner, "SUBSET_CACHE_BYTES", 0)
+    planner.plan_filtered.cache_clear()  # (plans are cached by their inputs, not by the cost model)
+    yield
+    planner.plan_filtered.cache_clear()
+
+
+@pytest.mark.parametrize("metric", ["l2", "cosine"])
+def test_filtered_searches_go_through_the_partition_and_keep_up_with_writes(home, no_exact, metric):
+    n, dim = 12_000, 32
+    x = clustered(n, dim, seed=5)
+    group = np.arange(n) % 10
+    col = ls.create("parted", encoder="precomputed", dim=dim, metric=metric, index="hnsw", home=home)
+    col.add([str(i) for i in range(n)], vectors=x, metadata=[{"g": int(g)} for g in group])
+    rng = np.random.default_rng(6)
+    queries = x[rng.integers(0, n, 20)] + rng.normal(size=(20, dim)).astype(np.float32)
+    col.backend.subindexes.limit = 0  # (a repeated filter's own graph would soon answer instead)
+
+    def plan(where):
+        return col.search(queries[0], k=10, where=where, explain=True)[0].details["plan"]
+
+    assert plan("g = 3").startswith("index efSearch")  # no partition yet: the walk
+    col.backend.index.build_partition()
+    assert plan("g = 3").startswith("partition, ")
+    assert plan("g < 6").startswith("index efSearch")  # 60%: the walk passes few excluded nodes
+    allowed = np.flatnonzero(group == 3)
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+    base = unit if metric == "cosine" else x
+    kind = faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
+    probe = queries / np.linalg.norm(queries, axis=1, keepdims=True) if metric == "cosine" else queries
+    truth = faiss.knn(probe, base[allowed], 10, metric=kind)[1]
+    found = [col.search(q, k=10, where="g = 3") for q in queries]
+    recall = np.mean([len({int(h.id) for h in r} & set(allowed[t].tolist())) / 10 for r, t in zip(found, truth)])
+    assert recall >= 0.95
+    for q, hits in zip(probe, found):
+        assert len(hits) == 10 and all(h.metadata["g"] == 3 for h in hits)
+        for h in hits:  # scores as an unfiltered search gives them
+            own = base[int(h.id)]
+            expected = -np.linalg.norm(own - q) if metric == "l2" else float(own @ q)
+            assert h.score == pytest.approx(expected, rel=1e-4, abs=1e-4)
+    # Written since the partition: new items are searched (the tail), deleted ones never answer.
+    new = clustered(50, dim, seed=7)
+    col.add([f"new{i}" for i in range(50)], vectors=new, metadata=[{"g": 3 if i % 2 else 4} for i in range(50)])
+    col.delete([str(int(allowed[truth[0][0]]))])
+    assert plan("g = 3").startswith("partition, ")
+    for i in range(50):
+        hits = col.search(new[i], k=3, where="g = 3")
+        assert all(h.metadata["g"] == 3 for h in hits)
+        assert (hits[0].id == f"new{i}") == bool(i % 2)
+    assert str(int(allowed[truth[0][0]])) not in {h.id for h in col.search(queries[0], k=10, where="g = 3")}
+    # A rebuilt index is partitioned anew: until then its filters walk.
+    col.compact()
+    assert plan("g = 3").startswith("index efSearch")
+    assert len(col.search(queries[0], k=10, where="g = 3")) == 10
+    col.close()
+
+
+def test_filtered_walks_build_the_partition_by_themselves(home, no_exact, monkeypatch):
+    monkeypatch.setattr(partition_module, "BUILD_SECONDS_PER_FLOAT", 1e-12)  # the first walk pays for it
+    x = random_vectors(10_000, 8, seed=8)
+    col = ls.create("walked", encoder="precomputed", dim=8, metric="l2", index="hnsw", home=home)
+    col.add([str(i) for i in range(10_000)], vectors=x, metadata=[{"g": i % 10} for i in range(10_000)])
+    col.backend.subindexes.limit = 0
+    index = col.backend.index
+    col.search(x[0], k=5, where="g < 6")  # a walk a partition would not beat: counts for nothing
+    assert index.partitioner._build is None and index.partition_lists == 0
+    col.search(x[0], k=5, where="g = 1")
+    index.partitioner.wait()
+    assert index.partition_lists == list_count(10_000)
+    assert col.search(x[1], k=5, where="g = 1", explain=True)[0].details["plan"].startswith("partition, ")
+    col.close()
