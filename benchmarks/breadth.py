@@ -1,4 +1,5 @@
-"""How wide a filtered HNSW walk must be: recall of the walk under a filter, by selectivity and k.
+"""How wide a filtered HNSW walk must be, and what the filter partition does instead: recall of each
+under a filter, by selectivity and k.
 
 The filter planner's index plan searches the HNSW graph with an ID selector at a breadth (efSearch)
 chosen from the caller's efSearch, the filter's share ``s`` of the items and ``k``
@@ -8,6 +9,8 @@ recall@k of the walk alone against the exact neighbours among the matches, the d
 computes (FAISS's ``hnsw_stats.ndis``, the walk's cost, the same in every run), the share of queries
 that found fewer than k (those the planner answers exactly afterwards), and the plan the planner
 picks for that many matches (where it is ``exact``, the walk is not run by latentsearch at all).
+Beside the walk, the filter partition (:mod:`latentsearch.index.partition`) on the same vectors: its
+recall@k at the lists the planner probes, the candidates it scores per query, and its time.
 
 Data: Fashion-MNIST (60,000 × 784, L2) and clustered synthetic unit vectors (100,000 × 128, 1,000
 clusters, inner product: ``benchmarks.scaling``'s data); the base efSearch is the default, 64.
@@ -30,13 +33,25 @@ from benchmarks.datasets import fashion_mnist
 from benchmarks.scaling import block
 from benchmarks.scaling import queries as scaling_queries
 from latentsearch.backends.planner import filtered_ef_search, plan_filtered
+from latentsearch.index.partition import Partition, probe_count
+from latentsearch.index.partition import build as build_partition
 from latentsearch.index.specs import DEFAULT_EF_SEARCH, HNSW_EF_CONSTRUCTION, HNSW_M
 from latentsearch.limits import MAX_EF_SEARCH
 
 QUERIES = 300
 TIMED = 100  # single queries timed for the walk and the exact scan, best of ROUNDS alternating loops
 ROUNDS = 3
-CASES = [(1, 0.01), (10, 0.5), (10, 0.2), (10, 0.1), (10, 0.05), (10, 0.01), (100, 0.5), (100, 0.1)]  # (k, share)
+CASES = [
+    (1, 0.01),
+    (10, 0.5),
+    (10, 0.2),
+    (10, 0.1),
+    (10, 0.05),
+    (10, 0.02),
+    (10, 0.01),
+    (100, 0.5),
+    (100, 0.1),
+]  # (k, share)
 
 
 def sqrt_rule(ef: int, k: int, share: float) -> int:
@@ -84,25 +99,48 @@ def walk(index, queries: np.ndarray, k: int, mask: np.ndarray, ef: int, truth: n
     }
 
 
-def walk_and_exact_us(index, queries: np.ndarray, k: int, mask: np.ndarray, ef: int, kind: int) -> tuple[float, float]:
-    """µs per single query of the walk at ``ef`` and of the exact scan of the matches' vectors (held
-    in memory, as the exact plan holds them), best of ROUNDS alternating loops."""
+def partition_search(
+    part: Partition, storage, queries: np.ndarray, k: int, mask: np.ndarray, nprobe: int, l2: bool, truth: np.ndarray
+) -> dict:
+    """Recall@k and candidates per query of the partition's search at ``nprobe`` lists (its probe scale:
+    what its check at build chose, None where it found the partition not worth using)."""
+    _, found = part.search(storage, queries, k, nprobe, mask, l2=l2)
+    candidates = [len(part.candidates(q[None], nprobe, mask)) for q in queries]
+    return {
+        "nprobe": nprobe,
+        "lists": part.lists,
+        "probe_scale": part.probe_scale,
+        "recall": float(np.mean([len(set(f[f >= 0]) & set(t)) / k for f, t in zip(found, truth)])),
+        "candidates": float(np.mean(candidates)),
+    }
+
+
+def timed_us(
+    index, part, queries: np.ndarray, k: int, mask: np.ndarray, ef: int, nprobe: int, kind: int
+) -> list[float]:
+    """µs per single query of the walk at ``ef``, of the exact scan of the matches' vectors (held in
+    memory, as the exact plan holds them) and of the partition at ``nprobe`` lists, best of ROUNDS
+    alternating loops."""
     import faiss
 
     params, *kept = walk_params(mask, ef)
     matches = np.ascontiguousarray(index.reconstruct_n(0, index.ntotal)[mask])
+    storage, l2 = faiss.downcast_index(index.storage), kind == faiss.METRIC_L2
     singles = [q[None] for q in queries[:TIMED]]
-    best = [float("inf"), float("inf")]
+    runs = (
+        lambda q: index.search(q, k, params=params),
+        lambda q: faiss.knn(q, matches, k, metric=kind),
+        lambda q: part.search(storage, q, k, nprobe, mask, l2=l2),
+    )
+    best = [float("inf")] * len(runs)
     for _ in range(ROUNDS):
-        for slot, run in enumerate(
-            (lambda q: index.search(q, k, params=params), lambda q: faiss.knn(q, matches, k, metric=kind))
-        ):
+        for slot, run in enumerate(runs):
             start = time.perf_counter()
             for q in singles:
                 run(q)
             best[slot] = min(best[slot], (time.perf_counter() - start) / len(singles) * 1e6)
     del kept
-    return best[0], best[1]
+    return best
 
 
 def main() -> None:
@@ -115,6 +153,8 @@ def main() -> None:
         index = faiss.IndexHNSWFlat(base.shape[1], HNSW_M, kind)
         index.hnsw.efConstruction = HNSW_EF_CONSTRUCTION
         index.add(base)
+        storage = faiss.downcast_index(index.storage)
+        part = build_partition(storage.reconstruct_batch, len(base), base.shape[1], metric, index)
         faiss.omp_set_num_threads(1)  # (the counts do not depend on it; single queries run on one thread)
         draw = rng.random(len(base))
         unfiltered = {}
@@ -126,11 +166,20 @@ def main() -> None:
             matches = np.flatnonzero(mask)
             _, nearest = faiss.knn(queries, base[matches], k, metric=kind)
             truth = matches[nearest]
-            plan = plan_filtered(len(matches), len(base), k=k, factory=f"HNSW{HNSW_M}", dim=base.shape[1])
+            plan = plan_filtered(
+                len(matches),
+                len(base),
+                k=k,
+                factory=f"HNSW{HNSW_M}",
+                dim=base.shape[1],
+                partition=(part.lists, part.probe_scale) if part.probe_scale else (0, 1.0),
+            )
             before = walk(index, queries, k, mask, sqrt_rule(DEFAULT_EF_SEARCH, k, share), truth)
             breadth = filtered_ef_search(DEFAULT_EF_SEARCH, k, share)
             now = walk(index, queries, k, mask, breadth, truth)
-            walk_us, exact_us = walk_and_exact_us(index, queries, k, mask, breadth, kind)
+            nprobe = probe_count(part.lists, k, share, part.probe_scale or 1.0)
+            lists = partition_search(part, storage, queries, k, mask, nprobe, kind == faiss.METRIC_L2, truth)
+            walk_us, exact_us, partition_us = timed_us(index, part, queries, k, mask, breadth, nprobe, kind)
             rows.append(
                 {
                     "data": name,
@@ -141,8 +190,10 @@ def main() -> None:
                     "unfiltered_recall": unfiltered[k],
                     "sqrt_rule": before,
                     "planner": now,
+                    "partition": lists,
                     "walk_us": walk_us,
                     "exact_us": exact_us,
+                    "partition_us": partition_us,
                 }
             )
             print(f"  {name} k {k} s {share}: {rows[-1]}", flush=True)
@@ -169,6 +220,9 @@ def readme(results: dict) -> str:
             cell(r["planner"]),
             f"{r['walk_us']:,.0f}" + (" ◀" if r["plan"] == "index" else ""),
             f"{r['exact_us']:,.0f}" + (" ◀" if r["plan"] == "exact" else ""),
+            f"{r['partition']['nprobe']}/{r['partition']['lists']}: {r['partition']['recall']:.3f} "
+            f"({r['partition']['candidates']:,.0f} candidates)",
+            f"{r['partition_us']:,.0f}" + (" ◀" if r["plan"] == "partition" else ""),
         ]
         for r in results["rows"]
     ]
@@ -176,9 +230,11 @@ def readme(results: dict) -> str:
         f"**Filtered walks** (HNSW32, base efSearch {results['base_ef_search']}, random filters, {QUERIES} queries; "
         "each cell: efSearch, then the walk's recall@k against the exact neighbours among the matches, its "
         "distances per query and the share of queries short of k; *plan*: what the planner runs for that many "
-        "matches, the walk only where it says `index`; *walk µs* and *exact µs*: a single query, one thread, "
-        f"the planner's breadth against an exact scan of the matches' vectors held in memory, best of {ROUNDS} "
-        f"alternating loops of {TIMED}, ◀ marking the planner's choice):\n\n"
+        "matches once the index has its filter partition, the walk only where it says `index`; *partition*: "
+        "lists probed of all, recall@k, candidates scored per query; *walk µs*, *exact µs* and *partition µs*: "
+        "a single query, one thread, the planner's breadth against an exact scan of the matches' vectors held "
+        f"in memory and the partition, best of {ROUNDS} alternating loops of {TIMED}, ◀ marking the planner's "
+        "choice):\n\n"
         + report.markdown_table(
             [
                 "data",
@@ -191,9 +247,18 @@ def readme(results: dict) -> str:
                 "the planner's breadth",
                 "walk µs",
                 "exact µs",
+                "partition",
+                "partition µs",
             ],
             rows,
         )
+        + "\n\nThe partition's check of itself at build (recall@10 of 64 of its own vectors under 10% and 3% "
+        "filters, at least 0.97) chose its probe scale: "
+        + "; ".join(
+            f"{data}: {'×' + format(scale, 'g') if scale else 'not used, the walk or the exact scan serve it'}"
+            for data, scale in dict.fromkeys((r["data"], r["partition"].get("probe_scale")) for r in results["rows"])
+        )
+        + " (the partition column probes at that scale, ×1 where not used)."
         + f"\n\n`python -m benchmarks.breadth`; 2 CPU cores, {time.strftime('%Y-%m-%d')}.\n"
     )
 

@@ -71,12 +71,36 @@ def test_a_partition_search_ranks_the_admitted_candidates_exactly(metric):
     assert np.all(positions == -1)
 
 
-@given(lists=st.integers(16, 4096), k=st.integers(1, 1000), share=st.floats(1e-4, 1.0), narrower=st.floats(1e-3, 1.0))
-def test_probes_stay_within_the_lists_and_grow_with_k_and_narrower_filters(lists, k, share, narrower):
+def test_a_partition_checks_itself_and_steps_aside_where_it_misses():
+    easy = clustered(20_000, 16, seed=9)
+    assert build(lambda positions: easy[positions], 20_000, 16, "l2", source=None).probe_scale == 1.0
+    # Gaussian noise in 64 dimensions has no clusters: a query's neighbours lie in lists all around.
+    noise = random_vectors(20_000, 64, seed=10)
+    part = build(lambda positions: noise[positions], 20_000, 64, "l2", source=None)
+    assert part.probe_scale is None
+    storage = faiss.IndexFlatL2(64)
+    storage.add(noise)
+    members = np.random.default_rng(11).random(20_000) < 0.1
+    queries = random_vectors(40, 64, seed=12)
+    allowed = np.flatnonzero(members)
+    truth = allowed[faiss.knn(queries, noise[allowed], 10)[1]]
+    _, found = part.search(storage, queries, 10, probe_count(part.lists, 10, 0.1), members, l2=True)
+    assert np.mean([len(set(f.tolist()) & set(t.tolist())) / 10 for f, t in zip(found, truth)]) < 0.9  # rightly
+
+
+@given(
+    lists=st.integers(16, 4096),
+    k=st.integers(1, 1000),
+    share=st.floats(1e-4, 1.0),
+    narrower=st.floats(1e-3, 1.0),
+    wider=st.floats(1.0, 8.0),
+)
+def test_probes_stay_within_the_lists_and_grow_with_k_narrower_filters_and_breadth(lists, k, share, narrower, wider):
     probes = probe_count(lists, k, share)
     assert 1 <= probes <= lists
     assert probe_count(lists, k + 1, share) >= probes
     assert probe_count(lists, k, share * narrower) >= probes
+    assert probe_count(lists, k, share, wider) >= probes
     assert probes >= lists // 16
 
 
@@ -189,9 +213,24 @@ def test_filtered_walks_build_the_partition_by_themselves(home, no_exact, monkey
     col.backend.subindexes.limit = 0
     index = col.backend.index
     col.search(x[0], k=5, where="g < 6")  # a walk a partition would not beat: counts for nothing
-    assert index.partitioner._build is None and index.partition_lists == 0
+    assert index.partitioner._build is None and index.partition_shape == (0, 1.0)
     col.search(x[0], k=5, where="g = 1")
     index.partitioner.wait()
-    assert index.partition_lists == list_count(10_000)
+    assert index.partition_shape[0] == list_count(10_000)
     assert col.search(x[1], k=5, where="g = 1", explain=True)[0].details["plan"].startswith("partition, ")
+    col.close()
+
+
+def test_a_partition_that_failed_its_check_leaves_the_filters_to_the_walk(home, no_exact, monkeypatch):
+    monkeypatch.setattr(partition_module, "CHECK_RECALL", 1.01)  # no probe scale can pass
+    x = clustered(10_000, 8, seed=13)
+    col = ls.create("unchecked", encoder="precomputed", dim=8, metric="l2", index="hnsw", home=home)
+    col.add([str(i) for i in range(10_000)], vectors=x, metadata=[{"g": i % 10} for i in range(10_000)])
+    col.backend.subindexes.limit = 0
+    index = col.backend.index
+    index.build_partition()
+    assert index.partitioner.current is not None and index.partitioner.current.probe_scale is None
+    assert index.partition_shape == (0, 1.0)
+    assert col.search(x[1], k=5, where="g = 1", explain=True)[0].details["plan"].startswith("index efSearch")
+    assert index.charge_filtered(1e9) is None  # and its walks build no other
     col.close()

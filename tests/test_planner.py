@@ -30,17 +30,22 @@ def test_plans_follow_the_match_count():
     # 10%: the walk, whose time counts towards a partition (which would cost less) until there is one.
     assert plan_filtered(6_000, 60_000, **hnsw) == Plan("index", 6_000, ef_search=203, wants_partition=True)
     partitioned = Plan("partition", 6_000, ef_search=203, nprobe=16, lists=245)
-    assert plan_filtered(6_000, 60_000, lists=245, **hnsw) == partitioned
+    assert plan_filtered(6_000, 60_000, partition=(245, 1.0), **hnsw) == partitioned
     assert partitioned.describe() == "partition, 16 of 245 k-means lists, over 6,000 matches"
+    # A partition whose check at build asked for twice the probes gets them (and costs more).
+    assert plan_filtered(6_000, 60_000, partition=(245, 2.0), **hnsw).nprobe == 31
+    # A wider breadth asked probes more lists; a much wider one scans the matches (a walk as wide costs more).
+    assert plan_filtered(6_000, 60_000, partition=(245, 1.0), ef_search=96, **hnsw).nprobe == 23
+    assert plan_filtered(6_000, 60_000, partition=(245, 1.0), ef_search=512, **hnsw).kind == "exact"
     # 5%: in memory without a partition; its lists' few members with one (a narrower filter probes more).
     assert plan_filtered(3_000, 60_000, **hnsw).kind == "exact"
-    assert plan_filtered(3_000, 60_000, lists=245, **hnsw) == Plan(
+    assert plan_filtered(3_000, 60_000, partition=(245, 1.0), **hnsw) == Plan(
         "partition", 3_000, ef_search=287, nprobe=22, lists=245
     )
     # 20% and more: a walk passes few excluded nodes; the lists would hold more candidates.
-    assert plan_filtered(12_000, 60_000, lists=245, **hnsw) == Plan("index", 12_000, ef_search=144)
-    assert plan_filtered(30_000, 60_000, lists=245, **hnsw).kind == "index"
-    assert plan_filtered(600, 60_000, lists=245, **hnsw).kind == "exact"
+    assert plan_filtered(12_000, 60_000, partition=(245, 1.0), **hnsw) == Plan("index", 12_000, ef_search=144)
+    assert plan_filtered(30_000, 60_000, partition=(245, 1.0), **hnsw).kind == "index"
+    assert plan_filtered(600, 60_000, partition=(245, 1.0), **hnsw).kind == "exact"
     # 50%: the index, its breadth scaled by 1/sqrt(share); a given breadth is the base that is scaled.
     assert plan_filtered(30_000, 60_000, **hnsw) == Plan("index", 30_000, ef_search=91)
     assert plan_filtered(30_000, 60_000, ef_search=128, **hnsw).ef_search == 182

@@ -595,7 +595,7 @@ class LocalBackend:
                 ef_search=ef_search,
                 nprobe=nprobe,
                 nlist=index.nlist if index.factory.startswith("IVF") else 1,
-                lists=index.partition_lists,
+                partition=index.partition_shape,
             )
             self._plan.value = plan
             if plan.kind == "exact":

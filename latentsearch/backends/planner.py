@@ -133,11 +133,12 @@ def plan_filtered(
     ef_search: int | None = None,
     nprobe: int | None = None,
     nlist: int = 1,
-    lists: int = 0,
+    partition: tuple[int, float] = (0, 1.0),
 ) -> Plan:
     """The plan for a search for ``k`` results among ``matches`` of the index's ``total`` vectors (see
     the module docstring). ``ef_search``/``nprobe`` are the caller's (None: the defaults); ``nlist`` is
-    an IVF index's list count, ``lists`` an HNSW index's partition's (0: none yet). Exact search is
+    an IVF index's list count, ``partition`` an HNSW index's filter partition's list count (0: none
+    yet) and probe scale. Exact search is
     planned only when the matches' vectors (``dim`` floats each) fit the cache: gathering them again
     for every query would cost more than the index."""
     share = max(matches / max(total, 1), 1e-12)
@@ -145,14 +146,16 @@ def plan_filtered(
     if factory.startswith("HNSW"):
         ef = filtered_ef_search(ef_search or DEFAULT_EF_SEARCH, k, share)
         exact, walk = matches * dim if fits else math.inf, walk_cost(ef, dim)
+        lists, scale = partition
         partitioned = lists or (list_count(total) if total >= MIN_VECTORS else 0)  # (one to come, if none)
-        probe = probe_count(partitioned, k, share) if partitioned else 0
-        partition = partition_cost(matches * probe / partitioned, partitioned, dim) if partitioned else math.inf
-        if exact <= min(walk, partition if lists else math.inf):
+        breadth = scale * (ef_search or DEFAULT_EF_SEARCH) / DEFAULT_EF_SEARCH
+        probe = probe_count(partitioned, k, share, breadth) if partitioned else 0
+        cost = partition_cost(matches * probe / partitioned, partitioned, dim) if partitioned else math.inf
+        if exact <= min(walk, cost if lists else math.inf):
             return Plan("exact", matches)
-        if partition < walk and lists:
+        if cost < walk and lists:
             return Plan("partition", matches, ef_search=ef, nprobe=probe, lists=lists)
-        return Plan("index", matches, ef_search=ef, wants_partition=partition < min(walk, exact))
+        return Plan("index", matches, ef_search=ef, wants_partition=cost < min(walk, exact))
     if factory.startswith("IVF"):
         base = nprobe or max(1, nlist // 16)
         probe = min(nlist, max(base, math.ceil(base / share)))

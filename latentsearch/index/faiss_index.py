@@ -626,10 +626,13 @@ class VectorIndex:
         return self._is_hnsw and not is_compressed(self.factory) and isinstance(self.index, faiss.IndexIDMap2)
 
     @property
-    def partition_lists(self) -> int:
-        """The list count of this index's filter partition, or 0 while it has none."""
+    def partition_shape(self) -> tuple[int, float]:
+        """This index's filter partition's list count and probe scale; ``(0, 1.0)`` while it has none it
+        can use (none built, or one whose check found the walk better for this data)."""
         partition = self.partitioner.usable(self.index, self.ntotal)
-        return partition.lists if partition is not None else 0
+        if partition is None or partition.probe_scale is None:
+            return 0, 1.0
+        return partition.lists, partition.probe_scale
 
     def search_partition(
         self, queries: np.ndarray, k: int, allowed: np.ndarray, nprobe: int
