@@ -72,8 +72,10 @@ class LatentsearchPeer(Peer):
         )
         self.col.add(ids, vectors=vectors, metadata=[{"b": int(b)} for b in buckets])
         # Filters walked as on first use, the conservative comparison: a repeated filter earns a sub-index
-        # of its matches (benchmarks.performance's repeated columns), which the peers lack.
+        # of its matches, and filtered walks the collection's filter partition (benchmarks.performance's
+        # repeated and partitioned columns), which the peers lack.
         self.col.backend.subindexes.limit = 0
+        self.col.backend.index.partitioner.enabled = False
 
     def search(self, query, k, limit=None):
         hits = self.col.search(query, k=k, where=None if limit is None else f"b < {limit}")

@@ -118,8 +118,10 @@ def search_phase(home: Path, n: int, dim: int) -> dict:
     col.search(qs[0], k=K)
     opened = time.perf_counter() - start
     # The filters' walks, as on their first use: a filter repeated this often would earn a sub-index of
-    # its matches mid-run (benchmarks.performance measures that), mixing two plans in one percentile.
+    # its matches (or the collection its filter partition) mid-run (benchmarks.performance measures
+    # both), mixing two plans in one percentile.
     col.backend.subindexes.limit = 0
+    col.backend.index.partitioner.enabled = False
     out: dict = {"open_seconds": opened}
     runs = {
         "ids": (None, []),
