@@ -234,3 +234,22 @@ def test_a_partition_that_failed_its_check_leaves_the_filters_to_the_walk(home, 
     assert col.search(x[1], k=5, where="g = 1", explain=True)[0].details["plan"].startswith("index efSearch")
     assert index.charge_filtered(1e9) is None  # and its walks build no other
     col.close()
+
+
+def test_a_build_whose_index_was_replaced_ends_quietly(home, caplog, monkeypatch):
+    monkeypatch.setattr(partition_module, "BUILD_SECONDS_PER_FLOAT", 0.0)
+    x = clustered(10_000, 4, seed=14)
+    col = ls.create("replaced", encoder="precomputed", dim=4, metric="l2", index="hnsw", home=home)
+    col.add([str(i) for i in range(10_000)], vectors=x)
+    index = col.backend.index
+    stale = index.index
+    col.compact()  # the index the build was started for is gone
+    assert col.backend.index.index is not stale
+    with pytest.raises(partition_module.IndexReplaced):
+        col.backend.index._new_partition(stale)
+    partitioner = Partitioner()
+    partitioner.charge(0.0, source=stale, count=10_000, dim=4, start=lambda: col.backend.index._new_partition(stale))
+    partitioner.wait()
+    assert partitioner.current is None
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+    col.close()

@@ -34,7 +34,7 @@ import numpy as np
 from latentsearch.fileio import exclusive_lock, file_sha256, fsync_replace, remove_stale_temp_files, writing
 from latentsearch.index.gate import ReadWriteGate
 from latentsearch.index.hugepages import Placed, place, place_index, reserve_vectors
-from latentsearch.index.partition import Partition, Partitioner
+from latentsearch.index.partition import IndexReplaced, Partition, Partitioner
 from latentsearch.index.partition import build as build_partition
 from latentsearch.index.specs import (
     DEFAULT_EF_SEARCH,
@@ -687,7 +687,7 @@ class VectorIndex:
         def copy(positions: np.ndarray) -> np.ndarray:
             with self._gate.reading():
                 if self.index is not source:
-                    raise RuntimeError("the index was rebuilt or reloaded while its partition was built")
+                    raise IndexReplaced("the index was rebuilt or reloaded while its partition was built")
                 return self._flat_storage().reconstruct_batch(positions)
 
         return build_partition(copy, count, self.dim, self.metric, source)

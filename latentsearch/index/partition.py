@@ -66,6 +66,10 @@ def probe_count(lists: int, k: int, share: float, breadth: float = 1.0) -> int:
     return min(lists, max(1, math.ceil(lists / 16 * widen)))
 
 
+class IndexReplaced(RuntimeError):
+    """The index being partitioned was rebuilt or reloaded meanwhile: the build is moot."""
+
+
 @dataclass(eq=False)
 class Partition:
     """Lists of an index's positions by nearest centroid. ``order[offsets[i]:offsets[i + 1]]`` are list
@@ -252,6 +256,8 @@ class Partitioner:
         try:
             faiss.omp_set_num_threads(1)  # (this thread's own setting: the searches keep the other cores)
             partition = start()
+        except IndexReplaced:
+            partition = None  # (its successor counts its own walks)
         except Exception:
             log.exception("building the filter partition failed; filtered searches walk the graph")
             partition = None
