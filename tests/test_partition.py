@@ -253,3 +253,46 @@ def test_a_build_whose_index_was_replaced_ends_quietly(home, caplog, monkeypatch
     assert partitioner.current is None
     assert not [r for r in caplog.records if r.levelname == "ERROR"]
     col.close()
+
+
+def test_the_partition_is_saved_with_its_checkpoint_and_taken_up_on_open(home, no_exact):
+    from latentsearch.index.faiss_index import PARTITION_FILE
+
+    x = clustered(12_000, 16, seed=15)
+    names = [str(i) for i in range(12_000)]
+    col = ls.create("kept", encoder="precomputed", dim=16, metric="l2", index="hnsw", home=home)
+    col.add(names, vectors=x, metadata=[{"g": i % 10} for i in range(12_000)])
+    col.backend.subindexes.limit = 0
+    col.backend.index.build_partition()
+    before = [[(h.id, h.score) for h in col.search(q, k=10, where="g = 2")] for q in x[:20]]
+    shape = col.backend.index.partition_shape
+    col.close()  # the index was checkpointed by the add: the partition is saved beside it now
+    assert (home / "kept" / PARTITION_FILE).exists()
+
+    col = ls.open("kept", home=home)
+    col.backend.subindexes.limit = 0
+    assert col.backend.index.partition_shape == shape  # taken up, no walk paid for it again
+    assert col.search(x[0], k=10, where="g = 2", explain=True)[0].details["plan"].startswith("partition, ")
+    assert [[(h.id, h.score) for h in col.search(q, k=10, where="g = 2")] for q in x[:20]] == before
+    # Written to: saved again with the new checkpoint, the new vectors its tail.
+    col.add(["new"], vectors=x[2:3] + 0.01, metadata=[{"g": 2}])  # beside item 2 (in g 2)
+    col.close()
+    col = ls.open("kept", home=home)
+    assert col.backend.index.partition_shape == shape
+    assert [h.id for h in col.search(x[2], k=2, where="g = 2")] == ["2", "new"]
+    col.close()
+
+    # A partition saved for another index file (a rebuilt one) is not taken up; nor is a broken file.
+    saved = (home / "kept" / PARTITION_FILE).read_bytes()
+    col = ls.open("kept", home=home)
+    col.compact()
+    col.close()
+    (home / "kept" / PARTITION_FILE).write_bytes(saved)
+    col = ls.open("kept", home=home)
+    assert col.backend.index.partition_shape == (0, 1.0)
+    col.close()
+    (home / "kept" / PARTITION_FILE).write_bytes(saved[:100])
+    col = ls.open("kept", home=home)
+    assert col.backend.index.partition_shape == (0, 1.0)
+    assert len(col.search(x[0], k=10, where="g = 2")) == 10
+    col.close()

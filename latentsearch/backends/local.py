@@ -759,11 +759,11 @@ class LocalBackend:
     def close(self) -> None:
         """Checkpoint the index (raising what stops it) and close the store either way."""
         self.subindexes.close()
-        if self._index is not None:
-            self._index.partitioner.close()
         try:
-            self.save()
+            self.save()  # (the filter partition too: closed after it)
         finally:
+            if self._index is not None:
+                self._index.partitioner.close()
             self.store.close()
 
 

@@ -23,6 +23,7 @@ import contextlib
 import json
 import logging
 import os
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +35,7 @@ import numpy as np
 from latentsearch.fileio import exclusive_lock, file_sha256, fsync_replace, remove_stale_temp_files, writing
 from latentsearch.index.gate import ReadWriteGate
 from latentsearch.index.hugepages import Placed, place, place_index, reserve_vectors
-from latentsearch.index.partition import IndexReplaced, Partition, Partitioner
+from latentsearch.index.partition import IndexReplaced, Partition, Partitioner, read_partition, write_partition
 from latentsearch.index.partition import build as build_partition
 from latentsearch.index.specs import (
     DEFAULT_EF_SEARCH,
@@ -53,6 +54,7 @@ log = logging.getLogger("latentsearch")
 INDEX_FILE = "index.faiss"
 CHECKPOINT_FILE = "index.checkpoint.json"
 LOCK_FILE = "index.lock"
+PARTITION_FILE = "index.partition.npz"  # the filter partition of the checkpointed index (see partition)
 
 COMPACT_TOMBSTONE_FRACTION = 0.3  # HNSW rebuilds once this share of its vectors are deleted
 # Vectors added per hold of the search gate: a search waits for at most one block's add (about 0.3 s
@@ -322,12 +324,51 @@ class VectorIndex:
                     self._forget_index()
                 return "it does not hold the items SQLite had at its change sequence"
             self.dirty = True  # the next checkpoint records the collection's id and the digest
+        self._load_partition(ckpt.sha256)
         return None
+
+    def _load_partition(self, sha256: str) -> None:
+        """Take up the filter partition saved with the checkpoint whose index file has this checksum,
+        if there is one (a missing, unreadable or stale file is left: filtered walks build another)."""
+        path = self.folder / PARTITION_FILE
+        if not self._partitionable or not path.exists():
+            return
+        try:
+            partition = read_partition(path, sha256, self.index, self.metric)
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:  # (torn or foreign file)
+            log.info("ignoring the filter partition of %s: %s", self.folder.name, exc)
+            return
+        if partition is not None and partition.assigned <= self.ntotal and partition.centroids.d == self.dim:
+            self.partitioner.current = partition
+
+    def _save_partition(self) -> None:
+        """Save the filter partition beside the checkpoint it partitions (once per checkpoint); the
+        checkpoint's own guarantees do not depend on it, so a failure is logged, not raised."""
+        partition = self.partitioner.usable(self.index, self.ntotal)
+        ckpt = Checkpoint.read(self.folder / CHECKPOINT_FILE)
+        if partition is None or ckpt is None or partition.saved_for == ckpt.sha256:
+            return
+        path = self.folder / PARTITION_FILE
+        tmp = path.with_name(f".{INDEX_FILE}.partition.{os.getpid()}.tmp")
+        try:
+            with open(tmp, "wb") as handle:
+                write_partition(handle, partition, ckpt.sha256)
+            fsync_replace(tmp, path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            log.warning("could not save the filter partition of %s: %s", self.folder.name, exc)
+            return
+        partition.saved_for = ckpt.sha256
 
     def save(self) -> None:
         """Checkpoint the index atomically (temp file, fsync, rename), if it changed (and the folder
-        can be written: a read-only collection keeps a rebuilt or caught-up index in memory)."""
-        if self.index is None or not self.dirty or self.read_only:
+        can be written: a read-only collection keeps a rebuilt or caught-up index in memory); and its
+        filter partition, if it has one not yet saved with this checkpoint."""
+        if self.index is None or self.read_only:
+            return
+        if not self.dirty:
+            with exclusive_lock(self.folder / LOCK_FILE), self._gate.reading():
+                self._save_partition()
             return
         path, ckpt_path = self.folder / INDEX_FILE, self.folder / CHECKPOINT_FILE
         tmp = path.with_name(f".{INDEX_FILE}.{os.getpid()}.tmp")
@@ -367,6 +408,7 @@ class VectorIndex:
             fsync_replace(tmp, path)
             fsync_replace(ckpt_tmp, ckpt_path)
             remember_sha256(path, ckpt.sha256)  # so the next open need not hash it again
+            self._save_partition()
         self.dirty = False
 
     # --- lean files: the vectors are SQLite's -------------------------------------------------------

@@ -9,12 +9,14 @@ the index's own float vectors. Under a 10% filter that is a few hundred distance
 thousand and more (Fashion-MNIST, 60,000 × 784).
 
 One partition serves every filter, a new one on its first query included. Building it (k-means on a
-sample, then each vector's nearest centroid) costs as much as a few hundred walks, so it is built once
-filtered walks have cost that much (ski rental, as for the sub-indexes of repeated filters), in a
-background thread; searches never wait for it. Vectors added later are candidates of every query
+sample, then each vector's nearest centroid, then a check of its own recall that sets how many lists
+a query probes, or that it is not to be used) costs as much as a few thousand walks, so it is built
+once filtered walks it would have beaten have cost that much (ski rental, as for the sub-indexes of
+repeated filters), in a background thread; searches never wait for it. Vectors added later are candidates of every query
 (the tail, scanned whole) until the tail grows past a quarter of the partition, when walks count
-towards a new one. Removed vectors are no filter's matches and are never candidates. A rebuilt or
-reloaded index starts without one.
+towards a new one. Removed vectors are no filter's matches and are never candidates. It is saved
+beside the index's checkpoint, bound to the checksum of the index file it partitions, and taken up
+again when that file is opened; a rebuilt index starts without one.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
 
 import faiss
 import numpy as np
@@ -82,6 +86,7 @@ class Partition:
     assigned: int
     source: object  # the FAISS index it partitions (a rebuilt or reloaded one is another)
     probe_scale: float | None = 1.0  # lists probed, as a multiple of probe_count's (None: not to be used)
+    saved_for: str = ""  # the checksum of the index file it was last saved beside (see write_partition)
 
     @property
     def lists(self) -> int:
@@ -207,6 +212,41 @@ class _Check:
             if self.recall(partition, scale) >= CHECK_RECALL:
                 return scale
         return None
+
+
+def write_partition(handle: BinaryIO, partition: Partition, index_sha256: str) -> None:
+    """Write a partition (numpy's ``.npz``) for the index file whose checksum is ``index_sha256``."""
+    np.savez(
+        handle,
+        centroids=partition.centroids.reconstruct_n(0, partition.lists),
+        metric=np.int64(partition.centroids.metric_type),
+        order=partition.order,
+        offsets=partition.offsets,
+        assigned=np.int64(partition.assigned),
+        probe_scale=np.float64(np.nan if partition.probe_scale is None else partition.probe_scale),
+        index_sha256=np.str_(index_sha256),
+    )
+
+
+def read_partition(path: Path, index_sha256: str, source: object, metric: str) -> Partition | None:
+    """The partition :func:`write_partition` saved at ``path`` for this index file (``source`` is the
+    FAISS index read from it), or None when it was saved for another one or another metric."""
+    with np.load(path, allow_pickle=False) as saved:
+        if str(saved["index_sha256"]) != index_sha256 or int(saved["metric"]) != faiss_metric(metric):
+            return None
+        centroids = faiss.IndexFlat(saved["centroids"].shape[1], faiss_metric(metric))
+        centroids.add(np.ascontiguousarray(saved["centroids"], dtype=np.float32))
+        order, offsets, assigned = (
+            saved["order"].astype(np.int64),
+            saved["offsets"].astype(np.int64),
+            int(saved["assigned"]),
+        )
+        scale = float(saved["probe_scale"])
+    if len(order) != assigned or len(offsets) != centroids.ntotal + 1 or offsets[-1] != assigned:
+        raise ValueError("its lists do not add up")
+    partition = Partition(centroids, order, offsets, assigned, source, None if math.isnan(scale) else scale)
+    partition.saved_for = index_sha256
+    return partition
 
 
 class Partitioner:
