@@ -116,6 +116,34 @@ def test_placed_memory_is_on_huge_pages() -> None:
 
 
 @needs_thp
+def test_an_index_is_placed_step_by_step_keeping_every_byte() -> None:
+    """place_step, as the background placement of an opened index calls it: each step moves at most
+    its budget, the steps together move the vectors and the links but their two ends, and no byte
+    changes."""
+    rng = np.random.default_rng(4)
+    vectors = rng.random((20_000, 64), dtype=np.float32)  # 5 MB of floats, and 5 MB of level-0 links
+    index = faiss.IndexIDMap2(faiss.IndexHNSWFlat(64, 32))
+    index.add_with_ids(vectors, np.arange(20_000, dtype=np.int64) * 3)
+    regions = hugepages.regions(index)
+    sizes = {name: vector.byte_size() for name, vector in regions.items()}
+    placed: dict = {}
+    steps, done = 0, False
+    while not done:
+        before = {name: p.upto for name, p in placed.items()}
+        placed, done = hugepages.place_step(index, placed, 2 * HUGE_PAGE)
+        moved = sum(p.upto - before.get(name, 0) for name, p in placed.items())
+        assert done or 0 < moved <= 2 * HUGE_PAGE + HUGE_PAGE  # (the first step skips up to a page's head)
+        steps += 1
+    assert steps >= sum(sizes.values()) // (2 * HUGE_PAGE) - 2
+    for name, size in sizes.items():
+        assert placed[name].upto >= size - 2 * HUGE_PAGE
+        address = hugepages._vector_address(regions[name])
+        assert huge_bytes_in(address, size) >= size - 2 * HUGE_PAGE
+    assert sizes.keys() == {"vectors", "links"}
+    assert np.array_equal(index.reconstruct_batch(np.arange(20_000, dtype=np.int64) * 3), vectors)
+
+
+@needs_thp
 @pytest.mark.parametrize("index", ["hnsw", "flat"])
 def test_an_index_stays_exact_on_huge_pages_as_it_grows_and_reopens(index: str, home) -> None:
     """Vectors added in many writes (the FAISS vectors grow and move, and are placed again each time)
@@ -143,9 +171,18 @@ def test_an_index_stays_exact_on_huge_pages_as_it_grows_and_reopens(index: str, 
     col.close()
 
     reopened = ls.open("big", home=home)
-    assert answers(reopened) == found
+    assert answers(reopened) == found  # (searched while the opened index is placed in the background)
+    reopened.backend.index.wait_placed()
     assert reopened.backend.index._placed["vectors"].upto >= vectors.nbytes - 2 * HUGE_PAGE  # (all but the two ends)
-    assert np.array_equal(np.sort(held(reopened), axis=0), np.sort(vectors, axis=0))
+    assert answers(reopened) == found
+    reopened.close()
+    # Written to while the opened index is placed in the background: the write places what it touches.
+    reopened = ls.open("big", home=home)
+    more = rng.random((500, dim), dtype=np.float32)
+    reopened.add([f"w{i}" for i in range(500)], vectors=more)
+    reopened.backend.index.wait_placed()
+    assert np.array_equal(np.sort(held(reopened), axis=0), np.sort(np.vstack([vectors, more]), axis=0))
+    reopened.delete([f"w{i}" for i in range(500)])  # (HNSW keeps them as tombstones until the compaction)
     reopened.compact()  # rebuilt from SQLite: into room made on huge pages first
     assert reopened.backend.index._placed["vectors"].upto >= vectors.nbytes - 2 * HUGE_PAGE  # (all but the two ends)
     assert np.array_equal(np.sort(held(reopened), axis=0), np.sort(vectors, axis=0))

@@ -763,7 +763,7 @@ class LocalBackend:
             self.save()  # (the filter partition too: closed after it)
         finally:
             if self._index is not None:
-                self._index.partitioner.close()
+                self._index.close()
             self.store.close()
 
 

@@ -87,7 +87,8 @@ def _main(
     _RAY_ADDRESS = ray
     if ctx.invoked_subcommand != "serve":
         # A one-shot command searches a few times, which gains less than moving a large index onto
-        # huge pages costs at open (latentsearch.index.hugepages); a user's own setting stands.
+        # huge pages costs (latentsearch.index.hugepages: after the open, in the background, where it
+        # would compete with the command for the cores); a user's own setting stands.
         os.environ.setdefault("LATENTSEARCH_HUGE_PAGES", "0")
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,

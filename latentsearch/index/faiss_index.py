@@ -23,6 +23,7 @@ import contextlib
 import json
 import logging
 import os
+import threading
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ import numpy as np
 
 from latentsearch.fileio import exclusive_lock, file_sha256, fsync_replace, remove_stale_temp_files, writing
 from latentsearch.index.gate import ReadWriteGate
-from latentsearch.index.hugepages import Placed, place, place_index, reserve_vectors
+from latentsearch.index.hugepages import HUGE_PAGE, Placed, available, place_index, place_step, reserve_vectors
 from latentsearch.index.partition import IndexReplaced, Partition, Partitioner, read_partition, write_partition
 from latentsearch.index.partition import build as build_partition
 from latentsearch.index.specs import (
@@ -60,6 +61,7 @@ COMPACT_TOMBSTONE_FRACTION = 0.3  # HNSW rebuilds once this share of its vectors
 # Vectors added per hold of the search gate: a search waits for at most one block's add (about 0.3 s
 # for 784-d HNSW on this machine), not for a whole bulk write.
 ADD_BLOCK = 2048
+PLACE_STEP = 4 * HUGE_PAGE  # what the background placement of an opened index moves per write hold
 FILTERED_PARAMS_CACHE = 8  # search parameters (with their selector) kept for the latest filters
 DIGEST_PRIME = 2**31 - 1  # rowid fingerprints: squares stay below 2**62, sums of 2**31 terms in int64
 # A lean index.faiss (HNSW and flat) keeps no vectors: SQLite's are attached when it is read.
@@ -198,6 +200,8 @@ class VectorIndex:
         self.partitioner = Partitioner()
         self._members: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self._storage: tuple[Any, Any] | None = None  # (index, its HNSW's flat storage): see _flat_storage
+        self._placing: threading.Thread | None = None  # the background placement of an opened index
+        self._closed = False
 
     # --- construction ----------------------------------------------------------------------------
 
@@ -315,6 +319,7 @@ class VectorIndex:
             self.trained_n, self.tombstones, self._params = ckpt.trained_n, set(ckpt.tombstones), {}
             self._forget_index()
         self.dirty = False
+        self._start_placing(index)
         if adopting:
             live = self.live_rowids()
             max_rowid = int(live.max()) if len(live) else 0
@@ -442,12 +447,11 @@ class VectorIndex:
         """Read ``index.faiss``: a FAISS file, or a lean one (see :meth:`_write_lean`) whose vectors are
         read back from SQLite in the id map's order. A passage deleted from SQLite after the checkpoint
         gets a zero vector: catching up tombstones it, and compaction drops it. Also what of it is on
-        huge pages."""
+        huge pages: nothing yet (see :meth:`_place_later`)."""
         with open(path, "rb") as handle:
             lean = handle.read(len(LEAN_MAGIC)) == LEAN_MAGIC
         if not lean:
-            index = faiss.read_index(str(path))
-            return index, place_index(index)
+            return faiss.read_index(str(path)), {}
         data = path.read_bytes()
         at = len(LEAN_MAGIC)
         n = int(np.frombuffer(data, np.int64, 1, at)[0])
@@ -466,9 +470,6 @@ class VectorIndex:
         # The vectors go from SQLite straight into the flat storage's own (zeroed) memory, once.
         storage.codes.resize(n * self.dim * 4)
         vectors = faiss.rev_swig_ptr(storage.codes.data(), n * self.dim * 4).view(np.float32).reshape(n, self.dim)
-        # Still zeros: onto huge pages with no copy, before the vectors fault them in.
-        address = vectors.ctypes.data if n else 0
-        placed_vectors = Placed(address, place(address, 0, vectors.nbytes, zeros_from=0) if n else 0)
         if n:
             store.passage_vectors(ids, self.dim, missing_ok=True, out=vectors)
         if t:
@@ -485,7 +486,7 @@ class VectorIndex:
         index.own_fields = True
         faiss.copy_array_to_vector(ids, index.id_map)
         index.construct_rev_map()
-        return index, place_index(index, {"vectors": placed_vectors})
+        return index, {}
 
     # --- changes ---------------------------------------------------------------------------------
 
@@ -717,6 +718,39 @@ class VectorIndex:
         when their walks have cost as much)."""
         if self._partitionable:
             self.partitioner.current = self._new_partition(self.index)
+
+    def _start_placing(self, index: Any) -> None:
+        """Place the index just read onto huge pages in a background thread (see :meth:`_place_later`)."""
+        if available() and not self._closed:
+            self._placing = threading.Thread(target=self._place_later, args=(index,), daemon=True)
+            self._placing.start()
+
+    def _place_later(self, index: Any) -> None:
+        """Move an opened index's vectors and links onto huge pages a step (:data:`PLACE_STEP`) at a
+        time, each under the gate's write hold: opening does not wait for it (at a million 384-d
+        vectors it took five seconds of the open's ten), and a search waits for one step at most. A
+        write meanwhile places what it touches itself (see :meth:`_add`); a rebuilt or reloaded index
+        ends it."""
+        try:
+            done = False
+            while not done and not self._closed:
+                with self._gate.writing():
+                    if self.index is not index:
+                        return
+                    self._placed, done = place_step(index, self._placed, PLACE_STEP)
+        except Exception:  # (searches go on, on 4 KiB pages)
+            log.exception("placing the index of %s on huge pages failed", self.folder.name)
+
+    def wait_placed(self, timeout: float | None = None) -> None:
+        """Wait for the background placement of an opened index, if one runs (tests, benchmarks)."""
+        placing = self._placing
+        if placing is not None:
+            placing.join(timeout)
+
+    def close(self) -> None:
+        """Stop the background work on this index (its placement, its filter partition's builds)."""
+        self._closed = True
+        self.partitioner.close()
 
     def _forget_index(self) -> None:
         """Release what refers to the index just replaced (its partition, its storage's proxy)."""

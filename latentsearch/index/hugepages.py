@@ -11,7 +11,9 @@ and graph live in ``std::vector`` storage that nobody advises. :func:`place` mov
 memory onto huge pages: it advises the range's whole 2 MiB pages (``MADV_HUGEPAGE``) and, a chunk at
 a time, copies them out, drops their 4 KiB pages (``MADV_DONTNEED``: private memory reads as zeros
 after it) and copies the bytes back, which fault in as huge pages. It runs only where nothing else
-reads the memory meanwhile (an index being opened or built, or under the search gate's write hold).
+reads the memory meanwhile (an index being built, or under the search gate's write hold: an opened
+index is placed a step at a time in the background, :func:`place_step`, so that opening does not wait
+for it).
 Where the kernel has no transparent huge pages, gives them to all memory anyway (``always``), or the
 environment sets ``LATENTSEARCH_HUGE_PAGES=0``, it does nothing.
 """
@@ -154,3 +156,21 @@ def place_index(index: Any, placed: dict[str, Placed] | None = None) -> dict[str
         else:  # (moved: a vector that grew past its room is copied to new memory)
             placed[name] = Placed(address, place(address, 0, size) if address else 0)
     return placed
+
+
+def place_step(index: Any, placed: dict[str, Placed], budget: int) -> tuple[dict[str, Placed], bool]:
+    """Place the next at most ``budget`` bytes (two huge pages or more) of ``index``'s :func:`regions`
+    past what ``placed`` records (a vector that moved since starts again from its beginning). Returns
+    the new record, and whether nothing was left to place. Each step is short, so that a thread placing
+    an open index holds searches off for one step at a time."""
+    if not available():
+        return placed, True
+    for name, vector in regions(index).items():
+        address, size = _vector_address(vector), vector.byte_size()
+        before = placed.get(name)
+        if before is None or before.address != address:
+            before = Placed(address, 0)
+        upto = place(address, before.upto, min(size, before.upto + budget)) if address else before.upto
+        if upto > before.upto:
+            return {**placed, name: Placed(address, upto, before.capacity)}, False
+    return placed, True
