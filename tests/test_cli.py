@@ -197,7 +197,8 @@ def test_map_colours_the_most_frequent_values_and_refuses_bad_counts(home, tmp_p
 
 def test_one_shot_commands_leave_the_index_on_small_pages(home, monkeypatch):
     """A one-shot command does a few searches: it does not move its index onto huge pages (that costs
-    more at open than it saves); a user's own setting stands."""
+    more than it saves, and would compete with the command for the cores); a user's own setting
+    stands."""
     monkeypatch.delenv("LATENTSEARCH_HUGE_PAGES", raising=False)
     run("list", "--home", home)
     assert os.environ["LATENTSEARCH_HUGE_PAGES"] == "0"
