@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import threading
+import time
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -734,10 +735,15 @@ class VectorIndex:
         try:
             done = False
             while not done and not self._closed:
+                started = time.perf_counter()
                 with self._gate.writing():
                     if self.index is not index:
                         return
                     self._placed, done = place_step(index, self._placed, PLACE_STEP)
+                # As long again outside the gate: a lock released is not handed to the searches waiting
+                # for it, so without a pause this thread would take it back at once, step after step,
+                # and they would wait for the whole move. Searches get at least half the time.
+                time.sleep(time.perf_counter() - started)
         except Exception:  # (searches go on, on 4 KiB pages)
             log.exception("placing the index of %s on huge pages failed", self.folder.name)
 
