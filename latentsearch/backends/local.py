@@ -26,7 +26,14 @@ import numpy as np
 from latentsearch.backends.base import PassageSpan, Ranking, VectorTable, WriteBatch, nearest_by_knn
 from latentsearch.backends.planner import Plan, SubsetCache, plan_filtered, subindex_plan
 from latentsearch.errors import EncoderMismatchError, InvalidInputError
-from latentsearch.index.faiss_index import CHECKPOINT_FILE, INDEX_FILE, ProgressFn, VectorIndex, one_thread
+from latentsearch.index.faiss_index import (
+    CHECKPOINT_FILE,
+    INDEX_FILE,
+    PARTITION_FILE,
+    ProgressFn,
+    VectorIndex,
+    one_thread,
+)
 from latentsearch.index.specs import DEFAULT_EF_SEARCH, faiss_metric, is_compressed, row_scores, score_lists, to_scores
 from latentsearch.index.subindex import SubIndexCache
 from latentsearch.limits import check_tuning
@@ -102,7 +109,7 @@ class LocalBackend:
             self.store.close()
             raise
         if not self.store.read_only:
-            for stale in (INDEX_FILE, CHECKPOINT_FILE):
+            for stale in (INDEX_FILE, CHECKPOINT_FILE, PARTITION_FILE):
                 (self.path / stale).unlink(missing_ok=True)
         self.manifest = {**self.store.read_manifest(), "format_version": FORMAT_VERSION}
 
@@ -191,7 +198,7 @@ class LocalBackend:
             except BaseException:
                 if feeder.started:  # the index took rows SQLite may not have: reload it on next use
                     feeder.join(raising=False)
-                    self._index = None
+                    self._drop_index()
                 raise
             if not feeder.started:  # another process wrote in between: replay from SQLite
                 index.catch_up(self.store)
@@ -222,14 +229,20 @@ class LocalBackend:
                 else:
                     self.manifest[key] = value
             self.dim = int(self.manifest["dim"])
-            self._index = None
+            self._drop_index()
             self._filters.clear()
             self._subsets = SubsetCache()
             self.subindexes.clear()
             # A stale index would catch up (the old passages deleted, the new added), but a rebuild
             # is cleaner; a crash before these unlinks leaves an index that catches up or is rebuilt.
-            for stale in (INDEX_FILE, CHECKPOINT_FILE):
+            for stale in (INDEX_FILE, CHECKPOINT_FILE, PARTITION_FILE):
                 (self.path / stale).unlink(missing_ok=True)
+
+    def _drop_index(self) -> None:
+        """Forget the index (it is loaded again on next use), stopping its background work."""
+        if self._index is not None:
+            self._index.close()
+        self._index = None
 
     def _maintain(self) -> None:
         index = self._index

@@ -372,9 +372,11 @@ class VectorIndex:
         filter partition, if it has one not yet saved with this checkpoint."""
         if self.index is None or self.read_only:
             return
-        if not self.dirty:
-            with exclusive_lock(self.folder / LOCK_FILE), self._gate.reading():
-                self._save_partition()
+        if not self.dirty:  # (a partition built since the last checkpoint: saved once, beside it)
+            partition = self.partitioner.usable(self.index, self.ntotal)
+            if partition is not None and not partition.saved_for:
+                with exclusive_lock(self.folder / LOCK_FILE), self._gate.reading():
+                    self._save_partition()
             return
         path, ckpt_path = self.folder / INDEX_FILE, self.folder / CHECKPOINT_FILE
         tmp = path.with_name(f".{INDEX_FILE}.{os.getpid()}.tmp")
