@@ -347,24 +347,24 @@ class VectorIndex:
         if partition is not None and partition.assigned <= self.ntotal and partition.centroids.d == self.dim:
             self.partitioner.current = partition
 
-    def _save_partition(self) -> None:
-        """Save the filter partition beside the checkpoint it partitions (once per checkpoint); the
-        checkpoint's own guarantees do not depend on it, so a failure is logged, not raised."""
+    def _save_partition(self, sha256: str) -> None:
+        """Save the filter partition beside the checkpoint whose index file has this checksum (once per
+        checkpoint); the checkpoint's own guarantees do not depend on it, so a failure is logged, not
+        raised."""
         partition = self.partitioner.usable(self.index, self.ntotal)
-        ckpt = Checkpoint.read(self.folder / CHECKPOINT_FILE)
-        if partition is None or ckpt is None or partition.saved_for == ckpt.sha256:
+        if partition is None or partition.saved_for == sha256:
             return
         path = self.folder / PARTITION_FILE
         tmp = path.with_name(f".{INDEX_FILE}.partition.{os.getpid()}.tmp")
         try:
             with open(tmp, "wb") as handle:
-                write_partition(handle, partition, ckpt.sha256)
+                write_partition(handle, partition, sha256)
             fsync_replace(tmp, path)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             log.warning("could not save the filter partition of %s: %s", self.folder.name, exc)
             return
-        partition.saved_for = ckpt.sha256
+        partition.saved_for = sha256
 
     def save(self) -> None:
         """Checkpoint the index atomically (temp file, fsync, rename), if it changed (and the folder
@@ -374,9 +374,11 @@ class VectorIndex:
             return
         if not self.dirty:  # (a partition built since the last checkpoint: saved once, beside it)
             partition = self.partitioner.usable(self.index, self.ntotal)
-            if partition is not None and not partition.saved_for:
+            unsaved = partition is not None and not partition.saved_for
+            ckpt = Checkpoint.read(self.folder / CHECKPOINT_FILE) if unsaved else None
+            if ckpt is not None:
                 with exclusive_lock(self.folder / LOCK_FILE), self._gate.reading():
-                    self._save_partition()
+                    self._save_partition(ckpt.sha256)
             return
         path, ckpt_path = self.folder / INDEX_FILE, self.folder / CHECKPOINT_FILE
         tmp = path.with_name(f".{INDEX_FILE}.{os.getpid()}.tmp")
@@ -416,7 +418,7 @@ class VectorIndex:
             fsync_replace(tmp, path)
             fsync_replace(ckpt_tmp, ckpt_path)
             remember_sha256(path, ckpt.sha256)  # so the next open need not hash it again
-            self._save_partition()
+            self._save_partition(ckpt.sha256)
         self.dirty = False
 
     # --- lean files: the vectors are SQLite's -------------------------------------------------------
