@@ -109,10 +109,15 @@ def walk_cost(ef_search: int, dim: int) -> float:
     return WALK_DISTANCES_PER_EF * ef_search * WALK_FLOAT_COST * (dim + WALK_DISTANCE_OVERHEAD)
 
 
+def exact_cost(matches: int, dim: int) -> float:
+    """What an exact scan of ``matches`` vectors of ``dim`` floats costs a query (the cost model above)."""
+    return matches * dim
+
+
 def exact_is_cheaper(matches: int, ef_search: int, dim: int) -> bool:
-    """Whether an exact scan of ``matches`` vectors of ``dim`` floats costs a query less than an HNSW
+    """Whether an exact scan of ``matches`` vectors of ``dim`` floats costs a query no more than an HNSW
     walk at ``ef_search`` (the cost model above)."""
-    return matches * dim <= walk_cost(ef_search, dim)
+    return exact_cost(matches, dim) <= walk_cost(ef_search, dim)
 
 
 def partition_cost(candidates: float, lists: int, dim: int) -> float:
@@ -145,7 +150,7 @@ def plan_filtered(
     fits = matches * dim * 4 <= SUBSET_CACHE_BYTES
     if factory.startswith("HNSW"):
         ef = filtered_ef_search(ef_search or DEFAULT_EF_SEARCH, k, share)
-        exact, walk = matches * dim if fits else math.inf, walk_cost(ef, dim)
+        exact, walk = exact_cost(matches, dim) if fits else math.inf, walk_cost(ef, dim)
         lists, scale = partition
         partitioned = lists or (list_count(total) if total >= MIN_VECTORS else 0)  # (one to come, if none)
         breadth = scale * (ef_search or DEFAULT_EF_SEARCH) / DEFAULT_EF_SEARCH
