@@ -240,25 +240,45 @@ def test_turned_off_by_the_environment(setting: str, tmp_path) -> None:
 
 
 @needs_thp
-def test_searches_go_on_while_an_opened_index_is_placed(home, monkeypatch) -> None:
-    """The background move of an opened index lets searches in between its steps: many searches run
-    while the move goes on (without the pause between steps, the move took the gate back at once, step
-    after step, and a search mostly waited for all of it)."""
+def test_a_search_held_off_by_a_step_of_the_move_goes_before_the_next(home, monkeypatch) -> None:
+    """The background move of an opened index lets the searches one of its steps held off in before
+    it takes the gate again (a released lock is not handed to its waiters: without this, the move took
+    the gate back at once, step after step, and a search mostly waited for all of it)."""
+    import threading
+
     from latentsearch.index import faiss_index
 
+    steps, in_step, release, opened = [], threading.Event(), threading.Event(), {}
+    real_step = faiss_index.place_step
+
+    def step(index, placed, budget):  # the first step waits for the test; each records who still waits
+        steps.append(opened["gate"]._waiting if "gate" in opened else None)
+        if len(steps) == 1:
+            in_step.set()
+            assert release.wait(60)
+        return real_step(index, placed, budget)
+
+    monkeypatch.setattr(faiss_index, "place_step", step)
     monkeypatch.setattr(faiss_index, "PLACE_STEP", 2 * HUGE_PAGE)
-    vectors = np.random.default_rng(5).random((100_000, 256), dtype=np.float32)  # 100 MB: 25 steps and more
+    vectors = np.random.default_rng(5).random((20_000, 256), dtype=np.float32)  # 20 MB: several steps
     col = ls.create("moved", encoder="precomputed", dim=256, metric="l2", index="flat", home=home)
     col.add([str(i) for i in range(len(vectors))], vectors=vectors)
     col.close()
     col = ls.open("moved", home=home)
     index = col.backend.index  # (opened: the move starts)
-    searched = 0
-    while index._placing is not None and index._placing.is_alive():
-        assert col.search(vectors[searched], k=1, include=[])[0].id == str(searched)
-        searched += 1
-    assert searched >= 15  # (36 to 77 in runs here; without the pause 1, 1 and 7)
+    opened["gate"] = index._gate
+    assert in_step.wait(60)
+    found = []
+    reader = threading.Thread(target=lambda: found.append(col.search(vectors[7], k=1)[0].id))
+    reader.start()
+    while index._gate._waiting == 0:  # the search waits for the step (a state, not a time)
+        assert reader.is_alive()
+        reader.join(0.001)
+    release.set()
+    reader.join(60)
     index.wait_placed()
+    assert found == ["7"]
+    assert len(steps) >= 3 and steps[1] == 0  # the held-off search went in before the second step
     assert index._placed["vectors"].upto >= vectors.nbytes - 2 * HUGE_PAGE
     assert col.search(vectors[9], k=1, include=[])[0].id == "9"
     col.close()

@@ -744,9 +744,10 @@ class VectorIndex:
                     if self.index is not index:
                         return
                     self._placed, done = place_step(index, self._placed, PLACE_STEP)
-                # As long again outside the gate: a lock released is not handed to the searches waiting
-                # for it, so without a pause this thread would take it back at once, step after step,
-                # and they would wait for the whole move. Searches get at least half the time.
+                # The searches the step held off go first (else this thread would take the gate back at
+                # once, step after step, and they would wait for the whole move); then as long again
+                # outside the gate, so that searches get at least half the time.
+                self._gate.let_waiting_readers_in()
                 time.sleep(time.perf_counter() - started)
         except Exception:  # (searches go on, on 4 KiB pages)
             log.exception("placing the index of %s on huge pages failed", self.folder.name)

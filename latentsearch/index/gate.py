@@ -17,14 +17,17 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Iterator
+
+WAIT_POLL = 0.0002  # seconds between looks at the readers still to go in (let_waiting_readers_in)
 
 
 class ReadWriteGate:
     """A readers-writer lock that prefers a waiting writer. Not reentrant: a writer must not read
     through the gate, nor a reader write."""
 
-    __slots__ = ("_mutex", "_turn", "_drained", "_readers", "_writing")
+    __slots__ = ("_mutex", "_turn", "_drained", "_readers", "_writing", "_waiting")
 
     def __init__(self) -> None:
         self._mutex = threading.Lock()  # guards the two fields below
@@ -32,16 +35,19 @@ class ReadWriteGate:
         self._drained = threading.Lock()  # held by a waiting writer; the last reader out frees it
         self._readers = 0
         self._writing = False
+        self._waiting = 0  # readers held off by a writer (counted on the slow path only)
 
     def enter_read(self) -> None:
         """Wait while a writer waits or writes, then count this reader in."""
         mutex = self._mutex
         mutex.acquire()
         while self._writing:
+            self._waiting += 1
             mutex.release()
             with self._turn:  # the writer's end
                 pass
             mutex.acquire()
+            self._waiting -= 1
         self._readers += 1
         mutex.release()
 
@@ -82,6 +88,13 @@ class ReadWriteGate:
                 self._writing = False
             self._drained.release()
             self._turn.release()
+
+    def let_waiting_readers_in(self) -> None:
+        """Return once the readers a writer held off have gone in (a writer about to write again calls
+        it: a released lock is not handed to the threads waiting for it, so a writer taking the gate
+        back at once, again and again, would hold them off to the end)."""
+        while self._waiting and not self._writing:
+            time.sleep(WAIT_POLL)
 
     @property
     def readers(self) -> int:
