@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -60,6 +61,7 @@ from latentsearch.validation import (
     check_pages,
     check_texts,
     prepare_vectors,
+    query_checked_after,
 )
 
 log = logging.getLogger("latentsearch")
@@ -659,6 +661,14 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
             fields = check_include(include)
             if where is not None:
                 where = compile_filter(where)  # a malformed filter is refused before any work; compiled once
+            else:
+                manifest = self.manifest
+                vectors = query_checked_after(query, dim=manifest["dim"], metric=manifest["metric"])
+                if vectors is not None:  # (see query_checked_after: a non-finite query finds no finite score)
+                    (hits,) = self.backend.nearest(vectors, k, ef_search, nprobe, fields, None)
+                    if not hits or not math.isfinite(hits[0].score):
+                        self.prepare_vectors(query, expected=1)  # raises for a NaN or an infinity
+                    return Hits(hits)
             vectors = self.prepare_vectors(query, expected=1)
             return Hits(self.backend.nearest(vectors, k, ef_search, nprobe, fields, where)[0])
         text_or_image = query is None or isinstance(query, str) or is_image(query)

@@ -19,6 +19,25 @@ FLOAT32 = np.dtype(np.float32)  # (native float32 arrays share this dtype object
 UNIT_TOLERANCE = 1e-6  # |norm - 1| below this: already normalised (float32 rounding is about 6e-8)
 
 
+def query_checked_after(vector: Any, *, dim: int, metric: str) -> np.ndarray | None:
+    """One query vector as a ``(1, dim)`` array that a search may take before it is checked to be
+    finite, or None (check it first: :func:`prepare_vectors`). For l2 and inner-product collections a
+    float32 vector of the right shape needs nothing else, and a NaN or an infinity in it makes every
+    distance FAISS returns non-finite (or leaves no result): an answer with a finite first score proves
+    the query finite, and only an answer without one is checked (:func:`prepare_vectors` on the query,
+    which refuses it). That spares the single-query hot path its one numpy call. A cosine query is
+    checked first: it needs its norm."""
+    if (
+        metric != "cosine"
+        and type(vector) is np.ndarray
+        and vector.dtype is FLOAT32
+        and vector.shape == (dim,)
+        and vector.flags.c_contiguous
+    ):
+        return vector[None]
+    return None
+
+
 def prepare_vectors(vectors: Any, *, dim: int, metric: str, name: str, expected: int | None = None) -> np.ndarray:
     """Vectors as a contiguous float32 (n, dim) array: right dimension, finite, and L2-normalised for
     cosine; one-line errors otherwise."""

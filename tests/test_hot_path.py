@@ -206,3 +206,52 @@ def test_a_single_query_scan_runs_on_one_thread_and_a_batch_on_all(
     assert len(calls) == one_thread_searches  # (a batch: none more)
     assert [h.id for h in single] == [h.id for h in batch[0]]
     col.close()
+
+
+@pytest.fixture(scope="module")
+def unchecked_collections(tmp_path_factory):
+    """l2 and inner-product collections of every index kind (IVF and IVF-PQ trained, SQ8 compressed),
+    whose single unfiltered queries are checked after the search (see query_checked_after), and an
+    empty one."""
+    home = tmp_path_factory.mktemp("unchecked")
+    x = random_vectors(PQ_ROWS, 8, seed=5)
+    found = {}
+    for metric in ("l2", "ip"):
+        for index in ("hnsw", "flat", "ivf", "ivfpq", "sq8"):
+            col = ls.create(f"{index}-{metric}", encoder="precomputed", dim=8, metric=metric, index=index, home=home)
+            col.add([str(i) for i in range(len(x))], vectors=x)
+            found[index, metric] = col
+    found["empty", "l2"] = ls.create("empty", encoder="precomputed", dim=8, metric="l2", home=home)
+    yield found
+    for col in found.values():
+        col.close()
+
+
+PQ_ROWS = 39 * 256  # enough for IVF-PQ's codebooks: the collections really are IVF, IVF-PQ
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    arrays(np.float32, 8, elements=st.floats(width=32)),
+    st.sampled_from(["hnsw", "flat", "ivf", "ivfpq", "sq8", "empty"]),
+    st.sampled_from(["l2", "ip"]),
+    st.sampled_from([[], None, ["vector"]]),
+)
+def test_a_query_checked_after_its_search_is_refused_exactly_when_it_is_not_finite(
+    unchecked_collections, vector, index, metric, include
+):
+    """NaN or infinity anywhere in the query: the one-line error of every other search, for every index
+    kind and field choice; any finite query (huge values too, whose distances overflow) is answered."""
+    col = unchecked_collections[index, "l2" if index == "empty" else metric]
+    kinds = {"hnsw": "HNSW", "ivf": "IVF", "ivfpq": "IVF", "sq8": "SQ8"}
+    assert col.backend.index.factory.startswith(kinds.get(index, ""))
+    if np.isfinite(vector).all():
+        hits = col.search(vector, k=5, include=include)
+        if index == "empty":
+            assert hits == []
+        elif np.abs(vector).max() < 1e15:  # (beyond, float32 distances overflow and FAISS ranks none)
+            assert len(hits) == 5
+    else:
+        with pytest.raises(InvalidInputError, match="NaN or infinity") as info:
+            col.search(vector, k=5, include=include)
+        assert "\n" not in str(info.value)

@@ -97,6 +97,8 @@ class LocalBackend:
         self._plan = threading.local()  # the last filtered search's plan, per thread (for --explain)
         self._shape = (-1, 0, 0)  # (change sequence, items, passages): how many passages an item has
         self._ids_at: tuple[np.ndarray, list[str | None]] | None = None  # (index labels, their item ids): see nearest
+        # (change sequence, index) at which every item is one passage of an uncompressed index: see _nearest
+        self._direct_at: tuple[int, VectorIndex | None] = (-1, None)
 
     def _upgrade(self) -> None:
         """Upgrade a version-1 collection to passages (once; see :meth:`Store.upgrade`). Its index
@@ -472,10 +474,13 @@ class LocalBackend:
         of which costs as much as a small HNSW search itself. With fields to read, its passages are
         the ranking's keys and the hits are read in one query. Else :func:`nearest_by_knn`."""
         seq = self.store.seq
-        items, passages = self._counts(seq)
-        index = self._index_at(seq)
-        if items != passages or is_compressed(index.factory):
-            return nearest_by_knn(self, vectors, k, ef_search, nprobe, include, where)
+        index = self._index
+        if self._direct_at != (seq, index):  # (the hot path: checked once per change, not per search)
+            items, passages = self._counts(seq)
+            index = self._index_at(seq)
+            if items != passages or is_compressed(index.factory):
+                return nearest_by_knn(self, vectors, k, ef_search, nprobe, include, where)
+            self._direct_at = (seq, index)
         self._plan.value = None
         allowed = None if where is None else self.allowed_passages(where, seq)
         found = None if allowed is not None else index.search_direct(vectors, k, ef_search, nprobe)
@@ -493,7 +498,8 @@ class LocalBackend:
         if include:
             scores = score_lists(self.metric, distances)
             return read_passage_hits(self.store, labels_of[positions].tolist(), scores, include)
-        ids = self._position_ids(labels_of)
+        kept = self._ids_at
+        ids = kept[1] if kept is not None and kept[0] is labels_of else self._position_ids(labels_of)
         if ids is not None and len(positions) == 1:
             # One query, k results: its hits made in one pass of C loops (map), with no lists between.
             (ranked,), (row,) = positions.tolist(), distances.tolist()
