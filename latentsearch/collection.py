@@ -423,8 +423,9 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
         return dest
 
     def compact(self, *, progress: ProgressFn | None = None) -> None:
-        """Rebuild the index from the stored vectors (drops HNSW tombstones, retrains IVF/PQ) and
-        checkpoint it; on shards, every shard's."""
+        """Rebuild the index from the stored vectors (drops HNSW tombstones, retrains IVF/PQ), build
+        its filter partition (HNSW, 10,000 vectors or more: filtered searches use it from the first)
+        and checkpoint both; on shards, every shard's."""
         self.backend.compact(progress=progress)
 
     def resize(self, shards: int, *, progress: ProgressFn | None = None) -> int:

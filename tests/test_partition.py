@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 import latentsearch as ls
 import latentsearch.index.partition as partition_module
 from latentsearch.backends import planner
-from latentsearch.index.partition import Partitioner, build, list_count, probe_count
+from latentsearch.index.partition import MIN_VECTORS, Partitioner, build, list_count, probe_count
 
 from .conftest import random_vectors
 
@@ -198,10 +198,30 @@ def test_filtered_searches_go_through_the_partition_and_keep_up_with_writes(home
         assert all(h.metadata["g"] == 3 for h in hits)
         assert (hits[0].id == f"new{i}") == bool(i % 2)
     assert str(int(allowed[truth[0][0]])) not in {h.id for h in col.search(queries[0], k=10, where="g = 3")}
-    # A rebuilt index is partitioned anew: until then its filters walk.
+    # An index rebuilt by compact is partitioned with it (a rebuild otherwise drops the partition: its
+    # filters walk until they have paid for another), and the partition is saved with its checkpoint.
+    old_partition = col.backend.index.partitioner.current
     col.compact()
-    assert plan("g = 3").startswith("index efSearch")
+    current = col.backend.index.partitioner.current
+    assert current is not None and current is not old_partition
+    assert current.assigned == n + 50 - 1  # (less the deleted one)
+    assert col.info()["filter_partition_lists"] == current.lists
+    assert plan("g = 3").startswith("partition, ")
     assert len(col.search(queries[0], k=10, where="g = 3")) == 10
+    col.close()
+    col = ls.open("parted", home=home)
+    assert plan("g = 3").startswith("partition, ")
+    col.close()
+
+
+@pytest.mark.parametrize("index", ["flat", "sq8"])
+def test_compact_builds_no_partition_where_searches_could_not_use_one(home, index):
+    x = random_vectors(MIN_VECTORS, 8, seed=9)
+    col = ls.create("whole", encoder="precomputed", dim=8, metric="l2", index=index, home=home)
+    col.add([str(i) for i in range(len(x))], vectors=x, metadata=[{"g": i % 10} for i in range(len(x))])
+    col.compact()
+    assert col.backend.index.partitioner.current is None and col.info()["filter_partition_lists"] == 0
+    assert len(col.search(x[0], k=5, where="g = 1")) == 5
     col.close()
 
 

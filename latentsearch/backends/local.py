@@ -740,6 +740,9 @@ class LocalBackend:
         with self._lock:
             index = self._index or self.new_index()
             index.build(self.store, progress=progress)
+            # A compacted collection has its filter partition from its first filtered search, rather than
+            # once its walks have paid for it; saved with the checkpoint below.
+            index.build_partition()
             index.save()
             self._index = index
 
@@ -766,6 +769,7 @@ class LocalBackend:
             "index_vectors": index.ntotal,
             "passages": self.store.vector_count(),
             "tombstones": len(index.tombstones),
+            "filter_partition_lists": index.partition_shape[0],
             "field_indexes": self.store.field_indexes(),
             "change_seq": self.store.seq,
         }

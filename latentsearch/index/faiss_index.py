@@ -37,7 +37,14 @@ import numpy as np
 from latentsearch.fileio import exclusive_lock, file_sha256, fsync_replace, remove_stale_temp_files, writing
 from latentsearch.index.gate import ReadWriteGate
 from latentsearch.index.hugepages import HUGE_PAGE, Placed, available, place_index, place_step, reserve_vectors
-from latentsearch.index.partition import IndexReplaced, Partition, Partitioner, read_partition, write_partition
+from latentsearch.index.partition import (
+    MIN_VECTORS,
+    IndexReplaced,
+    Partition,
+    Partitioner,
+    read_partition,
+    write_partition,
+)
 from latentsearch.index.partition import build as build_partition
 from latentsearch.index.specs import (
     DEFAULT_EF_SEARCH,
@@ -670,7 +677,9 @@ class VectorIndex:
 
     # --- the filter partition (see latentsearch.index.partition) -------------------------------------
 
+    @property
     def _partitionable(self) -> bool:
+        """Whether this index can have a filter partition: an HNSW graph over float vectors, with an id map."""
         return self._is_hnsw and not is_compressed(self.factory) and isinstance(self.index, faiss.IndexIDMap2)
 
     @property
@@ -719,9 +728,10 @@ class VectorIndex:
         )
 
     def build_partition(self) -> None:
-        """Build the filter partition now, in this thread (benchmarks, tests; searches otherwise build it
-        when their walks have cost as much)."""
-        if self._partitionable:
+        """Build the filter partition now, in this thread, where searches would build one (an HNSW index
+        of at least :data:`~latentsearch.index.partition.MIN_VECTORS` float vectors): ``compact``, and
+        benchmarks and tests. Searches otherwise build it when their walks have cost as much."""
+        if self._partitionable and self.partitioner.enabled and self.ntotal >= MIN_VECTORS:
             self.partitioner.current = self._new_partition(self.index)
 
     def _start_placing(self, index: Any) -> None:
