@@ -134,3 +134,51 @@ def test_searching_while_another_thread_writes(index: str, tmp_path) -> None:
     searches, problems, examples = run.stdout.split(maxsplit=2)
     assert int(searches) > 0
     assert int(problems) == 0, examples
+
+
+def test_a_search_held_off_by_a_block_of_an_add_goes_before_the_next_block(tmp_path, monkeypatch) -> None:
+    """An add writes its vectors block by block, each under the gate: a search a block held off goes
+    in before the next block (a released lock is not handed to its waiters, so without the handoff
+    the writer took the gate back at once and a search could wait for the whole add)."""
+    import contextlib
+
+    import numpy as np
+
+    import latentsearch as ls
+    from latentsearch.index import faiss_index
+
+    monkeypatch.setattr(faiss_index, "ADD_BLOCK", 100)
+    rng = np.random.default_rng(3)
+    col = ls.create("blocks", encoder="precomputed", dim=8, metric="l2", index="flat", home=tmp_path)
+    col.add([f"a{i}" for i in range(50)], vectors=rng.random((50, 8), dtype=np.float32))
+    index = col.backend.index
+    waiting_at_block, in_block, release = [], threading.Event(), threading.Event()
+
+    class HoldingGate(ReadWriteGate):
+        @contextlib.contextmanager
+        def writing(self):
+            waiting_at_block.append(self._waiting)  # who still waits as the writer asks again
+            with super().writing():
+                if len(waiting_at_block) == 1:  # the first block waits for the test
+                    in_block.set()
+                    assert release.wait(60)
+                yield
+
+    index._gate = gate = HoldingGate()
+    added = rng.random((300, 8), dtype=np.float32)
+    writer = threading.Thread(target=lambda: col.add([f"b{i}" for i in range(300)], vectors=added))
+    writer.start()
+    assert in_block.wait(60)
+    found = []
+    reader = threading.Thread(target=lambda: found.append(len(col.search(rng.random(8, dtype=np.float32), k=3))))
+    reader.start()
+    while gate._waiting == 0:  # the search waits for the block (a state, not a time)
+        assert reader.is_alive()
+        reader.join(0.001)
+    release.set()
+    writer.join(60)
+    reader.join(60)
+    assert found == [3]
+    assert len(waiting_at_block) >= 3 and waiting_at_block[1] == 0  # it went in before the second block
+    assert col.count() == 350
+    col.close()

@@ -535,6 +535,8 @@ class VectorIndex:
         vectors, rowids = np.ascontiguousarray(vectors, dtype=np.float32), rowids.astype(np.int64)
         for at in range(0, len(rowids), ADD_BLOCK):
             block = slice(at, at + ADD_BLOCK)
+            if at:  # the searches the last block held off go in first (see ReadWriteGate.let_waiting_readers_in)
+                self._gate.let_waiting_readers_in()
             with self._gate.writing():
                 if at == 0:  # room on huge pages for the whole write, into which FAISS adds it
                     self._placed = reserve_vectors(self.index, len(rowids), self._placed)
