@@ -12,8 +12,9 @@ picks for that many matches (where it is ``exact``, the walk is not run by laten
 Beside the walk, the filter partition (:mod:`latentsearch.index.partition`) on the same vectors: its
 recall@k at the lists the planner probes, the candidates it scores per query, and its time.
 
-Data: Fashion-MNIST (60,000 × 784, L2) and clustered synthetic unit vectors (100,000 × 128, 1,000
-clusters, inner product: ``benchmarks.scaling``'s data); the base efSearch is the default, 64.
+Data: Fashion-MNIST (60,000 × 784, L2), clustered synthetic unit vectors (100,000 × 128, 1,000
+clusters, inner product: ``benchmarks.scaling``'s data) and text embeddings (60,000 WordNet glosses
+encoded by the default text encoder, MiniLM, 384-d, cosine); the base efSearch is the default, 64.
 
     python -m benchmarks.breadth
 
@@ -29,7 +30,7 @@ import time
 import numpy as np
 
 from benchmarks import report
-from benchmarks.datasets import fashion_mnist
+from benchmarks.datasets import cache_dir, fashion_mnist, wordnet
 from benchmarks.scaling import block
 from benchmarks.scaling import queries as scaling_queries
 from latentsearch.backends.planner import filtered_ef_search, plan_filtered
@@ -59,15 +60,39 @@ def sqrt_rule(ef: int, k: int, share: float) -> int:
     return min(MAX_EF_SEARCH, max(ef, math.ceil(ef / math.sqrt(share))))
 
 
+TEXT_BASE = 60_000  # WordNet synsets in the text data's base (of 117,659); QUERIES others are its queries
+
+
+def wordnet_vectors() -> tuple[np.ndarray, np.ndarray]:
+    """Text embeddings as a collection holds them: the default encoder's (``minilm``, 384-d, unit length)
+    vectors of WordNet synsets ("lemmas: definition"), TEXT_BASE of them for the base and QUERIES
+    others for the queries, drawn at random from every part of speech. Encoded once (minutes on two
+    cores) and kept in the data cache."""
+    cached = cache_dir() / f"wordnet-minilm-{TEXT_BASE}-{QUERIES}.npy"
+    if not cached.exists():
+        from latentsearch.encoders import get_encoder
+
+        synsets = wordnet()["synsets"]
+        chosen = np.random.default_rng(0).permutation(len(synsets))[: TEXT_BASE + QUERIES]
+        texts = [f"{', '.join(synsets[i]['lemmas'])}: {synsets[i]['definition']}" for i in chosen]
+        print(f"  encoding {len(texts):,} WordNet glosses with minilm (once: kept in {cached})", flush=True)
+        vectors = get_encoder("minilm").encode(texts, batch_size=256).astype(np.float32)
+        np.save(cached, vectors / np.linalg.norm(vectors, axis=1, keepdims=True))
+    vectors = np.load(cached)
+    return vectors[:TEXT_BASE], vectors[TEXT_BASE:]
+
+
 def datasets() -> dict[str, tuple[np.ndarray, np.ndarray, str]]:
     """name -> (base, queries, metric)."""
     data = fashion_mnist()
     base = data["train_images"].reshape(len(data["train_images"]), -1).astype(np.float32) / 255
     queries = data["test_images"].reshape(len(data["test_images"]), -1).astype(np.float32)[:QUERIES] / 255
     clustered = block(0, 100_000, 128)[0]
+    texts, text_queries = wordnet_vectors()
     return {
         "Fashion-MNIST 60,000 × 784": (base, queries, "l2"),
         "clustered 100,000 × 128": (clustered, scaling_queries(128)[:QUERIES], "ip"),
+        f"WordNet glosses (MiniLM) {TEXT_BASE:,} × 384": (texts, text_queries, "ip"),
     }
 
 
@@ -143,10 +168,24 @@ def timed_us(
     return best
 
 
+def unfiltered_walk_us(index, queries: np.ndarray) -> float:
+    """µs per single query of the unfiltered walk at the default efSearch (k 10, one thread), best of
+    ROUNDS loops of TIMED: what a filtered plan's time is set against."""
+    index.hnsw.efSearch = DEFAULT_EF_SEARCH
+    singles = [q[None] for q in queries[:TIMED]]
+    best = float("inf")
+    for _ in range(ROUNDS):
+        start = time.perf_counter()
+        for q in singles:
+            index.search(q, 10)
+        best = min(best, (time.perf_counter() - start) / len(singles) * 1e6)
+    return best
+
+
 def main() -> None:
     import faiss
 
-    rows = []
+    rows, unfiltered_us = [], {}
     rng = np.random.default_rng(0)
     for name, (base, queries, metric) in datasets().items():
         kind = faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
@@ -157,6 +196,7 @@ def main() -> None:
         part = build_partition(storage.reconstruct_batch, len(base), base.shape[1], metric, index)
         faiss.omp_set_num_threads(1)  # (the counts do not depend on it; single queries run on one thread)
         draw = rng.random(len(base))
+        unfiltered_us[name] = unfiltered_walk_us(index, queries)
         unfiltered = {}
         for k in sorted({k for k, _ in CASES}):
             _, truth = faiss.knn(queries, base, k, metric=kind)
@@ -198,7 +238,7 @@ def main() -> None:
             )
             print(f"  {name} k {k} s {share}: {rows[-1]}", flush=True)
         faiss.omp_set_num_threads(os.cpu_count() or 1)  # all cores for the next build
-    results = {"base_ef_search": DEFAULT_EF_SEARCH, "rows": rows}
+    results = {"base_ef_search": DEFAULT_EF_SEARCH, "rows": rows, "unfiltered_us": unfiltered_us}
     report.save("breadth", results)
     report.update_readme("breadth", readme(results))
 
@@ -258,7 +298,10 @@ def readme(results: dict) -> str:
             f"{data}: {'×' + format(scale, 'g') if scale else 'not used, the walk or the exact scan serve it'}"
             for data, scale in dict.fromkeys((r["data"], r["partition"].get("probe_scale")) for r in results["rows"])
         )
-        + " (the partition column probes at that scale, ×1 where not used)."
+        + " (the partition column probes at that scale, ×1 where not used). The unfiltered walk of each graph "
+        f"(efSearch {DEFAULT_EF_SEARCH}, k 10, one thread), what the filtered plans' µs compare with: "
+        + "; ".join(f"{data}: {us:,.0f} µs" for data, us in results.get("unfiltered_us", {}).items())
+        + "."
         + f"\n\n`python -m benchmarks.breadth`; 2 CPU cores, {time.strftime('%Y-%m-%d')}.\n"
     )
 
