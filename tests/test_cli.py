@@ -53,8 +53,10 @@ def test_quick_start_flow(home, docs_jsonl):
     assert run("count", "notes").stdout.strip() == "18"
     info = json.loads(run("info", "notes", "--json").stdout)
     assert info["count"] == 18 and info["faiss_factory"].startswith("HNSW") and info["tombstones"] == 2
-    run("compact", "notes")
-    assert json.loads(run("info", "notes", "--json").stdout)["tombstones"] == 0
+    compacted = run("compact", "notes").stdout
+    assert "rebuilt the index of notes" in compacted and "partition" not in compacted  # (too small for one)
+    info = json.loads(run("info", "notes", "--json").stdout)
+    assert info["tombstones"] == 0 and info["filter_partition_lists"] == 0
     run("drop", "notes", "--yes")
     assert json.loads(run("list", "--json").stdout) == []
 
@@ -205,3 +207,14 @@ def test_one_shot_commands_leave_the_index_on_small_pages(home, monkeypatch):
     monkeypatch.setenv("LATENTSEARCH_HUGE_PAGES", "1")
     run("list", "--home", home)
     assert os.environ["LATENTSEARCH_HUGE_PAGES"] == "1"
+
+
+def test_compact_says_it_built_the_filter_partition(home):
+    import latentsearch as ls
+    from latentsearch.index.partition import MIN_VECTORS, list_count
+
+    col = ls.create("big", encoder="precomputed", dim=8, index="hnsw", home=home)
+    col.add([str(i) for i in range(MIN_VECTORS)], vectors=random_vectors(MIN_VECTORS, 8))
+    col.close()
+    assert f"and its filter partition ({list_count(MIN_VECTORS)} lists)" in run("compact", "big").stdout
+    assert json.loads(run("info", "big", "--json").stdout)["filter_partition_lists"] == list_count(MIN_VECTORS)

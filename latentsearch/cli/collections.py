@@ -153,9 +153,12 @@ def index_field(
 def compact(name: str, home: HomeOption = None) -> None:
     """Rebuild the FAISS index from SQLite (drops HNSW tombstones, retrains IVF/PQ) and, for an HNSW
     index of 10,000 vectors or more, its filter partition: filtered searches use it from the first."""
-    with open_collection(name, home) as col, progress_bar(f"rebuilding {name}") as update:
-        col.compact(progress=update)
-    console.print(f"rebuilt the index of {name}")
+    with open_collection(name, home) as col:
+        with progress_bar(f"rebuilding {name}") as update:
+            col.compact(progress=update)
+        lists = col.info().get("filter_partition_lists")
+    partition = f" and its filter partition ({lists} lists)" if lists else ""
+    console.print(f"rebuilt the index of {name}{partition}")
 
 
 @command()
