@@ -667,8 +667,8 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
                 vectors = query_checked_after(query, dim=manifest["dim"], metric=manifest["metric"])
                 if vectors is not None:  # (see query_checked_after: a non-finite query finds no finite score)
                     (hits,) = self.backend.nearest(vectors, k, ef_search, nprobe, fields, None)
-                    if not hits or not math.isfinite(hits[0].score):
-                        self.prepare_vectors(query, expected=1)  # raises for a NaN or an infinity
+                    if not hits or not math.isfinite(hits[-1].score):  # (the last: the first to overflow)
+                        self.prepare_vectors(query, expected=1)  # raises for a NaN, an infinity, a length overflowing
                     return Hits(hits)
             vectors = self.prepare_vectors(query, expected=1)
             return Hits(self.backend.nearest(vectors, k, ef_search, nprobe, fields, where)[0])

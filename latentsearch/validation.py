@@ -17,16 +17,21 @@ from latentsearch.limits import check_json_value, check_text
 
 FLOAT32 = np.dtype(np.float32)  # (native float32 arrays share this dtype object: others go the long way)
 UNIT_TOLERANCE = 1e-6  # |norm - 1| below this: already normalised (float32 rounding is about 6e-8)
+# The longest vector an l2 or inner-product collection takes, squared: a quarter of float32's largest
+# value, so that no distance between two such vectors (at most (|a| + |b|)^2) overflows float32, where
+# FAISS would rank nothing, silently. Lengths up to about 9.2e18.
+MAX_SQUARED_NORM = float(np.finfo(np.float32).max) / 4
 
 
 def query_checked_after(vector: Any, *, dim: int, metric: str) -> np.ndarray | None:
-    """One query vector as a ``(1, dim)`` array that a search may take before it is checked to be
-    finite, or None (check it first: :func:`prepare_vectors`). For l2 and inner-product collections a
-    float32 vector of the right shape needs nothing else, and a NaN or an infinity in it makes every
-    distance FAISS returns non-finite (or leaves no result): an answer with a finite first score proves
-    the query finite, and only an answer without one is checked (:func:`prepare_vectors` on the query,
-    which refuses it). That spares the single-query hot path its one numpy call. A cosine query is
-    checked first: it needs its norm."""
+    """One query vector as a ``(1, dim)`` array that a search may take before it is checked, or None
+    (check it first: :func:`prepare_vectors`). For l2 and inner-product collections a float32 vector
+    of the right shape needs nothing else: a NaN or an infinity in it makes every distance FAISS
+    returns non-finite (or leaves no result), and so does a length that overflows float32 distances,
+    so an answer whose last score is finite proves the query sound, and only an answer without one is
+    checked (:func:`prepare_vectors` on the query, which refuses it). A query just past the length
+    limit whose distances all came out finite is answered, rightly. That spares the single-query hot
+    path its one numpy call. A cosine query is checked first: it needs its norm."""
     if (
         metric != "cosine"
         and type(vector) is np.ndarray
@@ -42,15 +47,15 @@ def prepare_vectors(vectors: Any, *, dim: int, metric: str, name: str, expected:
     """Vectors as a contiguous float32 (n, dim) array: right dimension, finite, and L2-normalised for
     cosine; one-line errors otherwise."""
     # One float32 query: the search hot path, where every numpy call below would cost a share of a small
-    # HNSW search. Its float32 dot product with itself is finite only when every element is (a NaN or an
-    # infinity makes it so; an overflow of huge finite values goes the long way, which tells them apart),
-    # and is its squared norm: a cosine query already of unit length (well inside the tolerance, so the
-    # long way would keep it too) is kept as it is. One BLAS call (vdot: dot would warn of an overflow),
-    # touching nothing but the vector; a float64 sum, as before, cost 2.5 times as much.
+    # HNSW search. Its float32 dot product with itself is its squared norm, well within MAX_SQUARED_NORM
+    # only when every element is finite (a NaN, an infinity, a vector too long or within a rounding of
+    # the limit goes the long way, which tells them apart): a cosine query already of unit length (well
+    # inside the tolerance, so the long way would keep it too) is kept as it is. One BLAS call (vdot:
+    # dot would warn of an overflow), touching nothing but the vector; a float64 sum cost 2.5 times as much.
     plain = type(vectors) is np.ndarray and vectors.dtype is FLOAT32 and vectors.shape == (dim,)
     if plain and vectors.flags.c_contiguous:
-        square = float(np.vdot(vectors, vectors))
-        if math.isfinite(square) and (metric != "cosine" or abs(square - 1) <= UNIT_TOLERANCE):
+        square = float(np.vdot(vectors, vectors))  # (NaN compares false: the long way)
+        if square <= MAX_SQUARED_NORM / 2 and (metric != "cosine" or abs(square - 1) <= UNIT_TOLERANCE):
             return vectors[None]
     try:
         matrix = np.asarray(vectors, dtype=np.float32)
@@ -67,8 +72,19 @@ def prepare_vectors(vectors: Any, *, dim: int, metric: str, name: str, expected:
     if not np.isfinite(matrix).all():  # (one check on the hot path; the row only for the message)
         bad = ~np.isfinite(matrix).all(axis=1)
         raise InvalidInputError(f"vector #{int(np.argmax(bad))} contains NaN or infinity")
+    squares = None
+    if matrix.size and float(max(matrix.max(), -matrix.min())) ** 2 * dim > MAX_SQUARED_NORM:
+        # Some vector may be too long for float32 distances: its exact length, in float64.
+        squares = np.einsum("ij,ij->i", matrix, matrix, dtype=np.float64)[:, None]
+        if metric != "cosine" and (squares > MAX_SQUARED_NORM).any():
+            row = int(np.argmax(squares[:, 0] > MAX_SQUARED_NORM))
+            raise InvalidInputError(
+                f"vector #{row} is too long for float32 distances (length {math.sqrt(squares[row, 0]):.3g}, "
+                f"at most {math.sqrt(MAX_SQUARED_NORM):.3g}): scale the vectors down"
+            )
     if metric == "cosine":
-        norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+        # (A length beyond float32 is computed in float64: only the direction counts.)
+        norms = np.linalg.norm(matrix, axis=1, keepdims=True) if squares is None else np.sqrt(squares)
         if (norms == 0).any():
             raise InvalidInputError(
                 f"vector #{int(np.argmax(norms[:, 0] == 0))} is all zeros and has no direction for cosine"

@@ -16,7 +16,7 @@ import latentsearch as ls
 from latentsearch.errors import InvalidInputError
 from latentsearch.index.faiss_index import search_raw
 from latentsearch.index.specs import SMALL_ANSWER, row_scores, score_lists, to_scores
-from latentsearch.validation import prepare_vectors
+from latentsearch.validation import MAX_SQUARED_NORM, prepare_vectors
 
 from .conftest import random_vectors
 
@@ -38,21 +38,57 @@ def test_scores_made_in_python_are_numpy_s_to_the_bit(found, metric):
     assert all(type(s) is float for row in got for s in row)
 
 
+def too_long(vector: np.ndarray) -> bool:
+    """Whether a finite vector's length is beyond what float32 distances hold (float64: exactly)."""
+    wide = vector.astype(np.float64)
+    return float(np.dot(wide, wide)) > MAX_SQUARED_NORM
+
+
 @settings(max_examples=100, deadline=None)
 @given(arrays(np.float32, 8, elements=st.floats(width=32)))
-def test_one_query_is_refused_exactly_when_it_is_not_finite(vector):
-    if np.isfinite(vector).all():
-        assert np.array_equal(prepare_vectors(vector, dim=8, metric="l2", name="c")[0], vector)
-    else:
+def test_one_query_is_refused_exactly_when_it_is_not_finite_or_too_long(vector):
+    if not np.isfinite(vector).all():
         with pytest.raises(InvalidInputError, match="NaN or infinity"):
             prepare_vectors(vector, dim=8, metric="l2", name="c")
+    elif too_long(vector):
+        with pytest.raises(InvalidInputError, match="too long for float32 distances"):
+            prepare_vectors(vector, dim=8, metric="l2", name="c")
+    else:
+        assert np.array_equal(prepare_vectors(vector, dim=8, metric="l2", name="c")[0], vector)
 
 
-def test_a_sum_beyond_float32_is_still_a_finite_query():
-    vector = np.full(8, 3e38, dtype=np.float32)  # finite, but its float32 sum is not
+@pytest.mark.parametrize("metric", ["l2", "ip"])
+def test_a_vector_too_long_for_float32_distances_is_refused_in_one_line(metric):
+    vector = np.full(8, 3e38, dtype=np.float32)  # finite, but its float32 squared length is not
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # (no overflow warning either)
-        assert np.array_equal(prepare_vectors(vector, dim=8, metric="l2", name="c")[0], vector)
+        with pytest.raises(InvalidInputError, match=r"vector #1 is too long .*scale the vectors down") as info:
+            prepare_vectors(np.stack([np.ones(8, np.float32), vector]), dim=8, metric=metric, name="c")
+        assert "\n" not in str(info.value)
+        limit = np.full(8, np.sqrt(MAX_SQUARED_NORM / 8) * 0.999, dtype=np.float32)  # just within
+        assert np.array_equal(prepare_vectors(limit, dim=8, metric=metric, name="c")[0], limit)
+
+
+def test_a_cosine_vector_of_any_finite_length_keeps_its_direction():
+    for value in (3e38, 1e19, 1e-3):
+        vector = np.full(8, value, dtype=np.float32)
+        vector[0] = -value
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            unit = prepare_vectors(vector, dim=8, metric="cosine", name="c")[0]
+        expected = np.full(8, 1 / np.sqrt(8), dtype=np.float32)
+        expected[0] *= -1
+        np.testing.assert_allclose(unit, expected, rtol=1e-6)
+
+
+def test_an_add_of_a_vector_too_long_is_refused_and_changes_nothing(tmp_path):
+    col = ls.create("long", encoder="precomputed", dim=8, metric="l2", home=tmp_path)
+    x = random_vectors(3, 8, seed=1)
+    x[2, 3] = 1e20
+    with pytest.raises(InvalidInputError, match="vector #2 is too long"):
+        col.add(["a", "b", "c"], vectors=x)
+    assert col.count() == 0
+    col.close()
 
 
 @pytest.mark.parametrize("through_proxy", [False, True])
@@ -243,16 +279,21 @@ def test_a_query_checked_after_its_search_is_refused_exactly_when_it_is_not_fini
     unchecked_collections, vector, index, metric, include
 ):
     """NaN or infinity anywhere in the query: the one-line error of every other search, for every index
-    kind and field choice; any finite query (huge values too, whose distances overflow) is answered."""
+    kind and field choice; a finite one is answered, unless it is too long for float32 distances, which
+    its answer shows (then refused as every other search refuses it)."""
     col = unchecked_collections[index, "l2" if index in ("empty", "ivfpq") else metric]
     kinds = {"hnsw": "HNSW", "ivf": "IVF", "ivfpq": "IVF", "sq8": "SQ8"}
     assert col.backend.index.factory.startswith(kinds.get(index, ""))
     if np.isfinite(vector).all():
-        hits = col.search(vector, k=5, include=include)
+        try:
+            hits = col.search(vector, k=5, include=include)
+        except InvalidInputError as error:  # only a query too long for float32 distances
+            assert too_long(vector) and "too long for float32 distances" in str(error)
+            return
         if index == "empty":
             assert hits == []
-        elif np.abs(vector).max() < 1e15:  # (beyond, float32 distances overflow and FAISS ranks none)
-            assert len(hits) == 5
+        else:  # (one past the limit is answered only where its distances all came out finite)
+            assert len(hits) == 5 and all(math.isfinite(h.score) for h in hits)
     else:
         with pytest.raises(InvalidInputError, match="NaN or infinity") as info:
             col.search(vector, k=5, include=include)
