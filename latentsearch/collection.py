@@ -425,7 +425,9 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
     def compact(self, *, progress: ProgressFn | None = None) -> None:
         """Rebuild the index from the stored vectors (drops HNSW tombstones, retrains IVF/PQ), build
         its filter partition (HNSW, 10,000 vectors or more: filtered searches use it from the first)
-        and checkpoint both; on shards, every shard's."""
+        and checkpoint both; on shards, every shard's. ``progress(done, total)`` follows the index's
+        vectors as they are rebuilt, then, where a partition is built, again from 0 as they are
+        assigned to its lists."""
         self.backend.compact(progress=progress)
 
     def resize(self, shards: int, *, progress: ProgressFn | None = None) -> int:

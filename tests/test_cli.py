@@ -216,5 +216,7 @@ def test_compact_says_it_built_the_filter_partition(home):
     col = ls.create("big", encoder="precomputed", dim=8, index="hnsw", home=home)
     col.add([str(i) for i in range(MIN_VECTORS)], vectors=random_vectors(MIN_VECTORS, 8))
     col.close()
-    assert f"and its filter partition ({list_count(MIN_VECTORS)} lists)" in run("compact", "big").stdout
+    compacted = run("compact", "big")
+    assert f"and its filter partition ({list_count(MIN_VECTORS)} lists)" in compacted.stdout
+    assert "partitioning big" in compacted.stderr and f"{MIN_VECTORS}/{MIN_VECTORS}" in compacted.stderr
     assert json.loads(run("info", "big", "--json").stdout)["filter_partition_lists"] == list_count(MIN_VECTORS)

@@ -201,10 +201,15 @@ def test_filtered_searches_go_through_the_partition_and_keep_up_with_writes(home
     # An index rebuilt by compact is partitioned with it (a rebuild otherwise drops the partition: its
     # filters walk until they have paid for another), and the partition is saved with its checkpoint.
     old_partition = col.backend.index.partitioner.current
-    col.compact()
+    steps: list[tuple[int, int]] = []
+    col.compact(progress=lambda done, total: steps.append((done, total)))
     current = col.backend.index.partitioner.current
     assert current is not None and current is not old_partition
     assert current.assigned == n + 50 - 1  # (less the deleted one)
+    # Its progress: the index's vectors rebuilt, then again from 0 as they are assigned to lists.
+    restart = next(i for i in range(1, len(steps)) if steps[i][0] < steps[i - 1][0])
+    assert steps[restart - 1] == steps[-1] == (n + 49, n + 49) and steps[restart] == (0, n + 49)
+    assert all(a[0] <= b[0] for part in (steps[:restart], steps[restart:]) for a, b in zip(part, part[1:]))
     assert col.info()["filter_partition_lists"] == current.lists
     assert plan("g = 3").startswith("partition, ")
     assert len(col.search(queries[0], k=10, where="g = 3")) == 10

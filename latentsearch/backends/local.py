@@ -742,7 +742,7 @@ class LocalBackend:
             index.build(self.store, progress=progress)
             # A compacted collection has its filter partition from its first filtered search, rather than
             # once its walks have paid for it; saved with the checkpoint below.
-            index.build_partition()
+            index.build_partition(progress=progress)
             index.save()
             self._index = index
 

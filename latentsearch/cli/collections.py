@@ -154,8 +154,14 @@ def compact(name: str, home: HomeOption = None) -> None:
     """Rebuild the FAISS index from SQLite (drops HNSW tombstones, retrains IVF/PQ) and, for an HNSW
     index of 10,000 vectors or more, its filter partition: filtered searches use it from the first."""
     with open_collection(name, home) as col:
-        with progress_bar(f"rebuilding {name}") as update:
-            col.compact(progress=update)
+        with progress_bar(f"rebuilding {name}", unit="vectors") as update:
+
+            def staged(done: int, total: int) -> None:
+                if done < update.done:  # (counting again from 0: the partition's pass, see Collection.compact)
+                    update.stage(f"partitioning {name}")
+                update(done, total)
+
+            col.compact(progress=staged)
         lists = col.info().get("filter_partition_lists")
     partition = f" and its filter partition ({lists} lists)" if lists else ""
     console.print(f"rebuilt the index of {name}{partition}")

@@ -729,12 +729,15 @@ class VectorIndex:
             seconds, source=source, count=self.ntotal, dim=self.dim, start=lambda: self._new_partition(source)
         )
 
-    def build_partition(self) -> None:
+    def build_partition(self, *, progress: ProgressFn | None = None) -> bool:
         """Build the filter partition now, in this thread, where searches would build one (an HNSW index
         of at least :data:`~latentsearch.index.partition.MIN_VECTORS` float vectors): ``compact``, and
-        benchmarks and tests. Searches otherwise build it when their walks have cost as much."""
-        if self._partitionable and self.partitioner.enabled and self.ntotal >= MIN_VECTORS:
-            self.partitioner.current = self._new_partition(self.index)
+        benchmarks and tests; whether it did. Searches otherwise build it when their walks have cost as
+        much. ``progress(done, total)`` follows its vectors' assignment to lists."""
+        if not (self._partitionable and self.partitioner.enabled and self.ntotal >= MIN_VECTORS):
+            return False
+        self.partitioner.current = self._new_partition(self.index, progress)
+        return True
 
     def _start_placing(self, index: Any) -> None:
         """Place the index just read onto huge pages in a background thread (see :meth:`_place_later`)."""
@@ -780,7 +783,7 @@ class VectorIndex:
         self._storage = None
         self.partitioner.reset()
 
-    def _new_partition(self, source: Any) -> Partition:
+    def _new_partition(self, source: Any, progress: ProgressFn | None = None) -> Partition:
         count = int(source.ntotal)
 
         def copy(positions: np.ndarray) -> np.ndarray:
@@ -789,7 +792,7 @@ class VectorIndex:
                     raise IndexReplaced("the index was rebuilt or reloaded while its partition was built")
                 return self._flat_storage().reconstruct_batch(positions)
 
-        return build_partition(copy, count, self.dim, self.metric, source)
+        return build_partition(copy, count, self.dim, self.metric, source, progress=progress)
 
     def search_direct(
         self, queries: np.ndarray, k: int, ef_search: int | None = None, nprobe: int | None = None

@@ -135,11 +135,21 @@ class Partition:
 
 
 def build(
-    copy: Callable[[np.ndarray], np.ndarray], count: int, dim: int, metric: str, source: object, *, seed: int = 0
+    copy: Callable[[np.ndarray], np.ndarray],
+    count: int,
+    dim: int,
+    metric: str,
+    source: object,
+    *,
+    seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Partition:
     """A partition of the first ``count`` positions of an index, whose float vectors ``copy(positions)``
     gives (copied: the caller holds the index's read gate meanwhile, and writes go on between calls),
-    calibrated on them (:func:`calibrate`)."""
+    calibrated on them (:func:`calibrate`). ``progress(done, count)`` follows the vectors assigned to
+    their lists (from 0 before the k-means is trained)."""
+    if progress:
+        progress(0, count)
     lists = list_count(count)
     rng = np.random.default_rng(seed)
     sample = copy(np.sort(rng.choice(count, size=min(count, lists * SAMPLE_PER_LIST), replace=False)))
@@ -154,6 +164,8 @@ def build(
         block = copy(np.arange(start, min(count, start + COPY_BLOCK), dtype=np.int64))
         nearest[start : start + len(block)] = centroids.search(block, 1)[1][:, 0]
         check.scan(start, block)
+        if progress:
+            progress(start + len(block), count)
     order = np.argsort(nearest, kind="stable").astype(np.int64)
     offsets = np.searchsorted(nearest[order], np.arange(lists + 1)).astype(np.int64)
     partition = Partition(centroids, order, offsets, count, source)
