@@ -498,7 +498,7 @@ class LocalBackend:
         if include:
             scores = score_lists(self.metric, distances)
             return read_passage_hits(self.store, labels_of[positions].tolist(), scores, include)
-        kept = self._ids_at
+        kept = self._ids_at  # (_position_ids's own first check, inline: a call less on the hot path)
         ids = kept[1] if kept is not None and kept[0] is labels_of else self._position_ids(labels_of)
         if ids is not None and len(positions) == 1:
             # One query, k results: its hits made in one pass of C loops (map), with no lists between.
