@@ -98,6 +98,7 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
                 f"{encoder!r}: open it without an encoder, or create a new collection for {encoder!r}"
             )
         self._encoder: Encoder | None = None
+        self._encoder_spec = ""  # the manifest's encoder when it was loaded
         self._encoder_lock = threading.Lock()
         self._scorer_cache: tuple[Any, Any] | None = None
 
@@ -130,9 +131,10 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
 
     @property
     def encoder(self) -> Encoder:
-        """The collection's encoder in this process, loaded on first use and checked against the manifest."""
+        """The collection's encoder in this process, loaded on first use and checked against the manifest
+        (and loaded again once the manifest names another: re-encoded in place by another process)."""
         with self._encoder_lock:
-            if self._encoder is None:
+            if self._encoder is None or self._encoder_spec != self.encoder_name:
                 encoder = get_encoder(self.encoder_name)
                 pinned = self.manifest.get("weights_hash")
                 if pinned and encoder.weights_hash != pinned:
@@ -141,7 +143,7 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
                         f"was built (sha256 {encoder.weights_hash[:12]}… vs {pinned[:12]}…): restore the "
                         "original model, or rebuild the collection with the new one"
                     )
-                self._encoder = encoder
+                self._encoder, self._encoder_spec = encoder, self.encoder_name
             return self._encoder
 
     def check_encoder(self) -> None:

@@ -353,6 +353,82 @@ def test_a_write_during_reencode_makes_it_refuse(toy_home):
     assert not [p.name for p in toy_home.iterdir() if p.name.startswith(".")]
 
 
+@pytest.mark.parametrize("encoder", ["toy-b", "toy-wide"])  # (the same dimension, and another)
+def test_a_handle_open_during_an_in_place_reencode_follows_it(toy_home, encoder):
+    """Its next search, whose query the old model encoded, is refused once in one line; then it searches
+    with the new encoder, as a handle opened afterwards does."""
+    texts = toy_texts()
+    stale = ls.open("c", home=toy_home)
+    stale.backend.write_manifest({"search": {"tuned": "with the old vectors"}})  # (what re-encoding forgets)
+    assert stale.search(texts[5], k=1, mode="vector")[0].id == "i5"  # (its index read)
+    reencode(ls.connect(toy_home), "c", encoder)  # (another handle: as another process would)
+    with pytest.raises(ls.ConflictError, match=f"re-encoded with '{encoder}' by another process") as info:
+        stale.search(texts[5], k=3, mode="vector")
+    assert "\n" not in str(info.value)
+    fresh = ls.open("c", home=toy_home)
+    assert stale.encoder_name == fresh.encoder_name == encoder and stale.dim == fresh.dim
+    assert stale.manifest == fresh.manifest and "search" not in stale.manifest
+    for text in texts[:20]:
+        assert [h.id for h in stale.search(text, k=3, mode="vector")] == [
+            h.id for h in fresh.search(text, k=3, mode="vector")
+        ]
+    fresh.close()
+    stale.close()
+
+
+def test_a_handle_open_during_an_in_place_reencode_reads_vectors_at_the_new_dimension(toy_home):
+    stale = ls.open("c", home=toy_home)
+    assert stale.vectors_of(["i1"]).shape == (1, 8)
+    reencode(ls.connect(toy_home), "c", "toy-wide")
+    with pytest.raises(ls.ConflictError, match="re-encoded with 'toy-wide'"):
+        stale.vectors_of(["i1"])
+    np.testing.assert_allclose(stale.vectors_of(["i1"])[0], _wide_vector(toy_texts()[1]), atol=1e-6)
+    stale.close()
+
+
+def _wide_vector(text: str) -> np.ndarray:
+    vector = get_encoder("toy-wide").encode([text])[0]
+    return vector / np.linalg.norm(vector)
+
+
+def test_a_write_from_a_handle_open_during_an_in_place_reencode_is_refused_then_encoded_anew(toy_home):
+    stale = ls.open("c", home=toy_home)
+    stale.search(toy_texts()[0], k=1)
+    reencode(ls.connect(toy_home), "c", "toy-wide")
+    with pytest.raises(ls.ConflictError, match="re-encoded with 'toy-wide'"):
+        stale.add(["late"], ["a late text"])
+    assert stale.count() == N
+    stale.add(["late"], ["a late text"])
+    stale.close()
+    with ls.open("c", home=toy_home) as col:
+        assert col.count() == N + 1
+        np.testing.assert_allclose(col.vectors_of(["late"])[0], _wide_vector("a late text"), atol=1e-6)
+
+
+def test_a_reencode_committed_just_before_a_write_is_caught_inside_its_transaction(toy_home, monkeypatch):
+    """The write's catch-up found nothing new; the re-encode commits before its transaction begins (the
+    store's insert, replaced here to run it first): the transaction sees it, writes nothing."""
+    stale = ls.open("c", home=toy_home)
+    stale.search(toy_texts()[0], k=1)
+    store = stale.backend.store
+    insert = store.insert
+
+    def reencoded_first(*args, **kwargs):
+        monkeypatch.setattr(store, "insert", insert)
+        reencode(ls.connect(toy_home), "c", "toy-wide")
+        return insert(*args, **kwargs)
+
+    monkeypatch.setattr(store, "insert", reencoded_first)
+    with pytest.raises(ls.ConflictError, match="re-encoded with 'toy-wide'"):
+        stale.add(["late"], ["a late text"])  # (encoded by toy-a, 8-d: never written beside 12-d vectors)
+    assert stale.count() == N and stale.dim == 12
+    stale.add(["late"], ["a late text"])
+    assert stale.search("a late text", k=1, mode="vector")[0].id == "late"
+    stale.close()
+    with ls.open("c", home=toy_home) as col:
+        np.testing.assert_allclose(col.vectors_of(["late"])[0], _wide_vector("a late text"), atol=1e-6)
+
+
 def test_reencode_refuses_what_it_cannot_do(toy_home):
     db = ls.connect(toy_home)
     with pytest.raises(ls.InvalidInputError, match="already encoded with 'toy-a'"):

@@ -1,5 +1,6 @@
-"""Two tiny text encoders, ``toy-a`` and ``toy-b`` (8-d sums of seeded word vectors, different seeds), for
-tests that re-encode collections in many short-lived processes: they load in no time."""
+"""Tiny text encoders, ``toy-a`` and ``toy-b`` (8-d sums of seeded word vectors, different seeds) and
+``toy-wide`` (12-d), for tests that re-encode collections in many short-lived processes: they load in no
+time."""
 
 from __future__ import annotations
 
@@ -28,5 +29,12 @@ class ToyEncoder:
         return out
 
 
+class WideToyEncoder(ToyEncoder):
+    """A toy encoder of another dimension."""
+
+    dim = 12
+
+
 for _name in ("toy-a", "toy-b"):
     register_encoder(_name, ToyEncoder)
+register_encoder("toy-wide", WideToyEncoder)
