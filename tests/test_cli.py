@@ -165,6 +165,16 @@ def test_help_explains_commands():
     assert "--where" in run("search", "--help").stdout
 
 
+def test_help_lists_each_command_by_its_summary_and_wraps_its_paragraphs_whole():
+    import typer.main
+
+    for name, command in typer.main.get_command(app).commands.items():
+        assert all("\n" not in part for part in command.help.split("\n\n")), name  # (breaks would land mid-line)
+    listing = run("--help").stdout
+    assert "Rebuild the FAISS index from SQLite, and its filter" in listing and "tombstones" not in listing
+    assert "tombstones" in run("compact", "--help").stdout
+
+
 def test_help_does_not_import_torch_or_faiss():
     import subprocess
     import sys

@@ -227,8 +227,9 @@ def clusters(
     home: HomeOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Cluster the items and label each cluster with its most distinctive words (words every cluster
-    shares are left out)."""
+    """Cluster the items and label each cluster with its most distinctive words.
+
+    Words every cluster shares are left out."""
     count: int | str = n
     if n != "auto":
         try:
@@ -269,9 +270,10 @@ def interpolate(
     home: HomeOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Walk the latent space from one item to another: at each step, the nearest item that is neither end,
-    its similarity to both ends, and whether it lies between them (closer to each than they are to each
-    other)."""
+    """Walk the latent space from one item to another.
+
+    At each step: the nearest item that is neither end, its similarity to both ends, and whether it lies
+    between them (closer to each than they are to each other)."""
     with open_collection(name, home) as col:
         path = col.interpolate(start, end, steps=steps, where=where)
     if as_json:

@@ -8,6 +8,7 @@ Imports stay light at module level (no FAISS, no torch) so that ``--help`` is in
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import logging
 import os
@@ -64,9 +65,19 @@ def command(*args: Any, **kwargs: Any) -> Callable[[Callable[..., Any]], Callabl
                 err.print("interrupted: every batch that finished is saved")
                 raise typer.Exit(130) from None
 
+        wrapper.__doc__ = reflowed(fn.__doc__)
         return app.command(*args, **kwargs)(wrapper)
 
     return decorate
+
+
+def reflowed(doc: str | None) -> str | None:
+    """A docstring's paragraphs each on one line: rich help keeps a docstring's line breaks, which
+    then land mid-line once the terminal wraps the text again."""
+    if not doc:
+        return doc
+    paragraphs = inspect.cleandoc(doc).split("\n\n")
+    return "\n\n".join(" ".join(line.strip() for line in part.splitlines()) for part in paragraphs)
 
 
 _RAY_ADDRESS: str | None = None  # set by the --ray option

@@ -151,8 +151,10 @@ def index_field(
 
 @command()
 def compact(name: str, home: HomeOption = None) -> None:
-    """Rebuild the FAISS index from SQLite (drops HNSW tombstones, retrains IVF/PQ) and, for an HNSW
-    index of 10,000 vectors or more, its filter partition: filtered searches use it from the first."""
+    """Rebuild the FAISS index from SQLite, and its filter partition.
+
+    Drops HNSW tombstones, retrains IVF/PQ and, for an HNSW index of 10,000 vectors or more, builds the
+    filter partition: filtered searches use it from the first."""
     with open_collection(name, home) as col:
         with progress_bar(f"rebuilding {name}", unit="vectors") as update:
 
@@ -200,9 +202,11 @@ def backup(
     dest: Annotated[Path, typer.Argument(help="A new folder for the copy (it must not exist).")],
     home: HomeOption = None,
 ) -> None:
-    """Copy a collection into a new folder, consistently while writers run (SQLite's online backup,
-    one snapshot per database; the index checkpointed first catches up on open). The copy appears only
-    when complete, and is checked by opening it. Bring it back with `latentsearch restore DEST NAME`."""
+    """Copy a collection into a new folder, consistently while writers run.
+
+    SQLite's online backup takes one snapshot per database; the index, checkpointed first, catches up on
+    open. The copy appears only when complete, and is checked by opening it. Bring it back with
+    `latentsearch restore DEST NAME`."""
     start = perf_counter()
     with open_collection(name, home) as col:
         col.backup(dest, on_file=lambda path: err.print(f"[dim]copied {path}[/]"))

@@ -128,10 +128,12 @@ def export(
     overwrite: Annotated[bool, typer.Option(help="Replace DEST if it exists.")] = False,
     home: HomeOption = None,
 ) -> None:
-    """Write every item to a Parquet or JSONL file: id, text, uri, the metadata fields as columns and,
-    with --vectors, the vector. Streams in batches; the file appears only when complete. A file written
-    with --vectors adds back into a precomputed collection (latentsearch add NEW FILE --vector-field
-    vector) with the same ids, metadata and vectors, bit for bit."""
+    """Write every item to a Parquet or JSONL file.
+
+    Columns: id, text, uri, the metadata fields and, with --vectors, the vector. Streams in batches; the
+    file appears only when complete. A file written with --vectors adds back into a precomputed
+    collection (latentsearch add NEW FILE --vector-field vector) with the same ids, metadata and
+    vectors, bit for bit."""
     from latentsearch.io.parquet import export_items
 
     with open_collection(name, home) as col:

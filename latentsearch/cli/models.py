@@ -101,8 +101,10 @@ def reencode(
     ] = None,
     home: HomeOption = None,
 ) -> None:
-    """Re-encode a text collection with another encoder: into a new collection, or in place (the old
-    vectors serve searches until the new ones are all written; then the manifest names the new encoder).
+    """Re-encode a text collection with another encoder, into a new collection or in place.
+
+    In place, the old vectors serve searches until the new ones are all written; then the manifest names
+    the new encoder (a process holding the collection open takes it up at its next call, refused once).
     Ids, texts, metadata and pages are kept."""
     from latentsearch.workflows.reencode import reencode as run
 
