@@ -208,6 +208,9 @@ class Connection:
                 f"collection {name!r} not found in {self.home}: create it first "
                 f"(latentsearch create {name}), or point --home / LATENTSEARCH_HOME at its data directory"
             )
+        # (An in-place re-encode killed after its switch left its work folder: the name lives on, so no
+        # create or drop of it would ever remove it.)
+        _remove_stale_work_folders(folder)
         return Collection(open_backend(folder, ray_address=self.ray_address), encoder=encoder)
 
     def list(self) -> list[str]:
@@ -318,8 +321,9 @@ def _publish(tmp: Path, folder: Path, *, replace: bool = False) -> None:
 
 
 def _remove_stale_work_folders(folder: Path) -> None:
-    """Remove what a killed create or drop of this name left (``.NAME.creating-PID``,
-    ``.NAME.dropping-PID``), once its process is gone: hidden folders no listing shows."""
+    """Remove what a killed create, drop or re-encode of this name left (``.NAME.creating-PID``,
+    ``.NAME.dropping-PID``), once its process is gone: hidden folders no listing shows (in a data
+    directory that cannot be written, they stay)."""
     for path in folder.parent.glob(f".{folder.name}.*-*"):
         stem, _, pid = path.name.rpartition("-")
         ours = stem in (f".{folder.name}.creating", f".{folder.name}.dropping") and pid.isdigit()

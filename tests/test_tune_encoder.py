@@ -4,6 +4,7 @@ path of st: folders, and reencode (into a new collection, in place, crash points
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -338,6 +339,20 @@ def test_reencode_in_place_is_crash_safe(tmp_path, toy_home):
     prelude += f"from latentsearch.workflows.reencode import reencode\ndb = ls.connect({str(home)!r})\n"
     points = crash_points(tmp_path, prelude, "reencode(db, 'c', 'toy-b')", reset, check)
     assert points >= 5 and seen == {"toy-a", "toy-b"}  # crashes before and after the switch were both tried
+
+
+def test_the_work_folder_of_a_reencode_killed_after_its_switch_goes_at_the_next_open(toy_home):
+    """Killed between its switch and its clean-up, an in-place re-encode leaves its hidden work folder;
+    the name lives on (no create or drop of it comes), so the next open removes it, once its process is
+    gone (a live one's is kept)."""
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = toy_home / f".c.creating-{int(finished.stdout)}"
+    alive = toy_home / f".c.creating-{os.getppid()}"
+    for folder in (dead, alive):
+        folder.mkdir()
+        (folder / "collection.db").write_bytes(b"left")
+    ls.open("c", home=toy_home).close()
+    assert not dead.exists() and alive.exists()
 
 
 def test_a_write_during_reencode_makes_it_refuse(toy_home):
