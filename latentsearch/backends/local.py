@@ -157,11 +157,11 @@ class LocalBackend:
             return self._index
 
     def _follow_reencode(self, seq: int) -> None:
-        """Whether another process has re-encoded the collection in place (``reencode``) since this one
-        last looked, at change sequence ``seq`` (read by the caller before this): if so, take up its
-        encoder and dimension (the index is rebuilt from SQLite on next use) and raise ConflictError,
-        once, for the call at hand, whose query or vectors came from the old encoder. Read only when
-        the sequence moved, so a search pays nothing for it."""
+        """Look whether another process has re-encoded the collection in place (``reencode``) since this
+        one last looked, at change sequence ``seq`` (read by the caller before this): if so, take up its
+        encoder, dimension and manifest (the index is rebuilt from SQLite on next use) and raise
+        ConflictError, once, for the call at hand, whose query or vectors came from the old encoder.
+        Read only when the sequence moved, so a search pays nothing for it."""
         if seq == self._encoding_seq:
             return
         fresh = self.store.manifest_entries(ENCODING_KEYS)
@@ -177,8 +177,8 @@ class LocalBackend:
         )
 
     def _take_manifest(self, entries: dict[str, Any]) -> None:
-        """Set manifest entries (``None`` removes one) that change how items are encoded, and forget
-        what was derived from the old vectors (the index, read again on next use; filter caches)."""
+        """Set manifest entries (``None`` removes one) of a re-encode, and forget what was derived from
+        the old vectors (the index, read again on next use; filter caches)."""
         for key, value in entries.items():
             if value is None:
                 self.manifest.pop(key, None)

@@ -729,15 +729,13 @@ class VectorIndex:
             seconds, source=source, count=self.ntotal, dim=self.dim, start=lambda: self._new_partition(source)
         )
 
-    def build_partition(self, *, progress: ProgressFn | None = None) -> bool:
+    def build_partition(self, *, progress: ProgressFn | None = None) -> None:
         """Build the filter partition now, in this thread, where searches would build one (an HNSW index
         of at least :data:`~latentsearch.index.partition.MIN_VECTORS` float vectors): ``compact``, and
-        benchmarks and tests; whether it did. Searches otherwise build it when their walks have cost as
-        much. ``progress(done, total)`` follows its vectors' assignment to lists."""
-        if not (self._partitionable and self.partitioner.enabled and self.ntotal >= MIN_VECTORS):
-            return False
-        self.partitioner.current = self._new_partition(self.index, progress)
-        return True
+        benchmarks and tests. Searches otherwise build it when their walks have cost as much.
+        ``progress(done, total)`` follows its vectors' assignment to lists."""
+        if self._partitionable and self.partitioner.enabled and self.ntotal >= MIN_VECTORS:
+            self.partitioner.current = self._new_partition(self.index, progress)
 
     def _start_placing(self, index: Any) -> None:
         """Place the index just read onto huge pages in a background thread (see :meth:`_place_later`)."""
