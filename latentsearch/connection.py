@@ -210,7 +210,7 @@ class Connection:
             )
         # (An in-place re-encode killed after its switch left its work folder: the name lives on, so no
         # create or drop of it would ever remove it.)
-        _remove_stale_work_folders(folder)
+        _remove_stale_work_folders(folder, own=False)
         return Collection(open_backend(folder, ray_address=self.ray_address), encoder=encoder)
 
     def list(self) -> list[str]:
@@ -320,14 +320,17 @@ def _publish(tmp: Path, folder: Path, *, replace: bool = False) -> None:
         shutil.rmtree(trash, ignore_errors=True)
 
 
-def _remove_stale_work_folders(folder: Path) -> None:
+def _remove_stale_work_folders(folder: Path, *, own: bool = True) -> None:
     """Remove what a killed create, drop or re-encode of this name left (``.NAME.creating-PID``,
     ``.NAME.dropping-PID``), once its process is gone: hidden folders no listing shows (in a data
-    directory that cannot be written, they stay)."""
+    directory that cannot be written, they stay). ``own``: this process's too (a create or drop about
+    to make its own anew; not an open, which may be a re-encode's, opening the collection its work
+    folder is about to switch)."""
     for path in folder.parent.glob(f".{folder.name}.*-*"):
         stem, _, pid = path.name.rpartition("-")
         ours = stem in (f".{folder.name}.creating", f".{folder.name}.dropping") and pid.isdigit()
-        if ours and path.is_dir() and (int(pid) == os.getpid() or not process_alive(int(pid))):
+        mine = ours and int(pid) == os.getpid()
+        if ours and path.is_dir() and ((own and mine) or (not mine and not process_alive(int(pid)))):
             shutil.rmtree(path, ignore_errors=True)
 
 

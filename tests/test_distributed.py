@@ -445,6 +445,15 @@ def test_text_ingestion_over_encoder_actors_and_the_cli(home, tmp_path):
     assert (
         bad.exit_code == 1 and "needs an autoencoder collection" in bad.stderr
     )  # as on one collection: shards score reconstructions too
+    # Re-encoded into a new collection: sharded like its source, searched as it was; in place refused first.
+    refused = runner.invoke(app, ["reencode", "docs", "--encoder", "minilm-int8"])
+    assert refused.exit_code == 1 and "is sharded: its shards cannot switch" in refused.stderr
+    reencoded = runner.invoke(app, ["reencode", "docs", "--encoder", "minilm-int8", "--into", "docs8"])
+    assert reencoded.exit_code == 0, reencoded.output
+    listed = {c["name"]: c for c in json.loads(runner.invoke(app, ["list", "--json"]).stdout)}
+    assert listed["docs8"] == {"name": "docs8", "count": 20, "encoder": "minilm-int8", "dim": 384, "shards": 2}
+    hits = json.loads(runner.invoke(app, ["search", "docs8", "telescopes and planets", "-k", "3", "--json"]).stdout)
+    assert [h["metadata"]["topic"] for h in hits] == ["astronomy"] * 3
 
 
 def test_bad_text_numbers_and_nesting_are_refused_before_any_shard_writes(pair):

@@ -351,8 +351,10 @@ def test_the_work_folder_of_a_reencode_killed_after_its_switch_goes_at_the_next_
     for folder in (dead, alive):
         folder.mkdir()
         (folder / "collection.db").write_bytes(b"left")
+    own = toy_home / f".c.creating-{os.getpid()}"  # (this process's: a re-encode's, about to switch)
+    own.mkdir()
     ls.open("c", home=toy_home).close()
-    assert not dead.exists() and alive.exists()
+    assert not dead.exists() and alive.exists() and own.exists()
 
 
 def test_a_write_during_reencode_makes_it_refuse(toy_home):

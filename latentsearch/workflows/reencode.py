@@ -4,7 +4,8 @@ Every item is read back (id, text, metadata, the pages of its passages) and adde
 new collection built with the new encoder in a hidden work folder: texts are split into passages
 by the new encoder's tokenizer and encoded as ``add`` does. Then
 
-- ``into=NEW``: the new collection is renamed into place as ``NEW``; the source is only read;
+- ``into=NEW``: the new collection (sharded like the source) is renamed into place as ``NEW``; the
+  source is only read;
 - in place: the source takes the new items and vectors in one SQLite transaction
   (:meth:`~latentsearch.connection.Connection.building` with ``adopt_seq``), its manifest then naming
   the new encoder. Until that commit the old vectors are what every search sees; a crash at any point
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from latentsearch.backends.base import ProgressFn
+from latentsearch.backends.sharded import is_sharded_folder
 from latentsearch.collection import Collection
 from latentsearch.connection import Connection, check_settings
 from latentsearch.errors import InvalidInputError
@@ -87,8 +89,14 @@ def reencode(
             raise InvalidInputError(
                 f"collection {name!r} holds {source.modality} vectors: only text collections can be re-encoded"
             )
+        sharded = is_sharded_folder(source.path)
         if into is None and source.read_only:  # refused before the encoding, not after it
             raise read_only_error(name, source.path)
+        if into is None and sharded:
+            raise InvalidInputError(
+                f"collection {name!r} is sharded: its shards cannot switch encoders in one transaction; "
+                "re-encode it into a new collection (--into NEW)"
+            )
         if into is not None and db.exists(into):
             raise InvalidInputError(f"collection {into!r} exists: give --into a new name, or drop it first")
         new_encoder, _ = check_settings(encoder=encoder, index=source.manifest["index"], metric=source.metric, dim=None)
@@ -114,6 +122,7 @@ def reencode(
             encoder=encoder,
             index=source.manifest["index"],
             metric=source.metric,
+            shards=source.backend.shards if sharded else None,  # (like the source)
             stride=passages.get("stride"),
             max_passages=int(passages.get("max_passages", 1000)),
             adopt_seq=seq if into is None else None,
