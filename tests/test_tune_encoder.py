@@ -403,6 +403,19 @@ def test_a_handle_open_during_an_in_place_reencode_reads_vectors_at_the_new_dime
     stale.close()
 
 
+def test_a_handle_follows_what_another_process_writes_into_the_manifest_without_a_conflict(toy_home):
+    """A tuned fusion another process stores (``tune``) is what an open handle's next search fuses with."""
+    texts = toy_texts()
+    stale = ls.open("c", home=toy_home)
+    stale.search(texts[0], k=1)
+    other = ls.open("c", home=toy_home)
+    other.backend.write_manifest({"search": {"tuned": "elsewhere"}, "layers": {"topics": {"fields": ["t"]}}})
+    other.close()
+    assert stale.search(texts[5], k=1, mode="vector")[0].id == "i5"  # (no conflict: the encoder is the same)
+    assert stale.manifest["search"] == {"tuned": "elsewhere"} and stale.layers == {"topics": {"fields": ["t"]}}
+    stale.close()
+
+
 def _wide_vector(text: str) -> np.ndarray:
     vector = get_encoder("toy-wide").encode([text])[0]
     return vector / np.linalg.norm(vector)

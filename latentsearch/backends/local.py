@@ -69,7 +69,8 @@ def is_local(folder: Path) -> bool:
     return (folder / DB_FILE).is_file()
 
 
-# Manifest entries that say how items are encoded: another process's in-place re-encode changes them.
+# Manifest entries that say how items are encoded: another process's in-place re-encode changes them
+# (see _follow_manifest).
 ENCODING_KEYS = ("encoder", "weights_hash", "dim", "modality")
 
 
@@ -92,7 +93,7 @@ class LocalBackend:
         # Binds the index files to this collection (a copied-in foreign index is rebuilt, not served).
         self.collection_id = self.store.ensure_collection_id()
         self.dim, self.metric = int(self.manifest["dim"]), str(self.manifest["metric"])
-        self._encoding_seq = -1  # the change sequence of the last read of how items are encoded (_follow_reencode)
+        self._manifest_seq = -1  # the change sequence of this process's last read of the manifest (_follow_manifest)
         self._index: VectorIndex | None = None
         self._lock = threading.RLock()
         self._filters: dict[tuple[str, str], np.ndarray] = {}
@@ -147,7 +148,7 @@ class LocalBackend:
         if index is not None and index.seq == seq:  # the hot path, with no lock (an index's seq is set last)
             return index
         with self._lock:
-            self._follow_reencode(seq)  # (the index is about to be read from SQLite: at which dimension?)
+            self._follow_manifest(seq)  # (the index is about to be read from SQLite: at which dimension?)
             if self._index is None:
                 index = self.new_index()
                 index.load(self.store)
@@ -156,34 +157,42 @@ class LocalBackend:
                 self._index.catch_up(self.store)
             return self._index
 
-    def _follow_reencode(self, seq: int) -> None:
-        """Look whether another process has re-encoded the collection in place (``reencode``) since this
-        one last looked, at change sequence ``seq`` (read by the caller before this): if so, take up its
-        encoder, dimension and manifest (the index is rebuilt from SQLite on next use) and raise
-        ConflictError, once, for the call at hand, whose query or vectors came from the old encoder.
-        Read only when the sequence moved, so a search pays nothing for it."""
-        if seq == self._encoding_seq:
+    def _follow_manifest(self, seq: int) -> None:
+        """Take up what another process changed in the manifest since this one last read it, at change
+        sequence ``seq`` (read by the caller before this): a tuned fusion or layers as they are; a
+        re-encode in place (``reencode``: another encoder or dimension) also drops the index (read again
+        from SQLite on next use) and raises ConflictError, once, for the call at hand, whose query or
+        vectors came from the old encoder. Read only when the sequence moved: a search pays nothing."""
+        if seq == self._manifest_seq:
             return
-        fresh = self.store.manifest_entries(ENCODING_KEYS)
-        self._encoding_seq = seq
-        if fresh == {key: self.manifest.get(key) for key in ENCODING_KEYS}:
+        fresh = self.store.read_manifest()
+        self._manifest_seq = seq
+        current = self.manifest
+        if all(fresh.get(key) == current.get(key) for key in {*current, *fresh}):
             return
+        entries = {key: fresh.get(key) for key in {*current, *fresh}}
         with self._lock:
-            whole = self.store.read_manifest()  # (its other entries too: a tuned fusion is gone, say)
-            self._take_manifest({key: whole.get(key) for key in {*self.manifest, *whole}})
+            if all(fresh.get(key) == current.get(key) for key in ENCODING_KEYS):
+                self._set_manifest(entries)
+                return
+            self._take_manifest(entries)
         raise ConflictError(
             f"collection {self.name!r} was re-encoded with {fresh.get('encoder')!r} by another process since it "
             "was opened here: nothing was done; run it again (this process now uses the new encoder)"
         )
 
-    def _take_manifest(self, entries: dict[str, Any]) -> None:
-        """Set manifest entries (``None`` removes one) of a re-encode, and forget what was derived from
-        the old vectors (the index, read again on next use; filter caches)."""
+    def _set_manifest(self, entries: dict[str, Any]) -> None:
+        """Set manifest entries in memory (``None`` removes one)."""
         for key, value in entries.items():
             if value is None:
                 self.manifest.pop(key, None)
             else:
                 self.manifest[key] = value
+
+    def _take_manifest(self, entries: dict[str, Any]) -> None:
+        """Set manifest entries of a re-encode, and forget what was derived from the old vectors (the
+        index, read again on next use; filter caches)."""
+        self._set_manifest(entries)
         self.dim = int(self.manifest["dim"])
         self._drop_index()
         self._filters.clear()
@@ -226,7 +235,7 @@ class LocalBackend:
 
             def before_write(seq: int, passage_ids: np.ndarray, replaced: np.ndarray) -> None:
                 if seq != index.seq + 1:  # another process wrote since the catch-up: a re-encode, even?
-                    self._follow_reencode(seq - 1)  # (raising rolls the transaction back)
+                    self._follow_manifest(seq - 1)  # (raising rolls the transaction back)
                 feeder.start(seq, passage_ids, replaced)
 
             try:
@@ -271,7 +280,7 @@ class LocalBackend:
         encoded anew) in one SQLite transaction, with ``manifest`` entries (see :meth:`Store.adopt`);
         the index is then rebuilt from SQLite on first use."""
         with self._lock:
-            self._encoding_seq = self.store.adopt(Path(folder) / DB_FILE, manifest, expected_seq=expected_seq)
+            self._manifest_seq = self.store.adopt(Path(folder) / DB_FILE, manifest, expected_seq=expected_seq)
             self._take_manifest(manifest)
             # A stale index would catch up (the old passages deleted, the new added), but a rebuild
             # is cleaner; a crash before these unlinks leaves an index that catches up or is rebuilt.
@@ -317,7 +326,7 @@ class LocalBackend:
         return {item_id: _item(rows[rowid]) for item_id, rowid in found.items() if rowid in rows}
 
     def vectors_of(self, ids: list[str]) -> dict[str, np.ndarray]:
-        self._follow_reencode(self.store.seq)  # (stored vectors are read at the collection's dimension)
+        self._follow_manifest(self.store.seq)  # (stored vectors are read at the collection's dimension)
         found = self.store.rowids_of(ids)
         rowids = list(found.values())
         matrix = self.store.vectors(rowids, self.dim)
@@ -325,7 +334,7 @@ class LocalBackend:
 
     def matching_vectors(self, where: Any = None) -> tuple[list[str], np.ndarray]:
         sql, params = compile_filter(where)
-        self._follow_reencode(self.store.seq)
+        self._follow_manifest(self.store.seq)
         return self.store.matching_vectors(sql, params, self.dim)
 
     def iter_items(self, *, with_vectors: bool = False) -> Iterator[Item]:
@@ -333,7 +342,7 @@ class LocalBackend:
 
     def batch_of(self, ids: list[str]) -> WriteBatch:
         """Stored items as a batch another backend can write as they are (kinds and thumbnails kept)."""
-        self._follow_reencode(self.store.seq)
+        self._follow_manifest(self.store.seq)
         found = self.store.rowids_of(ids)
         rows = self.store.rows_by_rowid(list(found.values()), with_vectors=True)
         thumbs = self.store.thumbnails(list(found.values()))
@@ -371,7 +380,7 @@ class LocalBackend:
         return self.store.vector_count()
 
     def passage_vectors(self, ids: list[str]) -> dict[str, np.ndarray]:
-        self._follow_reencode(self.store.seq)
+        self._follow_manifest(self.store.seq)
         found = self.store.rowids_of(ids)
         listed = self.store.passages_of(list(found.values()))
         passage_ids = [row[0] for rowid in found.values() for row in listed.get(rowid, [])]
@@ -385,11 +394,7 @@ class LocalBackend:
 
     def write_manifest(self, values: dict[str, Any]) -> None:
         self.store.write_manifest(values)
-        for key, value in values.items():
-            if value is None:
-                self.manifest.pop(key, None)
-            else:
-                self.manifest[key] = value
+        self._set_manifest(values)
 
     def _counts(self, seq: int | None = None) -> tuple[int, int]:
         """``(items, passages)``, counted again only after a change (searches read them each time)."""
@@ -417,7 +422,7 @@ class LocalBackend:
     def vector_table(self) -> VectorTable:
         """Every item's vector, and a neighbour search on the collection's own index when its scores
         give true distances (not for raw inner products or compressed codes)."""
-        self._follow_reencode(self.store.seq)
+        self._follow_manifest(self.store.seq)
         rowid_chunks, vector_chunks = [], []
         for rowids, vectors in self.store.iter_item_vectors(self.dim):
             rowid_chunks.append(rowids)

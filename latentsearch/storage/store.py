@@ -266,15 +266,6 @@ class Store:
             rows = conn.execute("SELECT key, value FROM manifest WHERE key != 'seq'").fetchall()
         return {key: json.loads(value) for key, value in rows}
 
-    def manifest_entries(self, keys: Sequence[str]) -> dict[str, Any]:
-        """The manifest's entries of ``keys`` (None for a missing one)."""
-        with self._read() as conn:
-            rows = conn.execute(
-                f"SELECT key, value FROM manifest WHERE key IN ({', '.join('?' * len(keys))})", tuple(keys)
-            ).fetchall()
-        found = {key: json.loads(value) for key, value in rows}
-        return {key: found.get(key) for key in keys}
-
     def write_manifest(self, values: dict[str, Any]) -> None:
         """Set manifest entries in one transaction (``None`` removes an entry)."""
         with self.write() as (conn, _):
