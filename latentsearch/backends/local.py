@@ -168,9 +168,9 @@ class LocalBackend:
         fresh = self.store.read_manifest()
         self._manifest_seq = seq
         current = self.manifest
-        if all(fresh.get(key) == current.get(key) for key in {*current, *fresh}):
+        if fresh == current:  # (neither holds a None: one removes its entry)
             return
-        entries = {key: fresh.get(key) for key in {*current, *fresh}}
+        entries = {key: fresh.get(key) for key in {*current, *fresh}}  # (None: an entry removed)
         with self._lock:
             if all(fresh.get(key) == current.get(key) for key in ENCODING_KEYS):
                 self._set_manifest(entries)
