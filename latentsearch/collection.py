@@ -424,6 +424,13 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
         backup_folder(self.path, dest, on_file=on_file, lock_name=LOCK_FILE, verify=_check_copy)
         return dest
 
+    def finish_bulk_load(self, added: int) -> None:
+        """After adding ``added`` items in several calls (a file's ingest writes 2,048 at a time): build
+        what one ``add`` of them all would have built with the index, the filter partition (HNSW, from
+        10,000 vectors), so that filtered searches use it from the first. A no-op below that, or where
+        the collection has one that still covers it."""
+        self.backend.finish_bulk_load(added)
+
     def compact(self, *, progress: ProgressFn | None = None) -> None:
         """Rebuild the index from the stored vectors (drops HNSW tombstones, retrains IVF/PQ), build
         its filter partition (HNSW, 10,000 vectors or more: filtered searches use it from the first)

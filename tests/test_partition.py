@@ -15,9 +15,19 @@ from hypothesis import strategies as st
 import latentsearch as ls
 import latentsearch.index.partition as partition_module
 from latentsearch.backends import planner
+from latentsearch.index.faiss_index import BULK_VECTORS
 from latentsearch.index.partition import MIN_VECTORS, Partitioner, build, list_count, probe_count
 
 from .conftest import random_vectors
+
+
+def add_in_small_writes(col, vectors: np.ndarray, metadata: list[dict] | None = None) -> None:
+    """Add items ``0..n-1`` in writes too small to build the partition (as a collection grows item by
+    item): the partition is then the walks' to pay for, or ``compact``'s to build."""
+    n, step = len(vectors), BULK_VECTORS // 2
+    for at in range(0, n, step):
+        meta = metadata[at : at + step] if metadata else None
+        col.add([str(i) for i in range(at, min(n, at + step))], vectors=vectors[at : at + step], metadata=meta)
 
 
 def clustered(n: int, dim: int, seed: int = 0, clusters: int = 50) -> np.ndarray:
@@ -30,7 +40,7 @@ def clustered(n: int, dim: int, seed: int = 0, clusters: int = 50) -> np.ndarray
 def test_every_position_is_in_the_list_of_its_nearest_centroid():
     x = clustered(3_000, 8, seed=1)
     part = build(lambda positions: x[positions], 3_000, 8, "l2", source=None)
-    assert part.lists == list_count(3_000) == 55 and part.assigned == 3_000
+    assert part.lists == list_count(3_000) == 27 and part.assigned == 3_000
     assert sorted(part.order.tolist()) == list(range(3_000))  # each position once
     assert part.offsets[0] == 0 and part.offsets[-1] == 3_000 and np.all(np.diff(part.offsets) >= 0)
     nearest = part.centroids.search(x, 1)[1][:, 0]
@@ -161,7 +171,7 @@ def test_filtered_searches_go_through_the_partition_and_keep_up_with_writes(home
     x = clustered(n, dim, seed=5)
     group = np.arange(n) % 10
     col = ls.create("parted", encoder="precomputed", dim=dim, metric=metric, index="hnsw", home=home)
-    col.add([str(i) for i in range(n)], vectors=x, metadata=[{"g": int(g)} for g in group])
+    add_in_small_writes(col, x, [{"g": int(g)} for g in group])
     rng = np.random.default_rng(6)
     queries = x[rng.integers(0, n, 20)] + rng.normal(size=(20, dim)).astype(np.float32)
     col.backend.subindexes.limit = 0  # (a repeated filter's own graph would soon answer instead)
@@ -232,9 +242,9 @@ def test_compact_builds_no_partition_where_searches_could_not_use_one(home, inde
 
 def test_filtered_walks_build_the_partition_by_themselves(home, no_exact, monkeypatch):
     monkeypatch.setattr(partition_module, "BUILD_SECONDS_PER_FLOAT", 1e-12)  # the first walk pays for it
-    x = random_vectors(10_000, 8, seed=8)
+    x = clustered(10_000, 8, seed=8)
     col = ls.create("walked", encoder="precomputed", dim=8, metric="l2", index="hnsw", home=home)
-    col.add([str(i) for i in range(10_000)], vectors=x, metadata=[{"g": i % 10} for i in range(10_000)])
+    add_in_small_writes(col, x, [{"g": i % 10} for i in range(10_000)])
     col.backend.subindexes.limit = 0
     index = col.backend.index
     col.search(x[0], k=5, where="g < 6")  # a walk a partition would not beat: counts for nothing
@@ -250,7 +260,7 @@ def test_a_partition_that_failed_its_check_leaves_the_filters_to_the_walk(home, 
     monkeypatch.setattr(partition_module, "CHECK_RECALL", 1.01)  # no probe scale can pass
     x = clustered(10_000, 8, seed=13)
     col = ls.create("unchecked", encoder="precomputed", dim=8, metric="l2", index="hnsw", home=home)
-    col.add([str(i) for i in range(10_000)], vectors=x, metadata=[{"g": i % 10} for i in range(10_000)])
+    add_in_small_writes(col, x, [{"g": i % 10} for i in range(10_000)])
     col.backend.subindexes.limit = 0
     index = col.backend.index
     index.build_partition()
@@ -286,9 +296,8 @@ def test_the_partition_is_saved_with_its_checkpoint_and_taken_up_on_open(home, n
     x = clustered(12_000, 16, seed=15)
     names = [str(i) for i in range(12_000)]
     col = ls.create("kept", encoder="precomputed", dim=16, metric="l2", index="hnsw", home=home)
-    col.add(names, vectors=x, metadata=[{"g": i % 10} for i in range(12_000)])
+    col.add(names, vectors=x, metadata=[{"g": i % 10} for i in range(12_000)])  # (a bulk write: partitioned)
     col.backend.subindexes.limit = 0
-    col.backend.index.build_partition()
     before = [[(h.id, h.score) for h in col.search(q, k=10, where="g = 2")] for q in x[:20]]
     shape = col.backend.index.partition_shape
     col.close()  # the index was checkpointed by the add: the partition is saved beside it now
@@ -320,4 +329,56 @@ def test_the_partition_is_saved_with_its_checkpoint_and_taken_up_on_open(home, n
     col = ls.open("kept", home=home)
     assert col.backend.index.partition_shape == (0, 1.0)
     assert len(col.search(x[0], k=10, where="g = 2")) == 10
+    col.close()
+
+
+def test_a_bulk_write_builds_the_partition_with_the_index(home, no_exact, monkeypatch):
+    from latentsearch.index import faiss_index
+
+    x = clustered(BULK_VECTORS + 3_100, 8, seed=21)
+    meta = [{"g": i % 10} for i in range(len(x))]
+    col = ls.create("bulk", encoder="precomputed", dim=8, metric="l2", index="hnsw", home=home)
+    col.add([str(i) for i in range(BULK_VECTORS)], vectors=x[:BULK_VECTORS], metadata=meta[:BULK_VECTORS])
+    col.backend.subindexes.limit = 0
+    index = col.backend.index
+    first = index.partitioner.current
+    assert first is not None and first.assigned == BULK_VECTORS
+    assert index.partition_shape[0] == list_count(BULK_VECTORS)  # used from the first filtered search
+    assert col.search(x[0], k=5, where="g = 1", explain=True)[0].details["plan"].startswith("partition, ")
+    # Later bulk writes build another only where it no longer covers three quarters of the index.
+    monkeypatch.setattr(faiss_index, "BULK_VECTORS", 100)
+    col.add([str(i) for i in range(BULK_VECTORS, BULK_VECTORS + 100)], vectors=x[BULK_VECTORS:][:100])
+    assert index.partitioner.current is first  # 100 in the tail: still fresh
+    col.add([str(i) for i in range(BULK_VECTORS + 100, len(x))], vectors=x[BULK_VECTORS + 100 :])
+    assert index.partitioner.current is not first and index.partitioner.current.assigned == len(x)
+    col.close()
+
+
+def test_a_bulk_write_whose_partition_fails_has_landed_all_the_same(home, caplog, monkeypatch):
+    from latentsearch.index import faiss_index
+
+    def fail(*args, **kwargs):
+        raise MemoryError("no room for the partition")
+
+    monkeypatch.setattr(faiss_index, "build_partition", fail)
+    x = clustered(BULK_VECTORS, 8, seed=22)
+    col = ls.create("failed", encoder="precomputed", dim=8, metric="l2", index="hnsw", home=home)
+    col.add([str(i) for i in range(BULK_VECTORS)], vectors=x, metadata=[{"g": i % 10} for i in range(BULK_VECTORS)])
+    assert col.count() == BULK_VECTORS and col.backend.index.partition_shape == (0, 1.0)
+    assert "building the filter partition failed" in caplog.text
+    hits = col.search(x[3], k=5, where="g = 3")
+    assert hits[0].id == "3" and all(h.metadata["g"] == 3 for h in hits)
+    col.close()
+
+
+@pytest.mark.parametrize(("n", "partitioned"), [(BULK_VECTORS, True), (BULK_VECTORS - 1, False)])
+def test_a_file_ingested_in_small_writes_is_partitioned_at_its_end(home, n, partitioned):
+    from latentsearch.io.ingest import DEFAULT_CHUNK, Records, ingest
+
+    x = clustered(n, 8, seed=23)
+    records = Records([str(i) for i in range(n)], vectors=x, metadata=[{"g": i % 10} for i in range(n)])
+    col = ls.create("file", encoder="precomputed", dim=8, metric="l2", index="hnsw", home=home)
+    assert ingest(col, records) == n and n > DEFAULT_CHUNK  # (in writes of DEFAULT_CHUNK: none a bulk one)
+    current = col.backend.index.partitioner.current
+    assert (current is not None and current.assigned == n) == partitioned
     col.close()

@@ -64,6 +64,7 @@ INDEX_FILE = "index.faiss"
 CHECKPOINT_FILE = "index.checkpoint.json"
 LOCK_FILE = "index.lock"
 PARTITION_FILE = "index.partition.npz"  # the filter partition of the checkpointed index (see partition)
+BULK_VECTORS = MIN_VECTORS  # a write of this many vectors builds the filter partition with the index
 
 COMPACT_TOMBSTONE_FRACTION = 0.3  # HNSW rebuilds once this share of its vectors are deleted
 # Vectors added per hold of the search gate: a search waits for at most one block's add (about 0.3 s
@@ -525,9 +526,13 @@ class VectorIndex:
         self.dirty = True
 
     def add(self, rowids: np.ndarray, vectors: np.ndarray, seq: int) -> None:
-        """Add vectors that SQLite has just committed at ``seq``."""
+        """Add vectors that SQLite has just committed at ``seq``. A bulk write (:data:`BULK_VECTORS` or
+        more) also builds the filter partition, unless one still covers the index (see
+        :meth:`partition_bulk_load`)."""
         self._add(rowids, vectors)
         self.seq, self.dirty = seq, True
+        if len(rowids) >= BULK_VECTORS:
+            self.partition_bulk_load()
 
     def _add(self, rowids: np.ndarray, vectors: np.ndarray) -> None:
         """Add to the FAISS index block by block, each block with the gate held: searches go on
@@ -736,6 +741,22 @@ class VectorIndex:
         ``progress(done, total)`` follows its vectors' assignment to lists."""
         if self._partitionable and self.partitioner.enabled and self.ntotal >= MIN_VECTORS:
             self.partitioner.current = self._new_partition(self.index, progress)
+
+    def partition_bulk_load(self) -> None:
+        """Build the filter partition after a bulk load (a write of :data:`BULK_VECTORS` or more, or a
+        file's ingest in smaller writes), with this thread's FAISS threads, where the index has none
+        that still covers it: filtered searches use it from the first, instead of walking until their
+        walks have paid for it (a 10% filter on 60,000 × 784: 0.73× of the unfiltered queries/s against
+        0.43×). It costs the load about a thirtieth (0.3 s beside FAISS's 7.5 s for those vectors). Its
+        failure is logged, not raised: the load itself has landed."""
+        if not self._partitionable or self.partitioner.fresh(self.index, self.ntotal):
+            return
+        try:
+            self.build_partition()
+        except IndexReplaced:
+            pass
+        except Exception:
+            log.exception("building the filter partition failed; filtered searches walk the graph meanwhile")
 
     def _start_placing(self, index: Any) -> None:
         """Place the index just read onto huge pages in a background thread (see :meth:`_place_later`)."""

@@ -413,4 +413,6 @@ def ingest(
         passages[1] = 0
         if progress:
             progress(done, n)
+    if n > chunk_size:  # (a single chunk's write was the load: it did what a bulk write does)
+        collection.finish_bulk_load(n)
     return done
