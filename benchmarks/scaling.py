@@ -121,11 +121,11 @@ def search_phase(home: Path, n: int, dim: int) -> dict:
     # The opened index moves onto huge pages in the background; the latencies below are those after it.
     col.backend.index.wait_placed()
     placed = time.perf_counter() - start
-    # The filters' walks, as on their first use: a filter repeated this often would earn a sub-index of
-    # its matches (or the collection its filter partition) mid-run (benchmarks.performance measures
-    # both), mixing two plans in one percentile.
+    # The filters as on their first use on the collection as loaded (its blocks are bulk writes: the
+    # filter partition they built answers where its check passed): a filter repeated this often would
+    # earn a sub-index of its matches mid-run (benchmarks.performance measures it), mixing two plans in
+    # one percentile. (A partition that covers the index is not rebuilt by the searches.)
     col.backend.subindexes.limit = 0
-    col.backend.index.partitioner.enabled = False
     out: dict = {"open_seconds": opened, "placed_seconds": placed}
     runs = {
         "ids": (None, []),
