@@ -219,7 +219,8 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
         given). A text longer than the encoder's window is split into passages, each encoded and
         searched (see :meth:`passages`); ``pages`` gives, per text, the character offsets at which its
         pages start (first 0), so each passage knows its page. ``progress(done, total)`` is called
-        while encoding, counting passages. Returns the number of items added.
+        while encoding, counting passages. Returns the number of items added. A call of 10,000 vectors
+        or more also builds an HNSW index's filter partition (see :meth:`finish_bulk_load`).
 
         ``ids`` may instead be a table (a pandas or polars DataFrame, or a pyarrow Table): its
         ``id_field`` column holds the ids, ``text_field`` the texts and ``vector_field`` the vectors

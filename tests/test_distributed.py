@@ -601,3 +601,20 @@ def test_tuning_a_sharded_collection_equals_one_collection_and_persists(home):
 
     assert ls.open("sharded-tickets", home=home).search_fusion == DEFAULT_FUSION
     single.close()
+
+
+def test_a_file_ingested_in_small_writes_partitions_every_shard_at_its_end(home):
+    from latentsearch.io.ingest import Records, ingest
+
+    n, dim = 24_000, 8  # about 12,000 a shard: each past the partition's 10,000
+    rng = np.random.default_rng(31)
+    centres = rng.normal(size=(50, dim)).astype(np.float32) * 4  # (clustered: the partition's check passes)
+    vectors = (centres[rng.integers(0, 50, n)] + rng.normal(size=(n, dim))).astype(np.float32)
+    col = ls.create("bulk", encoder="precomputed", dim=dim, metric="l2", index="hnsw", home=home, shards=2)
+    records = Records([f"v{i}" for i in range(n)], vectors=vectors, metadata=[{"g": i % 10} for i in range(n)])
+    assert ingest(col, records) == n  # (in writes of 2,048 items: none a bulk write on any shard)
+    shards = col.backend._all("info")
+    assert all(info["filter_partition_lists"] for info in shards), shards
+    hits = col.search(vectors[5], k=5, where="g = 5")
+    assert hits[0].id == "v5" and all(h.metadata["g"] == 5 for h in hits)
+    col.close()

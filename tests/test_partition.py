@@ -354,6 +354,18 @@ def test_a_bulk_write_builds_the_partition_with_the_index(home, no_exact, monkey
     col.close()
 
 
+def test_bulk_writes_build_no_partition_after_one_that_failed_its_check(home, monkeypatch):
+    monkeypatch.setattr(partition_module, "CHECK_RECALL", 1.01)  # no probe scale can pass
+    x = clustered(2 * BULK_VECTORS, 8, seed=25)
+    col = ls.create("scattered", encoder="precomputed", dim=8, metric="l2", index="hnsw", home=home)
+    col.add([str(i) for i in range(BULK_VECTORS)], vectors=x[:BULK_VECTORS])
+    failed = col.backend.index.partitioner.current
+    assert failed is not None and failed.probe_scale is None
+    col.add([str(i) for i in range(BULK_VECTORS, len(x))], vectors=x[BULK_VECTORS:])  # the tail: all of it
+    assert col.backend.index.partitioner.current is failed  # the data is the same kind: not built again
+    col.close()
+
+
 def test_a_bulk_write_whose_partition_fails_has_landed_all_the_same(home, caplog, monkeypatch):
     from latentsearch.index import faiss_index
 
@@ -382,3 +394,19 @@ def test_a_file_ingested_in_small_writes_is_partitioned_at_its_end(home, n, part
     current = col.backend.index.partitioner.current
     assert (current is not None and current.assigned == n) == partitioned
     col.close()
+
+
+def test_a_background_build_finishing_after_a_bulk_writes_is_dropped():
+    x = clustered(20_000, 8, seed=24)
+    source, release = object(), threading.Event()
+    partitioner = Partitioner()
+
+    def start():  # the walks' build, of the index as it stood before the bulk write
+        release.wait()
+        return build(lambda positions: x[positions], 10_000, 8, "l2", source)
+
+    thread = partitioner.charge(1e9, source=source, count=10_000, dim=8, start=start)
+    bulk = partitioner.current = build(lambda positions: x[positions], 20_000, 8, "l2", source)
+    release.set()
+    thread.join()
+    assert partitioner.current is bulk and partitioner.fresh(source, 20_000)

@@ -10,11 +10,13 @@ thousand and more (Fashion-MNIST, 60,000 × 784).
 
 One partition serves every filter, a new one on its first query included. Building it (k-means on a
 sample, then each vector's nearest centroid, then a check of its own recall that sets how many lists
-a query probes, or that it is not to be used) costs as much as a few thousand walks, so it is built
-once filtered walks it would have beaten have cost that much (ski rental, as for the sub-indexes of
-repeated filters), in a background thread; searches never wait for it. Vectors added later are candidates of every query
-(the tail, scanned whole) until the tail grows past a quarter of the partition, when walks count
-towards a new one. Removed vectors are no filter's matches and are never candidates. It is saved
+a query probes, or that it is not to be used) costs as much as about a thousand walks. A bulk load
+builds it with the index (a thirtieth of the load's time: see ``VectorIndex.partition_bulk_load``);
+a collection grown by smaller writes gets it once filtered walks it would have beaten have cost that
+much (ski rental, as for the sub-indexes of repeated filters), in a background thread; searches never
+wait for it. Vectors added later are candidates of every query (the tail, scanned whole) until the
+tail grows past a quarter of the partition, when the next bulk write builds a new one, or walks
+count towards it. Removed vectors are no filter's matches and are never candidates. It is saved
 beside the index's checkpoint, bound to the checksum of the index file it partitions, and taken up
 again when that file is opened; a rebuilt index starts without one.
 """
@@ -319,7 +321,9 @@ class Partitioner:
             partition = None
         with self._lock:
             self._build = None
-            if partition is not None and not self._closed and generation == self._generation:
+            current = self.current  # (a bulk write may have built one over more vectors meanwhile)
+            newer = current is None or partition is None or partition.assigned >= current.assigned
+            if partition is not None and newer and not self._closed and generation == self._generation:
                 self.current = partition
 
     def wait(self, timeout: float | None = None) -> None:
