@@ -760,8 +760,12 @@ class VectorIndex:
             self.build_partition()
         except IndexReplaced:
             pass
-        except Exception:
-            log.exception("building the filter partition failed; filtered searches walk the graph meanwhile")
+        except Exception as exc:  # (one line: the write is not the user's mistake, nor lost)
+            log.warning(
+                "building the filter partition of %s failed (%s): filtered searches walk the graph meanwhile",
+                self.folder.name,
+                exc or type(exc).__name__,
+            )
 
     def _start_placing(self, index: Any) -> None:
         """Place the index just read onto huge pages in a background thread (see :meth:`_place_later`)."""

@@ -321,10 +321,10 @@ class Partitioner:
             partition = None
         with self._lock:
             self._build = None
-            current = self.current  # (a bulk write may have built one over more vectors meanwhile)
-            newer = current is None or partition is None or partition.assigned >= current.assigned
-            if partition is not None and newer and not self._closed and generation == self._generation:
-                self.current = partition
+            if partition is not None and not self._closed and generation == self._generation:
+                current = self.current  # (a bulk write may have built one over more vectors meanwhile)
+                if current is None or partition.assigned >= current.assigned:
+                    self.current = partition
 
     def wait(self, timeout: float | None = None) -> None:
         """Wait for the build in progress, if any (tests, benchmarks)."""
