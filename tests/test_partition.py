@@ -81,6 +81,43 @@ def test_a_partition_search_ranks_the_admitted_candidates_exactly(metric):
     assert np.all(positions == -1)
 
 
+def test_the_check_stops_early_with_the_verdict_of_a_full_count():
+    x = clustered(20_000, 16, seed=26, clusters=200)  # between: the least scales miss, the others pass
+    part = build(lambda positions: x[positions], 20_000, 16, "l2", source=None)
+    check = partition_module._Check(lambda positions: x[positions], 20_000, "l2", np.random.default_rng(3))
+    check.scan(0, x)
+
+    def full_recall(scale: float) -> float:  # every query of every filter counted, no early stop
+        worst = 1.0
+        for share, mask, (_, truth) in zip(partition_module.CHECK_SHARES, check.masks, check.best):
+            nprobe, hits, wanted_count = probe_count(part.lists, 10, share, scale), 0, 0
+            for query, wanted in zip(check.queries, truth):
+                found = part.candidates(query[None], nprobe, mask)
+                best = found[np.argsort(((x[found] - query) ** 2).sum(1), kind="stable")[:10]]
+                hits += len(set(best.tolist()) & set(wanted[wanted >= 0].tolist()))
+                wanted_count += int((wanted >= 0).sum())
+            worst = min(worst, hits / wanted_count)
+        return worst
+
+    verdicts = [check.passes(part, scale) for scale in partition_module.PROBE_SCALES]
+    assert verdicts == [full_recall(scale) >= partition_module.CHECK_RECALL for scale in partition_module.PROBE_SCALES]
+    assert True in verdicts and False in verdicts
+    # Scored by FAISS on the index's own storage (what a collection's build does), the same verdicts.
+    storage = faiss.IndexFlatL2(16)
+    storage.add(x)
+
+    def distances(query: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        values = np.empty(len(positions), dtype=np.float32)
+        storage.compute_distance_subset(
+            1, faiss.swig_ptr(query), len(positions), faiss.swig_ptr(values), faiss.swig_ptr(positions)
+        )
+        return values
+
+    scored = partition_module._Check(lambda positions: x[positions], 20_000, "l2", np.random.default_rng(3), distances)
+    scored.scan(0, x)
+    assert [scored.passes(part, scale) for scale in partition_module.PROBE_SCALES] == verdicts
+
+
 def test_a_partition_checks_itself_and_steps_aside_where_it_misses():
     easy = clustered(20_000, 16, seed=9)
     assert build(lambda positions: easy[positions], 20_000, 16, "l2", source=None).probe_scale == 1.0

@@ -814,13 +814,25 @@ class VectorIndex:
     def _new_partition(self, source: Any, progress: ProgressFn | None = None) -> Partition:
         count = int(source.ntotal)
 
+        def storage() -> Any:  # (the caller holds the read gate)
+            if self.index is not source:
+                raise IndexReplaced("the index was rebuilt or reloaded while its partition was built")
+            return self._flat_storage()
+
         def copy(positions: np.ndarray) -> np.ndarray:
             with self._gate.reading():
-                if self.index is not source:
-                    raise IndexReplaced("the index was rebuilt or reloaded while its partition was built")
-                return self._flat_storage().reconstruct_batch(positions)
+                return storage().reconstruct_batch(positions)
 
-        return build_partition(copy, count, self.dim, self.metric, source, progress=progress)
+        def distances(query: np.ndarray, positions: np.ndarray) -> np.ndarray:
+            query, positions = np.ascontiguousarray(query, dtype=np.float32), positions.astype(np.int64)
+            values = np.empty(len(positions), dtype=np.float32)
+            with self._gate.reading():
+                storage().compute_distance_subset(
+                    1, faiss.swig_ptr(query), len(positions), faiss.swig_ptr(values), faiss.swig_ptr(positions)
+                )
+            return values
+
+        return build_partition(copy, count, self.dim, self.metric, source, progress=progress, distances=distances)
 
     def search_direct(
         self, queries: np.ndarray, k: int, ef_search: int | None = None, nprobe: int | None = None

@@ -149,11 +149,14 @@ def build(
     *,
     seed: int = 0,
     progress: Callable[[int, int], None] | None = None,
+    distances: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
 ) -> Partition:
     """A partition of the first ``count`` positions of an index, whose float vectors ``copy(positions)``
     gives (copied: the caller holds the index's read gate meanwhile, and writes go on between calls),
-    calibrated on them (:func:`calibrate`). ``progress(done, count)`` follows the vectors assigned to
-    their lists (from 0 before the k-means is trained)."""
+    calibrated on them (:class:`_Check`). ``distances(query, positions)``, where given, scores one
+    query row against those positions' vectors as FAISS does (squared L2, else inner products) without
+    copying them (else they are copied and scored here). ``progress(done, count)`` follows the vectors
+    assigned to their lists (from 0 before the k-means is trained)."""
     if progress:
         progress(0, count)
     lists = list_count(count)
@@ -164,7 +167,7 @@ def build(
     kmeans.train(sample)
     centroids = faiss.IndexFlatL2(dim) if metric == "l2" else faiss.IndexFlat(dim, faiss_metric(metric))
     centroids.add(kmeans.centroids)
-    check = _Check(copy, count, metric, rng)
+    check = _Check(copy, count, metric, rng, distances)
     nearest = np.empty(count, dtype=np.int64)
     for start in range(0, count, COPY_BLOCK):
         block = copy(np.arange(start, min(count, start + COPY_BLOCK), dtype=np.int64))
@@ -184,8 +187,15 @@ class _Check:
     filters of each CHECK_SHARES (itself excluded), exact neighbours found while the partition's build
     reads every vector anyway."""
 
-    def __init__(self, copy: Callable[[np.ndarray], np.ndarray], count: int, metric: str, rng: np.random.Generator):
-        self.copy, self.l2 = copy, metric == "l2"
+    def __init__(
+        self,
+        copy: Callable[[np.ndarray], np.ndarray],
+        count: int,
+        metric: str,
+        rng: np.random.Generator,
+        distances: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+    ):
+        self.copy, self.distances, self.l2 = copy, distances, metric == "l2"
         self.kind = faiss.METRIC_L2 if self.l2 else faiss.METRIC_INNER_PRODUCT
         self.at = np.sort(rng.choice(count, size=min(count, CHECK_QUERIES), replace=False))
         self.queries = copy(self.at)
@@ -209,25 +219,38 @@ class _Check:
             order = np.argsort(merged if self.l2 else -merged, axis=1, kind="stable")[:, :CHECK_K]
             self.best[slot] = (np.take_along_axis(merged, order, 1), np.take_along_axis(merged_at, order, 1))
 
-    def recall(self, partition: Partition, scale: float) -> float:
-        """The partition's least recall@CHECK_K over the filters, probing at ``scale``."""
-        worst = 1.0
+    def passes(self, partition: Partition, scale: float) -> bool:
+        """Whether the partition, probing at ``scale``, finds CHECK_RECALL of the neighbours (recall@
+        CHECK_K) under every checked filter. It stops at the query whose misses make that impossible:
+        on data the partition does not suit, each scale's verdict comes after a few queries instead of
+        all of them (scoring candidates is the check's main cost: 2.3 s of a 2.6 s build of 100,000
+        clustered 384-d vectors, before)."""
         for share, mask, (_, truth) in zip(CHECK_SHARES, self.masks, self.best):
-            nprobe, hits = probe_count(partition.lists, CHECK_K, share, scale), 0
+            nprobe = probe_count(partition.lists, CHECK_K, share, scale)
+            allowed = (1 - CHECK_RECALL) * int((truth >= 0).sum())
+            misses = 0
             for query, wanted in zip(self.queries, truth):
                 found = partition.candidates(query[None], nprobe, mask)
-                vectors = self.copy(found)
-                scores = -((vectors - query) ** 2).sum(1) if self.l2 else vectors @ query
-                best = found[np.argsort(-scores, kind="stable")[:CHECK_K]]
-                hits += len(set(best.tolist()) & set(wanted[wanted >= 0].tolist()))
-            worst = min(worst, hits / max(1, int((truth >= 0).sum())))
-        return worst
+                best = found[np.argsort(-self._scores(query, found), kind="stable")[:CHECK_K]]
+                wanted = wanted[wanted >= 0]
+                misses += len(wanted) - len(set(best.tolist()) & set(wanted.tolist()))
+                if misses > allowed:
+                    return False
+        return True
+
+    def _scores(self, query: np.ndarray, positions: np.ndarray) -> np.ndarray:
+        """Similarities (larger better) of one query to the vectors at ``positions``."""
+        if self.distances is not None:
+            values = self.distances(query, positions)
+            return -values if self.l2 else values
+        vectors = self.copy(positions)
+        return -((vectors - query) ** 2).sum(1) if self.l2 else vectors @ query
 
     def probe_scale(self, partition: Partition) -> float | None:
-        """The least of PROBE_SCALES at which the partition finds CHECK_RECALL of the neighbours under
-        every checked filter; None when none does (it is not used: the walk serves such data better)."""
+        """The least of PROBE_SCALES at which the partition :meth:`passes`; None when none does (it is
+        not used: the walk serves such data better)."""
         for scale in PROBE_SCALES:
-            if self.recall(partition, scale) >= CHECK_RECALL:
+            if self.passes(partition, scale):
                 return scale
         return None
 
