@@ -101,7 +101,7 @@ def test_the_check_stops_early_with_the_verdict_of_a_full_count():
 
     verdicts = [check.passes(part, scale) for scale in partition_module.PROBE_SCALES]
     assert verdicts == [full_recall(scale) >= partition_module.CHECK_RECALL for scale in partition_module.PROBE_SCALES]
-    assert True in verdicts and False in verdicts
+    assert any(verdicts) and not all(verdicts)  # (the data lies between: the early stop is tried both ways)
     # Scored by FAISS on the index's own storage (what a collection's build does), the same verdicts.
     storage = faiss.IndexFlatL2(16)
     storage.add(x)
