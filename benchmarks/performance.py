@@ -69,6 +69,7 @@ def each(fn, items) -> None:
         fn(item)
 
 
+SMALL_WRITE = 1_000  # vectors a write, for a collection grown by small writes (bulk, filtered)
 ROUNDS = 3  # timings alternate between latentsearch and its baseline; the best round of each counts
 # One query at a time against an ANN index: a loop of a fraction of a second, whose best of 3 moved the
 # ratios to raw FAISS by ±10% from run to run on a shared machine (more than the gaps to the targets).
@@ -193,7 +194,16 @@ def filtered(base: np.ndarray, queries: np.ndarray, home: Path) -> list[dict]:
     rng = np.random.default_rng(0)
     buckets = rng.integers(0, 10_000, size=len(base))
     col = ls.create("filtered", encoder="precomputed", dim=base.shape[1], metric="l2", index="hnsw", home=home)
-    col.add([str(i) for i in range(len(base))], vectors=base, metadata=[{"b": int(b)} for b in buckets])
+    ids, meta = [str(i) for i in range(len(base))], [{"b": int(b)} for b in buckets]
+    col.add(ids, vectors=base, metadata=meta)
+    # The same items in writes of SMALL_WRITE: each keeps the filter partition in the background.
+    grown = ls.create("grown", encoder="precomputed", dim=base.shape[1], metric="l2", index="hnsw", home=home)
+    for at in range(0, len(base), SMALL_WRITE):
+        grown.add(ids[at : at + SMALL_WRITE], vectors=base[at : at + SMALL_WRITE], metadata=meta[at : at + SMALL_WRITE])
+    grown.backend.index.partitioner.wait()
+    grown.backend.subindexes.limit = 0
+    kept = grown.backend.index.partitioner.current
+    kept_by_writes = "none" if kept is None else f"{kept.lists} lists trained on {kept.trained:,} of {kept.assigned:,}"
     qs = queries[:200]
     partitioner = col.backend.index.partitioner
     out = []
@@ -212,8 +222,8 @@ def filtered(base: np.ndarray, queries: np.ndarray, home: Path) -> list[dict]:
             return [h for h in hits if h.metadata["b"] < limit][:K]
 
         # First use: every query as the planner plans it on its own, no sub-index (none is built), and
-        # without the filter partition the bulk add built (switched off): as on a collection grown by
-        # writes too small to build one, whose filtered walks have not yet paid for it.
+        # without the filter partition the bulk add built (switched off): as on a collection opened
+        # without one (saved by an older version), whose filtered walks have not yet paid for it.
         col.backend.subindexes.limit = 0
         partitioner.enabled = False
         plan = col.search(qs[0], k=K, where=where, explain=True)[0].details.get("plan")
@@ -238,6 +248,19 @@ def filtered(base: np.ndarray, queries: np.ndarray, home: Path) -> list[dict]:
             "ms_postfilter": 1000 * t_post / len(qs),
             "results_returned_postfilter": float(np.mean([len(r) for r in posted])),
         }
+        # First use on the collection grown by small writes, with the partition they kept.
+        grown_plan = grown.search(qs[0], k=K, where=where, explain=True)[0].details.get("plan")
+        (t_grown, in_grown), (t_grown_plain, _) = best_of(
+            lambda: [grown.search(q, k=K, where=where) for q in qs], lambda: [grown.search(q, k=K) for q in qs]
+        )
+        row.update(
+            partition_grown=kept_by_writes,
+            plan_grown=grown_plan,
+            recall_grown=recall_of(in_grown),
+            results_grown=float(np.mean([len(r) for r in in_grown])),
+            ms_grown=1000 * t_grown / len(qs),
+            qps_ratio_grown_vs_unfiltered=t_grown_plain / t_grown,
+        )
         # First use as the bulk add left the collection: with the filter partition it built (where a
         # collection has none, the walks of the first filter that pays for one build it, counted here).
         partitioner.enabled = True
@@ -277,6 +300,7 @@ def filtered(base: np.ndarray, queries: np.ndarray, home: Path) -> list[dict]:
             + ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in out[-1].items())
         )
     col.close()
+    grown.close()
     return out
 
 
@@ -323,6 +347,18 @@ def bulk(base: np.ndarray, home: Path) -> dict:
         faiss.read_index(str(fat)).search(base[:1], K)
 
     (t_open, _), (t_read, _) = best_of(reopen, read_fat)
+
+    def add_small(keep: bool) -> None:  # the same vectors in writes of SMALL_WRITE
+        name = f"small-{keep}-{next(small_rounds)}"
+        col = ls.create(name, encoder="precomputed", dim=base.shape[1], metric="l2", index="hnsw", home=home)
+        col.backend.index.partitioner.enabled = keep
+        for at in range(0, len(base), SMALL_WRITE):
+            col.add(ids[at : at + SMALL_WRITE], vectors=base[at : at + SMALL_WRITE])
+        col.backend.index.partitioner.wait()  # (its background work counts)
+        col.close()
+
+    small_rounds = iter(range(2 * ROUNDS))
+    (t_small_off, _), (t_small_kept, _) = best_of(lambda: add_small(False), lambda: add_small(True))
     result = {
         "vectors": len(base),
         "dim": int(base.shape[1]),
@@ -336,6 +372,9 @@ def bulk(base: np.ndarray, home: Path) -> dict:
         "float_bytes_per_vector": 4 * int(base.shape[1]),
         "open_seconds_latentsearch": t_open,
         "open_seconds_faiss_read_index": t_read,
+        "small_write": SMALL_WRITE,
+        "seconds_small_writes_partition_off": t_small_off,
+        "seconds_small_writes_partition_kept": t_small_kept,
     }
     print("  " + ", ".join(f"{k} {v:.3g}" for k, v in result.items()))
     return result
@@ -771,46 +810,53 @@ def update_readme(results: dict) -> None:
     lines.append(
         "\n\n![recall vs queries per second](benchmarks/results/ann.png)\n\n**Filtered search** (HNSW; the plan is "
         "the filter planner's, at the default breadth; q/s against the same collection unfiltered, timed alternately. "
-        "*First use* is a filter's first queries: *small writes*, on a collection grown by writes of fewer than "
-        "10,000 vectors, before its filtered walks have paid for its filter partition; *bulk-loaded*, on the "
-        "collection as one `add` of its vectors left it, with the filter partition that write built (`compact` "
-        "leaves the same) (*same* where the plan stays as it was"
+        "*First use* is a filter's first queries: *small writes*, on the collection grown by writes of "
+        f"{SMALL_WRITE:,} vectors, with the filter partition those writes kept in the background"
+        + "".join(f" ({r['partition_grown']})" for r in results["filtered"][:1] if r.get("partition_grown"))
+        + "; *bulk-loaded*, on the collection as one `add` of its vectors left it, with the filter partition that "
+        "write built (`compact` leaves the same); *no partition*, on a collection that has none (one opened without "
+        "its partition file, saved by an older version), before its filtered walks pay for one"
         + "".join(
-            f"; the walks of the {r['selectivity_pct']}% filter built it after {r['queries_before_partition']:,} "
-            "queries, those of the wider filters before it counting towards none"
+            f" (the walks of the {r['selectivity_pct']}% filter built it after {r['queries_before_partition']:,} "
+            "queries, those of the wider filters before it counting towards none)"
             for r in results["filtered"]
             if r.get("queries_before_partition")
         )
-        + "). "
+        + ". "
         "*Repeated*: the same filter again and again, once its walks have paid for a sub-index of its matches "
-        "(the HNSW sub-index plan; *same* where the plan stays as it was); "
+        "(the HNSW sub-index plan); *same*: the plan and figures of the *no partition* columns; "
         "post-filtering searches k × 10 then filters):\n\n"
     )
+
+    def plan_columns(r: dict, suffix: str, plan: str) -> list:
+        if f"recall_{suffix}" not in r:
+            return ["same", "", "", ""]
+        return [
+            (r.get(plan) or "–").split(" over ")[0].rstrip(","),
+            r[f"recall_{suffix}"],
+            f"{r[f'ms_{suffix}']:.2f}",
+            f"{r[f'qps_ratio_{suffix}_vs_unfiltered']:.2f}×",
+        ]
+
     lines.append(
         report.markdown_table(
             ["selectivity", "matches", "small writes: plan", "recall", "results (of k)", "ms", "q/s vs unfiltered"]
             + ["bulk-loaded: plan", "recall", "ms", "q/s vs unfiltered"]
+            + ["no partition: plan", "recall", "ms", "q/s vs unfiltered"]
             + ["repeated: recall", "ms", "q/s vs unfiltered"]
             + ["recall post-filter", "ms", "results post-filter"],
             [
                 [
                     f"{r['selectivity_pct']}%",
                     f"{r.get('matches', 0):,}",
+                    *plan_columns(r, "grown", "plan_grown")[:2],
+                    f"{r.get('results_grown', 0):.1f} of {r.get('results_wanted', 10)}",
+                    *plan_columns(r, "grown", "plan_grown")[2:],
+                    *plan_columns(r, "partitioned", "plan_partitioned"),
                     (r.get("plan") or "–").split(" over ")[0],
                     r["recall_prefilter"],
-                    f"{r.get('results_prefilter', 0):.1f} of {r.get('results_wanted', 10)}",
                     f"{r['ms_prefilter']:.2f}",
                     f"{r.get('qps_ratio_vs_unfiltered', 0):.2f}×",
-                    *(
-                        [
-                            r["plan_partitioned"].split(" over ")[0].rstrip(","),
-                            r["recall_partitioned"],
-                            f"{r['ms_partitioned']:.2f}",
-                            f"{r['qps_ratio_partitioned_vs_unfiltered']:.2f}×",
-                        ]
-                        if "recall_partitioned" in r
-                        else ["same", "", "", ""]
-                    ),
                     *(
                         [
                             r["recall_repeated"],
@@ -840,6 +886,15 @@ def update_readme(results: dict) -> None:
             f"vectors included: {b['bytes_per_vector_faiss_file']:,.0f}). Reopening (open, first search): "
             f"{b['open_seconds_latentsearch']:.2f} s, the vectors read from SQLite, vs `faiss.read_index` of FAISS's file "
             f"and a search {b['open_seconds_faiss_read_index']:.2f} s."
+            + (
+                f" The same vectors in writes of {b['small_write']:,}: {b['seconds_small_writes_partition_kept']:.1f} s "
+                "with the filter partition kept by them in the background (built at 10,000 vectors, its tail "
+                "assigned to its lists at each sixteenth more, built anew at fourfold), "
+                f"{b['seconds_small_writes_partition_off']:.1f} s without it "
+                f"({b['seconds_small_writes_partition_kept'] / b['seconds_small_writes_partition_off']:.2f}×)."
+                if "seconds_small_writes_partition_kept" in b
+                else ""
+            )
         )
     i = results["ingest"]
     lines.append(

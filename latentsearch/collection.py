@@ -219,8 +219,9 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
         given). A text longer than the encoder's window is split into passages, each encoded and
         searched (see :meth:`passages`); ``pages`` gives, per text, the character offsets at which its
         pages start (first 0), so each passage knows its page. ``progress(done, total)`` is called
-        while encoding, counting passages. Returns the number of items added. A call of 10,000 vectors
-        or more also builds an HNSW index's filter partition (see :meth:`finish_bulk_load`).
+        while encoding, counting passages. Returns the number of items added. An HNSW index's filter
+        partition follows the writes: a call of 10,000 vectors or more brings it up to date before it
+        returns, a smaller one in the background (see :meth:`finish_bulk_load`).
 
         ``ids`` may instead be a table (a pandas or polars DataFrame, or a pyarrow Table): its
         ``id_field`` column holds the ids, ``text_field`` the texts and ``vector_field`` the vectors
@@ -425,12 +426,12 @@ class Collection(LatentSpaceMethods, OutlierMethods, RecommendMethods):
         backup_folder(self.path, dest, on_file=on_file, lock_name=LOCK_FILE, verify=_check_copy)
         return dest
 
-    def finish_bulk_load(self, added: int) -> None:
-        """After adding ``added`` items in several calls (a file's ingest writes 2,048 at a time): build
-        what one ``add`` of them all would have built with the index, the filter partition (HNSW, from
-        10,000 vectors), so that filtered searches use it from the first. A no-op below that, or where
-        the collection has one that still covers it."""
-        self.backend.finish_bulk_load(added)
+    def finish_bulk_load(self) -> None:
+        """After adding items in several calls (a file's ingest writes 2,048 at a time): bring the
+        filter partition (HNSW, from 10,000 vectors), which smaller writes keep in the background, up
+        to date now, as one ``add`` of them all would have, so that filtered searches use all of it
+        from the first. Quick where the writes kept it already; a no-op where nothing is due."""
+        self.backend.finish_bulk_load()
 
     def compact(self, *, progress: ProgressFn | None = None) -> None:
         """Rebuild the index from the stored vectors (drops HNSW tombstones, retrains IVF/PQ), build

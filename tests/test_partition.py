@@ -1,6 +1,7 @@
 """The filter partition (issue #19): k-means lists of an HNSW index's positions that answer filtered
-searches a walk would pass many excluded nodes for; built once filtered walks have cost what it
-costs, kept through writes, dropped with the index it partitions."""
+searches a walk would pass many excluded nodes for; kept current by the writes (built, extended,
+built anew), or built once filtered walks have cost what it costs on an index opened without one;
+dropped with the index it partitions."""
 
 from __future__ import annotations
 
@@ -16,18 +17,34 @@ import latentsearch as ls
 import latentsearch.index.partition as partition_module
 from latentsearch.backends import planner
 from latentsearch.index.faiss_index import BULK_VECTORS
-from latentsearch.index.partition import MIN_VECTORS, Partitioner, build, list_count, probe_count
+from latentsearch.index.partition import MIN_VECTORS, Partitioner, build, extend, list_count, probe_count
 
 from .conftest import random_vectors
 
 
-def add_in_small_writes(col, vectors: np.ndarray, metadata: list[dict] | None = None) -> None:
-    """Add items ``0..n-1`` in writes too small to build the partition (as a collection grows item by
-    item): the partition is then the walks' to pay for, or ``compact``'s to build."""
-    n, step = len(vectors), BULK_VECTORS // 2
+def add_in_small_writes(
+    col, vectors: np.ndarray, metadata: list[dict] | None = None, *, step: int = 0, first: int = 0
+) -> None:
+    """Add items ``first..first+n-1`` in writes of ``step`` (half a bulk write unless given), each too
+    small to keep the partition itself (as a collection grows item by item): the background does."""
+    n, step = len(vectors), step or BULK_VECTORS // 2
     for at in range(0, n, step):
         meta = metadata[at : at + step] if metadata else None
-        col.add([str(i) for i in range(at, min(n, at + step))], vectors=vectors[at : at + step], metadata=meta)
+        ids = [str(first + i) for i in range(at, min(n, at + step))]
+        col.add(ids, vectors=vectors[at : at + step], metadata=meta)
+
+
+def reopened_without_partition(col, home):
+    """``col`` closed and opened again without its partition file (one saved by an older version, or
+    lost): no write since, so its filtered walks are to pay for one."""
+    from latentsearch.index.faiss_index import PARTITION_FILE
+
+    name = col.name
+    col.close()
+    (home / name / PARTITION_FILE).unlink()
+    col = ls.open(name, home=home)
+    assert col.backend.index.partitioner.current is None
+    return col
 
 
 def clustered(n: int, dim: int, seed: int = 0, clusters: int = 50) -> np.ndarray:
@@ -37,16 +54,32 @@ def clustered(n: int, dim: int, seed: int = 0, clusters: int = 50) -> np.ndarray
     return (centres[rng.integers(0, clusters, n)] + rng.normal(size=(n, dim))).astype(np.float32)
 
 
-def test_every_position_is_in_the_list_of_its_nearest_centroid():
-    x = clustered(3_000, 8, seed=1)
-    part = build(lambda positions: x[positions], 3_000, 8, "l2", source=None)
-    assert part.lists == list_count(3_000) == 27 and part.assigned == 3_000
-    assert sorted(part.order.tolist()) == list(range(3_000))  # each position once
-    assert part.offsets[0] == 0 and part.offsets[-1] == 3_000 and np.all(np.diff(part.offsets) >= 0)
+def assert_lists_of_nearest_centroids(part, x: np.ndarray) -> None:
+    """Each of ``x``'s positions once in ``part``'s lists, in the list of its nearest centroid."""
+    n = len(x)
+    assert part.assigned == n and sorted(part.order.tolist()) == list(range(n))
+    assert part.offsets[0] == 0 and part.offsets[-1] == n and np.all(np.diff(part.offsets) >= 0)
     nearest = part.centroids.search(x, 1)[1][:, 0]
     for i in range(part.lists):
         members = part.order[part.offsets[i] : part.offsets[i + 1]]
         assert np.all(nearest[members] == i)
+
+
+def test_every_position_is_in_the_list_of_its_nearest_centroid():
+    x = clustered(3_000, 8, seed=1)
+    part = build(lambda positions: x[positions], 3_000, 8, "l2", source=None)
+    assert part.lists == list_count(3_000) == 27 and part.trained == 3_000
+    assert_lists_of_nearest_centroids(part, x)
+
+
+def test_an_extended_partition_has_the_new_positions_in_the_lists_of_their_nearest_centroids():
+    x = clustered(3_800, 8, seed=2)
+    part = build(lambda positions: x[positions], 3_000, 8, "l2", source=None)
+    extended = extend(part, lambda positions: x[positions], 3_800)
+    assert extended.centroids is part.centroids and extended.trained == 3_000
+    assert extended.probe_scale == part.probe_scale and extended.source is part.source
+    assert_lists_of_nearest_centroids(extended, x)
+    assert part.assigned == 3_000 and len(part.order) == 3_000  # (searches meanwhile keep the old one whole)
 
 
 @pytest.mark.parametrize("metric", ["l2", "ip"])
@@ -165,12 +198,15 @@ def test_a_partition_is_built_once_the_walks_cost_what_it_costs(monkeypatch):
     thread = partitioner.charge(0.010, source=source, count=20_000, dim=8, start=start)
     assert thread is not None
     partitioner.wait()
-    assert partitioner.usable(source, 20_000) is not None and partitioner.fresh(source, 20_000)
-    assert partitioner.charge(1.0, source=source, count=20_000, dim=8, start=start) is None  # built, fresh
+    assert partitioner.usable(source, 20_000) is not None and partitioner.due(source, 20_000) is None
+    assert partitioner.charge(1.0, source=source, count=20_000, dim=8, start=start) is None  # built, current
     assert partitioner.usable(object(), 20_000) is None  # another index (rebuilt, reloaded): not this one's
-    # A quarter more added since: still used, but the walks count towards a new one.
-    assert partitioner.usable(source, 25_001) is not None and not partitioner.fresh(source, 25_001)
-    assert partitioner.charge(1.0, source=source, count=25_001, dim=8, start=start) is not None
+    # A sixteenth more added since: still used as it is; past that, its tail is to be assigned, and
+    # from four times the vectors its centroids were trained on, it is to be built anew.
+    assert partitioner.due(source, 21_250) is None
+    assert partitioner.usable(source, 21_251) is not None and partitioner.due(source, 21_251) == "extend"
+    assert partitioner.due(source, 79_999) == "extend" and partitioner.due(source, 80_000) == "build"
+    assert partitioner.charge(1.0, source=source, count=21_251, dim=8, start=start) is not None
     partitioner.wait()
     assert partitioner.charge(1.0, source=source, count=9_999, dim=8, start=start) is None  # too few to pay
 
@@ -209,6 +245,8 @@ def test_filtered_searches_go_through_the_partition_and_keep_up_with_writes(home
     group = np.arange(n) % 10
     col = ls.create("parted", encoder="precomputed", dim=dim, metric=metric, index="hnsw", home=home)
     add_in_small_writes(col, x, [{"g": int(g)} for g in group])
+    col.backend.index.partitioner.wait()  # (the writes' background build and extension)
+    assert col.backend.index.partitioner.current.assigned == n
     rng = np.random.default_rng(6)
     queries = x[rng.integers(0, n, 20)] + rng.normal(size=(20, dim)).astype(np.float32)
     col.backend.subindexes.limit = 0  # (a repeated filter's own graph would soon answer instead)
@@ -216,8 +254,6 @@ def test_filtered_searches_go_through_the_partition_and_keep_up_with_writes(home
     def plan(where):
         return col.search(queries[0], k=10, where=where, explain=True)[0].details["plan"]
 
-    assert plan("g = 3").startswith("index efSearch")  # no partition yet: the walk
-    col.backend.index.build_partition()
     assert plan("g = 3").startswith("partition, ")
     assert plan("g < 6").startswith("index efSearch")  # 60%: the walk passes few excluded nodes
     allowed = np.flatnonzero(group == 3)
@@ -235,10 +271,13 @@ def test_filtered_searches_go_through_the_partition_and_keep_up_with_writes(home
             own = base[int(h.id)]
             expected = -np.linalg.norm(own - q) if metric == "l2" else float(own @ q)
             assert h.score == pytest.approx(expected, rel=1e-4, abs=1e-4)
-    # Written since the partition: new items are searched (the tail), deleted ones never answer.
+    # Written since the partition (too few to extend it): new items are searched (the tail), deleted
+    # ones never answer.
     new = clustered(50, dim, seed=7)
     col.add([f"new{i}" for i in range(50)], vectors=new, metadata=[{"g": 3 if i % 2 else 4} for i in range(50)])
     col.delete([str(int(allowed[truth[0][0]]))])
+    col.backend.index.partitioner.wait()
+    assert col.backend.index.partitioner.current.assigned == n
     assert plan("g = 3").startswith("partition, ")
     for i in range(50):
         hits = col.search(new[i], k=3, where="g = 3")
@@ -246,7 +285,7 @@ def test_filtered_searches_go_through_the_partition_and_keep_up_with_writes(home
         assert (hits[0].id == f"new{i}") == bool(i % 2)
     assert str(int(allowed[truth[0][0]])) not in {h.id for h in col.search(queries[0], k=10, where="g = 3")}
     # An index rebuilt by compact is partitioned with it (a rebuild otherwise drops the partition: its
-    # filters walk until they have paid for another), and the partition is saved with its checkpoint.
+    # next write or its filtered walks make another), and the partition is saved with its checkpoint.
     old_partition = col.backend.index.partitioner.current
     steps: list[tuple[int, int]] = []
     col.compact(progress=lambda done, total: steps.append((done, total)))
@@ -281,7 +320,8 @@ def test_filtered_walks_build_the_partition_by_themselves(home, no_exact, monkey
     monkeypatch.setattr(partition_module, "BUILD_SECONDS_PER_FLOAT", 1e-12)  # the first walk pays for it
     x = clustered(10_000, 8, seed=8)
     col = ls.create("walked", encoder="precomputed", dim=8, metric="l2", index="hnsw", home=home)
-    add_in_small_writes(col, x, [{"g": i % 10} for i in range(10_000)])
+    col.add([str(i) for i in range(10_000)], vectors=x, metadata=[{"g": i % 10} for i in range(10_000)])
+    col = reopened_without_partition(col, home)
     col.backend.subindexes.limit = 0
     index = col.backend.index
     col.search(x[0], k=5, where="g < 6")  # a walk a partition would not beat: counts for nothing
@@ -300,11 +340,14 @@ def test_a_partition_that_failed_its_check_leaves_the_filters_to_the_walk(home, 
     add_in_small_writes(col, x, [{"g": i % 10} for i in range(10_000)])
     col.backend.subindexes.limit = 0
     index = col.backend.index
-    index.build_partition()
+    index.partitioner.wait()  # (built by the writes, in the background)
     assert index.partitioner.current is not None and index.partitioner.current.probe_scale is None
     assert index.partition_shape == (0, 1.0)
     assert col.search(x[1], k=5, where="g = 1", explain=True)[0].details["plan"].startswith("index efSearch")
-    assert index.charge_filtered(1e9) is None  # and its walks build no other
+    assert index.charge_filtered(1e9) is None  # and its walks build no other, nor its writes
+    add_in_small_writes(col, clustered(5_000, 8, seed=16), step=1_000, first=10_000)
+    index.partitioner.wait()
+    assert index.partitioner.current is not None and index.partitioner.current.assigned == 10_000
     col.close()
 
 
@@ -382,12 +425,20 @@ def test_a_bulk_write_builds_the_partition_with_the_index(home, no_exact, monkey
     assert first is not None and first.assigned == BULK_VECTORS
     assert index.partition_shape[0] == list_count(BULK_VECTORS)  # used from the first filtered search
     assert col.search(x[0], k=5, where="g = 1", explain=True)[0].details["plan"].startswith("partition, ")
-    # Later bulk writes build another only where it no longer covers three quarters of the index.
+    # Later bulk writes: up to a sixteenth more in its tail, it stays as it is; past that, the tail is
+    # assigned to its lists; from four times the vectors its centroids were trained on, built anew.
     monkeypatch.setattr(faiss_index, "BULK_VECTORS", 100)
     col.add([str(i) for i in range(BULK_VECTORS, BULK_VECTORS + 100)], vectors=x[BULK_VECTORS:][:100])
-    assert index.partitioner.current is first  # 100 in the tail: still fresh
+    assert index.partitioner.current is first  # 100 in the tail
     col.add([str(i) for i in range(BULK_VECTORS + 100, len(x))], vectors=x[BULK_VECTORS + 100 :])
-    assert index.partitioner.current is not first and index.partitioner.current.assigned == len(x)
+    extended = index.partitioner.current
+    assert extended.assigned == len(x) and extended.centroids is first.centroids and extended.trained == BULK_VECTORS
+    assert_lists_of_nearest_centroids(extended, x)
+    more = clustered(4 * BULK_VECTORS - len(x), 8, seed=26)
+    col.add([f"m{i}" for i in range(len(more))], vectors=more)
+    rebuilt = index.partitioner.current
+    assert rebuilt.centroids is not first.centroids and rebuilt.trained == rebuilt.assigned == 4 * BULK_VECTORS
+    assert rebuilt.lists == list_count(4 * BULK_VECTORS)
     col.close()
 
 
@@ -415,9 +466,51 @@ def test_a_bulk_write_whose_partition_fails_has_landed_all_the_same(home, caplog
     col.add([str(i) for i in range(BULK_VECTORS)], vectors=x, metadata=[{"g": i % 10} for i in range(BULK_VECTORS)])
     assert col.count() == BULK_VECTORS and col.backend.index.partition_shape == (0, 1.0)
     assert "building the filter partition of failed failed (no room for the partition)" in caplog.text
+    index = col.backend.index
+    assert index.partitioner.due(index.index, index.ntotal) is None  # (each later write would try and log)
     hits = col.search(x[3], k=5, where="g = 3")
     assert hits[0].id == "3" and all(h.metadata["g"] == 3 for h in hits)
     col.close()
+
+
+def test_small_writes_keep_the_partition_in_the_background(home, no_exact):
+    x = clustered(MIN_VECTORS + 1_000, 8, seed=27)
+    meta = [{"g": i % 10} for i in range(len(x))]
+    col = ls.create("grown", encoder="precomputed", dim=8, metric="l2", index="hnsw", home=home)
+    col.backend.subindexes.limit = 0
+    partitioner = col.backend.index.partitioner
+    add_in_small_writes(col, x[: MIN_VECTORS - 1], meta[: MIN_VECTORS - 1], step=2_000)
+    partitioner.wait()
+    assert partitioner.current is None  # too few
+    col.add([str(MIN_VECTORS - 1)], vectors=x[MIN_VECTORS - 1 :][:1], metadata=meta[MIN_VECTORS - 1 :][:1])
+    partitioner.wait()
+    built = partitioner.current
+    assert built is not None and built.assigned == built.trained == MIN_VECTORS  # the write that reached it
+    assert col.search(x[0], k=5, where="g = 1", explain=True)[0].details["plan"].startswith("partition, ")
+    add_in_small_writes(col, x[MIN_VECTORS:], meta[MIN_VECTORS:], step=500, first=MIN_VECTORS)
+    partitioner.wait()
+    extended = partitioner.current  # (500 in its tail, then 1,000: past a sixteenth)
+    assert extended.centroids is built.centroids and extended.assigned == len(x)
+    assert_lists_of_nearest_centroids(extended, x)
+    hits = col.search(x[-1], k=5, where=f"g = {(len(x) - 1) % 10}", explain=True)  # (the last item's group)
+    assert hits[0].details["plan"].startswith("partition, ") and hits[0].id == str(len(x) - 1)
+    col.close()
+
+
+def test_a_job_asked_for_while_one_runs_runs_again_after_it():
+    release, runs = threading.Event(), []
+
+    def job():
+        runs.append(len(runs))
+        release.wait()
+
+    partitioner = Partitioner()
+    thread = partitioner.start(job)
+    assert thread is not None
+    assert partitioner.start(job) is None and partitioner.start(job) is None  # (asked twice: runs once more)
+    release.set()
+    thread.join()
+    assert runs == [0, 1] and partitioner._build is None
 
 
 @pytest.mark.parametrize(("n", "partitioned"), [(BULK_VECTORS, True), (BULK_VECTORS - 1, False)])
@@ -446,4 +539,4 @@ def test_a_background_build_finishing_after_a_bulk_writes_is_dropped():
     bulk = partitioner.current = build(lambda positions: x[positions], 20_000, 8, "l2", source)
     release.set()
     thread.join()
-    assert partitioner.current is bulk and partitioner.fresh(source, 20_000)
+    assert partitioner.current is bulk and partitioner.due(source, 20_000) is None

@@ -206,9 +206,9 @@ class Backend(Protocol):
 
     def compact(self, *, progress: ProgressFn | None = None) -> None: ...
 
-    def finish_bulk_load(self, added: int) -> None:
-        """After a load of ``added`` vectors in several writes: build what one bulk write of them would
-        have (the filter partition), where each write was too small to."""
+    def finish_bulk_load(self) -> None:
+        """After a load in several writes: bring what those writes keep in the background (the filter
+        partition) up to date now, as one bulk write of them all would have."""
         ...
 
     def resize(self, shards: int, *, progress: ProgressFn | None = None) -> int: ...

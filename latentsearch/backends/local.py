@@ -27,7 +27,6 @@ from latentsearch.backends.base import PassageSpan, Ranking, VectorTable, WriteB
 from latentsearch.backends.planner import Plan, SubsetCache, plan_filtered, subindex_plan
 from latentsearch.errors import ConflictError, EncoderMismatchError, InvalidInputError
 from latentsearch.index.faiss_index import (
-    BULK_VECTORS,
     CHECKPOINT_FILE,
     INDEX_FILE,
     PARTITION_FILE,
@@ -795,10 +794,9 @@ class LocalBackend:
             index.save()
             self._index = index
 
-    def finish_bulk_load(self, added: int) -> None:
-        if added >= BULK_VECTORS:
-            with self._lock:
-                self.index.partition_bulk_load()
+    def finish_bulk_load(self) -> None:
+        with self._lock:
+            self.index.keep_partition(now=True)
 
     def resize(self, shards: int, *, progress: ProgressFn | None = None) -> int:
         raise InvalidInputError(

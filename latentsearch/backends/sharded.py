@@ -548,8 +548,8 @@ class ShardedBackend:
         if progress:
             progress(self.shards, self.shards)
 
-    def finish_bulk_load(self, added: int) -> None:
-        self._all("finish_bulk_load", added // max(1, self.shards))  # (each shard's share of the load)
+    def finish_bulk_load(self) -> None:
+        self._all("finish_bulk_load")
 
     def resize(self, shards: int, *, progress: ProgressFn | None = None) -> int:
         """Change the number of shards and move every item whose shard changes; returns items moved.

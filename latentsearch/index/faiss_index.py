@@ -46,6 +46,7 @@ from latentsearch.index.partition import (
     write_partition,
 )
 from latentsearch.index.partition import build as build_partition
+from latentsearch.index.partition import extend as extend_partition
 from latentsearch.index.specs import (
     DEFAULT_EF_SEARCH,
     factory_for,
@@ -64,7 +65,7 @@ INDEX_FILE = "index.faiss"
 CHECKPOINT_FILE = "index.checkpoint.json"
 LOCK_FILE = "index.lock"
 PARTITION_FILE = "index.partition.npz"  # the filter partition of the checkpointed index (see partition)
-BULK_VECTORS = MIN_VECTORS  # a write of this many vectors builds the filter partition with the index
+BULK_VECTORS = MIN_VECTORS  # a write of this many vectors keeps the filter partition itself (see keep_partition)
 
 COMPACT_TOMBSTONE_FRACTION = 0.3  # HNSW rebuilds once this share of its vectors are deleted
 # Vectors added per hold of the search gate: a search waits for at most one block's add (about 0.3 s
@@ -526,13 +527,12 @@ class VectorIndex:
         self.dirty = True
 
     def add(self, rowids: np.ndarray, vectors: np.ndarray, seq: int) -> None:
-        """Add vectors that SQLite has just committed at ``seq``. A bulk write (:data:`BULK_VECTORS` or
-        more) also builds the filter partition, unless one still covers the index (see
-        :meth:`partition_bulk_load`)."""
+        """Add vectors that SQLite has just committed at ``seq``, and keep the filter partition current
+        with them (:meth:`keep_partition`: a bulk write of :data:`BULK_VECTORS` or more in this thread,
+        a smaller one in the background)."""
         self._add(rowids, vectors)
         self.seq, self.dirty = seq, True
-        if len(rowids) >= BULK_VECTORS:
-            self.partition_bulk_load()
+        self.keep_partition(now=len(rowids) >= BULK_VECTORS)
 
     def _add(self, rowids: np.ndarray, vectors: np.ndarray) -> None:
         """Add to the FAISS index block by block, each block with the gate held: searches go on
@@ -725,42 +725,50 @@ class VectorIndex:
         return found[1]
 
     def charge_filtered(self, seconds: float) -> Any:
-        """Count ``seconds`` of a filtered search towards the filter partition; once the searches have
-        cost what one costs to build, it is built in a daemon thread (returned; None when none starts)."""
+        """Count ``seconds`` of a filtered search towards the filter partition an index opened without
+        one lacks (its writes keep it otherwise: :meth:`keep_partition`); once the searches have cost
+        what one costs to build, it is made in a daemon thread (returned; None when none starts)."""
         if not self._partitionable:
             return None
         source = self.index
-        return self.partitioner.charge(
-            seconds, source=source, count=self.ntotal, dim=self.dim, start=lambda: self._new_partition(source)
-        )
+        job = self._partition_job(source)
+        return self.partitioner.charge(seconds, source=source, count=self.ntotal, dim=self.dim, start=job)
 
     def build_partition(self, *, progress: ProgressFn | None = None) -> None:
         """Build the filter partition now, in this thread, where searches would build one (an HNSW index
         of at least :data:`~latentsearch.index.partition.MIN_VECTORS` float vectors): ``compact``, and
-        benchmarks and tests. Searches otherwise build it when their walks have cost as much.
+        benchmarks and tests. Writes otherwise keep it (:meth:`keep_partition`).
         ``progress(done, total)`` follows its vectors' assignment to lists."""
         if self._partitionable and self.partitioner.enabled and self.ntotal >= MIN_VECTORS:
             self.partitioner.current = self._new_partition(self.index, progress)
+            self.partitioner.failed = False
 
-    def partition_bulk_load(self) -> None:
-        """Build the filter partition after a bulk load (a write of :data:`BULK_VECTORS` or more, or a
-        file's ingest in smaller writes), with this thread's FAISS threads, where the index has none
-        that still covers it: filtered searches use it from the first, instead of walking until their
-        walks have paid for it (a 10% filter on 60,000 × 784: 0.71× of the unfiltered queries/s against
-        0.45×). It costs the load about a thirtieth (0.3 s beside FAISS's 7.7 s for those vectors). Not
-        again where this index's last partition failed its check (data whose neighbours the lists
-        scatter: the next would too, and a load in many bulk writes would pay for each); the walks'
-        ski rental still may. Its failure is logged, not raised: the load itself has landed."""
-        if not self._partitionable or self.partitioner.fresh(self.index, self.ntotal):
+    def keep_partition(self, *, now: bool = True) -> None:
+        """Keep the filter partition current with the index after writes (see
+        :meth:`Partitioner.due <latentsearch.index.partition.Partitioner.due>`): build it once the
+        index reaches :data:`~latentsearch.index.partition.MIN_VECTORS` vectors or has grown fourfold
+        since, else assign a tail past a sixteenth to its lists, so that filtered searches use it from
+        the first instead of walking the graph (a 10% filter on 60,000 × 784: 0.71× of the unfiltered
+        queries/s against 0.45×). ``now``: in this thread, with its FAISS threads (a bulk write, the
+        end of a file's ingest: the build costs the load a thirtieth), after the background work in
+        flight; else in a background thread, or after the one running (a small write: it returns at
+        once). A failure is logged, not raised: the write itself has landed."""
+        if not self._partitionable:
             return
-        last = self.partitioner.usable(self.index, self.ntotal)
-        if last is not None and last.probe_scale is None:
+        job = self._partition_job(self.index)
+        if not now:
+            if self.partitioner.due(self.index, self.ntotal) is not None:
+                self.partitioner.start(job)
             return
+        self.partitioner.wait()  # (what runs would be dropped as older than this)
         try:
-            self.build_partition()
+            partition = job()
+            if partition is not None:
+                self.partitioner.current = partition
         except IndexReplaced:
             pass
         except Exception as exc:  # (one line: the write is not the user's mistake, nor lost)
+            self.partitioner.failed = True
             log.warning(
                 "building the filter partition of %s failed (%s): filtered searches walk the graph meanwhile",
                 self.folder.name,
@@ -811,8 +819,33 @@ class VectorIndex:
         self._storage = None
         self.partitioner.reset()
 
+    def _partition_job(self, source: Any) -> Callable[[], Partition | None]:
+        """What makes the partition of ``source`` that :meth:`Partitioner.due` asks for when it runs (a
+        build, an extension), or None where nothing is due."""
+
+        def job() -> Partition | None:
+            due = self.partitioner.due(source, int(source.ntotal))
+            return None if due is None else self._new_partition(source) if due == "build" else self._extended(source)
+
+        return job
+
     def _new_partition(self, source: Any, progress: ProgressFn | None = None) -> Partition:
+        copy, distances = self._partition_reads(source)
         count = int(source.ntotal)
+        return build_partition(copy, count, self.dim, self.metric, source, progress=progress, distances=distances)
+
+    def _extended(self, source: Any) -> Partition:
+        current = self.partitioner.usable(source, int(source.ntotal))
+        if current is None:  # (dropped meanwhile: the index was replaced)
+            raise IndexReplaced("the index was rebuilt or reloaded before its partition was extended")
+        return extend_partition(current, self._partition_reads(source)[0], int(source.ntotal))
+
+    def _partition_reads(
+        self, source: Any
+    ) -> tuple[Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray, np.ndarray], np.ndarray]]:
+        """How a partition of ``source`` reads its vectors (``copy(positions)``) and scores one query
+        against some (``distances(query, positions)``), each under the read gate; both raise
+        IndexReplaced once ``source`` is no longer the index."""
 
         def storage() -> Any:  # (the caller holds the read gate)
             if self.index is not source:
@@ -832,7 +865,7 @@ class VectorIndex:
                 )
             return values
 
-        return build_partition(copy, count, self.dim, self.metric, source, progress=progress, distances=distances)
+        return copy, distances
 
     def search_direct(
         self, queries: np.ndarray, k: int, ef_search: int | None = None, nprobe: int | None = None

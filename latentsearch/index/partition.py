@@ -10,15 +10,19 @@ thousand and more (Fashion-MNIST, 60,000 × 784).
 
 One partition serves every filter, a new one on its first query included. Building it (k-means on a
 sample, then each vector's nearest centroid, then a check of its own recall that sets how many lists
-a query probes, or that it is not to be used) costs as much as about a thousand walks. A bulk load
-builds it with the index (a thirtieth of the load's time: see ``VectorIndex.partition_bulk_load``);
-a collection grown by smaller writes gets it once filtered walks it would have beaten have cost that
-much (ski rental, as for the sub-indexes of repeated filters), in a background thread; searches never
-wait for it. Vectors added later are candidates of every query (the tail, scanned whole) until the
-tail grows past a quarter of the partition, when the next bulk write builds a new one, or walks
-count towards it. Removed vectors are no filter's matches and are never candidates. It is saved
-beside the index's checkpoint, bound to the checksum of the index file it partitions, and taken up
-again when that file is opened; a rebuilt index starts without one.
+a query probes, or that it is not to be used) costs as much as about a thousand walks, and a
+thirtieth of loading the vectors. So the writes keep it (see ``VectorIndex.keep_partition`` and
+:meth:`Partitioner.due`): the write that takes an index to MIN_VECTORS builds it; vectors added later
+are candidates of every query (the tail, scanned whole) until the tail passes TAIL_SHARE of the
+partitioned ones, when a write has them assigned to their nearest lists (:func:`extend`: the
+centroids stay, so it costs what assigning them costs); once the index has grown
+RETRAIN_GROWTH-fold since the centroids were trained, a write builds the partition anew. A bulk write
+does that in its own thread, a small one in a background thread (writes and searches never wait
+for it). An index opened without a partition (saved by an older version, or its file lost) gets one
+from its next write, or once filtered walks it would have beaten have cost a build (ski rental, as
+for the sub-indexes of repeated filters). Removed vectors are no filter's matches and are never
+candidates. It is saved beside the index's checkpoint, bound to the checksum of the index file it
+partitions, and taken up again when that file is opened; a rebuilt index starts without one.
 """
 
 from __future__ import annotations
@@ -42,7 +46,14 @@ MIN_VECTORS = 10_000  # fewer: a filter's matches are few enough for the exact p
 SAMPLE_PER_LIST = 40  # k-means training vectors per list (FAISS warns below 39)
 KMEANS_ITERATIONS = 10
 COPY_BLOCK = 16_384  # vectors copied out of the index per hold of its read gate while assigning
-MAX_TAIL_SHARE = 0.25  # vectors added since the build, as a share of those partitioned: then rebuild
+# Vectors added since the partition took its last ones, as a share of those: past it, the next write
+# has them assigned to lists. (A sixteenth: the tail then adds at most as many candidates as the
+# lists a query probes, probe_count's sixteenth, hold.)
+TAIL_SHARE = 1 / 16
+# Vectors in the index over those its centroids were trained on: from there a write builds it anew
+# (new centroids, for data that has drifted, and √n / 2 lists again). Fourfold: rebuilds cost a third
+# of the last one over the index's growth.
+RETRAIN_GROWTH = 4
 # A partition checks itself once built: the recall@10 of CHECK_QUERIES of its own vectors, each under
 # random filters of CHECK_SHARES of the others, against their exact neighbours; it probes lists at the
 # least of PROBE_SCALES that reaches CHECK_RECALL (clustered 128-d data needs more than Fashion-MNIST's).
@@ -84,7 +95,8 @@ class IndexReplaced(RuntimeError):
 class Partition:
     """Lists of an index's positions by nearest centroid. ``order[offsets[i]:offsets[i + 1]]`` are list
     ``i``'s positions; positions from ``assigned`` on were added since and belong to no list. Queries
-    probe ``probe_scale`` times :func:`probe_count`'s lists (see :func:`build`)."""
+    probe ``probe_scale`` times :func:`probe_count`'s lists (see :func:`build`). ``trained``: the
+    positions there were when its centroids were trained (:func:`extend` keeps them)."""
 
     centroids: faiss.Index
     order: np.ndarray
@@ -93,6 +105,7 @@ class Partition:
     source: object  # the FAISS index it partitions (a rebuilt or reloaded one is another)
     probe_scale: float | None = 1.0  # lists probed, as a multiple of probe_count's (None: not to be used)
     saved_for: str = ""  # the checksum of the index file it was last saved beside (see write_partition)
+    trained: int = 0
 
     @property
     def lists(self) -> int:
@@ -177,9 +190,34 @@ def build(
             progress(start + len(block), count)
     order = np.argsort(nearest, kind="stable").astype(np.int64)
     offsets = np.searchsorted(nearest[order], np.arange(lists + 1)).astype(np.int64)
-    partition = Partition(centroids, order, offsets, count, source)
+    partition = Partition(centroids, order, offsets, count, source, trained=count)
     partition.probe_scale = check.probe_scale(partition)
     return partition
+
+
+def extend(partition: Partition, copy: Callable[[np.ndarray], np.ndarray], count: int) -> Partition:
+    """``partition`` with the positions from its ``assigned`` to ``count`` in the lists of their nearest
+    centroids (a new partition: searches go on with the old one meanwhile). The centroids, the probe
+    scale and what they were trained on stay; ``copy`` as for :func:`build`."""
+    added = np.arange(partition.assigned, count, dtype=np.int64)
+    nearest = np.empty(len(added), dtype=np.int64)
+    for start in range(0, len(added), COPY_BLOCK):
+        block = copy(added[start : start + COPY_BLOCK])
+        nearest[start : start + len(block)] = partition.centroids.search(block, 1)[1][:, 0]
+    lists = partition.lists
+    was_in = np.repeat(np.arange(lists, dtype=np.int64), np.diff(partition.offsets))  # (list of each in order)
+    by_list = np.argsort(np.concatenate([was_in, nearest]), kind="stable")  # (each list: old positions, then new)
+    order = np.concatenate([partition.order, added])[by_list]
+    offsets = partition.offsets + np.concatenate([[0], np.cumsum(np.bincount(nearest, minlength=lists))])
+    return Partition(
+        partition.centroids,
+        order,
+        offsets.astype(np.int64),
+        count,
+        partition.source,
+        partition.probe_scale,
+        trained=partition.trained,
+    )
 
 
 class _Check:
@@ -266,6 +304,7 @@ def write_partition(handle: BinaryIO, partition: Partition, index_sha256: str) -
         assigned=np.int64(partition.assigned),
         probe_scale=np.float64(np.nan if partition.probe_scale is None else partition.probe_scale),
         index_sha256=np.str_(index_sha256),
+        trained=np.int64(partition.trained),
     )
 
 
@@ -283,9 +322,12 @@ def read_partition(path: Path, index_sha256: str, source: object, metric: str) -
             int(saved["assigned"]),
         )
         scale = float(saved["probe_scale"])
+        trained = int(saved["trained"]) if "trained" in saved.files else assigned  # (saved before extend)
     if len(order) != assigned or len(offsets) != centroids.ntotal + 1 or offsets[-1] != assigned:
         raise ValueError("its lists do not add up")
-    partition = Partition(centroids, order, offsets, assigned, source, None if math.isnan(scale) else scale)
+    partition = Partition(
+        centroids, order, offsets, assigned, source, None if math.isnan(scale) else scale, trained=trained
+    )
     partition.saved_for = index_sha256
     return partition
 
@@ -299,6 +341,10 @@ class Partitioner:
         self.current: Partition | None = None
         self._walked = 0.0
         self._build: threading.Thread | None = None
+        self._again = False  # a job was asked for while one ran: run it again once done
+        # A build or extension failed (memory, most likely): none is tried again for this index (its
+        # writes would each try and log), until it is replaced (reset) or compacted.
+        self.failed = False
         self._closed = False
         self._generation = 0  # reset() counts: a build started before one is discarded
         self._lock = threading.Lock()
@@ -309,17 +355,46 @@ class Partitioner:
         usable = current is not None and self.enabled and current.source is source and count >= current.assigned
         return current if usable else None
 
-    def fresh(self, source: object, count: int) -> bool:
-        """Whether a partition of this index covers enough of its ``count`` positions."""
+    def due(self, source: object, count: int) -> str | None:
+        """What keeping this index's partition current asks now that it holds ``count`` positions:
+        ``"build"`` (none yet, or the index has grown RETRAIN_GROWTH-fold since its centroids were
+        trained), ``"extend"`` (its tail has passed TAIL_SHARE), or None: nothing (it is current, the
+        index is too small, partitions are off, the last one failed its check, data whose neighbours
+        the lists scatter, for which the next would fail too, or the last build failed)."""
+        if count < MIN_VECTORS or not self.enabled or self.failed:
+            return None
         current = self.usable(source, count)
-        return current is not None and count - current.assigned <= MAX_TAIL_SHARE * current.assigned
+        if current is None:
+            return "build"
+        if current.probe_scale is None:
+            return None
+        if count >= RETRAIN_GROWTH * max(1, current.trained):
+            return "build"
+        return "extend" if count - current.assigned > TAIL_SHARE * current.assigned else None
+
+    def start(self, job: Callable[[], Partition | None]) -> threading.Thread | None:
+        """Run ``job`` (which makes the partition :meth:`due` asks for, or None where nothing is) in a
+        daemon thread, returned, and take up what it makes unless the index was replaced meanwhile or
+        a newer partition covers more. Where one runs already, it runs ``job`` again once done (the
+        writes meanwhile may have made more due) and None is returned; None too once closed."""
+        with self._lock:
+            if self._closed:
+                return None
+            if self._build is not None:
+                self._again = True
+                return None
+            thread = threading.Thread(target=self._run, args=(job, self._generation), daemon=True)
+            self._build = thread
+        thread.start()
+        return thread
 
     def charge(
-        self, seconds: float, *, source: object, count: int, dim: int, start: Callable[[], Partition]
+        self, seconds: float, *, source: object, count: int, dim: int, start: Callable[[], Partition | None]
     ) -> threading.Thread | None:
-        """Count ``seconds`` of filtered search on an index of ``count`` ``dim``-d vectors; once they add
-        up to what a partition costs, run ``start`` (which builds one) in a thread, returned."""
-        if count < MIN_VECTORS or not self.enabled or self.fresh(source, count):
+        """Count ``seconds`` of filtered search on an index of ``count`` ``dim``-d vectors whose
+        partition is :meth:`due` (one opened without it, no write since); once they add up to what a
+        build costs, :meth:`start` ``start``, and return its thread."""
+        if self.due(source, count) is None:
             return None
         with self._lock:
             if self._closed or self._build is not None:
@@ -328,29 +403,31 @@ class Partitioner:
             if self._walked < count * dim * BUILD_SECONDS_PER_FLOAT:
                 return None
             self._walked = 0.0
-            thread = threading.Thread(target=self._run, args=(start, self._generation), daemon=True)
-            self._build = thread
-        thread.start()
-        return thread
+        return self.start(start)
 
-    def _run(self, start: Callable[[], Partition], generation: int) -> None:
-        try:
-            faiss.omp_set_num_threads(1)  # (this thread's own setting: the searches keep the other cores)
-            partition = start()
-        except IndexReplaced:
-            partition = None  # (its successor counts its own walks)
-        except Exception:
-            log.exception("building the filter partition failed; filtered searches walk the graph")
+    def _run(self, job: Callable[[], Partition | None], generation: int) -> None:
+        faiss.omp_set_num_threads(1)  # (this thread's own setting: the searches keep the other cores)
+        while True:
             partition = None
-        with self._lock:
-            self._build = None
-            if partition is not None and not self._closed and generation == self._generation:
-                current = self.current  # (a bulk write may have built one over more vectors meanwhile)
-                if current is None or partition.assigned >= current.assigned:
+            try:
+                partition = job()
+            except IndexReplaced:
+                pass  # (its successor's writes and walks ask for their own)
+            except Exception:
+                log.exception("building the filter partition failed; filtered searches walk the graph")
+                self.failed = True
+            with self._lock:
+                current = self.current  # (a bulk write may have made one over more vectors meanwhile)
+                kept = not self._closed and generation == self._generation
+                if partition is not None and kept and (current is None or partition.assigned >= current.assigned):
                     self.current = partition
+                if not (self._again and kept) or self.failed:
+                    self._build, self._again = None, False
+                    return
+                self._again = False
 
     def wait(self, timeout: float | None = None) -> None:
-        """Wait for the build in progress, if any (tests, benchmarks)."""
+        """Wait for the background build or extension in progress, if any."""
         thread = self._build
         if thread is not None:
             thread.join(timeout)
@@ -360,7 +437,7 @@ class Partitioner:
         and a build in progress is discarded when it ends."""
         with self._lock:
             self._generation += 1
-            self.current, self._walked = None, 0.0
+            self.current, self._walked, self.failed = None, 0.0, False
 
     def close(self) -> None:
         """:meth:`reset`, and build no more."""

@@ -414,5 +414,5 @@ def ingest(
         if progress:
             progress(done, n)
     if n > chunk_size:  # (a single chunk's write was the load: it did what a bulk write does)
-        collection.finish_bulk_load(n)
+        collection.finish_bulk_load()
     return done
