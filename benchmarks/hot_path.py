@@ -227,7 +227,7 @@ def partitioned_line(r: dict | None) -> str:
         f"With the filter partition ({r['plan']}), the same filter's first use: "
         f"{r['us_partitioned']:.0f} µs against FAISS's filtered walk's {r['us_faiss_filtered']:.0f} µs, "
         f"{r['ratio_vs_unfiltered']:.2f}× of the unfiltered queries/s (building the partition took "
-        f"{r['partition_build_seconds']:.1f} s on one core; a bulk load builds it with the index). "
+        f"{r['partition_build_seconds']:.1f} s on one core; the writes keep it: see the filter partition). "
     )
 
 

@@ -203,7 +203,7 @@ def filtered(base: np.ndarray, queries: np.ndarray, home: Path) -> list[dict]:
     grown.backend.index.partitioner.wait()
     grown.backend.subindexes.limit = 0
     kept = grown.backend.index.partitioner.current
-    kept_by_writes = "none" if kept is None else f"{kept.lists} lists trained on {kept.trained:,} of {kept.assigned:,}"
+    kept_by_writes = {} if kept is None else {"lists": kept.lists, "trained": kept.trained, "assigned": kept.assigned}
     qs = queries[:200]
     partitioner = col.backend.index.partitioner
     out = []
@@ -812,7 +812,12 @@ def update_readme(results: dict) -> None:
         "the filter planner's, at the default breadth; q/s against the same collection unfiltered, timed alternately. "
         "*First use* is a filter's first queries: *small writes*, on the collection grown by writes of "
         f"{SMALL_WRITE:,} vectors, with the filter partition those writes kept in the background"
-        + "".join(f" ({r['partition_grown']})" for r in results["filtered"][:1] if r.get("partition_grown"))
+        + "".join(
+            f" ({p['lists']} lists, their centroids trained on the first {p['trained']:,} vectors, "
+            f"{p['assigned']:,} assigned to them)"
+            for p in (r.get("partition_grown") for r in results["filtered"][:1])
+            if isinstance(p, dict) and p
+        )
         + "; *bulk-loaded*, on the collection as one `add` of its vectors left it, with the filter partition that "
         "write built (`compact` leaves the same); *no partition*, on a collection that has none (one opened without "
         "its partition file, saved by an older version), before its filtered walks pay for one"

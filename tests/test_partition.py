@@ -77,6 +77,7 @@ def test_an_extended_partition_has_the_new_positions_in_the_lists_of_their_neare
     part = build(lambda positions: x[positions], 3_000, 8, "l2", source=None)
     extended = extend(part, lambda positions: x[positions], 3_800)
     assert extended.centroids is part.centroids and extended.trained == 3_000
+    assert extended.trained_skew == part.trained_skew == part.skew > 1  # (what drift is measured against)
     assert extended.probe_scale == part.probe_scale and extended.source is part.source
     assert_lists_of_nearest_centroids(extended, x)
     assert part.assigned == 3_000 and len(part.order) == 3_000  # (searches meanwhile keep the old one whole)
@@ -370,6 +371,27 @@ def test_a_build_whose_index_was_replaced_ends_quietly(home, caplog, monkeypatch
     col.close()
 
 
+def test_a_saved_partition_keeps_what_its_centroids_were_trained_on(tmp_path):
+    from latentsearch.index.partition import read_partition, write_partition
+
+    x = clustered(3_600, 8, seed=28)
+    source = object()
+    part = extend(build(lambda positions: x[positions], 3_000, 8, "l2", source), lambda positions: x[positions], 3_600)
+    path = tmp_path / "partition.npz"
+    with path.open("wb") as handle:
+        write_partition(handle, part, "sha")
+    read = read_partition(path, "sha", source, "l2")
+    assert (read.trained, read.assigned) == (3_000, 3_600) and np.array_equal(read.order, part.order)
+    assert read.trained_skew == part.trained_skew != part.skew
+    # Saved by the version before extensions (no "trained"): its centroids were trained on all of it.
+    with np.load(path) as saved:
+        older = {key: saved[key] for key in saved.files if key != "trained"}
+    with path.open("wb") as handle:
+        np.savez(handle, **{key: value for key, value in older.items() if key != "trained_skew"})
+    older = read_partition(path, "sha", source, "l2")
+    assert older.trained == 3_600 and older.trained_skew == older.skew
+
+
 def test_the_partition_is_saved_with_its_checkpoint_and_taken_up_on_open(home, no_exact):
     from latentsearch.index.faiss_index import PARTITION_FILE
 
@@ -494,6 +516,29 @@ def test_small_writes_keep_the_partition_in_the_background(home, no_exact):
     assert_lists_of_nearest_centroids(extended, x)
     hits = col.search(x[-1], k=5, where=f"g = {(len(x) - 1) % 10}", explain=True)  # (the last item's group)
     assert hits[0].details["plan"].startswith("partition, ") and hits[0].id == str(len(x) - 1)
+    col.close()
+
+
+@pytest.mark.parametrize("drifted", [True, False])
+def test_lists_made_uneven_by_data_unlike_their_centroids_are_built_anew(home, drifted):
+    first = clustered(MIN_VECTORS, 8, seed=29)
+    later = clustered(MIN_VECTORS, 8, seed=30 if drifted else 29) + (40 if drifted else 0)  # (far off, or alike)
+    col = ls.create("drift", encoder="precomputed", dim=8, metric="l2", index="hnsw", home=home)
+    partitioner = col.backend.index.partitioner
+    add_in_small_writes(col, first, step=2_000)
+    partitioner.wait()
+    built = partitioner.current
+    assert built.trained == MIN_VECTORS and built.skew == built.trained_skew < 2
+    add_in_small_writes(col, later[:-1], step=1_000, first=MIN_VECTORS)
+    partitioner.wait()
+    extended = partitioner.current  # (still fewer than twice the vectors its centroids know)
+    assert extended.centroids is built.centroids and extended.assigned > 1.9 * MIN_VECTORS
+    assert (extended.skew > partition_module.DRIFT_SKEW * built.trained_skew) == drifted
+    col.add([str(2 * MIN_VECTORS - 1)], vectors=later[-1:])
+    partitioner.wait()
+    current = partitioner.current
+    assert (current.trained == 2 * MIN_VECTORS and current.centroids is not built.centroids) == drifted
+    assert current.skew < partition_module.DRIFT_SKEW * current.trained_skew
     col.close()
 
 

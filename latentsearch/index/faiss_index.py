@@ -825,7 +825,9 @@ class VectorIndex:
 
         def job() -> Partition | None:
             due = self.partitioner.due(source, int(source.ntotal))
-            return None if due is None else self._new_partition(source) if due == "build" else self._extended(source)
+            if due == "build":
+                return self._new_partition(source)
+            return self._extended(source) if due == "extend" else None
 
         return job
 

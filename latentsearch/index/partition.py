@@ -16,7 +16,9 @@ thirtieth of loading the vectors. So the writes keep it (see ``VectorIndex.keep_
 are candidates of every query (the tail, scanned whole) until the tail passes TAIL_SHARE of the
 partitioned ones, when a write has them assigned to their nearest lists (:func:`extend`: the
 centroids stay, so it costs what assigning them costs); once the index has grown
-RETRAIN_GROWTH-fold since the centroids were trained, a write builds the partition anew. A bulk write
+RETRAIN_GROWTH-fold since the centroids were trained, or twofold into lists DRIFT_SKEW times more uneven
+than they were (data unlike the vectors the centroids were trained on: a load in sorted order), a
+write builds the partition anew. A bulk write
 does that in its own thread, a small one in a background thread (writes and searches never wait
 for it). An index opened without a partition (saved by an older version, or its file lost) gets one
 from its next write, or once filtered walks it would have beaten have cost a build (ski rental, as
@@ -27,6 +29,7 @@ partitions, and taken up again when that file is opened; a rebuilt index starts 
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import threading
@@ -54,6 +57,10 @@ TAIL_SHARE = 1 / 16
 # (new centroids, for data that has drifted, and √n / 2 lists again). Fourfold: rebuilds cost a third
 # of the last one over the index's growth.
 RETRAIN_GROWTH = 4
+# Or from twice as many, where the lists have become this much more uneven (Partition.skew) since then:
+# the data has drifted from what the centroids were trained on, and a query's candidates grow with it.
+DRIFT_SKEW = 2.0
+DRIFT_GROWTH = 2
 # A partition checks itself once built: the recall@10 of CHECK_QUERIES of its own vectors, each under
 # random filters of CHECK_SHARES of the others, against their exact neighbours; it probes lists at the
 # least of PROBE_SCALES that reaches CHECK_RECALL (clustered 128-d data needs more than Fashion-MNIST's).
@@ -96,7 +103,8 @@ class Partition:
     """Lists of an index's positions by nearest centroid. ``order[offsets[i]:offsets[i + 1]]`` are list
     ``i``'s positions; positions from ``assigned`` on were added since and belong to no list. Queries
     probe ``probe_scale`` times :func:`probe_count`'s lists (see :func:`build`). ``trained``: the
-    positions there were when its centroids were trained (:func:`extend` keeps them)."""
+    positions there were when its centroids were trained, ``trained_skew`` its :attr:`skew` then
+    (:func:`extend` keeps both)."""
 
     centroids: faiss.Index
     order: np.ndarray
@@ -106,11 +114,19 @@ class Partition:
     probe_scale: float | None = 1.0  # lists probed, as a multiple of probe_count's (None: not to be used)
     saved_for: str = ""  # the checksum of the index file it was last saved beside (see write_partition)
     trained: int = 0
+    trained_skew: float = 1.0
 
     @property
     def lists(self) -> int:
         """How many lists."""
         return int(self.centroids.ntotal)
+
+    @functools.cached_property
+    def skew(self) -> float:
+        """How unevenly the lists divide the positions: lists × Σ share², 1 where they are even. A
+        query's candidates grow with it (for queries distributed as the vectors are)."""
+        shares = np.diff(self.offsets) / max(1, self.assigned)
+        return float(self.lists * np.square(shares).sum())
 
     def candidates(self, query: np.ndarray, nprobe: int, members: np.ndarray) -> np.ndarray:
         """Positions of the ``nprobe`` lists nearest ``query`` (one row) and of the tail, that
@@ -191,6 +207,7 @@ def build(
     order = np.argsort(nearest, kind="stable").astype(np.int64)
     offsets = np.searchsorted(nearest[order], np.arange(lists + 1)).astype(np.int64)
     partition = Partition(centroids, order, offsets, count, source, trained=count)
+    partition.trained_skew = partition.skew
     partition.probe_scale = check.probe_scale(partition)
     return partition
 
@@ -217,6 +234,7 @@ def extend(partition: Partition, copy: Callable[[np.ndarray], np.ndarray], count
         partition.source,
         partition.probe_scale,
         trained=partition.trained,
+        trained_skew=partition.trained_skew,
     )
 
 
@@ -305,6 +323,7 @@ def write_partition(handle: BinaryIO, partition: Partition, index_sha256: str) -
         probe_scale=np.float64(np.nan if partition.probe_scale is None else partition.probe_scale),
         index_sha256=np.str_(index_sha256),
         trained=np.int64(partition.trained),
+        trained_skew=np.float64(partition.trained_skew),
     )
 
 
@@ -322,12 +341,15 @@ def read_partition(path: Path, index_sha256: str, source: object, metric: str) -
             int(saved["assigned"]),
         )
         scale = float(saved["probe_scale"])
-        trained = int(saved["trained"]) if "trained" in saved.files else assigned  # (saved before extend)
+        # (Saved before extensions: its centroids were trained on all of it.)
+        trained = int(saved["trained"]) if "trained" in saved.files else assigned
+        trained_skew = float(saved["trained_skew"]) if "trained_skew" in saved.files else None
     if len(order) != assigned or len(offsets) != centroids.ntotal + 1 or offsets[-1] != assigned:
         raise ValueError("its lists do not add up")
     partition = Partition(
         centroids, order, offsets, assigned, source, None if math.isnan(scale) else scale, trained=trained
     )
+    partition.trained_skew = partition.skew if trained_skew is None else trained_skew
     partition.saved_for = index_sha256
     return partition
 
@@ -358,9 +380,10 @@ class Partitioner:
     def due(self, source: object, count: int) -> str | None:
         """What keeping this index's partition current asks now that it holds ``count`` positions:
         ``"build"`` (none yet, or the index has grown RETRAIN_GROWTH-fold since its centroids were
-        trained), ``"extend"`` (its tail has passed TAIL_SHARE), or None: nothing (it is current, the
-        index is too small, partitions are off, the last one failed its check, data whose neighbours
-        the lists scatter, for which the next would fail too, or the last build failed)."""
+        trained, or DRIFT_GROWTH-fold into lists DRIFT_SKEW times more uneven), ``"extend"`` (its
+        tail has passed TAIL_SHARE), or None: nothing (it is current, the index is too small,
+        partitions are off, the last one failed its check, data whose neighbours the lists scatter,
+        for which the next would fail too, or the last build failed)."""
         if count < MIN_VECTORS or not self.enabled or self.failed:
             return None
         current = self.usable(source, count)
@@ -368,7 +391,8 @@ class Partitioner:
             return "build"
         if current.probe_scale is None:
             return None
-        if count >= RETRAIN_GROWTH * max(1, current.trained):
+        grown = count / max(1, current.trained)
+        if grown >= RETRAIN_GROWTH or (grown >= DRIFT_GROWTH and current.skew > DRIFT_SKEW * current.trained_skew):
             return "build"
         return "extend" if count - current.assigned > TAIL_SHARE * current.assigned else None
 
