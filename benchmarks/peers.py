@@ -71,9 +71,9 @@ class LatentsearchPeer(Peer):
             "peer", encoder="precomputed", dim=vectors.shape[1], metric="l2", index="hnsw", home=self.folder
         )
         self.col.add(ids, vectors=vectors, metadata=[{"b": int(b)} for b in buckets])
-        # Filters walked as on first use, the conservative comparison: a repeated filter earns a sub-index
-        # of its matches, and filtered walks the collection's filter partition (benchmarks.performance's
-        # repeated and partitioned columns), which the peers lack.
+        # Filters walked as on a collection without its filter partition, the conservative comparison: a
+        # repeated filter earns a sub-index of its matches, and the writes keep the partition
+        # (benchmarks.performance's repeated, small-writes and bulk-loaded columns), which the peers lack.
         self.col.backend.subindexes.limit = 0
         self.col.backend.index.partitioner.enabled = False
 
