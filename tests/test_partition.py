@@ -542,6 +542,35 @@ def test_lists_made_uneven_by_data_unlike_their_centroids_are_built_anew(home, d
     col.close()
 
 
+def test_closing_right_after_a_small_write_saves_the_partition_it_kept(home, monkeypatch):
+    from latentsearch.index import faiss_index
+
+    x = clustered(MIN_VECTORS + 1_000, 8, seed=31)
+    col = ls.create("closed", encoder="precomputed", dim=8, metric="l2", index="hnsw", home=home)
+    col.add([str(i) for i in range(MIN_VECTORS)], vectors=x[:MIN_VECTORS])  # (a bulk write: partitioned)
+    release, extend_now = threading.Event(), faiss_index.extend_partition
+
+    def held_extend(*args):  # the write's background extension, still running when the collection closes
+        release.wait()
+        return extend_now(*args)
+
+    def wait_releasing(self, timeout=None):  # (close's wait for it lets it finish)
+        release.set()
+        return wait_now(self, timeout)
+
+    wait_now = Partitioner.wait
+    monkeypatch.setattr(faiss_index, "extend_partition", held_extend)
+    monkeypatch.setattr(Partitioner, "wait", wait_releasing)
+    try:
+        add_in_small_writes(col, x[MIN_VECTORS:], step=1_000, first=MIN_VECTORS)  # (past a sixteenth: extended)
+        col.close()
+    finally:
+        release.set()
+    col = ls.open("closed", home=home)
+    assert col.backend.index.partitioner.current.assigned == len(x)
+    col.close()
+
+
 def test_a_job_asked_for_while_one_runs_runs_again_after_it():
     release, runs = threading.Event(), []
 

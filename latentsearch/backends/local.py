@@ -835,6 +835,10 @@ class LocalBackend:
         """Checkpoint the index (raising what stops it) and close the store either way."""
         self.subindexes.close()
         try:
+            if self._index is not None:
+                # What the last writes started on the filter partition in the background is saved too
+                # (a CLI command closes right after its write).
+                self._index.partitioner.wait()
             self.save()  # (the filter partition too: closed after it)
         finally:
             if self._index is not None:
