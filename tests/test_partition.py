@@ -5,6 +5,7 @@ dropped with the index it partitions."""
 
 from __future__ import annotations
 
+import logging
 import threading
 
 import faiss
@@ -367,7 +368,7 @@ def test_a_build_whose_index_was_replaced_ends_quietly(home, caplog, monkeypatch
     partitioner.charge(0.0, source=stale, count=10_000, dim=4, start=lambda: col.backend.index._new_partition(stale))
     partitioner.wait()
     assert partitioner.current is None
-    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     col.close()
 
 
@@ -568,6 +569,29 @@ def test_closing_right_after_a_small_write_saves_the_partition_it_kept(home, mon
         release.set()
     col = ls.open("closed", home=home)
     assert col.backend.index.partitioner.current.assigned == len(x)
+    col.close()
+
+
+def test_a_background_build_that_fails_is_one_warning_and_not_tried_again_by_each_write(home, caplog, monkeypatch):
+    from latentsearch.index import faiss_index
+
+    def fail(*args, **kwargs):
+        raise MemoryError("no room for the partition")
+
+    monkeypatch.setattr(faiss_index, "build_partition", fail)
+    x = clustered(MIN_VECTORS + 2_000, 8, seed=32)
+    col = ls.create("unbuilt", encoder="precomputed", dim=8, metric="l2", index="hnsw", home=home)
+    partitioner = col.backend.index.partitioner
+    add_in_small_writes(col, x[:MIN_VECTORS], step=2_500)  # (the last reaches 10,000: a build in the background)
+    partitioner.wait()
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [r.getMessage() for r in warnings] == [
+        "building the filter partition failed (no room for the partition): filtered searches walk the graph"
+    ]
+    assert partitioner.current is None and partitioner.failed
+    add_in_small_writes(col, x[MIN_VECTORS:], step=1_000, first=MIN_VECTORS)
+    assert partitioner._build is None and len([r for r in caplog.records if r.levelno >= logging.WARNING]) == 1
+    assert col.count() == len(x) and col.search(x[5], k=1)[0].id == "5"  # (the writes landed)
     col.close()
 
 

@@ -15,16 +15,16 @@ thirtieth of loading the vectors. So the writes keep it (see ``VectorIndex.keep_
 :meth:`Partitioner.due`): the write that takes an index to MIN_VECTORS builds it; vectors added later
 are candidates of every query (the tail, scanned whole) until the tail passes TAIL_SHARE of the
 partitioned ones, when a write has them assigned to their nearest lists (:func:`extend`: the
-centroids stay, so it costs what assigning them costs); once the index has grown
-RETRAIN_GROWTH-fold since the centroids were trained, or twofold into lists DRIFT_SKEW times more uneven
-than they were (data unlike the vectors the centroids were trained on: a load in sorted order), a
-write builds the partition anew. A bulk write
-does that in its own thread, a small one in a background thread (writes and searches never wait
-for it). An index opened without a partition (saved by an older version, or its file lost) gets one
-from its next write, or once filtered walks it would have beaten have cost a build (ski rental, as
-for the sub-indexes of repeated filters). Removed vectors are no filter's matches and are never
-candidates. It is saved beside the index's checkpoint, bound to the checksum of the index file it
-partitions, and taken up again when that file is opened; a rebuilt index starts without one.
+centroids stay, so it costs what assigning them costs); once the index has grown RETRAIN_GROWTH-fold
+since the centroids were trained, or DRIFT_GROWTH-fold into lists DRIFT_SKEW times more uneven than
+they were (data unlike the vectors the centroids were trained on: a load in sorted order), a write
+builds the partition anew. A bulk write does that in its own thread, a small one in a background
+thread (writes and searches never wait for it). An index opened without a partition (saved by an
+older version, or its file lost) gets one from its next write, or once filtered walks it would have
+beaten have cost a build (ski rental, as for the sub-indexes of repeated filters). Removed vectors
+are no filter's matches and are never candidates. It is saved beside the index's checkpoint, bound to
+the checksum of the index file it partitions, and taken up again when that file is opened; a rebuilt
+index starts without one.
 """
 
 from __future__ import annotations
@@ -437,8 +437,8 @@ class Partitioner:
                 partition = job()
             except IndexReplaced:
                 pass  # (its successor's writes and walks ask for their own)
-            except Exception:
-                log.exception("building the filter partition failed; filtered searches walk the graph")
+            except Exception as exc:  # (one line, as a bulk write's: the writes themselves have landed)
+                log.warning("building the filter partition failed (%s): filtered searches walk the graph", exc)
                 self.failed = True
             with self._lock:
                 current = self.current  # (a bulk write may have made one over more vectors meanwhile)
