@@ -595,6 +595,21 @@ def test_a_background_build_that_fails_is_one_warning_and_not_tried_again_by_eac
     col.close()
 
 
+def test_a_reader_keeps_the_partition_through_another_connections_writes(home):
+    x = clustered(MIN_VECTORS + 1_000, 8, seed=33)
+    reader = ls.create("shared", encoder="precomputed", dim=8, metric="l2", index="hnsw", home=home)
+    reader.add([str(i) for i in range(MIN_VECTORS)], vectors=x[:MIN_VECTORS])  # (a bulk write: partitioned)
+    built = reader.backend.index.partitioner.current
+    writer = ls.open("shared", home=home)  # another connection, as another process's writer would be
+    writer.add([str(i) for i in range(MIN_VECTORS, len(x))], vectors=x[MIN_VECTORS:])
+    writer.close()
+    assert reader.search(x[-1], k=1)[0].id == str(len(x) - 1)  # caught up with the write: its tail
+    reader.backend.index.partitioner.wait()
+    extended = reader.backend.index.partitioner.current
+    assert extended.centroids is built.centroids and extended.assigned == len(x)
+    reader.close()
+
+
 def test_a_job_asked_for_while_one_runs_runs_again_after_it():
     release, runs = threading.Event(), []
 

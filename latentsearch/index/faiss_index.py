@@ -505,7 +505,9 @@ class VectorIndex:
     # --- changes ---------------------------------------------------------------------------------
 
     def catch_up(self, store: Store, *, progress: ProgressFn | None = None) -> None:
-        """Apply the writes SQLite has committed since this index's sequence."""
+        """Apply the writes SQLite has committed since this index's sequence (another process's, or
+        those after the checkpoint on open), keeping the filter partition in the background as a
+        small write would."""
         current = store.seq
         if current == self.seq:
             return
@@ -525,6 +527,8 @@ class VectorIndex:
                 progress(done, total)
         self.seq = current
         self.dirty = True
+        if done:
+            self.keep_partition(now=False)
 
     def add(self, rowids: np.ndarray, vectors: np.ndarray, seq: int) -> None:
         """Add vectors that SQLite has just committed at ``seq``, and keep the filter partition current
