@@ -197,13 +197,13 @@ def build(
     centroids = faiss.IndexFlatL2(dim) if metric == "l2" else faiss.IndexFlat(dim, faiss_metric(metric))
     centroids.add(kmeans.centroids)
     check = _Check(copy, count, metric, rng, distances)
-    nearest = np.empty(count, dtype=np.int64)
-    for start in range(0, count, COPY_BLOCK):
-        block = copy(np.arange(start, min(count, start + COPY_BLOCK), dtype=np.int64))
-        nearest[start : start + len(block)] = centroids.search(block, 1)[1][:, 0]
+
+    def each_block(start: int, block: np.ndarray) -> None:
         check.scan(start, block)
         if progress:
             progress(start + len(block), count)
+
+    nearest = _nearest_lists(centroids, copy, 0, count, each_block)
     order = np.argsort(nearest, kind="stable").astype(np.int64)
     offsets = np.searchsorted(nearest[order], np.arange(lists + 1)).astype(np.int64)
     partition = Partition(centroids, order, offsets, count, source, trained=count)
@@ -217,10 +217,7 @@ def extend(partition: Partition, copy: Callable[[np.ndarray], np.ndarray], count
     centroids (a new partition: searches go on with the old one meanwhile). The centroids, the probe
     scale and what they were trained on stay; ``copy`` as for :func:`build`."""
     added = np.arange(partition.assigned, count, dtype=np.int64)
-    nearest = np.empty(len(added), dtype=np.int64)
-    for start in range(0, len(added), COPY_BLOCK):
-        block = copy(added[start : start + COPY_BLOCK])
-        nearest[start : start + len(block)] = partition.centroids.search(block, 1)[1][:, 0]
+    nearest = _nearest_lists(partition.centroids, copy, partition.assigned, count)
     lists = partition.lists
     was_in = np.repeat(np.arange(lists, dtype=np.int64), np.diff(partition.offsets))  # (list of each in order)
     by_list = np.argsort(np.concatenate([was_in, nearest]), kind="stable")  # (each list: old positions, then new)
@@ -236,6 +233,24 @@ def extend(partition: Partition, copy: Callable[[np.ndarray], np.ndarray], count
         trained=partition.trained,
         trained_skew=partition.trained_skew,
     )
+
+
+def _nearest_lists(
+    centroids: faiss.Index,
+    copy: Callable[[np.ndarray], np.ndarray],
+    start: int,
+    stop: int,
+    each_block: Callable[[int, np.ndarray], None] | None = None,
+) -> np.ndarray:
+    """The nearest centroid of each position from ``start`` to ``stop``, their vectors copied COPY_BLOCK
+    at a time (``each_block(first position, vectors)`` sees each block)."""
+    nearest = np.empty(stop - start, dtype=np.int64)
+    for at in range(start, stop, COPY_BLOCK):
+        block = copy(np.arange(at, min(stop, at + COPY_BLOCK), dtype=np.int64))
+        nearest[at - start : at - start + len(block)] = centroids.search(block, 1)[1][:, 0]
+        if each_block:
+            each_block(at, block)
+    return nearest
 
 
 class _Check:
